@@ -1,0 +1,261 @@
+// Package client is the typed Go client for bangerd's local API. The CLI
+// uses it, and so can any program that wants to drive banger.
+//
+// The zero Client is not usable; make one with New. Every call takes a
+// context: cancelling it closes the connection, which cancels the work in
+// the daemon (a pull or import in progress is rolled back). Errors keep
+// their class across the socket, so errdefs.IsNotFound(err) works.
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/errdefs"
+)
+
+// Client talks to one daemon over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// New returns a client for the daemon listening on socket.
+func New(socket string) *Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Socket returns the path the client dials.
+func (c *Client) Socket() string { return c.socket }
+
+// IsDaemonDown reports whether err means no daemon is listening (as
+// opposed to a daemon that answered with an error).
+func IsDaemonDown(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://bangerd"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(api.HeaderVersion, api.Version)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", errdefs.ErrCanceled, ctx.Err())
+		}
+		return nil, fmt.Errorf("bangerd at %s: %w", c.socket, err)
+	}
+	if resp.StatusCode >= 400 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp, nil
+}
+
+func decodeError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var e api.Error
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		return e.Err()
+	}
+	// A daemon too old to know the version header still answers; a
+	// non-JSON body is the sign of a peer that is not speaking our API.
+	if v := resp.Header.Get(api.HeaderVersion); v != "" && v != api.Version {
+		return versionMismatch(v)
+	}
+	return fmt.Errorf("bangerd: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+}
+
+func versionMismatch(daemon string) error {
+	return fmt.Errorf("this banger speaks API v%s but the running bangerd speaks v%s: stop the old daemon (banger daemon stop) and retry: %w",
+		api.Version, daemon, errdefs.ErrVersionMismatch)
+}
+
+func (c *Client) getJSON(ctx context.Context, path string, out any) error {
+	resp, err := c.do(ctx, http.MethodGet, path, nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (c *Client) postJSON(ctx context.Context, path string, in, out any) error {
+	resp, err := c.do(ctx, http.MethodPost, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		return nil
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func (c *Client) delete(ctx context.Context, path string) error {
+	resp, err := c.do(ctx, http.MethodDelete, path, nil)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// stream posts in and reads Events until the result, calling progress (if
+// not nil) for each progress event, and decodes the result into out.
+func (c *Client) stream(ctx context.Context, path string, in, out any, progress func(api.Event)) error {
+	resp, err := c.do(ctx, http.MethodPost, path, in)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var ev api.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("bangerd stream: %w", err)
+		}
+		switch ev.Type {
+		case api.EventProgress:
+			if progress != nil {
+				progress(ev)
+			}
+		case api.EventError:
+			if ev.Error == nil {
+				return errors.New("bangerd: error event without an error")
+			}
+			return ev.Error.Err()
+		case api.EventResult:
+			if out == nil {
+				return nil
+			}
+			return json.Unmarshal(ev.Result, out)
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w: %w", errdefs.ErrCanceled, ctx.Err())
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("bangerd stream: %w", err)
+	}
+	return fmt.Errorf("bangerd closed the stream without a result: see its log: %w", errdefs.ErrUnavailable)
+}
+
+// Version returns the daemon's version. It is also the handshake: a daemon
+// speaking another API version fails it with errdefs.ErrVersionMismatch.
+func (c *Client) Version(ctx context.Context) (api.VersionInfo, error) {
+	var v api.VersionInfo
+	err := c.getJSON(ctx, api.PathVersion, &v)
+	if err == nil && v.APIVersion != api.Version {
+		return v, versionMismatch(v.APIVersion)
+	}
+	return v, err
+}
+
+// Shutdown asks the daemon to exit.
+func (c *Client) Shutdown(ctx context.Context) error {
+	return c.postJSON(ctx, api.PathShutdown, struct{}{}, nil)
+}
+
+// Images lists images.
+func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
+	var out []api.Image
+	return out, c.getJSON(ctx, api.PathImages, &out)
+}
+
+// Image returns one image by exact name.
+func (c *Client) Image(ctx context.Context, name string) (api.Image, error) {
+	var out api.Image
+	return out, c.getJSON(ctx, api.PathImage+url.PathEscape(name), &out)
+}
+
+// DeleteImage deletes an image by exact name.
+func (c *Client) DeleteImage(ctx context.Context, name string) error {
+	return c.delete(ctx, api.PathImage+url.PathEscape(name))
+}
+
+// PullImage pulls an OCI ref or catalog name, reporting progress.
+func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest, progress func(api.Event)) (api.Image, error) {
+	var out api.Image
+	return out, c.stream(ctx, api.PathImagePull, req, &out, progress)
+}
+
+// RegisterImage adopts an ext4 file as an image.
+func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest, progress func(api.Event)) (api.Image, error) {
+	var out api.Image
+	return out, c.stream(ctx, api.PathImageRegister, req, &out, progress)
+}
+
+// ImageCache lists the layer-blob cache.
+func (c *Client) ImageCache(ctx context.Context) ([]api.CachedBlob, error) {
+	var out []api.CachedBlob
+	return out, c.getJSON(ctx, api.PathImageCache, &out)
+}
+
+// PruneImageCache removes cached blobs.
+func (c *Client) PruneImageCache(ctx context.Context, req api.PruneCacheRequest) (api.PruneCacheResult, error) {
+	var out api.PruneCacheResult
+	return out, c.postJSON(ctx, api.PathImageCachePrune, req, &out)
+}
+
+// Kernels lists kernels.
+func (c *Client) Kernels(ctx context.Context) ([]api.Kernel, error) {
+	var out []api.Kernel
+	return out, c.getJSON(ctx, api.PathKernels, &out)
+}
+
+// Kernel returns one kernel by exact name.
+func (c *Client) Kernel(ctx context.Context, name string) (api.Kernel, error) {
+	var out api.Kernel
+	return out, c.getJSON(ctx, api.PathKernel+url.PathEscape(name), &out)
+}
+
+// DeleteKernel deletes a kernel by exact name.
+func (c *Client) DeleteKernel(ctx context.Context, name string) error {
+	return c.delete(ctx, api.PathKernel+url.PathEscape(name))
+}
+
+// ImportKernel imports kernel files from the host.
+func (c *Client) ImportKernel(ctx context.Context, req api.ImportKernelRequest, progress func(api.Event)) (api.Kernel, error) {
+	var out api.Kernel
+	return out, c.stream(ctx, api.PathKernelImport, req, &out, progress)
+}
+
+// PullKernel fetches a kernel by catalog name or OCI ref.
+func (c *Client) PullKernel(ctx context.Context, req api.PullKernelRequest, progress func(api.Event)) (api.Kernel, error) {
+	var out api.Kernel
+	return out, c.stream(ctx, api.PathKernelPull, req, &out, progress)
+}

@@ -1,0 +1,85 @@
+// Package errdefs defines the classes of error that banger reports, so that
+// callers on either side of the daemon's socket can branch on what went wrong
+// rather than on message text.
+//
+// Mark an error with its class where the decision is made:
+//
+//	return fmt.Errorf("image %q: %w", name, errdefs.ErrNotFound)
+//
+// and test it anywhere with the Is helpers. The api package carries the class
+// across the socket as an HTTP status, so errdefs.IsNotFound works on errors
+// returned by the client too.
+package errdefs
+
+import "errors"
+
+// The error classes. Each maps to one HTTP status in package api.
+var (
+	ErrNotFound           = errors.New("not found")
+	ErrAlreadyExists      = errors.New("already exists")
+	ErrInvalidArgument    = errors.New("invalid argument")
+	ErrFailedPrecondition = errors.New("failed precondition")
+	ErrUnavailable        = errors.New("unavailable")
+	ErrPermissionDenied   = errors.New("permission denied")
+	ErrCanceled           = errors.New("canceled")
+	ErrVersionMismatch    = errors.New("version mismatch")
+)
+
+// IsNotFound reports whether err is of class ErrNotFound.
+func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// IsAlreadyExists reports whether err is of class ErrAlreadyExists.
+func IsAlreadyExists(err error) bool { return errors.Is(err, ErrAlreadyExists) }
+
+// IsInvalidArgument reports whether err is of class ErrInvalidArgument.
+func IsInvalidArgument(err error) bool { return errors.Is(err, ErrInvalidArgument) }
+
+// IsFailedPrecondition reports whether err is of class ErrFailedPrecondition.
+func IsFailedPrecondition(err error) bool { return errors.Is(err, ErrFailedPrecondition) }
+
+// IsUnavailable reports whether err is of class ErrUnavailable.
+func IsUnavailable(err error) bool { return errors.Is(err, ErrUnavailable) }
+
+// IsPermissionDenied reports whether err is of class ErrPermissionDenied.
+func IsPermissionDenied(err error) bool { return errors.Is(err, ErrPermissionDenied) }
+
+// IsCanceled reports whether err is of class ErrCanceled.
+func IsCanceled(err error) bool { return errors.Is(err, ErrCanceled) }
+
+// IsVersionMismatch reports whether err is of class ErrVersionMismatch.
+func IsVersionMismatch(err error) bool { return errors.Is(err, ErrVersionMismatch) }
+
+// classError keeps a message and a class together, for errors rebuilt from
+// the wire where the original chain is gone.
+type classError struct {
+	msg   string
+	class error
+}
+
+func (e *classError) Error() string { return e.msg }
+func (e *classError) Unwrap() error { return e.class }
+
+// WithClass returns an error whose text is msg and which matches class under
+// errors.Is. A nil class gives a plain error.
+func WithClass(msg string, class error) error {
+	if class == nil {
+		return errors.New(msg)
+	}
+	return &classError{msg: msg, class: class}
+}
+
+// Classes lists every class, for mapping tables that must cover them all.
+func Classes() []error {
+	return []error{ErrNotFound, ErrAlreadyExists, ErrInvalidArgument, ErrFailedPrecondition,
+		ErrUnavailable, ErrPermissionDenied, ErrCanceled, ErrVersionMismatch}
+}
+
+// Class returns the first class err matches, or nil.
+func Class(err error) error {
+	for _, c := range Classes() {
+		if errors.Is(err, c) {
+			return c
+		}
+	}
+	return nil
+}

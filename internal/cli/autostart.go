@@ -1,0 +1,93 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/paths"
+)
+
+// connect returns a client for the daemon of layout, starting the daemon
+// first when none answers. Starting is safe when two CLIs race: the loser's
+// daemon finds the lock taken and exits, and both CLIs end up talking to
+// the winner.
+func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
+	if err := layout.Check(); err != nil {
+		return nil, err
+	}
+	c := client.New(layout.Socket())
+	_, err := c.Version(ctx)
+	if err == nil || !client.IsDaemonDown(err) {
+		return c, err
+	}
+	if err := startDaemon(layout); err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err = c.Version(ctx)
+		if err == nil || !client.IsDaemonDown(err) {
+			return c, err
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("bangerd did not answer on %s within 15s: see %s", layout.Socket(), layout.DaemonLog())
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// daemonBinary finds bangerd: $BANGERD, then beside this executable, then
+// PATH.
+func daemonBinary() (string, error) {
+	if p := os.Getenv("BANGERD"); p != "" {
+		return p, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "bangerd")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("bangerd")
+	if err != nil {
+		return "", errors.New("bangerd not found beside banger or in PATH: install both binaries (make install) or set BANGERD=/path/to/bangerd")
+	}
+	return p, nil
+}
+
+// startDaemon launches bangerd in its own session, detached from this
+// terminal, so it outlives the CLI and ignores the terminal's Ctrl-C.
+func startDaemon(layout paths.Layout) error {
+	bin, err := daemonBinary()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(layout.State, 0o700); err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(layout.DaemonLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("open daemon log: %w", err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	// Reap it if it exits early (lost a start race); otherwise it lives on.
+	go cmd.Wait()
+	return nil
+}

@@ -1,0 +1,118 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/bangervm/banger/api"
+)
+
+// progressPrinter renders a stream of progress events: a bar redrawn in
+// place on a terminal, or one plain line per step otherwise (logs, CI).
+type progressPrinter struct {
+	io    *IOStreams
+	mu    sync.Mutex
+	last  string // last plain line, to skip repeats
+	drawn bool
+}
+
+func newProgress(io *IOStreams) *progressPrinter { return &progressPrinter{io: io} }
+
+func (p *progressPrinter) event(ev api.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.io.ErrTTY {
+		p.bar(ev)
+		return
+	}
+	var line string
+	switch {
+	case ev.Phase == "layer" && ev.Current == ev.Total:
+		line = fmt.Sprintf("layer %d/%d done (%s)", ev.Layer, ev.Layers, humanBytes(ev.Total))
+	case ev.Phase == "layer" && ev.Current == 0:
+		line = ""
+	case ev.Message != "":
+		line = ev.Message
+	}
+	if line != "" && line != p.last {
+		fmt.Fprintln(p.io.ErrOut, line)
+		p.last = line
+	}
+}
+
+func (p *progressPrinter) bar(ev api.Event) {
+	var line string
+	if ev.Total > 0 {
+		const width = 30
+		frac := float64(ev.Current) / float64(ev.Total)
+		if frac > 1 {
+			frac = 1
+		}
+		n := int(frac * width)
+		label := ev.Phase
+		if ev.Layers > 0 {
+			label = fmt.Sprintf("layer %d/%d", ev.Layer, ev.Layers)
+		}
+		line = fmt.Sprintf("%-12s [%s%s] %s / %s", label, strings.Repeat("=", n), strings.Repeat(" ", width-n), humanBytes(ev.Current), humanBytes(ev.Total))
+	} else if ev.Message != "" {
+		line = ev.Message
+	} else {
+		return
+	}
+	if len(line) > 100 {
+		line = line[:100]
+	}
+	fmt.Fprintf(p.io.ErrOut, "\r\033[K%s", line)
+	p.drawn = true
+}
+
+// done ends the bar's line so that later output starts clean.
+func (p *progressPrinter) done() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		fmt.Fprint(p.io.ErrOut, "\r\033[K")
+		p.drawn = false
+	}
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// parseSize reads sizes like 4G, 512M, 1.5GiB or a plain byte count.
+func parseSize(s string) (int64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
+	mult := int64(1)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		}
+		if mult > 1 {
+			t = t[:len(t)-1]
+		}
+	}
+	var f float64
+	if _, err := fmt.Sscanf(t, "%g", &f); err != nil || f <= 0 || strings.ContainsAny(t, " ") {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix, such as 4G", s)
+	}
+	return int64(f * float64(mult)), nil
+}

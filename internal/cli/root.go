@@ -1,0 +1,121 @@
+// Package cli is the banger command line: a cobra tree with a file per
+// command group. Commands stay thin: they fill an options struct, call the
+// daemon through package client, and render text or --json.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/paths"
+)
+
+// Exit statuses.
+const (
+	ExitOK          = 0
+	ExitError       = 1
+	ExitUsage       = 2
+	ExitInterrupted = 130
+)
+
+// Factory carries what commands need, built lazily so that `banger
+// version` or `banger completion` never start a daemon.
+type Factory struct {
+	IO     *IOStreams
+	Layout paths.Layout
+	// Client returns a connected client, starting the daemon if needed.
+	Client func(ctx context.Context) (*client.Client, error)
+}
+
+// NewFactory returns the factory for a real run.
+func NewFactory() *Factory {
+	layout := paths.FromEnv()
+	var c *client.Client
+	return &Factory{
+		IO:     System(),
+		Layout: layout,
+		Client: func(ctx context.Context) (*client.Client, error) {
+			if c != nil {
+				return c, nil
+			}
+			var err error
+			c, err = connect(ctx, layout)
+			return c, err
+		},
+	}
+}
+
+// FlagError is a usage mistake: exit status 2 and a hint to see --help.
+type FlagError struct{ Err error }
+
+func (e *FlagError) Error() string { return e.Err.Error() }
+func (e *FlagError) Unwrap() error { return e.Err }
+
+func flagErrorf(format string, a ...any) error {
+	return &FlagError{Err: fmt.Errorf(format, a...)}
+}
+
+// NewRootCmd builds the command tree.
+func NewRootCmd(f *Factory) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "banger",
+		Short: "One-command development sandboxes on microVMs",
+		Long: `banger gives you a throw-away Linux machine — own kernel, root filesystem and
+network — in seconds, from any OCI image.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(f.IO.Out)
+	root.SetErr(f.IO.ErrOut)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
+	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f))
+	return root
+}
+
+// Run executes the CLI with args and returns the process exit status.
+func Run(f *Factory, args []string) int {
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	root := NewRootCmd(f)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	var fe *FlagError
+	switch {
+	case errors.As(err, &fe):
+		fmt.Fprintf(f.IO.ErrOut, "banger: %v\nRun 'banger --help' for usage.\n", err)
+		return ExitUsage
+	case ctx.Err() != nil || errdefs.IsCanceled(err):
+		fmt.Fprintln(f.IO.ErrOut, "banger: interrupted")
+		return ExitInterrupted
+	}
+	fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
+	return ExitError
+}
+
+// exactArgs is cobra.ExactArgs with a FlagError.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return flagErrorf("%s: want %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}
+
+func printJSON(f *Factory, v any) error {
+	enc := json.NewEncoder(f.IO.Out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

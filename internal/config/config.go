@@ -1,0 +1,102 @@
+// Package config reads banger's config.toml. Every key has a default, so a
+// missing file is a valid, empty config; an unknown key is an error naming
+// the key and the file, because a typo silently ignored is a setting the
+// user believes in and does not have.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/bangervm/banger/errdefs"
+)
+
+// Config is the whole of config.toml.
+type Config struct {
+	// LogLevel is the daemon's slog level: debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// DefaultImage and DefaultKernel are used when a command names none.
+	DefaultImage  string `toml:"default_image"`
+	DefaultKernel string `toml:"default_kernel"`
+	// DebianMirror overrides the mirror debootstrap uses for catalog
+	// images; empty means the host's own apt sources.
+	DebianMirror string     `toml:"debian_mirror"`
+	VM           VMDefaults `toml:"vm"`
+}
+
+// VMDefaults sizes VMs when a command gives no flags.
+type VMDefaults struct {
+	VCPU     int    `toml:"vcpu"`
+	MemoryMB int    `toml:"memory"`
+	DiskSize string `toml:"disk_size"`
+}
+
+// Default returns the built-in settings.
+func Default() Config {
+	return Config{
+		LogLevel:      "info",
+		DefaultImage:  "debian-bookworm",
+		DefaultKernel: "debian-cloud",
+		VM:            VMDefaults{VCPU: 1, MemoryMB: 512, DiskSize: "4G"},
+	}
+}
+
+// Load reads path over the defaults. A missing file gives the defaults.
+func Load(path string) (Config, error) {
+	c := Default()
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	if err := Parse(data, &c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes TOML data over c, refusing unknown keys and bad values.
+func Parse(data []byte, c *Config) error {
+	dec := toml.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		var strict *toml.StrictMissingError
+		if errors.As(err, &strict) {
+			var keys []string
+			for _, e := range strict.Errors {
+				row, _ := e.Position()
+				keys = append(keys, fmt.Sprintf("%q (line %d)", strings.Join(e.Key(), "."), row))
+			}
+			return fmt.Errorf("unknown key %s: remove it or check its spelling: %w", strings.Join(keys, ", "), errdefs.ErrInvalidArgument)
+		}
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return fmt.Errorf("line %d column %d: %s: %w", row, col, de.Error(), errdefs.ErrInvalidArgument)
+		}
+		return fmt.Errorf("%v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	return c.validate()
+}
+
+func (c *Config) validate() error {
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level %q: want debug, info, warn or error: %w", c.LogLevel, errdefs.ErrInvalidArgument)
+	}
+	if c.VM.VCPU < 1 {
+		return fmt.Errorf("vm.vcpu %d: want at least 1: %w", c.VM.VCPU, errdefs.ErrInvalidArgument)
+	}
+	if c.VM.MemoryMB < 64 {
+		return fmt.Errorf("vm.memory %d MiB: want at least 64: %w", c.VM.MemoryMB, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}

@@ -1,0 +1,64 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bangervm/banger/errdefs"
+)
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		toml    string
+		wantErr string // substring; "" means success
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "empty", toml: "", check: func(t *testing.T, c Config) {
+			if c != Default() {
+				t.Errorf("got %+v, want defaults", c)
+			}
+		}},
+		{name: "values", toml: "log_level = \"debug\"\ndefault_image = \"dev\"\n[vm]\nmemory = 1024\n", check: func(t *testing.T, c Config) {
+			if c.LogLevel != "debug" || c.DefaultImage != "dev" || c.VM.MemoryMB != 1024 || c.VM.VCPU != 1 {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "unknown top-level key", toml: "log_levle = \"debug\"\n", wantErr: `unknown key "log_levle" (line 1)`},
+		{name: "unknown nested key", toml: "[vm]\nvcpus = 2\n", wantErr: `unknown key "vm.vcpus" (line 2)`},
+		{name: "bad type", toml: "[vm]\nmemory = \"lots\"\n", wantErr: "line 2"},
+		{name: "bad level", toml: "log_level = \"loud\"\n", wantErr: `log_level "loud"`},
+		{name: "bad syntax", toml: "log_level = \n", wantErr: "line 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "config.toml")
+			if err := os.WriteFile(path, []byte(tt.toml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err := Load(path)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), path) {
+					t.Fatalf("err = %v, want it to name %q and the file", err, tt.wantErr)
+				}
+				if !errdefs.IsInvalidArgument(err) {
+					t.Errorf("err class = %v, want invalid argument", errdefs.Class(err))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	c, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
+	if err != nil || c != Default() {
+		t.Fatalf("Load(missing) = %+v, %v; want defaults", c, err)
+	}
+}

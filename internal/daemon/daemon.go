@@ -1,0 +1,177 @@
+// Package daemon wires bangerd together: it takes the state directories,
+// opens the store, builds the image and kernel stores, and serves the API
+// on the unix socket until its context is cancelled.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/internal/apiserver"
+	"github.com/bangervm/banger/internal/buildinfo"
+	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/image"
+	"github.com/bangervm/banger/internal/kernel"
+	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/store"
+)
+
+// Config wires a daemon.
+type Config struct {
+	Layout   paths.Layout
+	Settings config.Config
+	Log      *slog.Logger
+	// ShutdownTimeout bounds how long in-flight requests get to roll back
+	// after the context is cancelled.
+	ShutdownTimeout time.Duration
+}
+
+// ErrAlreadyRunning means another daemon holds the lock for this layout.
+var ErrAlreadyRunning = errors.New("bangerd is already running")
+
+// Run serves until ctx is cancelled (SIGTERM) or a client asks for a
+// shutdown, then lets in-flight operations roll back and returns.
+func Run(ctx context.Context, c Config) error {
+	l := c.Layout
+	if err := l.Check(); err != nil {
+		return err
+	}
+	if err := l.Ensure(); err != nil {
+		return err
+	}
+	lock, err := takeLock(l.LockFile())
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	log := c.Log
+	if err := clearDir(l.Tmp()); err != nil {
+		return err
+	}
+
+	db, err := store.Open(ctx, l.DB())
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	images, err := image.New(image.Config{Layout: l, DB: db, Log: log.With("op", "image"), DebianMirror: c.Settings.DebianMirror})
+	if err != nil {
+		return err
+	}
+	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
+
+	ln, err := listen(l.Socket())
+	if err != nil {
+		return err
+	}
+	pid := os.Getpid()
+	if err := os.WriteFile(l.PIDFile(), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("write pidfile: %w", err)
+	}
+	defer os.Remove(l.PIDFile())
+	defer os.Remove(l.Socket())
+
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	srv := &http.Server{
+		Handler: apiserver.New(apiserver.Config{
+			Images: images, Kernels: kernels, Log: log, Shutdown: stop,
+			Version: api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version, PID: pid},
+		}),
+		ConnContext: apiserver.PeerCheck(log),
+		// Requests inherit the daemon's context so that a SIGTERM
+		// cancels long pulls, which then roll back before Shutdown
+		// returns.
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	log.Info("bangerd started", "pid", pid, "socket", l.Socket(), "version", buildinfo.Version)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	serveErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		serveErr <- srv.Serve(ln)
+	}()
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		return fmt.Errorf("serve: %w", err)
+	}
+	timeout := c.ShutdownTimeout
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	err = srv.Shutdown(sctx)
+	wg.Wait()
+	log.Info("bangerd stopped", "err", err)
+	return nil
+}
+
+// listen creates the API socket: umask first so the socket is never, even
+// briefly, accessible to others; a stale socket from a crashed daemon is
+// removed (the lock proves nobody serves it).
+func listen(path string) (net.Listener, error) {
+	old := unix.Umask(0o077)
+	defer unix.Umask(old)
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("remove stale socket: %w", err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func takeLock(path string) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			pid, _ := os.ReadFile(filepath.Join(filepath.Dir(path), "bangerd.pid"))
+			return nil, fmt.Errorf("%w (pid %s) for %s", ErrAlreadyRunning, strings.TrimSpace(string(pid)), filepath.Dir(path))
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// clearDir empties the staging directory: whatever is there was left by a
+// daemon that died mid-operation.
+func clearDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("clear staging: %w", err)
+		}
+	}
+	return nil
+}

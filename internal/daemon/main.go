@@ -1,0 +1,93 @@
+package daemon
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/bangervm/banger/internal/buildinfo"
+	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/store"
+)
+
+// Main is bangerd's command line; it returns the exit status.
+func Main(args []string) int {
+	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)
+	checkMigrations := fs.Bool("check-migrations", false, "report whether the state store needs migrations: exit 0 up to date, 1 pending, 2 store is newer than this binary")
+	logFile := fs.String("log-file", "", "log file (default: bangerd.log in the state dir; - for stderr)")
+	version := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	layout := paths.FromEnv()
+	if *version {
+		fmt.Printf("bangerd %s (commit %s, built %s)\n", buildinfo.Version, buildinfo.Commit, buildinfo.BuildTime)
+		return 0
+	}
+	if *checkMigrations {
+		return runCheckMigrations(layout)
+	}
+	settings, err := config.Load(layout.ConfigFile())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bangerd:", err)
+		return 1
+	}
+	var w io.Writer = os.Stderr
+	if *logFile != "-" {
+		path := *logFile
+		if path == "" {
+			path = layout.DaemonLog()
+		}
+		if err := os.MkdirAll(layout.State, 0o700); err != nil {
+			fmt.Fprintln(os.Stderr, "bangerd:", err)
+			return 1
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bangerd:", err)
+			return 1
+		}
+		defer f.Close()
+		w = f
+	}
+	var level slog.Level
+	level.UnmarshalText([]byte(settings.LogLevel))
+	log := slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+	if err := Run(ctx, Config{Layout: layout, Settings: settings, Log: log}); err != nil {
+		log.Error("bangerd exited", "err", err)
+		fmt.Fprintln(os.Stderr, "bangerd:", err)
+		return 1
+	}
+	return 0
+}
+
+func runCheckMigrations(layout paths.Layout) int {
+	if _, err := os.Stat(layout.DB()); os.IsNotExist(err) {
+		fmt.Printf("no state store at %s yet: it is created when bangerd starts\n", layout.DB())
+		return 1
+	}
+	st, err := store.CheckMigrations(context.Background(), layout.DB())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bangerd:", err)
+		return 3
+	}
+	switch {
+	case st.Newer():
+		fmt.Printf("state store is at migration %d, newer than this binary's %d: upgrade banger\n", st.Current, st.Latest)
+		return 2
+	case st.Pending():
+		fmt.Printf("state store is at migration %d of %d: migrations pending (applied when bangerd starts)\n", st.Current, st.Latest)
+		return 1
+	}
+	fmt.Printf("state store is up to date (migration %d)\n", st.Current)
+	return 0
+}

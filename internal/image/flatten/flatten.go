@@ -1,0 +1,908 @@
+// Package flatten applies OCI image layers, oldest first, onto a host
+// directory as an unprivileged user, recording as ext4 fixups the metadata
+// that the directory cannot hold.
+//
+// Layers follow the OCI image spec's change sets: whiteouts (.wh.NAME)
+// delete lower-layer paths, an opaque marker (.wh..wh..opq) hides every
+// lower-layer child of its directory, and a later entry replaces an
+// earlier one of any type. Entries are never written outside the root or
+// through a symbolic link: every parent component is opened with
+// O_NOFOLLOW relative to its parent's descriptor.
+package flatten
+
+import (
+	"archive/tar"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/ext4"
+)
+
+const (
+	whiteoutPrefix = ".wh."
+	// whiteoutMeta prefixes AUFS bookkeeping files, which carry no content.
+	whiteoutMeta = ".wh..wh."
+	opaqueMarker = ".wh..wh..opq"
+	xattrPrefix  = "SCHILY.xattr."
+)
+
+// EntryError names a hostile or invalid tar entry. It wraps
+// errdefs.ErrInvalidArgument.
+type EntryError struct {
+	Layer  int    // index of the layer, 0 for the oldest
+	Entry  string // entry name as it appears in the tar
+	Reason string
+}
+
+func (e *EntryError) Error() string {
+	return fmt.Sprintf("layer %d: entry %q: %s", e.Layer, e.Entry, e.Reason)
+}
+
+// Unwrap returns errdefs.ErrInvalidArgument.
+func (e *EntryError) Unwrap() error { return errdefs.ErrInvalidArgument }
+
+// Tree is a root filesystem being assembled in a host directory. Call
+// Apply once per layer, oldest first, then read ContentSize, Inodes and
+// Fixups to build the image. After Apply fails the directory is in an
+// unspecified state and should be discarded with the Tree. A Tree is not
+// safe for concurrent use.
+type Tree struct {
+	root   string
+	rootFD int
+	top    *node
+	layer  int // index of the layer being applied
+	euid   int
+	egid   int
+	// chown is false to behave as an unprivileged user even when running
+	// as root, so tests can exercise the fixup path.
+	chown   bool
+	skipped int
+	dirty   map[*node]struct{} // directories whose mtime must be restored
+}
+
+// node is one path in the tree.
+type node struct {
+	name     string
+	parent   *node            // nil for the root and for removed nodes
+	children map[string]*node // non-nil for directories
+	layer    int              // layer that last declared this path
+	touched  int              // last layer that declared this path or a descendant
+	ino      *inode
+}
+
+type kind uint8
+
+const (
+	kindFile kind = iota
+	kindDir
+	kindSymlink
+)
+
+// inode is what hard links share: the wanted metadata and what of it the
+// host file does not hold.
+type inode struct {
+	kind   kind
+	size   int64 // file content or symlink target length
+	uid    int
+	gid    int
+	mode   uint32 // permission and special bits
+	mtime  time.Time
+	xattrs int64 // bytes of xattr names and values, for sizing
+
+	ownerFix bool
+	modeFix  bool
+	xattrFix map[string][]byte
+}
+
+// New returns a Tree that assembles a filesystem in root, which must be an
+// existing empty directory.
+func New(root string) (*Tree, error) {
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open root %s: %w", root, err)
+	}
+	names, err := readDirNames(fd)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("read root %s: %w", root, err)
+	}
+	if len(names) > 0 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("root %s is not empty: %w", root, errdefs.ErrInvalidArgument)
+	}
+	t := &Tree{
+		root:   root,
+		rootFD: fd,
+		layer:  -1,
+		euid:   os.Geteuid(),
+		egid:   os.Getegid(),
+		chown:  true,
+		dirty:  map[*node]struct{}{},
+	}
+	// An image without a "./" entry still has a root owned by root.
+	t.top = &node{
+		children: map[string]*node{},
+		layer:    -1,
+		touched:  -1,
+		ino:      &inode{kind: kindDir, mode: 0o755, mtime: time.Unix(0, 0)},
+	}
+	return t, nil
+}
+
+// Close releases the root directory descriptor. The directory itself is
+// left for the caller.
+func (t *Tree) Close() error {
+	if t.rootFD < 0 {
+		return nil
+	}
+	err := unix.Close(t.rootFD)
+	t.rootFD = -1
+	return err
+}
+
+// Skipped returns how many device nodes and fifos were left out.
+func (t *Tree) Skipped() int { return t.skipped }
+
+// Apply applies one uncompressed layer tar. Layers must be applied oldest
+// first. Cancelling ctx stops Apply between entries.
+func (t *Tree) Apply(ctx context.Context, layer io.Reader) error {
+	if t.rootFD < 0 {
+		return errors.New("apply layer: tree is closed")
+	}
+	t.layer++
+	tr := tar.NewReader(layer)
+	for {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("apply layer %d: %w", t.layer, err)
+		}
+		hdr, err := tr.Next()
+		if errors.Is(err, tar.ErrInsecurePath) && hdr != nil {
+			// Our own checks below are stricter and name the entry.
+			err = nil
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, tar.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrFieldTooLong) {
+				return fmt.Errorf("apply layer %d: read tar: %w", t.layer, errors.Join(err, errdefs.ErrInvalidArgument))
+			}
+			return fmt.Errorf("apply layer %d: read tar: %w", t.layer, err)
+		}
+		if err := t.entry(hdr, tr); err != nil {
+			return err
+		}
+	}
+	return t.restoreDirTimes()
+}
+
+// entryErr returns an EntryError for hdr in the current layer.
+func (t *Tree) entryErr(hdr *tar.Header, format string, args ...any) error {
+	return &EntryError{Layer: t.layer, Entry: hdr.Name, Reason: fmt.Sprintf(format, args...)}
+}
+
+// cleanName turns a tar name into a clean relative path, "." for the root,
+// refusing absolute names and names that climb out with "..".
+func cleanName(name string) (string, error) {
+	if name == "" {
+		return "", errors.New("empty name")
+	}
+	if strings.IndexByte(name, 0) >= 0 {
+		return "", errors.New("name contains NUL")
+	}
+	if strings.HasPrefix(name, "/") {
+		return "", errors.New("absolute name")
+	}
+	p := path.Clean(name)
+	if p == ".." || strings.HasPrefix(p, "../") {
+		return "", errors.New("name escapes the root")
+	}
+	return p, nil
+}
+
+func (t *Tree) entry(hdr *tar.Header, r io.Reader) error {
+	name, err := cleanName(hdr.Name)
+	if err != nil {
+		return t.entryErr(hdr, "%v", err)
+	}
+	dir, base := path.Split(name)
+	dir = strings.TrimSuffix(dir, "/")
+	if dir == "" {
+		dir = "."
+	}
+
+	switch hdr.Typeflag {
+	case tar.TypeXGlobalHeader:
+		return nil
+	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
+		// The daemon cannot create device nodes; the guest's devtmpfs
+		// provides them. What the layer replaced is still gone.
+		t.skipped++
+		if name == "." {
+			return t.entryErr(hdr, "root is not a directory")
+		}
+		return t.removeEntry(hdr, dir, base)
+	}
+
+	if strings.HasPrefix(base, whiteoutPrefix) {
+		return t.whiteout(hdr, dir, base)
+	}
+
+	if name == "." {
+		if hdr.Typeflag != tar.TypeDir {
+			return t.entryErr(hdr, "root is not a directory")
+		}
+		t.top.layer, t.top.touched = t.layer, t.layer
+		if err := t.setMeta(hdr, t.rootFD, ".", t.top); err != nil {
+			return err
+		}
+		t.dirty[t.top] = struct{}{}
+		return nil
+	}
+
+	pfd, parent, err := t.walk(hdr, dir, true)
+	if err != nil {
+		return err
+	}
+	defer t.closeDir(pfd)
+	t.dirty[parent] = struct{}{}
+
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse, tar.TypeCont:
+		return t.file(hdr, r, pfd, parent, base)
+	case tar.TypeDir:
+		return t.dir(hdr, pfd, parent, base)
+	case tar.TypeSymlink:
+		return t.symlink(hdr, pfd, parent, base)
+	case tar.TypeLink:
+		return t.hardlink(hdr, pfd, parent, base)
+	default:
+		return t.entryErr(hdr, "unsupported entry type %q", hdr.Typeflag)
+	}
+}
+
+// closeDir closes a descriptor from walk, which may be the root's.
+func (t *Tree) closeDir(fd int) {
+	if fd != t.rootFD {
+		unix.Close(fd)
+	}
+}
+
+// walk opens the directory rel (a clean relative path, "." for the root)
+// one component at a time, each relative to its parent with O_NOFOLLOW, so
+// that no symbolic link is ever followed. With create, missing components
+// are made as directories owned by root with mode 0755, as a layer without
+// its parent directory entries implies. It returns the directory's
+// descriptor (close with closeDir) and node.
+func (t *Tree) walk(hdr *tar.Header, rel string, create bool) (int, *node, error) {
+	fd, n := t.rootFD, t.top
+	if rel == "." {
+		return fd, n, nil
+	}
+	for _, c := range strings.Split(rel, "/") {
+		child, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.ENOENT) && create {
+			if err = unix.Mkdirat(fd, c, 0o700); err == nil {
+				cn := &node{name: c, parent: n, children: map[string]*node{}, layer: t.layer,
+					ino: &inode{kind: kindDir, mode: 0o755, mtime: hdr.ModTime}}
+				n.children[c] = cn
+				t.dirty[n] = struct{}{}
+				t.dirty[cn] = struct{}{}
+				implicit := &tar.Header{Name: c, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: hdr.ModTime}
+				if err := t.setMeta(implicit, fd, c, cn); err != nil {
+					t.closeDir(fd)
+					return -1, nil, err
+				}
+				child, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+			}
+		}
+		if err != nil {
+			t.closeDir(fd)
+			switch {
+			case errors.Is(err, unix.ELOOP):
+				return -1, nil, t.entryErr(hdr, "parent %q is a symbolic link", c)
+			case errors.Is(err, unix.ENOTDIR):
+				return -1, nil, t.entryErr(hdr, "parent %q is not a directory", c)
+			case errors.Is(err, unix.ENOENT):
+				return -1, nil, errNotExist
+			case errors.Is(err, unix.ENAMETOOLONG):
+				return -1, nil, t.entryErr(hdr, "name component too long")
+			}
+			return -1, nil, fmt.Errorf("layer %d: entry %q: open %s: %w", t.layer, hdr.Name, c, err)
+		}
+		t.closeDir(fd)
+		fd = child
+		cn := n.children[c]
+		if cn == nil || cn.children == nil {
+			// The disk and the record disagree: only possible if someone
+			// else writes in the tree.
+			unix.Close(fd)
+			return -1, nil, fmt.Errorf("layer %d: entry %q: %s changed outside the tree", t.layer, hdr.Name, c)
+		}
+		n = cn
+		if create {
+			n.touched = t.layer
+		}
+	}
+	return fd, n, nil
+}
+
+var errNotExist = errors.New("does not exist")
+
+// whiteout handles .wh.NAME and the opaque marker.
+func (t *Tree) whiteout(hdr *tar.Header, dir, base string) error {
+	if base == opaqueMarker {
+		fd, d, err := t.walk(hdr, dir, true)
+		if err != nil {
+			return err
+		}
+		defer t.closeDir(fd)
+		t.dirty[d] = struct{}{}
+		return t.opaque(hdr, fd, d)
+	}
+	if strings.HasPrefix(base, whiteoutMeta) {
+		return nil
+	}
+	target := strings.TrimPrefix(base, whiteoutPrefix)
+	if target == "" || target == "." || target == ".." {
+		return t.entryErr(hdr, "whiteout names nothing")
+	}
+	fd, d, err := t.walk(hdr, dir, false)
+	if errors.Is(err, errNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	defer t.closeDir(fd)
+	c := d.children[target]
+	// A whiteout hides lower layers only, never entries of its own layer.
+	if c == nil || c.layer >= t.layer {
+		return nil
+	}
+	t.dirty[d] = struct{}{}
+	return t.remove(hdr, fd, c)
+}
+
+// opaque removes every child of d that no entry of this layer declared,
+// keeping directories that hold something this layer declared.
+func (t *Tree) opaque(hdr *tar.Header, fd int, d *node) error {
+	for _, name := range sortedNames(d) {
+		c := d.children[name]
+		if c.touched < t.layer {
+			if err := t.remove(hdr, fd, c); err != nil {
+				return err
+			}
+			t.dirty[d] = struct{}{}
+			continue
+		}
+		if c.children == nil {
+			continue
+		}
+		cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("layer %d: entry %q: open %s: %w", t.layer, hdr.Name, name, err)
+		}
+		err = t.opaque(hdr, cfd, c)
+		unix.Close(cfd)
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// removeEntry removes whatever is at dir/base, for an entry that replaces
+// it with something the tree cannot hold.
+func (t *Tree) removeEntry(hdr *tar.Header, dir, base string) error {
+	fd, d, err := t.walk(hdr, dir, true)
+	if err != nil {
+		return err
+	}
+	defer t.closeDir(fd)
+	if c := d.children[base]; c != nil {
+		t.dirty[d] = struct{}{}
+		return t.remove(hdr, fd, c)
+	}
+	return nil
+}
+
+// remove deletes n, a child of the directory open as fd, from disk and
+// from the record.
+func (t *Tree) remove(hdr *tar.Header, fd int, n *node) error {
+	if err := removeAt(fd, n.name); err != nil {
+		return fmt.Errorf("layer %d: entry %q: remove %s: %w", t.layer, hdr.Name, n.name, err)
+	}
+	delete(n.parent.children, n.name)
+	n.parent = nil
+	return nil
+}
+
+// removeAt removes name in the directory fd and, for a directory,
+// everything below it, without following symbolic links.
+func removeAt(fd int, name string) error {
+	err := unix.Unlinkat(fd, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	dfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	names, err := readDirNames(dfd)
+	if err == nil {
+		for _, c := range names {
+			if err = removeAt(dfd, c); err != nil {
+				break
+			}
+		}
+	}
+	unix.Close(dfd)
+	if err != nil {
+		return err
+	}
+	return unix.Unlinkat(fd, name, unix.AT_REMOVEDIR)
+}
+
+// readDirNames lists the directory open as fd, leaving fd open.
+func readDirNames(fd int) ([]string, error) {
+	dup, err := unix.Openat(fd, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(dup), "dir")
+	defer f.Close()
+	return f.Readdirnames(-1)
+}
+
+// replace makes room for a new entry base in parent: it removes what is
+// there unless keepDir is set and it is a directory, which is then
+// returned to be updated in place.
+func (t *Tree) replace(hdr *tar.Header, pfd int, parent *node, base string, keepDir bool) (*node, error) {
+	c := parent.children[base]
+	if c == nil {
+		return nil, nil
+	}
+	if keepDir && c.children != nil {
+		return c, nil
+	}
+	return nil, t.remove(hdr, pfd, c)
+}
+
+// add records a new child of parent.
+func (t *Tree) add(parent *node, base string, ino *inode, dir bool) *node {
+	n := &node{name: base, parent: parent, layer: t.layer, touched: t.layer, ino: ino}
+	if dir {
+		n.children = map[string]*node{}
+	}
+	parent.children[base] = n
+	return n
+}
+
+func (t *Tree) file(hdr *tar.Header, r io.Reader, pfd int, parent *node, base string) error {
+	if _, err := t.replace(hdr, pfd, parent, base, false); err != nil {
+		return err
+	}
+	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return t.createErr(hdr, err)
+	}
+	f := os.NewFile(uintptr(fd), base)
+	defer f.Close()
+	// io.Copy hands f to the tar reader's WriteTo, which seeks over the
+	// holes of sparse entries instead of writing zeros.
+	if _, err := io.Copy(f, r); err != nil {
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = errors.Join(err, errdefs.ErrInvalidArgument)
+		}
+		return fmt.Errorf("layer %d: entry %q: write: %w", t.layer, hdr.Name, err)
+	}
+	// Size by the blocks the host allocated, which leaves out holes, as
+	// mke2fs does when it copies the file.
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("layer %d: entry %q: stat: %w", t.layer, hdr.Name, err)
+	}
+	n := t.add(parent, base, &inode{kind: kindFile, size: st.Blocks * 512}, false)
+	return t.setMeta(hdr, pfd, base, n)
+}
+
+func (t *Tree) dir(hdr *tar.Header, pfd int, parent *node, base string) error {
+	n, err := t.replace(hdr, pfd, parent, base, true)
+	if err != nil {
+		return err
+	}
+	if n == nil {
+		if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
+			return t.createErr(hdr, err)
+		}
+		n = t.add(parent, base, &inode{kind: kindDir}, true)
+	}
+	n.layer, n.touched = t.layer, t.layer
+	t.dirty[n] = struct{}{}
+	return t.setMeta(hdr, pfd, base, n)
+}
+
+func (t *Tree) symlink(hdr *tar.Header, pfd int, parent *node, base string) error {
+	if _, err := t.replace(hdr, pfd, parent, base, false); err != nil {
+		return err
+	}
+	if hdr.Linkname == "" || strings.IndexByte(hdr.Linkname, 0) >= 0 {
+		return t.entryErr(hdr, "invalid symbolic link target %q", hdr.Linkname)
+	}
+	if err := unix.Symlinkat(hdr.Linkname, pfd, base); err != nil {
+		return t.createErr(hdr, err)
+	}
+	n := t.add(parent, base, &inode{kind: kindSymlink, size: int64(len(hdr.Linkname))}, false)
+	return t.setMeta(hdr, pfd, base, n)
+}
+
+func (t *Tree) hardlink(hdr *tar.Header, pfd int, parent *node, base string) error {
+	target, err := cleanName(hdr.Linkname)
+	if err != nil {
+		return t.entryErr(hdr, "hard link target %q: %v", hdr.Linkname, err)
+	}
+	if target == "." {
+		return t.entryErr(hdr, "hard link to the root")
+	}
+	tdir, tbase := path.Split(target)
+	tdir = strings.TrimSuffix(tdir, "/")
+	if tdir == "" {
+		tdir = "."
+	}
+	tfd, tparent, err := t.walk(hdr, tdir, false)
+	if errors.Is(err, errNotExist) {
+		return t.entryErr(hdr, "hard link target %q does not exist", hdr.Linkname)
+	}
+	if err != nil {
+		return err
+	}
+	defer t.closeDir(tfd)
+	tn := tparent.children[tbase]
+	if tn == nil {
+		return t.entryErr(hdr, "hard link target %q does not exist", hdr.Linkname)
+	}
+	if tn.children != nil {
+		return t.entryErr(hdr, "hard link target %q is a directory", hdr.Linkname)
+	}
+	if tn == parent.children[base] {
+		// A link to itself: nothing to create.
+		return t.setMeta(hdr, pfd, base, tn)
+	}
+	if _, err := t.replace(hdr, pfd, parent, base, false); err != nil {
+		return err
+	}
+	if !tn.attached(t.top) {
+		return t.entryErr(hdr, "hard link target %q was removed by the entry it replaces", hdr.Linkname)
+	}
+	// Without AT_SYMLINK_FOLLOW a link to a symbolic link links the
+	// symbolic link itself.
+	if err := unix.Linkat(tfd, tbase, pfd, base, 0); err != nil {
+		return t.createErr(hdr, err)
+	}
+	n := t.add(parent, base, tn.ino, false)
+	// Like containerd and Docker, the link entry's metadata applies to
+	// the shared inode.
+	return t.setMeta(hdr, pfd, base, n)
+}
+
+// createErr wraps an error creating an entry; names the host refuses are
+// the entry's fault.
+func (t *Tree) createErr(hdr *tar.Header, err error) error {
+	if errors.Is(err, unix.ENAMETOOLONG) || errors.Is(err, unix.EINVAL) {
+		return t.entryErr(hdr, "%v", err)
+	}
+	return fmt.Errorf("layer %d: entry %q: create: %w", t.layer, hdr.Name, err)
+}
+
+// diskMode is the mode kept on the host while building: the builder must
+// be able to read every file (mke2fs copies it) and to enter and change
+// every directory. The real mode becomes a fixup when it differs.
+func diskMode(k kind, mode uint32) uint32 {
+	switch k {
+	case kindDir:
+		return mode | 0o700
+	case kindFile:
+		return mode | 0o400
+	}
+	return mode
+}
+
+// setMeta records the wanted metadata of hdr on n's inode and puts on the
+// host file (base in the directory pfd) as much of it as the host accepts.
+// What the host ends up not holding exactly is marked for a fixup, judged
+// by reading the file back rather than by guessing from our privileges.
+func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
+	ino := n.ino
+	ino.uid, ino.gid = hdr.Uid, hdr.Gid
+	ino.mode = uint32(hdr.Mode) & 0o7777
+	if ino.kind == kindSymlink {
+		ino.mode = 0o777
+	}
+	ino.mtime = hdr.ModTime
+	wanted := map[string][]byte{}
+	for k, v := range hdr.PAXRecords {
+		if name, ok := strings.CutPrefix(k, xattrPrefix); ok && name != "" {
+			wanted[name] = []byte(v)
+		}
+	}
+
+	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-2 || hdr.Gid > 1<<32-2 {
+		return t.entryErr(hdr, "invalid owner %d:%d", hdr.Uid, hdr.Gid)
+	}
+	if t.chown {
+		// Ownership first: chown clears setuid and setgid bits.
+		_ = unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
+	}
+
+	ino.xattrFix = nil
+	ino.xattrs = 0
+	if ino.kind == kindSymlink || n == t.top {
+		// Linux refuses user.* xattrs on symbolic links, and mke2fs does
+		// not copy the root directory's: debugfs sets them all.
+		for k, v := range wanted {
+			ino.addXattrFix(k, v)
+		}
+	}
+	if ino.kind == kindSymlink {
+		if err := unix.UtimesNanoAt(pfd, base, times(hdr), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("layer %d: entry %q: set times: %w", t.layer, hdr.Name, err)
+		}
+	} else {
+		fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			return fmt.Errorf("layer %d: entry %q: open: %w", t.layer, hdr.Name, err)
+		}
+		if n == t.top {
+			err = unix.Fchmod(fd, diskMode(ino.kind, ino.mode))
+		} else {
+			err = t.setFileMeta(fd, ino, wanted)
+		}
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("layer %d: entry %q: %w", t.layer, hdr.Name, err)
+		}
+		// Directory times are set again when the layer is done, since
+		// adding children changes them.
+		if err := unix.UtimesNanoAt(pfd, base, times(hdr), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("layer %d: entry %q: set times: %w", t.layer, hdr.Name, err)
+		}
+	}
+	for k, v := range wanted {
+		ino.xattrs += int64(len(k) + len(v))
+	}
+
+	var st unix.Stat_t
+	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("layer %d: entry %q: stat: %w", t.layer, hdr.Name, err)
+	}
+	ino.ownerFix = int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid
+	ino.modeFix = ino.kind != kindSymlink && st.Mode&0o7777 != ino.mode
+	return nil
+}
+
+// setFileMeta sets xattrs and mode on the open file or directory fd.
+func (t *Tree) setFileMeta(fd int, ino *inode, wanted map[string][]byte) error {
+	// A directory declared again replaces its xattrs; drop the old ones.
+	if old, err := listXattrs(fd); err == nil {
+		for _, k := range old {
+			if _, keep := wanted[k]; !keep {
+				_ = unix.Fremovexattr(fd, k)
+			}
+		}
+	}
+	for k, v := range wanted {
+		if err := unix.Fsetxattr(fd, k, v, 0); err != nil {
+			ino.addXattrFix(k, v)
+		}
+	}
+	// Mode last: setting a POSIX ACL xattr rewrites the group bits.
+	if err := unix.Fchmod(fd, diskMode(ino.kind, ino.mode)); err != nil {
+		return fmt.Errorf("chmod: %w", err)
+	}
+	return nil
+}
+
+func (ino *inode) addXattrFix(k string, v []byte) {
+	if ino.xattrFix == nil {
+		ino.xattrFix = map[string][]byte{}
+	}
+	ino.xattrFix[k] = v
+}
+
+// listXattrs returns the xattr names of fd.
+func listXattrs(fd int) ([]string, error) {
+	sz, err := unix.Flistxattr(fd, nil)
+	if err != nil || sz == 0 {
+		return nil, err
+	}
+	buf := make([]byte, sz)
+	sz, err = unix.Flistxattr(fd, buf)
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range strings.Split(string(buf[:sz]), "\x00") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	return names, nil
+}
+
+// times returns hdr's modification time for utimensat, as both access
+// and modification time so that the image does not depend on when it was
+// built.
+func times(hdr *tar.Header) []unix.Timespec {
+	var m unix.Timespec
+	if !hdr.ModTime.IsZero() {
+		m = unix.Timespec{Sec: hdr.ModTime.Unix(), Nsec: int64(hdr.ModTime.Nanosecond())}
+	}
+	return []unix.Timespec{m, m}
+}
+
+// restoreDirTimes sets the modification time of every directory the layer
+// changed back to the one its entry asked for.
+func (t *Tree) restoreDirTimes() error {
+	for n := range t.dirty {
+		delete(t.dirty, n)
+		if !n.attached(t.top) {
+			continue // removed
+		}
+		p := n.relPath()
+		dir, base := path.Split(p)
+		dir = strings.TrimSuffix(dir, "/")
+		if dir == "" {
+			dir = "."
+		}
+		hdr := &tar.Header{Name: p, ModTime: n.ino.mtime}
+		fd, _, err := t.walk(hdr, dir, false)
+		if err != nil {
+			return fmt.Errorf("layer %d: restore time of %s: %w", t.layer, p, err)
+		}
+		if n == t.top {
+			base = "."
+		}
+		err = unix.UtimesNanoAt(fd, base, times(hdr), unix.AT_SYMLINK_NOFOLLOW)
+		t.closeDir(fd)
+		if err != nil {
+			return fmt.Errorf("layer %d: restore time of %s: %w", t.layer, p, err)
+		}
+	}
+	return nil
+}
+
+// attached reports whether n is still in the tree under top: removing a
+// directory detaches only the directory itself, not its descendants.
+func (n *node) attached(top *node) bool {
+	for ; n != nil; n = n.parent {
+		if n == top {
+			return true
+		}
+	}
+	return false
+}
+
+// relPath returns n's path relative to the root, "." for the root.
+func (n *node) relPath() string {
+	var parts []string
+	for ; n != nil && n.parent != nil; n = n.parent {
+		parts = append(parts, n.name)
+	}
+	if len(parts) == 0 {
+		return "."
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	return strings.Join(parts, "/")
+}
+
+func sortedNames(n *node) []string {
+	names := make([]string, 0, len(n.children))
+	for k := range n.children {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// walkNodes calls fn for every node below and including n, parents before
+// children, children in name order, with each node's image path.
+func walkNodes(n *node, p string, fn func(n *node, p string)) {
+	fn(n, p)
+	for _, name := range sortedNames(n) {
+		walkNodes(n.children[name], path.Join(p, name), fn)
+	}
+}
+
+// Per-inode overhead for ContentSize: the inode itself, its directory
+// entry and some slack for extent blocks.
+const inodeOverhead = 512
+
+// ContentSize returns the bytes the tree needs in an ext4 image: file
+// content in 4 KiB blocks, a block per directory and long symbolic link,
+// and a rough per-inode overhead.
+func (t *Tree) ContentSize() int64 {
+	var total int64
+	seen := map[*inode]bool{}
+	walkNodes(t.top, "/", func(n *node, _ string) {
+		if seen[n.ino] {
+			total += 64 // another directory entry
+			return
+		}
+		seen[n.ino] = true
+		total += inodeOverhead + n.ino.xattrs
+		switch n.ino.kind {
+		case kindFile:
+			total += (n.ino.size + 4095) / 4096 * 4096
+		case kindDir:
+			total += 4096
+		case kindSymlink:
+			if n.ino.size >= 60 {
+				total += 4096
+			}
+		}
+	})
+	return total
+}
+
+// Inodes returns how many inodes the tree uses.
+func (t *Tree) Inodes() int64 {
+	seen := map[*inode]bool{}
+	walkNodes(t.top, "/", func(n *node, _ string) { seen[n.ino] = true })
+	return int64(len(seen))
+}
+
+// Fixups returns the metadata the host directory does not hold exactly,
+// keyed by final path, sorted by path. A hard-linked inode appears once,
+// under one of its paths. The root always has one: mke2fs does not copy
+// the root directory's own metadata.
+func (t *Tree) Fixups() []ext4.Fixup {
+	var out []ext4.Fixup
+	seen := map[*inode]bool{}
+	walkNodes(t.top, "/", func(n *node, p string) {
+		ino := n.ino
+		if seen[ino] {
+			return
+		}
+		seen[ino] = true
+		f := ext4.Fixup{Path: p}
+		if n == t.top || ino.ownerFix {
+			uid, gid := uint32(ino.uid), uint32(ino.gid)
+			f.UID, f.GID = &uid, &gid
+		}
+		if n == t.top || ino.modeFix {
+			mode := ino.mode
+			f.Mode = &mode
+		}
+		if n == t.top {
+			mtime := ino.mtime.Unix()
+			f.Mtime = &mtime
+		}
+		if len(ino.xattrFix) > 0 {
+			f.Xattrs = make(map[string][]byte, len(ino.xattrFix))
+			for k, v := range ino.xattrFix {
+				f.Xattrs[k] = v
+			}
+		}
+		if f.UID != nil || f.Mode != nil || f.Mtime != nil || f.Xattrs != nil {
+			out = append(out, f)
+		}
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}

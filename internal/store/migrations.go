@@ -1,0 +1,34 @@
+package store
+
+// migrations are applied in order; migration N is migrations[N-1]. Never
+// edit or reorder a published entry: add a new one.
+var migrations = []string{
+	// 1: images and kernels.
+	`
+CREATE TABLE images (
+	name         TEXT PRIMARY KEY,
+	digest       TEXT NOT NULL,      -- manifest digest, or a banger-made id for local builds
+	ref          TEXT NOT NULL,      -- what the user pulled, or the registered file
+	source       TEXT NOT NULL,      -- oci | register | debootstrap
+	rootfs       TEXT NOT NULL,      -- path of the published ext4
+	size_bytes   INTEGER NOT NULL,
+	content_bytes INTEGER NOT NULL,
+	config_json  TEXT NOT NULL,      -- Env, Entrypoint, Cmd, WorkingDir, User
+	kernel       TEXT NOT NULL DEFAULT '',
+	created_at   TEXT NOT NULL
+);
+CREATE INDEX images_digest ON images(digest);
+CREATE TABLE image_blobs (
+	image  TEXT NOT NULL REFERENCES images(name) ON DELETE CASCADE,
+	digest TEXT NOT NULL,
+	PRIMARY KEY (image, digest)
+);
+CREATE TABLE kernels (
+	name        TEXT PRIMARY KEY,
+	dir         TEXT NOT NULL,
+	source      TEXT NOT NULL,
+	info_json   TEXT NOT NULL,
+	created_at  TEXT NOT NULL
+);
+`,
+}

@@ -1,0 +1,90 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/bangervm/banger/errdefs"
+)
+
+func TestMigrationsAndStatus(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "banger.db")
+
+	st, err := CheckMigrations(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.Pending() || st.Current != 0 {
+		t.Fatalf("fresh store: %+v, want pending from 0", st)
+	}
+
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	st, err = CheckMigrations(ctx, path)
+	if err != nil || st.Pending() || st.Newer() {
+		t.Fatalf("after Open: %+v, %v; want up to date", st, err)
+	}
+
+	// Simulate a newer binary having migrated further.
+	s, _ = open(path)
+	if _, err := s.db.Exec(`INSERT INTO schema_migrations(version) VALUES (?)`, len(migrations)+1); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	st, _ = CheckMigrations(ctx, path)
+	if !st.Newer() {
+		t.Fatalf("status %+v, want newer", st)
+	}
+	if _, err := Open(ctx, path); !errors.Is(err, ErrNewerStore) {
+		t.Fatalf("Open on newer store: %v, want ErrNewerStore", err)
+	}
+}
+
+func TestImagesAndKernels(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	img := Image{Name: "dev", Digest: "sha256:aa", Ref: "r/dev:1", Source: "oci", RootFS: "/x/aa.ext4", SizeBytes: 10, ContentBytes: 5, ConfigJSON: "{}", CreatedAt: time.Now(), Blobs: []string{"sha256:b1", "sha256:b2"}}
+	if err := s.PutImage(ctx, img); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetImage(ctx, "dev")
+	if err != nil || got.Digest != "sha256:aa" || len(got.Blobs) != 2 {
+		t.Fatalf("GetImage = %+v, %v", got, err)
+	}
+	if _, err := s.GetImage(ctx, "de"); !errdefs.IsNotFound(err) {
+		t.Fatalf("prefix lookup: %v, want not found (names match exactly)", err)
+	}
+	refs, _ := s.ReferencedBlobs(ctx)
+	if len(refs) != 2 {
+		t.Fatalf("refs = %v", refs)
+	}
+	if err := s.DeleteImage(ctx, "dev"); err != nil {
+		t.Fatal(err)
+	}
+	refs, _ = s.ReferencedBlobs(ctx)
+	if len(refs) != 0 {
+		t.Fatalf("blobs still referenced after delete: %v", refs)
+	}
+	if err := s.DeleteImage(ctx, "dev"); !errdefs.IsNotFound(err) {
+		t.Fatalf("second delete: %v", err)
+	}
+
+	k := Kernel{Name: "k1", Dir: "/k/k1", Source: "file", InfoJSON: "{}", CreatedAt: time.Now()}
+	if err := s.PutKernel(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutKernel(ctx, k); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("duplicate kernel: %v", err)
+	}
+}

@@ -1,0 +1,152 @@
+package testutil
+
+import (
+	"archive/tar"
+	"bytes"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/crane"
+	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+)
+
+// Registry is go-containerregistry's in-process registry on 127.0.0.1,
+// with hooks to count and tamper with what it serves.
+type Registry struct {
+	Addr string // host:port
+
+	mu       sync.Mutex
+	blobGets map[string]int
+	tamper   map[string]func([]byte) []byte
+	srv      *http.Server
+	ln       net.Listener
+}
+
+// NewRegistry starts a registry that lives as long as the test.
+func NewRegistry(t testing.TB) *Registry {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Registry{Addr: ln.Addr().String(), blobGets: map[string]int{}, tamper: map[string]func([]byte) []byte{}, ln: ln}
+	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if i := strings.Index(req.URL.Path, "/blobs/sha256:"); i >= 0 && req.Method == http.MethodGet {
+			d := req.URL.Path[i+len("/blobs/"):]
+			r.mu.Lock()
+			r.blobGets[d]++
+			f := r.tamper[d]
+			r.mu.Unlock()
+			if f != nil {
+				rec := &recorder{header: http.Header{}}
+				inner.ServeHTTP(rec, req)
+				body := f(rec.body.Bytes())
+				for k, v := range rec.header {
+					if k != "Content-Length" {
+						w.Header()[k] = v
+					}
+				}
+				w.WriteHeader(rec.code)
+				w.Write(body)
+				return
+			}
+		}
+		inner.ServeHTTP(w, req)
+	})}
+	go r.srv.Serve(ln)
+	t.Cleanup(func() { r.srv.Close() })
+	return r
+}
+
+// Close stops the registry (to test a registry that is down).
+func (r *Registry) Close() { r.srv.Close() }
+
+// BlobGets returns how many times the blob was fetched.
+func (r *Registry) BlobGets(digest string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.blobGets[digest]
+}
+
+// Tamper makes the registry pass the blob through f before serving it.
+func (r *Registry) Tamper(digest string, f func([]byte) []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tamper[digest] = f
+}
+
+// Push pushes img as repo:tag and returns the full reference.
+func (r *Registry) Push(t testing.TB, img v1.Image, repoTag string) string {
+	t.Helper()
+	ref := r.Addr + "/" + repoTag
+	if err := crane.Push(img, ref); err != nil {
+		t.Fatalf("push %s: %v", ref, err)
+	}
+	return ref
+}
+
+type recorder struct {
+	header http.Header
+	body   bytes.Buffer
+	code   int
+}
+
+func (r *recorder) Header() http.Header         { return r.header }
+func (r *recorder) Write(b []byte) (int, error) { return r.body.Write(b) }
+func (r *recorder) WriteHeader(c int)           { r.code = c }
+
+// TarEntry is one entry of a test layer.
+type TarEntry struct {
+	Name     string
+	Type     byte // tar.TypeReg if zero
+	Body     string
+	Mode     int64
+	UID, GID int
+	Linkname string
+	Xattrs   map[string]string
+}
+
+// Tar builds an uncompressed tar archive from entries.
+func Tar(t testing.TB, entries ...TarEntry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, e := range entries {
+		h := &tar.Header{Name: e.Name, Typeflag: e.Type, Mode: e.Mode, Uid: e.UID, Gid: e.GID, Linkname: e.Linkname, Format: tar.FormatPAX}
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		if h.Mode == 0 {
+			h.Mode = 0o644
+			if h.Typeflag == tar.TypeDir {
+				h.Mode = 0o755
+			}
+		}
+		if h.Typeflag == tar.TypeReg {
+			h.Size = int64(len(e.Body))
+		}
+		if len(e.Xattrs) > 0 {
+			h.PAXRecords = map[string]string{}
+			for k, v := range e.Xattrs {
+				h.PAXRecords["SCHILY.xattr."+k] = v
+			}
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			tw.Write([]byte(e.Body))
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
