@@ -77,10 +77,11 @@ type server struct{ c Config }
 // version, naming both so the user knows which side to update.
 func (s *server) checkVersion(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(api.HeaderVersion, api.Version)
-		if v := r.Header.Get(api.HeaderVersion); v != api.Version {
-			writeError(w, fmt.Errorf("bangerd %s speaks API v%s but the client speaks v%q: use a banger CLI of the same version as the daemon, or stop the daemon (banger daemon stop) so the CLI starts its own: %w",
-				s.c.Version.Version, api.Version, v, errdefs.ErrVersionMismatch))
+		want := s.c.Version.APIVersion
+		w.Header().Set(api.HeaderVersion, want)
+		if v := r.Header.Get(api.HeaderVersion); v != want {
+			writeError(w, fmt.Errorf("bangerd %s speaks API v%s but this banger speaks v%s: use a banger CLI of the same version as the daemon, or stop the daemon (banger daemon stop) so the CLI starts its own: %w",
+				s.c.Version.Version, want, v, errdefs.ErrVersionMismatch))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -291,4 +292,3 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 	}
 	return cred.Uid, nil
 }
-

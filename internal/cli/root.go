@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -93,7 +94,7 @@ func Run(f *Factory, args []string) int {
 	}
 	var fe *FlagError
 	switch {
-	case errors.As(err, &fe):
+	case errors.As(err, &fe), strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		fmt.Fprintf(f.IO.ErrOut, "banger: %v\nRun 'banger --help' for usage.\n", err)
 		return ExitUsage
 	case ctx.Err() != nil || errdefs.IsCanceled(err):

@@ -60,27 +60,7 @@ func layerOf(t *testing.T, tarBytes []byte) v1.Layer {
 }
 
 func imageOf(t *testing.T, cfg v1.Config, layers ...[]byte) v1.Image {
-	t.Helper()
-	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
-	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
-	for _, b := range layers {
-		var err error
-		if img, err = mutate.AppendLayers(img, layerOf(t, b)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf = cf.DeepCopy()
-	cf.Config = cfg
-	cf.OS, cf.Architecture = "linux", "amd64"
-	img, err = mutate.ConfigFile(img, cf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return img
+	return testutil.Image(t, cfg, layers...)
 }
 
 // debugfs runs a read-only debugfs request against an image.

@@ -57,13 +57,14 @@ type stagedImage struct {
 }
 
 // stageKernelFile reads the kernel image at path and writes VmlinuxFile (and
-// BzImageFile for a bzImage) into stageDir.
-func stageKernelFile(stageDir, path string) (stagedImage, error) {
-	data, err := readLimited(path, MaxKernelSize, "kernel image")
+// BzImageFile for a bzImage) into stageDir. name is the path to show in
+// errors: a scratch path means nothing to the user.
+func stageKernelFile(stageDir, path, name string) (stagedImage, error) {
+	data, err := readLimited(path, name, MaxKernelSize, "kernel image")
 	if err != nil {
 		return stagedImage{}, err
 	}
-	return stageKernel(stageDir, path, data)
+	return stageKernel(stageDir, name, data)
 }
 
 // stageKernel does the work of stageKernelFile on an image already in memory;
@@ -367,8 +368,9 @@ func isText(data []byte) bool {
 	return true
 }
 
-// readLimited reads a whole file of at most limit bytes.
-func readLimited(path string, limit int64, what string) ([]byte, error) {
+// readLimited reads a whole file of at most limit bytes; name and what
+// describe it in errors.
+func readLimited(path, name string, limit int64, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", what, classifyOSError(err))
@@ -379,17 +381,17 @@ func readLimited(path string, limit int64, what string) ([]byte, error) {
 		return nil, fmt.Errorf("stat %s: %w", what, err)
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s %s is not a regular file: %w", what, path, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s %s is not a regular file: %w", what, name, errdefs.ErrInvalidArgument)
 	}
 	if st.Size() > limit {
-		return nil, fmt.Errorf("%s %s is %d bytes, more than the %d allowed: %w", what, path, st.Size(), limit, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s %s is %d bytes, more than the %d allowed: %w", what, name, st.Size(), limit, errdefs.ErrInvalidArgument)
 	}
 	data, err := io.ReadAll(io.LimitReader(f, limit+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s %s: %w", what, path, err)
+		return nil, fmt.Errorf("read %s %s: %w", what, name, err)
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s %s grew past %d bytes while being read: %w", what, path, limit, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("%s %s grew past %d bytes while being read: %w", what, name, limit, errdefs.ErrInvalidArgument)
 	}
 	return data, nil
 }

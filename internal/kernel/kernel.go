@@ -69,7 +69,7 @@ func ImportFiles(ctx context.Context, stageDir string, kernelPath, initrdPath, m
 	if err := os.MkdirAll(stageDir, 0o755); err != nil {
 		return Info{}, fmt.Errorf("create staging directory: %w", err)
 	}
-	img, err := stageKernelFile(stageDir, kernelPath)
+	img, err := stageKernelFile(stageDir, kernelPath, kernelPath)
 	if err != nil {
 		return Info{}, err
 	}
@@ -79,7 +79,7 @@ func ImportFiles(ctx context.Context, stageDir string, kernelPath, initrdPath, m
 	}
 	switch {
 	case initrdPath != "":
-		if err := copyInitrd(stageDir, initrdPath); err != nil {
+		if err := copyInitrd(stageDir, initrdPath, initrdPath); err != nil {
 			return Info{}, err
 		}
 		info.HasInitrd = true
@@ -142,9 +142,9 @@ var initrdMagics = [][]byte{
 }
 
 // copyInitrd copies a user-supplied initrd after checking that it looks
-// like one.
-func copyInitrd(stageDir, path string) error {
-	data, err := readLimited(path, MaxInitrdSize, "initrd")
+// like one; name is the path to show in errors.
+func copyInitrd(stageDir, path, name string) error {
+	data, err := readLimited(path, name, MaxInitrdSize, "initrd")
 	if err != nil {
 		return err
 	}
@@ -156,7 +156,7 @@ func copyInitrd(stageDir, path string) error {
 		}
 	}
 	if !ok {
-		return fmt.Errorf("initrd %s is %s; expected a cpio archive, plain or compressed: %w", path, describe(data), errdefs.ErrInvalidArgument)
+		return fmt.Errorf("initrd %s is %s; expected a cpio archive, plain or compressed: %w", name, describe(data), errdefs.ErrInvalidArgument)
 	}
 	return writeNewFile(filepath.Join(stageDir, InitrdFile), data)
 }

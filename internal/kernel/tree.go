@@ -310,7 +310,7 @@ func (t *extracted) stage(ctx context.Context, stageDir, source string) (Info, e
 	default:
 		return Info{}, fmt.Errorf("several kernels found (%s); cannot tell which to use: %w", strings.Join(kernels, ", "), errdefs.ErrInvalidArgument)
 	}
-	img, err := stageKernelFile(stageDir, t.path(kernels[0]))
+	img, err := stageKernelFile(stageDir, t.path(kernels[0]), "/"+kernels[0])
 	if err != nil {
 		return Info{}, err
 	}
@@ -353,7 +353,7 @@ func (t *extracted) stage(ctx context.Context, stageDir, source string) (Info, e
 	switch len(initrds) {
 	case 0:
 	case 1:
-		if err := copyInitrd(stageDir, t.path(initrds[0])); err != nil {
+		if err := copyInitrd(stageDir, t.path(initrds[0]), "/"+initrds[0]); err != nil {
 			return Info{}, err
 		}
 		info.HasInitrd = true

@@ -7,6 +7,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/crane"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 )
 
 // Registry is go-containerregistry's in-process registry on 127.0.0.1,
@@ -24,6 +29,7 @@ type Registry struct {
 	mu       sync.Mutex
 	blobGets map[string]int
 	tamper   map[string]func([]byte) []byte
+	stall    map[string]chan struct{}
 	srv      *http.Server
 	ln       net.Listener
 }
@@ -35,7 +41,7 @@ func NewRegistry(t testing.TB) *Registry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Registry{Addr: ln.Addr().String(), blobGets: map[string]int{}, tamper: map[string]func([]byte) []byte{}, ln: ln}
+	r := &Registry{Addr: ln.Addr().String(), blobGets: map[string]int{}, tamper: map[string]func([]byte) []byte{}, stall: map[string]chan struct{}{}, ln: ln}
 	inner := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	r.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		if i := strings.Index(req.URL.Path, "/blobs/sha256:"); i >= 0 && req.Method == http.MethodGet {
@@ -43,7 +49,22 @@ func NewRegistry(t testing.TB) *Registry {
 			r.mu.Lock()
 			r.blobGets[d]++
 			f := r.tamper[d]
+			hold := r.stall[d]
 			r.mu.Unlock()
+			if hold != nil {
+				rec := &recorder{header: http.Header{}}
+				inner.ServeHTTP(rec, req)
+				w.Header().Set("Content-Length", strconv.Itoa(rec.body.Len()))
+				w.WriteHeader(rec.code)
+				w.Write(rec.body.Bytes()[:rec.body.Len()/2])
+				w.(http.Flusher).Flush()
+				select {
+				case <-hold:
+					w.Write(rec.body.Bytes()[rec.body.Len()/2:])
+				case <-req.Context().Done():
+				}
+				return
+			}
 			if f != nil {
 				rec := &recorder{header: http.Header{}}
 				inner.ServeHTTP(rec, req)
@@ -80,6 +101,18 @@ func (r *Registry) Tamper(digest string, f func([]byte) []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.tamper[digest] = f
+}
+
+// Stall makes the registry send half of the blob and then wait until the
+// returned function is called (or the client goes away), to catch a pull
+// in the middle of a layer.
+func (r *Registry) Stall(digest string) (release func()) {
+	ch := make(chan struct{})
+	r.mu.Lock()
+	r.stall[digest] = ch
+	r.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 // Push pushes img as repo:tag and returns the full reference.
@@ -149,4 +182,35 @@ func Tar(t testing.TB, entries ...TarEntry) []byte {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// Image builds a linux/amd64 OCI image from uncompressed layer tars
+// (gzip-compressed on push) with the given config.
+func Image(t testing.TB, cfg v1.Config, layers ...[]byte) v1.Image {
+	t.Helper()
+	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
+	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
+	for _, b := range layers {
+		b := b
+		l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil },
+			tarball.WithMediaType(types.OCILayer))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img, err = mutate.AppendLayers(img, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config = cfg
+	cf.OS, cf.Architecture = "linux", "amd64"
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }

@@ -234,6 +234,11 @@ func (t *Tree) entry(hdr *tar.Header, r io.Reader) error {
 		return t.removeEntry(hdr, dir, base)
 	}
 
+	if strings.HasPrefix(name, whiteoutMeta) && name != opaqueMarker {
+		// AUFS keeps its bookkeeping (.wh..wh.plnk and the like) at the
+		// top level; none of it belongs in the image.
+		return nil
+	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		return t.whiteout(hdr, dir, base)
 	}

@@ -1,0 +1,137 @@
+// Package e2e runs the built banger and bangerd binaries as a user would,
+// each test with its own BANGER_HOME, and checks output, exit statuses and
+// what is left on disk.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "banger-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../cmd/banger", "../cmd/bangerd")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one banger installation: its own home and daemon.
+type env struct {
+	t     *testing.T
+	home  string
+	extra []string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	// Short path: the socket must fit in 108 bytes.
+	home, err := os.MkdirTemp("", "bh-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, home: home}
+	t.Cleanup(func() {
+		e.stopDaemon()
+		os.RemoveAll(home)
+	})
+	return e
+}
+
+type result struct {
+	out, err string
+	code     int
+}
+
+func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), args...)
+	cmd.Env = append(os.Environ(), "BANGER_HOME="+e.home, "BANGERD="+filepath.Join(binDir, "bangerd"))
+	cmd.Env = append(cmd.Env, e.extra...)
+	return cmd
+}
+
+// run runs banger and returns what it printed and its exit status.
+func (e *env) run(args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := e.cmd(ctx, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("banger %v: %v", args, err)
+	}
+	return result{out: out.String(), err: errb.String(), code: code}
+}
+
+// ok runs banger and fails the test unless it exits 0.
+func (e *env) ok(args ...string) string {
+	e.t.Helper()
+	r := e.run(args...)
+	if r.code != 0 {
+		e.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), r.code, r.out, r.err, e.daemonLog())
+	}
+	return r.out
+}
+
+func (e *env) daemonLog() string {
+	b, _ := os.ReadFile(filepath.Join(e.home, "state", "bangerd.log"))
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+func (e *env) daemonPID() int {
+	b, err := os.ReadFile(filepath.Join(e.home, "run", "bangerd.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+func (e *env) stopDaemon() {
+	pid := e.daemonPID()
+	if pid <= 1 {
+		return
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+	for i := 0; i < 200 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(25 * time.Millisecond)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+}
+
+func processAlive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	// A zombie is not alive.
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(b), ") Z ")
+}

@@ -1,0 +1,302 @@
+// Package proc starts engine processes detached from the daemon and follows
+// them through pidfds, whether this process started them or found them
+// after a restart. It is shared by the engine implementations.
+package proc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/errdefs"
+)
+
+// StartOptions configures Start.
+type StartOptions struct {
+	// Dir is the working directory.
+	Dir string
+	// Log receives the process's stdout and stderr (appended). Required.
+	Log string
+	// ExtraFiles become fds 3, 4, ... in the child.
+	ExtraFiles []*os.File
+	// Env replaces the environment when non-nil.
+	Env []string
+}
+
+// Process is a handle on one process, child or not. Its identity is pinned
+// by a pidfd, so signals never reach a process that reused the pid.
+type Process struct {
+	pid   int
+	pidfd *os.File // closed by the garbage collector with the handle
+
+	// reaped is closed once a child started by Start has been reaped; nil
+	// for processes found with Open.
+	reaped chan struct{}
+	mu     sync.Mutex
+}
+
+// Start runs argv[0] with argv[1:] in a new session, stdin on /dev/null and
+// output appended to opts.Log. The process is not tied to ctx or to this
+// process's lifetime; a goroutine reaps it if it exits while this process
+// lives.
+func Start(argv []string, opts StartOptions) (*Process, error) {
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("start: empty argv: %w", errdefs.ErrInvalidArgument)
+	}
+	devnull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devnull.Close()
+	logf, err := os.OpenFile(opts.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close()
+	// Deliberately not exec.CommandContext: the VM must outlive the
+	// request, the caller and the daemon.
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = opts.Dir
+	cmd.Env = opts.Env
+	cmd.Stdin = devnull
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.ExtraFiles = opts.ExtraFiles
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	p := &Process{pid: cmd.Process.Pid, reaped: make(chan struct{})}
+	// Not reaped yet (only the goroutine below reaps), so the pid is ours.
+	fd, err := unix.PidfdOpen(p.pid, 0)
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("pidfd_open %d: %w", p.pid, err)
+	}
+	p.pidfd = os.NewFile(uintptr(fd), "pidfd")
+	go func() {
+		cmd.Wait()
+		close(p.reaped)
+	}()
+	return p, nil
+}
+
+// Open returns a handle on the running process pid, which need not be a
+// child. It fails with errdefs.ErrNotFound when the process is gone.
+func Open(pid int) (*Process, error) {
+	if pid <= 0 {
+		return nil, fmt.Errorf("pid %d: %w", pid, errdefs.ErrNotFound)
+	}
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, fmt.Errorf("process %d: %w", pid, errdefs.ErrNotFound)
+		}
+		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
+	}
+	p := &Process{pid: pid, pidfd: os.NewFile(uintptr(fd), "pidfd")}
+	if p.Exited() {
+		return nil, fmt.Errorf("process %d has exited: %w", pid, errdefs.ErrNotFound)
+	}
+	return p, nil
+}
+
+// PID returns the process id.
+func (p *Process) PID() int { return p.pid }
+
+// Signal sends sig to the process. Signalling an exited process is not an
+// error.
+func (p *Process) Signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	err := unix.PidfdSendSignal(int(p.pidfd.Fd()), sig, nil, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("signal %d: %w", p.pid, err)
+	}
+	return nil
+}
+
+// Exited reports, without blocking, whether the process has exited.
+func (p *Process) Exited() bool {
+	if p.reaped != nil {
+		select {
+		case <-p.reaped:
+			return true
+		default:
+		}
+	}
+	fds := []unix.PollFd{{Fd: int32(p.pidfd.Fd()), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err == nil && n > 0
+}
+
+// Wait blocks until the process has exited (and, for a child, has been
+// reaped) or ctx is done.
+func (p *Process) Wait(ctx context.Context) error {
+	if p.reaped != nil {
+		select {
+		case <-p.reaped:
+			return nil
+		case <-ctx.Done():
+			return fmt.Errorf("wait for process %d: %w", p.pid, ctx.Err())
+		}
+	}
+	// Not a child: poll the pidfd in short steps so ctx is honoured
+	// without a goroutine that could outlive the call.
+	for {
+		fds := []unix.PollFd{{Fd: int32(p.pidfd.Fd()), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, 50)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("poll pidfd %d: %w", p.pid, err)
+		}
+		if n > 0 {
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("wait for process %d: %w", p.pid, err)
+		}
+	}
+}
+
+// Stats reads the process's CPU times and memory from /proc.
+func (p *Process) Stats() (engine.Stats, error) {
+	st, err := ReadStat(p.pid)
+	if err != nil {
+		return engine.Stats{}, err
+	}
+	// /proc/<pid>/stat could belong to a new process after exit: check
+	// after reading.
+	if p.Exited() {
+		return engine.Stats{}, fmt.Errorf("process %d has exited: %w", p.pid, errdefs.ErrNotFound)
+	}
+	return st, nil
+}
+
+// clockTicks is USER_HZ, which Linux fixes at 100 on every architecture
+// for /proc.
+const clockTicks = 100
+
+// ReadStat parses /proc/<pid>/stat and /proc/<pid>/status.
+func ReadStat(pid int) (engine.Stats, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "stat"))
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return engine.Stats{}, fmt.Errorf("process %d: %w", pid, errdefs.ErrNotFound)
+		}
+		return engine.Stats{}, err
+	}
+	s, err := parseStat(b)
+	if err != nil {
+		return engine.Stats{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+	}
+	s.PID = pid
+	if b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status")); err == nil {
+		if v, ok := statusField(b, "VmRSS"); ok {
+			s.RSSBytes = v
+		}
+	}
+	return s, nil
+}
+
+// parseStat reads the fields of /proc/<pid>/stat that Stats reports. The
+// command name (field 2) may contain spaces and parentheses, so fields are
+// counted from the last ')'.
+func parseStat(b []byte) (engine.Stats, error) {
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return engine.Stats{}, errors.New("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); field n is f[n-3].
+	if len(f) < 24-3+1 {
+		return engine.Stats{}, errors.New("short stat")
+	}
+	num := func(field int) uint64 {
+		v, _ := strconv.ParseUint(f[field-3], 10, 64)
+		return v
+	}
+	tick := time.Second / clockTicks
+	return engine.Stats{
+		UserTime:   time.Duration(num(14)) * tick,
+		SystemTime: time.Duration(num(15)) * tick,
+		Threads:    int(num(20)),
+		VSizeBytes: num(23),
+		RSSBytes:   num(24) * uint64(os.Getpagesize()),
+	}, nil
+}
+
+// statusField returns a "kB" field of /proc/<pid>/status in bytes.
+func statusField(b []byte, key string) (uint64, bool) {
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k != key {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			return 0, false
+		}
+		n, err := strconv.ParseUint(f[0], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		if len(f) > 1 && f[1] == "kB" {
+			n *= 1024
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+// Cmdline returns the argv of process pid.
+func Cmdline(pid int) ([]string, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSuffix(b, []byte{0})
+	if len(b) == 0 {
+		return nil, nil // zombie or kernel thread
+	}
+	return strings.Split(string(b), "\x00"), nil
+}
+
+// Find returns the pids of live processes whose argv satisfies match.
+// Processes that vanish while being read are skipped.
+func Find(match func(argv []string) bool) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid <= 0 {
+			continue
+		}
+		argv, err := Cmdline(pid)
+		if err != nil || len(argv) == 0 {
+			continue
+		}
+		if match(argv) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
+}

@@ -1,0 +1,60 @@
+package flatten
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"testing"
+	"time"
+	"os"
+	"fmt"
+)
+
+// FuzzApply feeds arbitrary bytes to Apply, twice so that the second pass
+// meets the first as a lower layer. Apply may fail but must not panic or
+// write anything outside the root.
+func FuzzApply(f *testing.F) {
+	for _, l := range imageLayers(f) {
+		f.Add(l)
+	}
+	for _, ents := range [][]ent{
+		{file("../x", "x")},
+		{file("a/../../x", "x")},
+		{file("/abs", "x")},
+		{symlink("evil", "../outside"), file("evil/pwned", "x")},
+		{symlink("up", ".."), file("up/outside/pwned", "x")},
+		{symlink("abs", "/tmp"), dir("abs/d")},
+		{hardlink("pw", "../../etc/passwd")},
+		{symlink("evil", "../outside"), hardlink("h", "evil/x")},
+		{dir("d"), file("d/f", "f"), whiteout("d/.wh..wh..opq"), whiteout(".wh.d"), hardlink("d/g", "d/f")},
+		{ent{name: "dir", typ: tar.TypeDir, zero: true}, file("dir/f", "f"), ent{name: "f", body: "x", zero: true}},
+	} {
+		f.Add(layerTar(f, ents...))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if fh, err := os.OpenFile("/tmp/slowfuzz/count", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644); err == nil {
+			fh.Write([]byte("x\n"))
+			fh.Close()
+		}
+		start := time.Now()
+		defer func() {
+			if d := time.Since(start); d > 200*time.Millisecond {
+				os.WriteFile(fmt.Sprintf("/tmp/slowfuzz/%d", time.Now().UnixNano()), append([]byte(d.String()+"\n"), data...), 0o644)
+			}
+		}()
+		s := newSandbox(t)
+		tr, err := New(s.root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tr.Close()
+		for range 2 {
+			if err := tr.Apply(context.Background(), bytes.NewReader(data)); err != nil {
+				break
+			}
+		}
+		_ = tr.Fixups()
+		_ = tr.ContentSize()
+		s.checkContained(t)
+	})
+}
