@@ -212,3 +212,10 @@ type Features struct {
 	// AgentTransport is how DialAgent reaches the guest.
 	AgentTransport AgentTransport
 }
+
+// ConsoleLogger is implemented by instances whose guest console goes to a
+// file; callers find it by type assertion.
+type ConsoleLogger interface {
+	// ConsoleLog is the path of the guest console log.
+	ConsoleLog() string
+}

@@ -5,7 +5,6 @@ package ext4
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path"
@@ -137,8 +136,8 @@ func Build(ctx context.Context, o Options) (err error) {
 	}
 	if err := hostcmd.Mke2fs(ctx, cfg); err != nil {
 		if tooSmall(err) {
-			return fmt.Errorf("build ext4 %s: image size %d bytes is too small for the content of %s: pass a larger size: %w",
-				o.Output, size, o.Dir, errors.Join(errdefs.ErrInvalidArgument, err))
+			return fmt.Errorf("build ext4 %s: image size %d bytes is too small for the content of %s: pass a larger size: %w: %w",
+				o.Output, size, o.Dir, errdefs.ErrInvalidArgument, err)
 		}
 		return fmt.Errorf("build ext4 %s: %w", o.Output, err)
 	}
@@ -187,7 +186,7 @@ func fixupScript(dir, valueDir string, fixups []Fixup) (string, error) {
 		}
 		q, err := hostcmd.DebugfsQuote(p)
 		if err != nil {
-			return "", fmt.Errorf("fixup %s: %w", p, errors.Join(errdefs.ErrInvalidArgument, err))
+			return "", fmt.Errorf("fixup %s: %w: %w", p, err, errdefs.ErrInvalidArgument)
 		}
 		if f.UID != nil {
 			fmt.Fprintf(&b, "set_inode_field %s uid %d\n", q, *f.UID)
@@ -235,8 +234,21 @@ func fixupScript(dir, valueDir string, fixups []Fixup) (string, error) {
 			fmt.Fprintf(&b, "ea_set -f %s %s %s\n", qv, q, qk)
 		}
 	}
-	return b.String(), nil
+	script := b.String()
+	for line := range strings.Lines(script) {
+		// debugfs reads a script with a BUFSIZ (8 KiB) line buffer and
+		// would split a longer line into two broken commands.
+		if len(line) > maxScriptLine {
+			return "", fmt.Errorf("fixup command %.80q…: longer than debugfs's %d-byte line limit: %w",
+				line, maxScriptLine, errdefs.ErrInvalidArgument)
+		}
+	}
+	return script, nil
 }
+
+// maxScriptLine is the longest debugfs script line, newline included,
+// that debugfs reads whole.
+const maxScriptLine = 8000
 
 // fileType returns the S_IFMT bits for m, or 0 for a type ext4 images
 // built here do not hold.

@@ -218,4 +218,3 @@ func scanMirror(r io.Reader, deb822 bool) string {
 	}
 	return ""
 }
-

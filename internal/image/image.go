@@ -212,4 +212,3 @@ func (s *Store) publishedFor(ctx context.Context, digest string) (built, bool) {
 func validateNew(kind, name string) error {
 	return names.Validate(kind, name)
 }
-

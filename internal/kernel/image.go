@@ -257,7 +257,8 @@ func extractVmlinux(data []byte) ([]byte, string, error) {
 		return nil, "", fmt.Errorf("payload claims %d uncompressed bytes, more than the %d allowed: %w", want, int64(MaxKernelSize), errdefs.ErrInvalidArgument)
 	}
 	out := &limitBuffer{limit: MaxKernelSize}
-	out.buf.Grow(int(want))
+	// Preallocate for a plausible ratio only: the size field is untrusted.
+	out.buf.Grow(int(min(want, 16*int64(len(payload)))))
 	method, err := decompressPayload(payload, out)
 	if err != nil {
 		return nil, "", fmt.Errorf("decompress %s payload: %w: %w", method, err, errdefs.ErrInvalidArgument)

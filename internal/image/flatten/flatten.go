@@ -175,7 +175,7 @@ func (t *Tree) Apply(ctx context.Context, layer io.Reader) error {
 		}
 		if err != nil {
 			if errors.Is(err, tar.ErrHeader) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, tar.ErrFieldTooLong) {
-				return fmt.Errorf("apply layer %d: read tar: %w", t.layer, errors.Join(err, errdefs.ErrInvalidArgument))
+				return fmt.Errorf("apply layer %d: read tar: %w: %w", t.layer, err, errdefs.ErrInvalidArgument)
 			}
 			return fmt.Errorf("apply layer %d: read tar: %w", t.layer, err)
 		}
@@ -511,7 +511,7 @@ func (t *Tree) file(hdr *tar.Header, r io.Reader, pfd int, parent *node, base st
 	// holes of sparse entries instead of writing zeros.
 	if _, err := io.Copy(f, r); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			err = errors.Join(err, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("layer %d: entry %q: truncated content: %w: %w", t.layer, hdr.Name, err, errdefs.ErrInvalidArgument)
 		}
 		return fmt.Errorf("layer %d: entry %q: write: %w", t.layer, hdr.Name, err)
 	}
@@ -631,6 +631,9 @@ func diskMode(k kind, mode uint32) uint32 {
 // What the host ends up not holding exactly is marked for a fixup, judged
 // by reading the file back rather than by guessing from our privileges.
 func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
+	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-2 || hdr.Gid > 1<<32-2 {
+		return t.entryErr(hdr, "invalid owner %d:%d", hdr.Uid, hdr.Gid)
+	}
 	ino := n.ino
 	ino.uid, ino.gid = hdr.Uid, hdr.Gid
 	ino.mode = uint32(hdr.Mode) & 0o7777
@@ -645,16 +648,19 @@ func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
 		}
 	}
 
-	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-2 || hdr.Gid > 1<<32-2 {
-		return t.entryErr(hdr, "invalid owner %d:%d", hdr.Uid, hdr.Gid)
-	}
 	if t.chown {
 		// Ownership first: chown clears setuid and setgid bits.
 		_ = unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
 	}
 
-	ino.xattrFix = nil
-	ino.xattrs = 0
+	// A hard link entry adds xattrs to the inode it shares: tar writers
+	// do not always repeat them, and dropping a binary's
+	// security.capability for that would be wrong.
+	link := hdr.Typeflag == tar.TypeLink
+	if !link {
+		ino.xattrFix = nil
+		ino.xattrs = 0
+	}
 	if ino.kind == kindSymlink || n == t.top {
 		// Linux refuses user.* xattrs on symbolic links, and mke2fs does
 		// not copy the root directory's: debugfs sets them all.
@@ -674,7 +680,7 @@ func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
 		if n == t.top {
 			err = unix.Fchmod(fd, diskMode(ino.kind, ino.mode))
 		} else {
-			err = t.setFileMeta(fd, ino, wanted)
+			err = t.setFileMeta(fd, ino, wanted, !link)
 		}
 		unix.Close(fd)
 		if err != nil {
@@ -700,9 +706,9 @@ func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
 }
 
 // setFileMeta sets xattrs and mode on the open file or directory fd.
-func (t *Tree) setFileMeta(fd int, ino *inode, wanted map[string][]byte) error {
+func (t *Tree) setFileMeta(fd int, ino *inode, wanted map[string][]byte, replace bool) error {
 	// A directory declared again replaces its xattrs; drop the old ones.
-	if old, err := listXattrs(fd); err == nil {
+	if old, err := listXattrs(fd); err == nil && replace {
 		for _, k := range old {
 			if _, keep := wanted[k]; !keep {
 				_ = unix.Fremovexattr(fd, k)
@@ -712,6 +718,8 @@ func (t *Tree) setFileMeta(fd int, ino *inode, wanted map[string][]byte) error {
 	for k, v := range wanted {
 		if err := unix.Fsetxattr(fd, k, v, 0); err != nil {
 			ino.addXattrFix(k, v)
+		} else {
+			delete(ino.xattrFix, k)
 		}
 	}
 	// Mode last: setting a POSIX ACL xattr rewrites the group bits.

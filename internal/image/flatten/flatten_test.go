@@ -200,6 +200,23 @@ func TestHardLinkInodes(t *testing.T) {
 	}
 }
 
+// TestHardLinkKeepsXattrs checks that a link entry without xattrs does not
+// strip those of the inode it links to.
+func TestHardLinkKeepsXattrs(t *testing.T) {
+	tr, s := apply(t, true, layerTar(t,
+		ent{name: "f", body: "f", xattrs: map[string]string{"user.k": "v", "trusted.t": "t"}},
+		hardlink("g", "f"),
+	))
+	for k, v := range map[string]string{"user.k": "v", "trusted.t": "t"} {
+		buf := make([]byte, 16)
+		n, err := syscall.Getxattr(filepath.Join(s.root, "g"), k, buf)
+		f, _ := fixupFor(tr, "/f")
+		if (err != nil || string(buf[:n]) != v) && f.xattrs[k] != v {
+			t.Errorf("%s neither on host (%v) nor in fixups (%+v)", k, err, f)
+		}
+	}
+}
+
 func TestNames(t *testing.T) {
 	long := strings.Repeat("l", 150)
 	deep := strings.Repeat("d", 200) + "/" + strings.Repeat("e", 200) + "/" + long

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -185,14 +186,22 @@ func buildImage(t *testing.T, unprivileged bool) string {
 // as root) and an unprivileged one, which must give the same image.
 func TestImage(t *testing.T) {
 	ext4test.RequireTools(t)
+	var mu sync.Mutex
 	dumps := map[bool]map[string]string{}
-	for _, unprivileged := range []bool{false, true} {
-		t.Run(fmt.Sprintf("unprivileged=%v", unprivileged), func(t *testing.T) {
-			img := buildImage(t, unprivileged)
-			checkImage(t, img)
-			dumps[unprivileged] = dumpImage(t, img)
-		})
-	}
+	// The group returns once both parallel builds are done.
+	t.Run("build", func(t *testing.T) {
+		for _, unprivileged := range []bool{false, true} {
+			t.Run(fmt.Sprintf("unprivileged=%v", unprivileged), func(t *testing.T) {
+				t.Parallel()
+				img := buildImage(t, unprivileged)
+				checkImage(t, img)
+				d := dumpImage(t, img)
+				mu.Lock()
+				dumps[unprivileged] = d
+				mu.Unlock()
+			})
+		}
+	})
 	a, b := dumps[false], dumps[true]
 	if a == nil || b == nil {
 		return

@@ -1,0 +1,25 @@
+package qemu_test
+
+import (
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/enginetest"
+	"github.com/bangervm/banger/internal/engine/qemu"
+)
+
+func TestConformance(t *testing.T) {
+	if testing.Short() {
+		t.Skip("boots real guests")
+	}
+	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
+		enginetest.Require(t, "%s not installed (Debian package qemu-system-x86)", qemu.DefaultBinary)
+	}
+	fx := enginetest.DebianFixtures(t)
+	fx.Cmdline = os.Getenv("EXTRA_CMDLINE")
+	enginetest.Run(t, func(t *testing.T) engine.Engine {
+		return qemu.New(qemu.Config{Logger: testLogger(t)})
+	}, fx)
+}

@@ -1,0 +1,532 @@
+// Package qemu is the QEMU engine: qemu-system-x86_64 with the microvm
+// machine, virtio-mmio devices, the guest console in a file, QMP on a unix
+// socket, and the agent channel on vhost-vsock where the host has it, else a
+// virtio-serial port bridged to a unix socket.
+//
+// KVM is used only when it can run an ordinary guest; otherwise TCG, with
+// tsc_early_khz set from the measured host TSC rate so guests cannot hang in
+// clock calibration (see HostTSCKHz).
+//
+// QEMU is started directly (no -daemonize, no -pidfile) in its own session,
+// so the engine knows the pid from the start and writes it itself; the
+// process is not a child that dies with the daemon.
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/proc"
+)
+
+// Name is the engine's name.
+const Name = "qemu"
+
+// DefaultBinary is looked up in PATH when Config.Binary is empty.
+const DefaultBinary = "qemu-system-x86_64"
+
+// Config configures the QEMU engine. The zero value works.
+type Config struct {
+	// Binary is the qemu-system-x86_64 path; "" looks it up in PATH.
+	Binary string
+	// Accel forces an accelerator; "" chooses (see ChooseAccel).
+	Accel engine.Accel
+	// TBSizeMiB is TCG's translation cache size: 0 means 64 MiB (QEMU's
+	// default of 1 GiB costs up to ~200 MB RSS per VM for no measurable
+	// speed), a negative value leaves QEMU's default.
+	TBSizeMiB int
+	// StartTimeout bounds how long Start waits for QEMU to answer on QMP;
+	// 0 means 10 s.
+	StartTimeout time.Duration
+	// Host replaces the probe of the host (tests).
+	Host *HostInfo
+	// Logger receives state changes; nil discards.
+	Logger *slog.Logger
+}
+
+// Engine is the QEMU engine. Create it with New.
+type Engine struct {
+	cfg      Config
+	log      *slog.Logger
+	features func() engine.Features
+}
+
+var _ engine.Engine = (*Engine)(nil)
+
+// New returns a QEMU engine.
+func New(cfg Config) *Engine {
+	e := &Engine{cfg: cfg, log: cfg.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("engine", Name)
+	e.features = sync.OnceValue(e.probe)
+	return e
+}
+
+// Name returns "qemu".
+func (e *Engine) Name() string { return Name }
+
+// Features reports the accelerator and agent transport VMs will get. The
+// host is probed once per Engine; a TCG choice is logged once as a warning.
+func (e *Engine) Features(ctx context.Context) (engine.Features, error) {
+	return e.features(), nil
+}
+
+func (e *Engine) probe() engine.Features {
+	h := ProbeHost()
+	if e.cfg.Host != nil {
+		h = *e.cfg.Host
+	}
+	accel, reason := ChooseAccel(h)
+	if e.cfg.Accel != "" {
+		accel, reason = e.cfg.Accel, "accelerator "+string(e.cfg.Accel)+" set in the configuration"
+	}
+	f := engine.Features{Accel: accel, AccelReason: reason, AgentTransport: engine.AgentSerial}
+	if h.VhostVsock {
+		f.HasVsock, f.AgentTransport = true, engine.AgentVsock
+	}
+	if accel == engine.AccelTCG {
+		e.log.Warn(reason)
+	}
+	return f
+}
+
+// state is what Start leaves in engine.json, before the process exists, so
+// that teardown and Attach know every path without guessing.
+type state struct {
+	Engine      string   `json:"engine"`
+	ID          string   `json:"id"`
+	Binary      string   `json:"binary"`
+	PIDFile     string   `json:"pidFile"`
+	QMPSocket   string   `json:"qmpSocket"`
+	AgentSocket string   `json:"agentSocket,omitempty"`
+	VsockCID    uint32   `json:"vsockCID,omitempty"`
+	ConsoleLog  string   `json:"consoleLog"`
+	StderrLog   string   `json:"stderrLog"`
+	TapName     string   `json:"tapName,omitempty"`
+	Argv        []string `json:"argv"`
+}
+
+// binary resolves the QEMU executable.
+func (e *Engine) binary() (string, error) {
+	b := e.cfg.Binary
+	if b == "" {
+		b = DefaultBinary
+	}
+	p, err := exec.LookPath(b)
+	if err != nil {
+		return "", fmt.Errorf("%s not found (install the Debian package qemu-system-x86, or set the QEMU path in the config): %w", b, errdefs.ErrFailedPrecondition)
+	}
+	return filepath.Abs(p)
+}
+
+// Start boots spec. See engine.Engine.
+func (e *Engine) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	inst, err := e.start(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", spec.ID, err)
+	}
+	return inst, nil
+}
+
+func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error) {
+	if err := validate(&spec); err != nil {
+		return nil, err
+	}
+	bin, err := e.binary()
+	if err != nil {
+		return nil, err
+	}
+	feat := e.features()
+	cc := CmdlineConfig{Binary: bin, Spec: spec, Accel: feat.Accel, TBSizeMiB: e.cfg.TBSizeMiB, TapFD: 3}
+	if cc.TBSizeMiB == 0 {
+		cc.TBSizeMiB = 64
+	}
+	if feat.Accel == engine.AccelTCG {
+		khz, err := HostTSCKHz()
+		if err != nil {
+			e.log.Warn("host TSC rate unknown, guests use -icount (about 1 s slower boots)", "err", err)
+		}
+		cc.TSCKHz = khz
+	}
+	if feat.HasVsock {
+		cc.VsockCID = spec.VsockCID
+		if cc.VsockCID == 0 {
+			cc.VsockCID = deriveCID(spec.ID)
+		}
+	}
+	if live, _ := e.find(spec.Dir); live != nil {
+		return nil, fmt.Errorf("a QEMU process (pid %d) already runs for %s: %w", live.PID(), spec.Dir, errdefs.ErrAlreadyExists)
+	}
+
+	st := state{
+		Engine:     Name,
+		ID:         spec.ID,
+		Binary:     bin,
+		PIDFile:    filepath.Join(spec.Dir, PIDFile),
+		QMPSocket:  filepath.Join(spec.Dir, QMPSocket),
+		VsockCID:   cc.VsockCID,
+		ConsoleLog: filepath.Join(spec.Dir, ConsoleLog),
+		StderrLog:  filepath.Join(spec.Dir, StderrLog),
+		Argv:       Cmdline(cc),
+	}
+	if cc.VsockCID == 0 {
+		st.AgentSocket = filepath.Join(spec.Dir, AgentSocket)
+	}
+	if spec.Net != nil && spec.Net.TapFD == nil {
+		st.TapName = spec.Net.TapName
+	}
+	// Stale files from an earlier run would fool the readiness check.
+	for _, p := range []string{st.PIDFile, st.QMPSocket, filepath.Join(spec.Dir, AgentSocket)} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	if err := writeState(spec.Dir, st); err != nil {
+		return nil, err
+	}
+	// Mark where this run's output starts, so errors quote only this run.
+	logOff := fileSize(st.StderrLog)
+	conOff := fileSize(st.ConsoleLog)
+
+	var extra []*os.File
+	if spec.Net != nil && spec.Net.TapFD != nil {
+		extra = append(extra, spec.Net.TapFD)
+	}
+	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.StderrLog, ExtraFiles: extra})
+	if err != nil {
+		return nil, err
+	}
+	inst := &Instance{id: spec.ID, st: st, p: p, log: e.log.With("vm", spec.ID)}
+	fail := func(err error) (*Instance, error) {
+		p.Signal(syscall.SIGKILL)
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if werr := p.Wait(wctx); werr != nil {
+			err = errors.Join(err, werr)
+		}
+		os.Remove(st.PIDFile)
+		return nil, fmt.Errorf("%w%s%s", err,
+			quoteTail("qemu output", st.StderrLog, logOff),
+			quoteTail("console", st.ConsoleLog, conOff))
+	}
+	if err := writeFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
+		return fail(err)
+	}
+	if err := e.waitReady(ctx, inst); err != nil {
+		return fail(err)
+	}
+	inst.log.Info("vm started", "pid", p.PID(), "accel", feat.Accel, "tsc_khz", cc.TSCKHz)
+	return inst, nil
+}
+
+// earlyExitWindow is how long Start watches a fresh process for an early
+// exit, even after QMP has answered.
+const earlyExitWindow = 200 * time.Millisecond
+
+// waitReady waits until QEMU answers query-status on QMP, which happens only
+// after it has built the machine and loaded the kernel, and until the
+// process has survived earlyExitWindow.
+func (e *Engine) waitReady(ctx context.Context, inst *Instance) error {
+	timeout := e.cfg.StartTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lastErr := errors.New("no QMP socket yet")
+	for {
+		if inst.p.Exited() {
+			return errors.New("qemu exited during start")
+		}
+		if fileExists(inst.st.QMPSocket) {
+			qctx, qcancel := context.WithTimeout(ctx, time.Second)
+			var st qmpStatus
+			lastErr = qmpCall(qctx, inst.st.QMPSocket, "query-status", nil, &st)
+			qcancel()
+			if lastErr == nil {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if time.Since(start) >= timeout {
+				return fmt.Errorf("qemu did not answer on %s within %v: %w", inst.st.QMPSocket, timeout, lastErr)
+			}
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	if rest := earlyExitWindow - time.Since(start); rest > 0 {
+		time.Sleep(rest)
+	}
+	if inst.p.Exited() {
+		return errors.New("qemu exited during start")
+	}
+	return nil
+}
+
+// validate checks spec before anything is written or started.
+func validate(spec *engine.Spec) error {
+	inv := func(format string, a ...any) error {
+		return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+	}
+	if spec.ID == "" {
+		return inv("empty VM id")
+	}
+	if !filepath.IsAbs(spec.Dir) {
+		abs, err := filepath.Abs(spec.Dir)
+		if err != nil {
+			return err
+		}
+		spec.Dir = abs
+	}
+	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+		return inv("VM directory %q is not a directory", spec.Dir)
+	}
+	if err := checkSocketPaths(spec.Dir); err != nil {
+		return inv("%v", err)
+	}
+	if spec.VCPU < 1 {
+		return inv("vcpu %d: need at least 1", spec.VCPU)
+	}
+	if spec.MemoryMiB < 32 {
+		return inv("memory %d MiB: need at least 32", spec.MemoryMiB)
+	}
+	if total, err := hostMemMiB(); err == nil && int64(spec.MemoryMiB) > total {
+		return inv("memory %d MiB is more than the host's %d MiB", spec.MemoryMiB, total)
+	}
+	if spec.Kernel == "" {
+		return inv("no kernel")
+	}
+	files := []string{spec.Kernel}
+	if spec.Initrd != "" {
+		files = append(files, spec.Initrd)
+	}
+	for _, d := range spec.Disks {
+		files = append(files, d.Path)
+	}
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", f, errdefs.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0 {
+			return inv("%s is not a file", f)
+		}
+	}
+	if n := spec.Net; n != nil && n.TapFD == nil && n.TapName == "" {
+		return inv("network without a tap name or fd")
+	}
+	if strings.ContainsAny(spec.Cmdline, "\n\x00") {
+		return inv("kernel command line contains a newline or NUL")
+	}
+	return nil
+}
+
+// hostMemMiB is the host's MemTotal.
+func hostMemMiB() (int64, error) {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
+			f := strings.Fields(rest)
+			if len(f) > 0 {
+				kb, err := strconv.ParseInt(f[0], 10, 64)
+				if err == nil {
+					return kb / 1024, nil
+				}
+			}
+		}
+	}
+	return 0, errors.New("no MemTotal in /proc/meminfo")
+}
+
+// deriveCID maps a VM id to a guest CID in [3, 2^31).
+func deriveCID(id string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return h.Sum32()%(1<<31-3) + 3
+}
+
+// Attach finds the QEMU process an earlier Start left for spec.Dir: the pid
+// in qemu.pid if that process's argv holds this directory's QMP socket
+// path, else any process whose argv does (the pidfile may not have been
+// written). Only spec.ID and spec.Dir are read.
+func (e *Engine) Attach(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	inst, err := e.attach(spec)
+	if err != nil {
+		return nil, fmt.Errorf("attach vm %s: %w", spec.ID, err)
+	}
+	return inst, nil
+}
+
+func (e *Engine) attach(spec engine.Spec) (*Instance, error) {
+	dir, err := filepath.Abs(spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := readState(dir)
+	if err != nil {
+		return nil, err
+	}
+	p, err := e.find(dir)
+	if err != nil {
+		return nil, err
+	}
+	id := spec.ID
+	if id == "" {
+		id = st.ID
+	}
+	inst := &Instance{id: id, st: st, p: p, log: e.log.With("vm", id)}
+	inst.log.Info("vm attached", "pid", p.PID())
+	return inst, nil
+}
+
+// find returns the live QEMU process of dir, or an ErrNotFound error.
+func (e *Engine) find(dir string) (*proc.Process, error) {
+	st, err := readState(dir)
+	if err != nil {
+		return nil, err
+	}
+	ours := func(argv []string) bool {
+		return len(argv) > 0 && strings.Contains(filepath.Base(argv[0]), "qemu") &&
+			slices.Contains(argv, "unix:"+opt(st.QMPSocket)+",server=on,wait=off")
+	}
+	try := func(pid int) *proc.Process {
+		p, err := proc.Open(pid)
+		if err != nil {
+			return nil
+		}
+		// Checked after pinning the pid with a pidfd, so the argv and the
+		// handle belong to the same process.
+		if argv, err := proc.Cmdline(pid); err != nil || !ours(argv) {
+			return nil
+		}
+		return p
+	}
+	if b, err := os.ReadFile(st.PIDFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			if p := try(pid); p != nil {
+				return p, nil
+			}
+		}
+	}
+	pids, err := proc.Find(ours)
+	if err != nil {
+		return nil, err
+	}
+	for _, pid := range pids {
+		if p := try(pid); p != nil {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("no QEMU process for %s: %w", dir, errdefs.ErrNotFound)
+}
+
+func readState(dir string) (state, error) {
+	b, err := os.ReadFile(filepath.Join(dir, StateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return state{}, fmt.Errorf("no %s in %s: %w", StateFile, dir, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return state{}, err
+	}
+	var st state
+	if err := json.Unmarshal(b, &st); err != nil {
+		return state{}, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
+	}
+	if st.Engine != Name || st.QMPSocket == "" || st.PIDFile == "" {
+		return state{}, fmt.Errorf("%s was not written by the qemu engine: %w", filepath.Join(dir, StateFile), errdefs.ErrNotFound)
+	}
+	return st, nil
+}
+
+func writeState(dir string, st state) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(dir, StateFile), append(b, '\n'))
+}
+
+// writeFileAtomic writes via a temporary file, fsync and rename, so readers
+// see the old file or the whole new one.
+func writeFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func fileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// quoteTail returns "; <what>: <last lines of path after off>" or "".
+func quoteTail(what, path string, off int64) string {
+	const max = 2000
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	size := fileSize(path)
+	if size-off > max {
+		off = size - max
+	}
+	b := make([]byte, size-off)
+	n, _ := f.ReadAt(b, off)
+	s := strings.TrimSpace(string(b[:n]))
+	if s == "" {
+		return ""
+	}
+	return "; " + what + ":\n" + s
+}
