@@ -94,7 +94,7 @@ const DefaultShutdownTimeout = 10 * time.Second
 
 // ErrForced marks a Shutdown that had to stop the VM by force because the
 // guest did not power off in time. The VM is stopped.
-var ErrForced = errors.New("guest did not power off in time, stopped by force")
+var ErrForced = errors.New("stopped by force")
 
 // Spec describes one VM to Start.
 type Spec struct {

@@ -44,6 +44,10 @@ type Fixtures struct {
 	// PowerButton: the guest powers off on the ACPI power button, so
 	// Shutdown must end without force.
 	PowerButton bool
+	// IgnoreButtonCmdline, when set, is a kernel argument that makes the
+	// guest ignore the power button; the suite then checks that Shutdown
+	// falls back to force at its deadline.
+	IgnoreButtonCmdline string
 	// BootTimeout bounds boot to agent reply; 0 means 60 s.
 	BootTimeout time.Duration
 }
@@ -68,6 +72,9 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine, fx Fixtures) 
 	t.Run("VMs", func(t *testing.T) {
 		t.Run("BootAgentShutdown", func(t *testing.T) { t.Parallel(); s.testBootAgentShutdown(t) })
 		t.Run("AttachAfterRestart", func(t *testing.T) { t.Parallel(); s.testAttachAfterRestart(t) })
+		if fx.IgnoreButtonCmdline != "" {
+			t.Run("ShutdownForced", func(t *testing.T) { t.Parallel(); s.testShutdownForced(t) })
+		}
 	})
 	t.Run("KillAndAttachAfterRestart", s.testKill)
 }
@@ -195,9 +202,6 @@ func (s *suite) testBootAgentShutdown(t *testing.T) {
 	// The slot is free again once the first connection is closed.
 	conn = s.agent(t, inst)
 	conn.Close()
-	if os.Getenv("DEBUGCON") != "" {
-		logConsole(t, inst)
-	}
 	if !t.Failed() {
 		assertConsoleMarker(t, inst)
 	}
@@ -260,6 +264,43 @@ func (s *suite) testAttachAfterRestart(t *testing.T) {
 	if _, err := restarted.Attach(ctx, spec); !errdefs.IsNotFound(err) {
 		t.Errorf("Attach after the VM stopped: %v, want NotFound", err)
 	}
+
+	// Start again in the same directory (vm stop; vm start). Stale handles
+	// of the first run must not disturb the second.
+	again := s.start(t, restarted, spec)
+	if err := first.Wait(ctx); err != nil {
+		t.Errorf("Wait on a stale handle: %v", err)
+	}
+	if st, err := first.Status(ctx); err != nil || st != engine.StateExited {
+		t.Errorf("Status of a stale handle = %q, %v", st, err)
+	}
+	s.agent(t, again).Close()
+	found, err := s.newEngine(t).Attach(ctx, spec)
+	if err != nil || found.PID() != again.PID() {
+		t.Fatalf("Attach after a restart in the same directory: %v", err)
+	}
+	if err := found.Kill(); err != nil {
+		t.Errorf("Kill: %v", err)
+	}
+	s.assertGone(t, again, spec)
+}
+
+// testShutdownForced boots a guest that ignores the power button: Shutdown
+// must stop it anyway once its deadline passes, and say so.
+func (s *suite) testShutdownForced(t *testing.T) {
+	spec := s.spec(t)
+	spec.Cmdline = strings.TrimSpace(spec.Cmdline + " " + s.fx.IgnoreButtonCmdline)
+	inst := s.start(t, s.newEngine(t), spec)
+	s.agent(t, inst).Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	begin := time.Now()
+	err := inst.Shutdown(ctx)
+	t.Logf("Shutdown took %v: %v", time.Since(begin).Round(time.Millisecond), err)
+	if !errors.Is(err, engine.ErrForced) {
+		t.Errorf("Shutdown of a guest ignoring the power button: %v, want ErrForced", err)
+	}
+	s.assertGone(t, inst, spec)
 }
 
 // testKill kills a VM through an attached handle.

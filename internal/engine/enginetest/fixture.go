@@ -79,7 +79,8 @@ func DebianCloudDeb(t testing.TB) string {
 var fixtureModules = []string{"kernel/drivers/acpi/button.ko", "kernel/drivers/input/evdev.ko"}
 
 // fixtureInit is the fixture guest's /init (busybox sh): load modules,
-// power off on any input event (the ACPI power button), then serve the
+// power off on any input event (the ACPI power button) unless the kernel
+// command line has fixture.nobutton, then serve the
 // agent port: "PING x" -> "PONG x", "QUIT" -> "BYE" and power off.
 const fixtureInit = `#!/bin/busybox sh
 B=/bin/busybox
@@ -90,9 +91,13 @@ for m in $($B cat /etc/banger/modules.load) /lib/fixture/*.ko; do
 	[ -e "$m" ] && $B insmod "$m"
 done
 stop() { $B sync; echo FIXTURE-POWEROFF; $B poweroff -f; }
-for ev in /dev/input/event*; do
-	[ -e "$ev" ] && ( $B dd if="$ev" bs=24 count=1 >/dev/null 2>&1; echo FIXTURE-BUTTON; stop ) &
-done
+case " $($B cat /proc/cmdline) " in
+*" fixture.nobutton "*) ;;
+*)
+	for ev in /dev/input/event*; do
+		[ -e "$ev" ] && ( $B dd if="$ev" bs=24 count=1 >/dev/null 2>&1; echo FIXTURE-BUTTON; stop ) &
+	done;;
+esac
 port=; i=0
 while [ -z "$port" ] && [ $i -lt 500 ]; do
 	for p in /sys/class/virtio-ports/*; do
@@ -131,12 +136,12 @@ func DebianFixtures(t testing.TB) Fixtures {
 	if b, err := os.ReadFile(busybox); err != nil || !bytes.HasPrefix(b, []byte("\x7fELF")) {
 		Require(t, "busybox-static not installed at %s", busybox)
 	}
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		Require(t, "dpkg-deb not installed")
-	}
 	deb := DebianCloudDeb(t)
 	dir := filepath.Join(CacheDir(t), "enginetest", strings.TrimSuffix(filepath.Base(deb), ".deb"))
 	if _, err := os.Stat(filepath.Join(dir, kernel.VmlinuxFile)); err != nil {
+		if _, err := exec.LookPath("dpkg-deb"); err != nil {
+			Require(t, "dpkg-deb not installed")
+		}
 		if err := stageKernel(dir, deb); err != nil {
 			Require(t, "stage the fixture kernel: %v", err)
 		}
@@ -146,10 +151,11 @@ func DebianFixtures(t testing.TB) Fixtures {
 		t.Fatalf("build fixture initrd: %v", err)
 	}
 	return Fixtures{
-		Kernel:      filepath.Join(dir, kernel.VmlinuxFile),
-		Initrd:      initrd,
-		MemoryMiB:   256,
-		PowerButton: true,
+		Kernel:              filepath.Join(dir, kernel.VmlinuxFile),
+		Initrd:              initrd,
+		MemoryMiB:           256,
+		PowerButton:         true,
+		IgnoreButtonCmdline: "fixture.nobutton",
 	}
 }
 

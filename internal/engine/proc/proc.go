@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine"
 )
 
 // StartOptions configures Start.

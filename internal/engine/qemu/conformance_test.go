@@ -1,7 +1,6 @@
 package qemu_test
 
 import (
-	"os"
 	"os/exec"
 	"testing"
 
@@ -18,7 +17,6 @@ func TestConformance(t *testing.T) {
 		enginetest.Require(t, "%s not installed (Debian package qemu-system-x86)", qemu.DefaultBinary)
 	}
 	fx := enginetest.DebianFixtures(t)
-	fx.Cmdline = os.Getenv("EXTRA_CMDLINE")
 	enginetest.Run(t, func(t *testing.T) engine.Engine {
 		return qemu.New(qemu.Config{Logger: testLogger(t)})
 	}, fx)

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -152,8 +154,14 @@ func (i *Instance) Wait(ctx context.Context) error {
 }
 
 // cleanup removes the runtime files of an exited QEMU; engine.json and the
-// logs stay for the caller.
+// logs stay for the caller. It does nothing unless the pidfile still names
+// this process: a stale handle must not remove the files of a VM started
+// again in the same directory.
 func (i *Instance) cleanup() {
+	b, err := os.ReadFile(i.st.PIDFile)
+	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(i.p.PID()) {
+		return
+	}
 	for _, p := range []string{i.st.PIDFile, i.st.QMPSocket, i.st.AgentSocket} {
 		if p != "" {
 			os.Remove(p)

@@ -1,0 +1,51 @@
+package qemu
+
+import (
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestHostTSCKHz compares the RDTSC measurement with /proc/cpuinfo's
+// "cpu MHz", which is the TSC rate on VM hosts with tsc_known_freq.
+func TestHostTSCKHz(t *testing.T) {
+	if !slices.Contains(cpuFlags(), "constant_tsc") {
+		t.Skip("host TSC not constant")
+	}
+	khz, err := HostTSCKHz()
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := HostTSCKHz()
+	if again != khz {
+		t.Errorf("not cached: %d then %d", khz, again)
+	}
+	t.Logf("TSC %d kHz", khz)
+	if !slices.Contains(cpuFlags(), "tsc_known_freq") {
+		t.Skip("cpu MHz is not the TSC rate on this host")
+	}
+	mhz := cpuMHz(t)
+	if diff := math.Abs(float64(khz)/1000-mhz) / mhz; diff > 0.10 {
+		t.Errorf("TSC %d kHz is %.1f%% off cpu MHz %.3f", khz, diff*100, mhz)
+	}
+}
+
+func cpuMHz(t *testing.T) float64 {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "cpu MHz" {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err == nil {
+				return f
+			}
+		}
+	}
+	t.Skip("no cpu MHz")
+	return 0
+}
