@@ -45,5 +45,7 @@
 // agent as /init. That /init loads the files listed in
 // etc/banger/modules.load in order (insmod, or finit_module), then mounts
 // the root disk. Keeping the two apart lets one kernel directory serve every
-// agent version.
+// agent version. A kernel with everything built in gets no initrd; the
+// agent's archive is then the whole initramfs and must bring its own
+// dev/console.
 package kernel

@@ -8,7 +8,9 @@ import (
 )
 
 // FuzzStageKernel feeds arbitrary images to the kernel sniffing, bzImage and
-// ELF parsing: errors are fine, panics are not.
+// ELF parsing: errors are fine, panics are not. Under coverage guidance the
+// instrumented decompressors manage only a few execs per second; a binary
+// from go test -c run with -test.fuzz explores far more.
 func FuzzStageKernel(f *testing.F) {
 	vmlinux := fakeVmlinux(testVersion, true, 0)
 	f.Add(vmlinux)
@@ -16,7 +18,7 @@ func FuzzStageKernel(f *testing.F) {
 	f.Add(fakeBzImage(gzipped(f, vmlinux), testVersion))
 	f.Add([]byte("HdrS"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		extractVmlinux(data)
+		stageKernel(t.TempDir(), "fuzz", data)
 	})
 }
 

@@ -118,12 +118,15 @@ func generateInitrd(ctx context.Context, stageDir string, tree *moduleTree, info
 	if err != nil {
 		return err
 	}
+	info.MissingModules = res.missing
+	if len(res.order) == 0 {
+		return nil // everything needed is built in: no initrd at all
+	}
 	if err := writeInitramfs(filepath.Join(stageDir, InitrdFile), tree, res); err != nil {
 		return err
 	}
 	info.HasInitrd = true
 	info.Modules = res.names()
-	info.MissingModules = res.missing
 	return nil
 }
 

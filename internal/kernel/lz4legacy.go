@@ -26,7 +26,8 @@ func decodeLZ4Legacy(src []byte, w io.Writer, limit int64) (int64, error) {
 		return 0, fmt.Errorf("lz4 legacy: missing magic")
 	}
 	src = src[4:]
-	dst := make([]byte, lz4LegacyBlock)
+	// LZ4 expands at most 255:1, so small inputs need no full-size block.
+	dst := make([]byte, min(lz4LegacyBlock, 256*len(src)+64))
 	var total int64
 	for len(src) >= 4 {
 		size := binary.LittleEndian.Uint32(src)

@@ -263,3 +263,22 @@ func TestImportFilesGeneratesInitramfs(t *testing.T) {
 		}
 	})
 }
+
+func TestImportFilesAllBuiltin(t *testing.T) {
+	src := t.TempDir()
+	kernel := writeFile(t, filepath.Join(src, "vmlinux"), fakeVmlinux(testVersion, true, 0))
+	dir := buildModuleTree(t, src, testVersion, []testModule{{rel: "kernel/fs/unrelated.ko"}},
+		"kernel/drivers/virtio/virtio_mmio.ko", "kernel/drivers/block/virtio_blk.ko", "kernel/fs/ext4/ext4.ko")
+	stage := t.TempDir()
+	info, err := ImportFiles(context.Background(), stage, kernel, "", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.HasInitrd || len(info.Modules) != 0 || joinNames(listDir(t, stage)) != "vmlinux" {
+		t.Errorf("info %+v, stage %v", info, listDir(t, stage))
+	}
+	want := []string{"virtio_net", "virtio_console", "vsock", "vmw_vsock_virtio_transport", "overlay"}
+	if !slices.Equal(info.MissingModules, want) {
+		t.Errorf("missing %v, want %v", info.MissingModules, want)
+	}
+}
