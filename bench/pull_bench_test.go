@@ -6,6 +6,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -58,7 +59,10 @@ const (
 // memory of each path; then it pulls an image with the same content in a
 // single 5x bigger layer to show banger's memory does not follow layer size.
 //
-// BANGER_BENCH_ROUNDS sets the number of rounds (default 3).
+// Environment: BANGER_BENCH_ROUNDS sets the number of rounds (default 3);
+// BANGER_BENCH_SETTLE the pause after each run's cleanup and sync (default
+// 6s); BANGER_BENCH_ONLY runs one path alone, for profiling; TMPDIR picks
+// the file system both paths work on.
 func BenchmarkPullConvert(b *testing.B) {
 	testutil.RequireTool(b, "mke2fs", "e2fsprogs")
 	testutil.RequireTool(b, "debugfs", "e2fsprogs")
@@ -90,8 +94,6 @@ func BenchmarkPullConvert(b *testing.B) {
 	debug.FreeOSMemory()
 	syscall.Sync()
 
-	b.ResetTimer()
-	var bang, naive []result
 	run := 0
 	runBanger := func(ref string) result {
 		run++
@@ -109,6 +111,30 @@ func BenchmarkPullConvert(b *testing.B) {
 		r.phases = ph.String(r)
 		return r
 	}
+	if only := os.Getenv("BANGER_BENCH_ONLY"); only != "" {
+		// For profiling one path: go test -bench=. -cpuprofile=... with
+		// BANGER_BENCH_ONLY=banger (or naive, banger1, naive1 for the
+		// single-layer image).
+		for i := 0; i < rounds; i++ {
+			var r result
+			switch only {
+			case "banger":
+				r = runBanger(refMulti)
+			case "naive":
+				r = runNaive(refMulti)
+			case "banger1":
+				r = runBanger(refSingle)
+			case "naive1":
+				r = runNaive(refSingle)
+			default:
+				b.Fatalf("BANGER_BENCH_ONLY=%q: want banger, naive, banger1 or naive1", only)
+			}
+			fmt.Printf("%s: %s\n", only, r)
+		}
+		return
+	}
+	b.ResetTimer()
+	var bang, naive []result
 	for i := 0; i < rounds; i++ {
 		// Alternate which path goes first so neither always follows the
 		// other's writeback.
@@ -127,8 +153,10 @@ func BenchmarkPullConvert(b *testing.B) {
 
 	bm, nm := median(bang), median(naive)
 	ratio := bm.Seconds() / nm.Seconds()
+	bc, nc := medianCPU(bang), medianCPU(naive)
 	bp, np := peaks(bang), peaks(naive)
 	fmt.Printf("pull+convert: banger %.2fs naive %.2fs ratio %.2f (medians of %d)\n", bm.Seconds(), nm.Seconds(), ratio, rounds)
+	fmt.Printf("cpu time: banger %.2fs naive %.2fs ratio %.2f (medians; this process plus children)\n", bc.Seconds(), nc.Seconds(), bc.Seconds()/nc.Seconds())
 	fmt.Printf("peak memory, banger: %s\n", bp.mem())
 	fmt.Printf("peak memory, naive:  %s\n", np.mem())
 	fmt.Printf("layer size, banger 5x%s layers: %s\n", mb(multi.maxLayer), bp.mem())
@@ -143,6 +171,7 @@ func BenchmarkPullConvert(b *testing.B) {
 	b.ReportMetric(bm.Seconds(), "banger-s")
 	b.ReportMetric(nm.Seconds(), "naive-s")
 	b.ReportMetric(ratio, "ratio")
+	b.ReportMetric(bc.Seconds()/nc.Seconds(), "cpu-ratio")
 	b.ReportMetric(float64(bp.heap)/mib, "banger-heap-MB")
 	b.ReportMetric(float64(np.heap)/mib, "naive-heap-MB")
 	b.ReportMetric(float64(bp.child)/mib, "banger-child-MB")
@@ -229,6 +258,11 @@ func naivePull(b *testing.B, dir, ref string, ph *phases) {
 		b.Fatalf("mke2fs: %v: %s", err, o)
 	}
 	ph.mark("mke2fs")
+	// Remove the intermediates, as banger's Pull removes its staging tree.
+	if err := errors.Join(os.Remove(tarPath), os.RemoveAll(root)); err != nil {
+		b.Fatal(err)
+	}
+	ph.mark("cleanup")
 }
 
 // phases records when each step of a path ended.
@@ -349,14 +383,15 @@ type result struct {
 	live     uint64 // peak live heap after a GC, above the baseline
 	child    uint64 // peak RSS of any child process (mke2fs, debugfs)
 	childWho string
-	rss      uint64 // peak RSS of the test process (VmHWM) above its RSS before
+	rss      uint64        // peak RSS of the test process (VmHWM) above its RSS before
+	cpu      time.Duration // user+system CPU of this process and of the children it waited for
 	// childTimes says how long each child program was seen running.
 	childTimes []string
 	phases     string
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("%.2fs [%s] (%s)", r.wall.Seconds(), r.phases, r.mem())
+	return fmt.Sprintf("%.2fs, cpu %.2fs [%s] (%s)", r.wall.Seconds(), r.cpu.Seconds(), r.phases, r.mem())
 }
 
 func (r result) mem() string {
@@ -389,6 +424,9 @@ func measure(b *testing.B, fn, cleanup func()) result {
 		children = map[string]uint64{}
 		seen     = map[string][2]time.Time{} // pid:comm -> first, last seen
 	)
+	self, _ := os.ReadFile("/proc/self/comm")
+	selfComm := strings.TrimSpace(string(self))
+	ticks := 0
 	sample := func() {
 		metrics.Read(samples)
 		mu.Lock()
@@ -399,10 +437,18 @@ func measure(b *testing.B, fn, cleanup func()) result {
 		if l := samples[1].Value.Uint64(); l > live0 && l-live0 > r.live {
 			r.live = l - live0
 		}
+		// /proc is scanned every other tick: it costs more than the heap.
+		ticks++
+		if ticks%2 == 1 {
+			return
+		}
 		for _, pid := range childPIDs() {
 			comm, _ := os.ReadFile("/proc/" + pid + "/comm")
-			hwm := procStatus(pid, "VmHWM")
 			c := strings.TrimSpace(string(comm))
+			if c == selfComm || c == "" {
+				continue // forked, not yet exec'd: its RSS is ours
+			}
+			hwm := procStatus(pid, "VmHWM")
 			if hwm > children[c] {
 				children[c] = hwm
 			}
@@ -418,7 +464,7 @@ func measure(b *testing.B, fn, cleanup func()) result {
 	}
 	go func() {
 		defer close(done)
-		t := time.NewTicker(2 * time.Millisecond)
+		t := time.NewTicker(3 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
@@ -429,11 +475,14 @@ func measure(b *testing.B, fn, cleanup func()) result {
 			}
 		}
 	}()
+	cpu0 := cpuTime()
 	start := time.Now()
 	fn()
 	r.wall = time.Since(start)
+	r.cpu = cpuTime() - cpu0
 	close(stop)
 	<-done
+	ticks = 1
 	sample()
 	if hwm := procStatus("self", "VmHWM"); hwm > rss0 {
 		r.rss = hwm - rss0
@@ -457,7 +506,34 @@ func measure(b *testing.B, fn, cleanup func()) result {
 	slices.Sort(r.childTimes)
 	cleanup()
 	syscall.Sync()
+	// ext4 without a journal (as on this machine's disk) will not reuse an
+	// inode freed in the last 5 s (60 s while its table block is dirty),
+	// and scans past every such inode on each create: without a pause the
+	// next run would pay for this run's deletions.
+	time.Sleep(settle)
 	return r
+}
+
+var settle = func() time.Duration {
+	if s := os.Getenv("BANGER_BENCH_SETTLE"); s != "" {
+		if d, err := time.ParseDuration(s); err == nil {
+			return d
+		}
+	}
+	return 6 * time.Second
+}()
+
+// cpuTime returns the CPU time used so far by this process and its
+// waited-for children.
+func cpuTime() time.Duration {
+	var d time.Duration
+	for _, who := range []int{syscall.RUSAGE_SELF, syscall.RUSAGE_CHILDREN} {
+		var ru syscall.Rusage
+		if syscall.Getrusage(who, &ru) == nil {
+			d += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	return d
 }
 
 // childPIDs lists the children of every thread of this process.
@@ -496,6 +572,15 @@ func median(rs []result) time.Duration {
 	ds := make([]time.Duration, len(rs))
 	for i, r := range rs {
 		ds[i] = r.wall
+	}
+	slices.Sort(ds)
+	return ds[len(ds)/2]
+}
+
+func medianCPU(rs []result) time.Duration {
+	ds := make([]time.Duration, len(rs))
+	for i, r := range rs {
+		ds[i] = r.cpu
 	}
 	slices.Sort(ds)
 	return ds[len(ds)/2]

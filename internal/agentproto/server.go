@@ -370,15 +370,19 @@ func (s *Server) writeFile(ctx context.Context, r io.Reader, fw *frameWriter, pa
 const stdinQueue = 64
 
 func (s *Server) exec(ctx context.Context, st io.Reader, fw *frameWriter, req ExecRequest, log *slog.Logger) {
-	p, err := s.Handler.Start(ctx, req, fw.data(fStdout), fw.data(fStderr))
+	// Output waits for the "started" response, which must come first.
+	ready := make(chan struct{})
+	p, err := s.Handler.Start(ctx, req, gated{ready, fw.data(fStdout)}, gated{ready, fw.data(fStderr)})
 	if err != nil {
 		_ = fw.error(err)
+		close(ready)
 		return
 	}
 	exited := make(chan struct{})
 	if err := fw.json(fResponse, struct{}{}); err != nil {
 		_ = p.Signal(syscall.SIGKILL)
 	}
+	close(ready)
 
 	stdin := make(chan []byte, stdinQueue)
 	go func() {
@@ -446,6 +450,17 @@ func (s *Server) exec(ctx context.Context, st io.Reader, fw *frameWriter, req Ex
 		return
 	}
 	_ = fw.json(fExit, status)
+}
+
+// gated holds writes until ready is closed.
+type gated struct {
+	ready <-chan struct{}
+	w     io.Writer
+}
+
+func (g gated) Write(p []byte) (int, error) {
+	<-g.ready
+	return g.w.Write(p)
 }
 
 // shutdownAckWait bounds how long the agent waits for the host to read the

@@ -45,6 +45,7 @@ type Kernels interface {
 type Config struct {
 	Images   Images
 	Kernels  Kernels
+	VMs      VMs
 	Version  api.VersionInfo
 	Shutdown func() // called by POST /v1/shutdown
 	Log      *slog.Logger
@@ -68,6 +69,9 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("DELETE "+api.PathKernel+"{name}", s.deleteKernel)
 	mux.HandleFunc("POST "+api.PathKernelImport, s.importKernel)
 	mux.HandleFunc("POST "+api.PathKernelPull, s.pullKernel)
+	if c.VMs != nil {
+		s.routeVMs(mux)
+	}
 	return s.checkVersion(mux)
 }
 

@@ -23,7 +23,7 @@ import (
 // Exit statuses.
 const (
 	ExitOK          = 0
-	ExitError       = 1
+	ExitFailure     = 1
 	ExitUsage       = 2
 	ExitInterrupted = 130
 )
@@ -78,7 +78,7 @@ network — in seconds, from any OCI image.`,
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
-	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f))
+	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newVMListCmd(f, "ps"))
 	return root
 }
 
@@ -93,7 +93,14 @@ func Run(f *Factory, args []string) int {
 		return ExitOK
 	}
 	var fe *FlagError
+	var ee *ExitError
+	var gf *guestFailure
 	switch {
+	case errors.As(err, &ee):
+		return ee.Code
+	case errors.As(err, &gf):
+		fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
+		return ExitBangerFailed
 	case errors.As(err, &fe), strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
 		fmt.Fprintf(f.IO.ErrOut, "banger: %v\nRun 'banger --help' for usage.\n", err)
 		return ExitUsage
@@ -102,7 +109,7 @@ func Run(f *Factory, args []string) int {
 		return ExitInterrupted
 	}
 	fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
-	return ExitError
+	return ExitFailure
 }
 
 // exactArgs is cobra.ExactArgs with a FlagError.

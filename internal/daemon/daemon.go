@@ -24,10 +24,12 @@ import (
 	"github.com/bangervm/banger/internal/apiserver"
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/store"
+	"github.com/bangervm/banger/internal/vm"
 )
 
 // Config wires a daemon.
@@ -73,6 +75,14 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
+	eng := qemu.New(qemu.Config{Logger: log})
+	vms, err := vm.New(ctx, vm.Config{
+		Layout: l, DB: db, Images: images, Kernels: kernels, Engine: eng, Settings: c.Settings,
+		AgentBinary: agentBinary(), Log: log.With("op", "vm"),
+	})
+	if err != nil {
+		return err
+	}
 
 	ln, err := listen(l.Socket())
 	if err != nil {
@@ -90,7 +100,7 @@ func Run(ctx context.Context, c Config) error {
 	defer stop()
 	srv := &http.Server{
 		Handler: apiserver.New(apiserver.Config{
-			Images: images, Kernels: kernels, Log: log, Shutdown: stop,
+			Images: images, Kernels: kernels, VMs: vms, Log: log, Shutdown: stop,
 			Version: api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version, PID: pid},
 		}),
 		ConnContext: apiserver.PeerCheck(log),
@@ -174,4 +184,22 @@ func clearDir(dir string) error {
 		}
 	}
 	return nil
+}
+
+// agentBinary finds banger-agent: $BANGER_AGENT, beside bangerd, or the
+// install location.
+func agentBinary() string {
+	if p := os.Getenv("BANGER_AGENT"); p != "" {
+		return p
+	}
+	candidates := []string{"/usr/local/lib/banger/banger-agent"}
+	if self, err := os.Executable(); err == nil {
+		candidates = append([]string{filepath.Join(filepath.Dir(self), "banger-agent")}, candidates...)
+	}
+	for _, p := range candidates {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
 }

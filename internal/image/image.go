@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/names"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/store"
@@ -112,6 +113,13 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	img, err := s.cfg.DB.GetImage(ctx, name)
 	if err != nil {
 		return err
+	}
+	users, err := s.cfg.DB.VMsUsingImage(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(users) > 0 {
+		return fmt.Errorf("image %s is used by vm %s: delete those VMs first: %w", name, strings.Join(users, ", "), errdefs.ErrFailedPrecondition)
 	}
 	if err := s.cfg.DB.DeleteImage(ctx, name); err != nil {
 		return err

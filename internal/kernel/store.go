@@ -107,6 +107,13 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	vms, err := s.cfg.DB.VMsUsingKernel(ctx, name)
+	if err != nil {
+		return err
+	}
+	if len(vms) > 0 {
+		return fmt.Errorf("kernel %s is booted by vm %s: delete those VMs first: %w", name, strings.Join(vms, ", "), errdefs.ErrFailedPrecondition)
+	}
 	if len(users) > 0 {
 		return fmt.Errorf("kernel %s is the default kernel of image %s: delete or re-register those images first: %w", name, strings.Join(users, ", "), errdefs.ErrFailedPrecondition)
 	}

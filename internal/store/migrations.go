@@ -31,4 +31,24 @@ CREATE TABLE kernels (
 	created_at  TEXT NOT NULL
 );
 `,
+	// 2: virtual machines.
+	`
+CREATE TABLE vms (
+	id          TEXT PRIMARY KEY,
+	name        TEXT NOT NULL UNIQUE,
+	image       TEXT NOT NULL,
+	kernel      TEXT NOT NULL,
+	engine      TEXT NOT NULL,
+	vcpu        INTEGER NOT NULL,
+	memory_mib  INTEGER NOT NULL,
+	disk_bytes  INTEGER NOT NULL,
+	state       TEXT NOT NULL,      -- created | running | stopped | error
+	reason      TEXT NOT NULL DEFAULT '',
+	dir         TEXT NOT NULL,
+	spec_json   TEXT NOT NULL DEFAULT '{}',
+	created_at  TEXT NOT NULL,
+	started_at  TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX vms_image ON vms(image);
+`,
 }

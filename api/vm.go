@@ -1,0 +1,135 @@
+package api
+
+import "time"
+
+// VM states.
+const (
+	VMCreated = "created"
+	VMRunning = "running"
+	VMStopped = "stopped"
+	VMError   = "error"
+)
+
+// VM routes.
+const (
+	PathVMs     = "/v1/vms"       // GET list, POST create (stream)
+	PathVM      = "/v1/vms/"      // GET, DELETE, PATCH /v1/vms/{ref}; POST /v1/vms/{ref}/{action}
+	PathVMPrune = "/v1/vms-prune" // POST
+)
+
+// VM actions posted to /v1/vms/{ref}/{action}.
+const (
+	ActionStart   = "start"
+	ActionStop    = "stop"
+	ActionRestart = "restart"
+	ActionKill    = "kill"
+	ActionExec    = "exec"  // upgraded connection, see ExecUpgrade
+	ActionLogs    = "logs"  // GET, ?follow=1 streams
+	ActionStats   = "stats" // GET
+)
+
+// VM is one virtual machine.
+type VM struct {
+	ID        string      `json:"id"`
+	Name      string      `json:"name"`
+	State     string      `json:"state"`
+	Reason    string      `json:"reason,omitempty"` // why it is in state error
+	Image     string      `json:"image"`
+	Kernel    string      `json:"kernel"`
+	Engine    string      `json:"engine"`
+	Accel     string      `json:"accel,omitempty"`
+	VCPU      int         `json:"vcpu"`
+	MemoryMiB int         `json:"memoryMiB"`
+	DiskBytes int64       `json:"diskBytes"`
+	PID       int         `json:"pid,omitempty"`
+	Dir       string      `json:"dir"`
+	Config    ImageConfig `json:"config"`
+	CreatedAt time.Time   `json:"createdAt"`
+	StartedAt *time.Time  `json:"startedAt,omitempty"`
+}
+
+// CreateVMRequest creates (and by default starts) a VM. Zero sizes take
+// the configured defaults; empty image and kernel take the defaults and
+// are pulled when absent.
+type CreateVMRequest struct {
+	Name      string `json:"name,omitempty"`
+	Image     string `json:"image,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	VCPU      int    `json:"vcpu,omitempty"`
+	MemoryMiB int    `json:"memoryMiB,omitempty"`
+	DiskBytes int64  `json:"diskBytes,omitempty"`
+	NoStart   bool   `json:"noStart,omitempty"`
+}
+
+// UpdateVMRequest changes a stopped VM's size.
+type UpdateVMRequest struct {
+	VCPU      int `json:"vcpu,omitempty"`
+	MemoryMiB int `json:"memoryMiB,omitempty"`
+}
+
+// StopResult says how a VM was stopped.
+type StopResult struct {
+	VM     VM     `json:"vm"`
+	Method string `json:"method"` // agent (synced, powered off), engine (ACPI/QMP), killed, already-stopped
+}
+
+// PruneVMsResult lists the VMs prune deleted.
+type PruneVMsResult struct {
+	Deleted []string `json:"deleted"`
+}
+
+// VMStats is a VM's resource use: the engine process on the host, and the
+// guest's view when its agent answers.
+type VMStats struct {
+	CPUSeconds   float64     `json:"cpuSeconds"`   // engine process CPU time
+	HostRSSBytes uint64      `json:"hostRssBytes"` // engine process RSS
+	Guest        *GuestStats `json:"guest,omitempty"`
+}
+
+// GuestStats is what the agent reports.
+type GuestStats struct {
+	MemTotalBytes     uint64  `json:"memTotalBytes"`
+	MemAvailableBytes uint64  `json:"memAvailableBytes"`
+	Load1             float64 `json:"load1"`
+	Load5             float64 `json:"load5"`
+	Load15            float64 `json:"load15"`
+	UptimeSeconds     float64 `json:"uptimeSeconds"`
+	RootTotalBytes    uint64  `json:"rootTotalBytes"`
+	RootUsedBytes     uint64  `json:"rootUsedBytes"`
+}
+
+// ExecRequest is the first message of an exec connection.
+type ExecRequest struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
+	Dir  string   `json:"dir,omitempty"`
+	User string   `json:"user,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+}
+
+// ExecUpgrade is the protocol name of an exec connection: the client sends
+// POST /v1/vms/{ref}/exec with "Connection: Upgrade" and "Upgrade:
+// banger-exec" and an ExecRequest body; after "101 Switching Protocols"
+// both sides exchange frames (see package client for the frame format).
+const ExecUpgrade = "banger-exec"
+
+// Exec frame types. A frame is one type byte, a 4-byte big-endian length
+// and that many bytes of payload.
+const (
+	FrameStdin    byte = 'i' // client → daemon
+	FrameStdinEOF byte = 'e' // client → daemon, empty
+	FrameResize   byte = 'r' // client → daemon, JSON {"rows":R,"cols":C}
+	FrameSignal   byte = 's' // client → daemon, JSON {"signal":N}
+	FrameStdout   byte = 'o' // daemon → client
+	FrameStderr   byte = 'x' // daemon → client
+	FrameExit     byte = 'q' // daemon → client, JSON ExitStatus; last frame
+	FrameError    byte = '!' // daemon → client, JSON Error; last frame
+)
+
+// ExitStatus is how a guest process ended.
+type ExitStatus struct {
+	Code   int `json:"code"`
+	Signal int `json:"signal,omitempty"`
+}

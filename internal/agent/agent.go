@@ -1,0 +1,181 @@
+// Package agent is banger-agent, the process banger adds to every guest: as
+// PID 1 of the initramfs it loads modules, mounts the copy-on-write root and
+// switches to it, then stays init (or hands PID 1 to the image's own init
+// and keeps serving from a child), and serves the host over the agent
+// channel (package agentproto). It also builds, on the host, the initramfs
+// that carries it (WriteInitramfs).
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/buildinfo"
+)
+
+// childConfigPath is where PID 1 leaves the boot configuration for the
+// serving child when it hands PID 1 to the image's init.
+const childConfigPath = "/run/banger/boot.json"
+
+// Main runs banger-agent with args (without the program name) and returns
+// the exit status. As PID 1 it never returns.
+func Main(args []string) int {
+	// The agent shares a small guest with the user's work: keep the heap
+	// tight (its RSS stays a few MiB).
+	debug.SetGCPercent(50)
+	if os.Getpid() == 1 {
+		runInit()
+	}
+	switch {
+	case len(args) == 1 && args[0] == "version":
+		fmt.Println(buildinfo.Version)
+		return 0
+	case len(args) == 3 && args[0] == "serve" && args[1] == "--config":
+		return runServe(args[2])
+	}
+	fmt.Fprintln(os.Stderr, "usage: banger-agent version | serve --config FILE\n(banger-agent runs as a guest's /init; the host adds it to the initramfs)")
+	return 2
+}
+
+// runInit is the agent as PID 1. It must never return or exit: that
+// panics the guest kernel.
+func runInit() {
+	log, sink := NewLogger(nil)
+	mountAll(log, earlyMounts)
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
+		sink.SetConsole(c)
+	}
+	log.Info("starting", "version", buildinfo.Version)
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", DefaultPath)
+	}
+	cfg, err := readBootConfig(agentproto.BootConfigPath)
+	if err != nil {
+		log.Error("boot config; booting with defaults", "err", err)
+	}
+	loadModules(log, modulesLoadPath)
+	rooted := false
+	if cfg.Root != nil {
+		if err := setupRoot(log, *cfg.Root); err != nil {
+			// Keep going in the initramfs so the host can still reach the
+			// agent and read this error.
+			log.Error("set up root; staying in the initramfs", "err", err)
+		} else {
+			rooted = true
+		}
+	}
+	mountAll(log, rootMounts)
+	if err := os.MkdirAll(stageDir, 0o755); err == nil {
+		if err := sink.SetFile(LogFile); err != nil {
+			log.Warn("open log file", "err", err)
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			log.Warn("set hostname", "err", err)
+		}
+	}
+	if cfg.Init != "" {
+		handOver(log, cfg) // returns only if exec failed
+	}
+
+	ctx := context.Background()
+	r := newReaper(log)
+	go r.run(ctx)
+	srv := newServer(log, cfg, rooted, r)
+	go shutdownOnSignal(log, srv.Handler)
+	serveForever(ctx, log, srv, cfg)
+}
+
+// handOver starts the serving agent as a child and makes PID 1 the image's
+// init. It returns only if that exec fails.
+func handOver(log *slog.Logger, cfg agentproto.BootConfig) {
+	b, _ := json.Marshal(cfg)
+	if err := os.WriteFile(childConfigPath, b, 0o600); err != nil {
+		log.Error("hand over to init", "err", err)
+		return
+	}
+	// /proc/self/exe still reaches the initramfs binary after switch_root.
+	child := exec.Command("/proc/self/exe", "serve", "--config", childConfigPath)
+	if c, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
+		child.Stdout, child.Stderr = c, c
+	}
+	child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := child.Start(); err != nil {
+		log.Error("start serving agent; staying init", "err", err)
+		return
+	}
+	log.Info("handing PID 1 to the image's init", "init", cfg.Init, "agent", child.Process.Pid)
+	env := mergeEnv([]string{"PATH=" + DefaultPath}, cfg.Env)
+	err := syscall.Exec(cfg.Init, []string{cfg.Init}, env)
+	log.Error("exec init; the agent stays init", "init", cfg.Init, "err", err)
+	_ = child.Process.Kill()
+}
+
+// runServe is the serving agent under the image's own init.
+func runServe(configPath string) int {
+	log, sink := NewLogger(os.Stderr)
+	if err := sink.SetFile(LogFile); err != nil {
+		log.Warn("open log file", "err", err)
+	}
+	cfg, err := readBootConfig(configPath)
+	if err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	srv := newServer(log, cfg, isMountpoint(DiskDir), nil)
+	serveForever(context.Background(), log, srv, cfg)
+	return 0
+}
+
+func newServer(log *slog.Logger, cfg agentproto.BootConfig, rooted bool, w waiter) *agentproto.Server {
+	hc := HandlerConfig{
+		Logger:   log,
+		Env:      cfg.Env,
+		Dir:      cfg.Dir,
+		User:     cfg.User,
+		Shutdown: func(ctx context.Context) error { return guestShutdown(ctx, log) },
+		PowerOff: func() { powerOff(log) },
+		waiter:   w,
+	}
+	if rooted {
+		hc.DiskPath = DiskDir
+	}
+	return &agentproto.Server{Handler: NewHandler(hc), AgentVersion: buildinfo.Version, Logger: log}
+}
+
+func serveForever(ctx context.Context, log *slog.Logger, srv *agentproto.Server, cfg agentproto.BootConfig) {
+	port := cfg.AgentPort
+	if port == "" {
+		port = agentproto.DefaultPortName
+	}
+	for {
+		err := serveChannel(ctx, log, srv, port)
+		log.Error("agent channel", "err", err)
+		time.Sleep(time.Second)
+	}
+}
+
+// shutdownOnSignal treats SIGTERM and SIGINT (Ctrl-Alt-Del) to PID 1 as a
+// clean power-off, never a reboot.
+func shutdownOnSignal(log *slog.Logger, h agentproto.Handler) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	sig := <-sigs
+	log.Info("signal; shutting down", "signal", sig)
+	if err := h.Shutdown(context.Background()); err != nil {
+		log.Error("shutdown", "err", err)
+	}
+	h.PowerOff()
+}

@@ -1,0 +1,439 @@
+package cli
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/internal/config"
+)
+
+func newVMCmd(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vm",
+		Short: "Create, run and manage microVMs",
+	}
+	cmd.AddCommand(newVMRunCmd(f), newVMCreateCmd(f), newVMListCmd(f, "list"), newVMShowCmd(f),
+		newVMLifecycleCmd(f, "start"), newVMLifecycleCmd(f, "stop"), newVMLifecycleCmd(f, "restart"), newVMLifecycleCmd(f, "kill"),
+		newVMDeleteCmd(f), newVMPruneCmd(f), newVMSetCmd(f), newVMExecCmd(f), newVMSSHCmd(f), newVMLogsCmd(f), newVMStatsCmd(f))
+	return cmd
+}
+
+// sizeFlags are the sizing flags shared by vm run and vm create.
+type sizeFlags struct {
+	Name, Image, Kernel string
+	VCPU, Memory        int
+	DiskSize            string
+}
+
+func (s *sizeFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&s.Name, "name", "", "VM name (default: a generated one like calm-otter)")
+	cmd.Flags().StringVar(&s.Image, "image", "", "image to boot (default: config default_image, pulled on first use)")
+	cmd.Flags().StringVar(&s.Kernel, "kernel", "", "kernel to boot (default: the image's, else config default_kernel)")
+	cmd.Flags().IntVar(&s.VCPU, "vcpu", 0, "virtual CPUs (default: config vm.vcpu)")
+	cmd.Flags().IntVar(&s.Memory, "memory", 0, "memory in MiB (default: config vm.memory)")
+	cmd.Flags().StringVar(&s.DiskSize, "disk-size", "", "size of the VM's own disk, e.g. 4G (default: config vm.disk_size)")
+}
+
+func (s *sizeFlags) request() (api.CreateVMRequest, error) {
+	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory}
+	if s.DiskSize != "" {
+		n, err := config.ParseSize(s.DiskSize)
+		if err != nil {
+			return req, &FlagError{Err: err}
+		}
+		req.DiskBytes = n
+	}
+	if s.VCPU < 0 || s.Memory < 0 {
+		return req, flagErrorf("--vcpu and --memory must be positive")
+	}
+	return req, nil
+}
+
+func newVMCreateCmd(f *Factory) *cobra.Command {
+	var s sizeFlags
+	var noStart, asJSON bool
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a VM (and start it unless --no-start)",
+		Example: `  banger vm create --name b2 --image dev --vcpu 2 --memory 512 --disk-size 4G
+  banger vm create --name later --no-start`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req, err := s.request()
+			if err != nil {
+				return err
+			}
+			req.NoStart = noStart
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			p := newProgress(f.IO)
+			v, err := c.CreateVM(cmd.Context(), req, p.event)
+			p.done()
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(f, v)
+			}
+			fmt.Fprintf(f.IO.Out, "vm %s %s\n", v.Name, v.State)
+			return nil
+		},
+	}
+	s.add(cmd)
+	cmd.Flags().BoolVar(&noStart, "no-start", false, "create without booting")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func newVMListCmd(f *Factory, use string) *cobra.Command {
+	var asJSON, all bool
+	cmd := &cobra.Command{
+		Use:     use,
+		Aliases: []string{"ls"},
+		Short:   "List VMs",
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			vms, err := c.VMs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if use == "ps" && !all {
+				var running []api.VM
+				for _, v := range vms {
+					if v.State == api.VMRunning {
+						running = append(running, v)
+					}
+				}
+				vms = running
+			}
+			if asJSON {
+				if vms == nil {
+					vms = []api.VM{}
+				}
+				return printJSON(f, vms)
+			}
+			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tID\tSTATE\tIMAGE\tVCPU\tMEMORY\tAGE")
+			for _, v := range vms {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, v.ID, v.State, v.Image, v.VCPU, v.MemoryMiB, strings.TrimSuffix(ago(v.CreatedAt), " ago"))
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	if use == "ps" {
+		cmd.Short = "List running VMs (-a: all)"
+		cmd.Flags().BoolVarP(&all, "all", "a", false, "include VMs that are not running")
+	}
+	return cmd
+}
+
+func newVMShowCmd(f *Factory) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "show VM",
+		Short: "Show one VM (by name, id or unique id prefix)",
+		Args:  exactArgs(1, "one VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := c.VM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(f, v)
+			}
+			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
+			fmt.Fprintf(tw, "name:\t%s\nid:\t%s\nstate:\t%s\n", v.Name, v.ID, v.State)
+			if v.Reason != "" {
+				fmt.Fprintf(tw, "reason:\t%s\n", v.Reason)
+			}
+			fmt.Fprintf(tw, "image:\t%s\nkernel:\t%s\nengine:\t%s (%s)\nvcpu:\t%d\nmemory:\t%d MiB\ndisk:\t%s\ndir:\t%s\ncreated:\t%s\n",
+				v.Image, v.Kernel, v.Engine, v.Accel, v.VCPU, v.MemoryMiB, humanBytes(v.DiskBytes), v.Dir, v.CreatedAt.Local().Format(time.RFC3339))
+			if v.PID != 0 {
+				fmt.Fprintf(tw, "pid:\t%d\n", v.PID)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+// forEach runs op on every ref concurrently and reports each outcome in
+// order; it fails if any failed.
+func forEach(f *Factory, refs []string, op func(ref string) (string, error)) error {
+	type res struct {
+		msg string
+		err error
+	}
+	out := make([]chan res, len(refs))
+	for i, ref := range refs {
+		out[i] = make(chan res, 1)
+		go func(ch chan res, ref string) {
+			msg, err := op(ref)
+			ch <- res{msg, err}
+		}(out[i], ref)
+	}
+	var failed []string
+	for i, ch := range out {
+		r := <-ch
+		if r.err != nil {
+			fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", r.err)
+			failed = append(failed, refs[i])
+			continue
+		}
+		if r.msg != "" {
+			fmt.Fprintln(f.IO.Out, r.msg)
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("failed for %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func minArgs(what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return flagErrorf("%s: want at least one %s", cmd.CommandPath(), what)
+		}
+		return nil
+	}
+}
+
+func newVMLifecycleCmd(f *Factory, action string) *cobra.Command {
+	short := map[string]string{
+		"start":   "Boot stopped VMs",
+		"stop":    "Stop VMs gracefully: the guest flushes its disks before it powers off",
+		"restart": "Stop and start VMs",
+		"kill":    "Stop VMs at once, without flushing the guest's data",
+	}[action]
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   action + " VM...",
+		Short: short,
+		Args:  minArgs("VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			var mu sync.Mutex
+			var results []any
+			err = forEach(f, args, func(ref string) (string, error) {
+				var v any
+				var msg string
+				switch action {
+				case "start":
+					vm, err := c.StartVM(ctx, ref, nil)
+					if err != nil {
+						return "", err
+					}
+					v, msg = vm, fmt.Sprintf("vm %s running", vm.Name)
+				case "restart":
+					vm, err := c.RestartVM(ctx, ref, nil)
+					if err != nil {
+						return "", err
+					}
+					v, msg = vm, fmt.Sprintf("vm %s restarted", vm.Name)
+				case "stop":
+					r, err := c.StopVM(ctx, ref)
+					if err != nil {
+						return "", err
+					}
+					v, msg = r, fmt.Sprintf("vm %s stopped (%s)", r.VM.Name, stopMethod(r.Method))
+				case "kill":
+					r, err := c.KillVM(ctx, ref)
+					if err != nil {
+						return "", err
+					}
+					v, msg = r, fmt.Sprintf("vm %s killed", r.VM.Name)
+				}
+				mu.Lock()
+				results = append(results, v)
+				mu.Unlock()
+				if asJSON {
+					return "", nil
+				}
+				return msg, nil
+			})
+			if asJSON {
+				printJSON(f, results)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print results as JSON")
+	return cmd
+}
+
+func stopMethod(m string) string {
+	switch m {
+	case "agent":
+		return "guest synced and powered off"
+	case "engine":
+		return "the guest agent did not answer: stopped through the engine"
+	case "killed":
+		return "killed: the guest did not stop in time, recent writes may be lost"
+	}
+	return m
+}
+
+func newVMDeleteCmd(f *Factory) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "delete VM...",
+		Aliases: []string{"rm"},
+		Short:   "Delete VMs and their disks",
+		Args:    minArgs("VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return forEach(f, args, func(ref string) (string, error) {
+				if err := c.DeleteVM(cmd.Context(), ref, force); err != nil {
+					return "", err
+				}
+				return "deleted vm " + ref, nil
+			})
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "kill running VMs first")
+	return cmd
+}
+
+func newVMPruneCmd(f *Factory) *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "prune",
+		Short: "Delete every VM that is not running",
+		Args:  exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if !yes {
+				vms, err := c.VMs(cmd.Context())
+				if err != nil {
+					return err
+				}
+				var doomed []string
+				for _, v := range vms {
+					if v.State != api.VMRunning {
+						doomed = append(doomed, v.Name)
+					}
+				}
+				if len(doomed) == 0 {
+					fmt.Fprintln(f.IO.Out, "nothing to prune")
+					return nil
+				}
+				fmt.Fprintf(f.IO.Out, "would delete: %s\nrun again with -f to delete them\n", strings.Join(doomed, ", "))
+				return nil
+			}
+			res, err := c.PruneVMs(cmd.Context())
+			for _, n := range res.Deleted {
+				fmt.Fprintf(f.IO.Out, "deleted vm %s\n", n)
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVarP(&yes, "force", "f", false, "delete without asking")
+	return cmd
+}
+
+func newVMSetCmd(f *Factory) *cobra.Command {
+	var req api.UpdateVMRequest
+	cmd := &cobra.Command{
+		Use:     "set VM [--vcpu N] [--memory MiB]",
+		Short:   "Change a stopped VM's vCPUs or memory",
+		Example: `  banger vm set b2 --memory 1024`,
+		Args:    exactArgs(1, "one VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.VCPU == 0 && req.MemoryMiB == 0 {
+				return flagErrorf("vm set: give --vcpu or --memory")
+			}
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := c.UpdateVM(cmd.Context(), args[0], req)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(f.IO.Out, "vm %s: %d vCPU, %d MiB\n", v.Name, v.VCPU, v.MemoryMiB)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&req.VCPU, "vcpu", 0, "virtual CPUs")
+	cmd.Flags().IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB")
+	return cmd
+}
+
+func newVMLogsCmd(f *Factory) *cobra.Command {
+	var follow bool
+	cmd := &cobra.Command{
+		Use:   "logs VM",
+		Short: "Print a VM's console log (kernel and agent messages)",
+		Args:  exactArgs(1, "one VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return c.VMLogs(cmd.Context(), args[0], follow, f.IO.Out)
+		},
+	}
+	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	return cmd
+}
+
+func newVMStatsCmd(f *Factory) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "stats VM",
+		Short: "Show a running VM's CPU, memory and disk use",
+		Args:  exactArgs(1, "one VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			s, err := c.VMStats(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(f, s)
+			}
+			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
+			fmt.Fprintf(tw, "engine cpu:\t%.2fs\nengine rss:\t%s\n", s.CPUSeconds, humanBytes(int64(s.HostRSSBytes)))
+			if g := s.Guest; g != nil {
+				fmt.Fprintf(tw, "guest memory:\t%s used of %s\nguest load:\t%.2f %.2f %.2f\nguest disk /:\t%s used of %s\nguest uptime:\t%.0fs\n",
+					humanBytes(int64(g.MemTotalBytes-g.MemAvailableBytes)), humanBytes(int64(g.MemTotalBytes)), g.Load1, g.Load5, g.Load15,
+					humanBytes(int64(g.RootUsedBytes)), humanBytes(int64(g.RootTotalBytes)), g.UptimeSeconds)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}

@@ -1,0 +1,163 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/bangervm/banger/errdefs"
+)
+
+// VM is the record of one virtual machine.
+type VM struct {
+	ID        string
+	Name      string
+	Image     string
+	Kernel    string
+	Engine    string
+	VCPU      int
+	MemoryMiB int
+	DiskBytes int64
+	State     string
+	Reason    string
+	Dir       string
+	SpecJSON  string // what the VM was created from (image config, boot settings)
+	CreatedAt time.Time
+	StartedAt time.Time
+}
+
+const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at`
+
+func ts(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
+	var v VM
+	var created, started string
+	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started)
+	if err != nil {
+		return v, err
+	}
+	v.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
+	v.StartedAt, _ = time.Parse(time.RFC3339Nano, started)
+	return v, nil
+}
+
+// PutVM inserts a new VM; its name and id must be free.
+func (s *Store) PutVM(ctx context.Context, v VM) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt))
+	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+		return fmt.Errorf("vm %q: %w", v.Name, errdefs.ErrAlreadyExists)
+	}
+	if err != nil {
+		return fmt.Errorf("put vm %s: %w", v.Name, err)
+	}
+	return nil
+}
+
+// UpdateVM rewrites a VM's mutable fields.
+func (s *Store) UpdateVM(ctx context.Context, v VM) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE vms SET vcpu=?, memory_mib=?, state=?, reason=?, spec_json=?, started_at=? WHERE id=?`,
+		v.VCPU, v.MemoryMiB, v.State, v.Reason, v.SpecJSON, ts(v.StartedAt), v.ID)
+	if err != nil {
+		return fmt.Errorf("update vm %s: %w", v.Name, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return notFound("vm", v.Name)
+	}
+	return nil
+}
+
+// GetVM returns the VM whose name is ref exactly, or else whose id is ref
+// or starts with it, provided only one does. Names never match by prefix.
+func (s *Store) GetVM(ctx context.Context, ref string) (VM, error) {
+	v, err := scanVM(s.db.QueryRowContext(ctx, `SELECT `+vmCols+` FROM vms WHERE name = ? OR id = ?`, ref, ref))
+	if err == nil {
+		return v, nil
+	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return v, fmt.Errorf("get vm %s: %w", ref, err)
+	}
+	if len(ref) < 4 || strings.ContainsAny(ref, "%_") {
+		return v, notFound("vm", ref)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+vmCols+` FROM vms WHERE id LIKE ? LIMIT 2`, ref+"%")
+	if err != nil {
+		return v, err
+	}
+	defer rows.Close()
+	var found []VM
+	for rows.Next() {
+		v, err := scanVM(rows)
+		if err != nil {
+			return v, err
+		}
+		found = append(found, v)
+	}
+	switch len(found) {
+	case 0:
+		return VM{}, notFound("vm", ref)
+	case 1:
+		return found[0], nil
+	}
+	return VM{}, fmt.Errorf("vm id prefix %q matches several VMs: give more of the id: %w", ref, errdefs.ErrInvalidArgument)
+}
+
+// ListVMs returns every VM, oldest first.
+func (s *Store) ListVMs(ctx context.Context) ([]VM, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+vmCols+` FROM vms ORDER BY created_at, name`)
+	if err != nil {
+		return nil, fmt.Errorf("list vms: %w", err)
+	}
+	defer rows.Close()
+	var out []VM
+	for rows.Next() {
+		v, err := scanVM(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
+
+// DeleteVM removes a VM's record.
+func (s *Store) DeleteVM(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM vms WHERE id = ?`, id)
+	return err
+}
+
+// VMsUsingImage lists the names of VMs built from image.
+func (s *Store) VMsUsingImage(ctx context.Context, image string) ([]string, error) {
+	return s.names(ctx, `SELECT name FROM vms WHERE image = ? ORDER BY name`, image)
+}
+
+// VMsUsingKernel lists the names of VMs that boot kernel.
+func (s *Store) VMsUsingKernel(ctx context.Context, kernel string) ([]string, error) {
+	return s.names(ctx, `SELECT name FROM vms WHERE kernel = ? ORDER BY name`, kernel)
+}
+
+func (s *Store) names(ctx context.Context, q string, arg any) ([]string, error) {
+	rows, err := s.db.QueryContext(ctx, q, arg)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
