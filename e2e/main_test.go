@@ -25,13 +25,18 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/", "../cmd/banger", "../cmd/bangerd")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "../cmd/banger", "../cmd/bangerd", "../cmd/banger-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()
+	if vmShared != nil {
+		vmShared.run("vm", "prune", "-f")
+		vmShared.stopDaemon()
+		os.RemoveAll(vmShared.home)
+	}
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

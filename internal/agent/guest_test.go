@@ -95,7 +95,8 @@ type guest struct {
 	sock    string
 	console string
 	qemu    *exec.Cmd
-	exited  chan error
+	exited  chan struct{} // closed when QEMU has exited
+	exitErr error
 }
 
 // bootGuest builds everything a guest needs (agent, kernel, busybox image,
@@ -111,7 +112,7 @@ func bootGuest(t *testing.T) *guest {
 		requireOr(t, "busybox-static not installed: %v", err)
 	}
 	deb := debianCloudDeb(t)
-	g := &guest{dir: t.TempDir(), exited: make(chan error, 1)}
+	g := &guest{dir: t.TempDir(), exited: make(chan struct{})}
 	ctx := context.Background()
 
 	start := time.Now()
@@ -187,7 +188,7 @@ func bootGuest(t *testing.T) *guest {
 	if err := g.qemu.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { g.exited <- g.qemu.Wait() }()
+	go func() { g.exitErr = g.qemu.Wait(); close(g.exited) }()
 	t.Cleanup(func() {
 		select {
 		case <-g.exited:
@@ -283,9 +284,9 @@ func TestRealGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case err := <-g.exited:
-		if err != nil {
-			t.Errorf("qemu: %v", err)
+	case <-g.exited:
+		if g.exitErr != nil {
+			t.Errorf("qemu: %v", g.exitErr)
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("the VM did not power off after Shutdown")
