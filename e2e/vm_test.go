@@ -325,3 +325,23 @@ func (e *env) qemuProcesses() int {
 	out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64.*"+e.home).Output()
 	return len(strings.Fields(string(out)))
 }
+
+// TestVMEngineMissing: with the engine binary missing, vm run fails with
+// an error that names the fix, and leaves nothing behind.
+func TestVMEngineMissing(t *testing.T) {
+	shared := sharedVMEnv(t)
+	e := newEnv(t)
+	os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
+	os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte("qemu_bin = \"/nonexistent/qemu-system-x86_64\"\n"), 0o600)
+	var k struct{ Vmlinux, Initrd string }
+	json.Unmarshal([]byte(shared.ok("kernel", "show", "debian-cloud", "--json")), &k)
+	e.ok("kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "k")
+	e.ok("image", "register", "--name", "bb", "--rootfs", shared.rootfs, "--kernel", "k")
+	r := e.run("vm", "run", "--rm", "--image", "bb", "--", "true")
+	if r.code != 125 || !strings.Contains(r.err, "qemu") || !strings.Contains(r.err, "qemu-system-x86") {
+		t.Errorf("exit %d stderr %q; want an error naming QEMU and its package", r.code, r.err)
+	}
+	if n := e.vmLeftovers(); n != 0 {
+		t.Errorf("%d leftovers", n)
+	}
+}

@@ -25,8 +25,10 @@ type Config struct {
 	DefaultKernel string `toml:"default_kernel"`
 	// DebianMirror overrides the mirror debootstrap uses for catalog
 	// images; empty means the host's own apt sources.
-	DebianMirror string     `toml:"debian_mirror"`
-	VM           VMDefaults `toml:"vm"`
+	DebianMirror string `toml:"debian_mirror"`
+	// QEMUBin is the qemu-system-x86_64 to run; empty looks it up in PATH.
+	QEMUBin string     `toml:"qemu_bin"`
+	VM      VMDefaults `toml:"vm"`
 }
 
 // VMDefaults sizes VMs when a command gives no flags.

@@ -75,7 +75,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
-	eng := qemu.New(qemu.Config{Logger: log})
+	eng := qemu.New(qemu.Config{Binary: c.Settings.QEMUBin, Logger: log})
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engine: eng, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"),
