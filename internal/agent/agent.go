@@ -68,9 +68,12 @@ func runInit() {
 	rooted := false
 	if cfg.Root != nil {
 		if err := setupRoot(log, *cfg.Root); err != nil {
-			// Keep going in the initramfs so the host can still reach the
-			// agent and read this error.
-			log.Error("set up root; staying in the initramfs", "err", err)
+			// Without its root the VM is useless; power off at once so
+			// the host reports the boot failure (with this line from the
+			// console) instead of waiting out its boot timeout.
+			log.Error("cannot set up the root file system; powering off", "err", err)
+			unix.Sync()
+			powerOff(log)
 		} else {
 			rooted = true
 		}

@@ -275,14 +275,19 @@ func (s *Store) applyLayer(ctx context.Context, tree *flatten.Tree, l v1.Layer, 
 		return fail(fmt.Errorf("decompress: %v: %w", err, errdefs.ErrInvalidArgument))
 	}
 	defer zr.Close()
-	if err := tree.Apply(ctx, zr); err != nil {
+	ra := newReadAhead(zr)
+	defer ra.Close()
+	if err := tree.Apply(ctx, ra); err != nil {
+		ra.Close()
 		return fail(err)
 	}
 	// Read the compressed stream to its end so its checksum (gzip) and
 	// the blob digest are verified before the layer counts as applied.
-	if _, err := io.Copy(io.Discard, zr); err != nil {
+	if _, err := io.Copy(io.Discard, ra); err != nil {
+		ra.Close()
 		return fail(fmt.Errorf("decompress: %w", err))
 	}
+	ra.Close()
 	if err := blob.Commit(); err != nil {
 		return err
 	}

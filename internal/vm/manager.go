@@ -536,10 +536,12 @@ func (m *Manager) connectAgent(ctx context.Context, v *store.VM, h *handle, time
 	}
 	c, err = agentproto.Connect(ctx, conn, agentproto.ClientConfig{})
 	if err != nil {
+		// A dropped channel usually means the VM is going away: give
+		// the process a moment to exit so the error says so.
 		select {
 		case <-exited:
-			return nil, fmt.Errorf("the engine exited before the guest agent answered (kernel panic or bad kernel?): %w", errdefs.ErrFailedPrecondition)
-		default:
+			return nil, fmt.Errorf("the guest powered off or its kernel panicked before the agent answered: %w", errdefs.ErrFailedPrecondition)
+		case <-time.After(time.Second):
 		}
 		return nil, fmt.Errorf("guest agent: %w", err)
 	}
