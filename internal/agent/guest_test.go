@@ -9,13 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/kernel"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // requireOr skips the test, or fails it under CI=true, where a missing
@@ -28,35 +28,8 @@ func requireOr(t *testing.T, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// debianCloudDeb returns Debian's cloud kernel .deb from the cache that
-// internal/kernel's tests share ($BANGER_TEST_CACHE or the user cache
-// directory, same names), downloading it once.
 func debianCloudDeb(t *testing.T) string {
-	t.Helper()
-	cache := os.Getenv("BANGER_TEST_CACHE")
-	if cache == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			requireOr(t, "no cache directory: %v", err)
-		}
-		cache = filepath.Join(d, "banger-test")
-	}
-	const meta = "linux-image-cloud-amd64"
-	dir := filepath.Join(cache, meta)
-	if debs, _ := filepath.Glob(filepath.Join(dir, "linux-image-*-cloud-amd64_*.deb")); len(debs) > 0 {
-		slices.Sort(debs)
-		return debs[len(debs)-1]
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		requireOr(t, "create cache: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	deb, err := kernel.AptDownload(ctx, dir, meta)
-	if err != nil {
-		requireOr(t, "fetch Debian's cloud kernel: %v", err)
-	}
-	return deb
+	return testutil.DebianCloudDeb(t, kernel.AptDownload)
 }
 
 func run(t *testing.T, name string, args ...string) []byte {

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"github.com/bangervm/banger/internal/testutil"
 	"os"
 	"os/exec"
 	"path"
@@ -33,34 +34,9 @@ func requireOr(t *testing.T, format string, args ...any) {
 }
 
 // debianCloudDeb returns Debian's cloud kernel .deb, downloading it with
-// apt once into a cache that outlives the test run ($BANGER_TEST_CACHE or
-// the user cache directory).
+// apt once into the shared test cache.
 func debianCloudDeb(t *testing.T) string {
-	t.Helper()
-	cache := os.Getenv("BANGER_TEST_CACHE")
-	if cache == "" {
-		d, err := os.UserCacheDir()
-		if err != nil {
-			requireOr(t, "no cache directory: %v", err)
-		}
-		cache = filepath.Join(d, "banger-test")
-	}
-	const meta = "linux-image-cloud-amd64"
-	dir := filepath.Join(cache, meta)
-	if debs, _ := filepath.Glob(filepath.Join(dir, "linux-image-*-cloud-amd64_*.deb")); len(debs) > 0 {
-		slices.Sort(debs)
-		return debs[len(debs)-1]
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		requireOr(t, "create cache: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	deb, err := AptDownload(ctx, dir, meta)
-	if err != nil {
-		requireOr(t, "fetch Debian's cloud kernel: %v", err)
-	}
-	return deb
+	return testutil.DebianCloudDeb(t, AptDownload)
 }
 
 // bootModules are the modules Debian's cloud kernel needs for a banger

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +18,7 @@ import (
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/kernel/cpio"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // Require skips the test with the message, or fails it when CI=true, where
@@ -32,44 +32,11 @@ func Require(t testing.TB, format string, args ...any) {
 	t.Skipf(format, args...)
 }
 
-// CacheDir is where real-guest tests keep downloads between runs:
-// $BANGER_TEST_CACHE, else <user cache dir>/banger-test (shared with the
-// kernel package's tests, which use the same layout).
-func CacheDir(t testing.TB) string {
-	t.Helper()
-	if c := os.Getenv("BANGER_TEST_CACHE"); c != "" {
-		return c
-	}
-	d, err := os.UserCacheDir()
-	if err != nil {
-		Require(t, "no cache directory: %v", err)
-	}
-	return filepath.Join(d, "banger-test")
-}
-
-// cloudMeta is the Debian metapackage whose concrete kernel the fixture
-// boots.
-const cloudMeta = "linux-image-cloud-amd64"
-
 // DebianCloudDeb returns Debian's cloud kernel .deb from the test cache,
 // downloading it with apt-get once.
 func DebianCloudDeb(t testing.TB) string {
 	t.Helper()
-	dir := filepath.Join(CacheDir(t), cloudMeta)
-	if debs, _ := filepath.Glob(filepath.Join(dir, "linux-image-*-cloud-amd64_*.deb")); len(debs) > 0 {
-		slices.Sort(debs)
-		return debs[len(debs)-1]
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		Require(t, "create cache: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	deb, err := kernel.AptDownload(ctx, dir, cloudMeta)
-	if err != nil {
-		Require(t, "fetch Debian's cloud kernel: %v", err)
-	}
-	return deb
+	return testutil.DebianCloudDeb(t, kernel.AptDownload)
 }
 
 // fixtureModules are loaded by the fixture init after the kernel
@@ -137,7 +104,7 @@ func DebianFixtures(t testing.TB) Fixtures {
 		Require(t, "busybox-static not installed at %s", busybox)
 	}
 	deb := DebianCloudDeb(t)
-	dir := filepath.Join(CacheDir(t), "enginetest", strings.TrimSuffix(filepath.Base(deb), ".deb"))
+	dir := filepath.Join(testutil.CacheDir(t), "enginetest", strings.TrimSuffix(filepath.Base(deb), ".deb"))
 	if _, err := os.Stat(filepath.Join(dir, kernel.VmlinuxFile)); err != nil {
 		if _, err := exec.LookPath("dpkg-deb"); err != nil {
 			Require(t, "dpkg-deb not installed")

@@ -57,8 +57,13 @@ func qmpCall(ctx context.Context, path, command string, args, out any) error {
 		err = nil
 	}
 	if err != nil {
+		// The socket deadline is the context's, and may fire a moment
+		// before the context itself reports it.
+		var ne net.Error
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
+		} else if errors.As(err, &ne) && ne.Timeout() && !time.Now().Before(dl) {
+			err = fmt.Errorf("%w (%w)", context.DeadlineExceeded, err)
 		}
 		return fmt.Errorf("qmp %s: %w", command, err)
 	}
