@@ -27,6 +27,8 @@ bench: build
 
 install: build
 	install -m 0755 bin/banger bin/bangerd $(PREFIX)/bin/
+	install -d $(PREFIX)/lib/banger
+	install -m 0755 bin/banger-agent $(PREFIX)/lib/banger/
 
 clean:
 	rm -rf bin
