@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/internal/config"
 )
 
 func newImageCmd(f *Factory) *cobra.Command {
@@ -49,7 +50,7 @@ reached over plain HTTP, as Docker does; credentials come from
 			var size int64
 			if o.Size != "" {
 				var err error
-				if size, err = parseSize(o.Size); err != nil {
+				if size, err = config.ParseSize(o.Size); err != nil {
 					return &FlagError{Err: err}
 				}
 			}
@@ -147,30 +148,15 @@ func newImageDeleteCmd(f *Factory) *cobra.Command {
 		Use:     "delete NAME...",
 		Aliases: []string{"rm"},
 		Short:   "Delete images",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return flagErrorf("image delete: want at least one image name")
-			}
-			return nil
-		},
+		Args:    minArgs("image name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			var failed []string
-			for _, n := range args {
-				if err := c.DeleteImage(cmd.Context(), n); err != nil {
-					fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
-					failed = append(failed, n)
-					continue
-				}
-				fmt.Fprintf(f.IO.Out, "deleted image %s\n", n)
-			}
-			if len(failed) > 0 {
-				return fmt.Errorf("could not delete %s", strings.Join(failed, ", "))
-			}
-			return nil
+			return forEach(f, args, func(n string) (string, error) {
+				return "deleted image " + n, c.DeleteImage(cmd.Context(), n)
+			})
 		},
 	}
 	return cmd

@@ -222,30 +222,15 @@ func newKernelRmCmd(f *Factory) *cobra.Command {
 		Use:     "rm NAME...",
 		Aliases: []string{"delete"},
 		Short:   "Delete kernels",
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return flagErrorf("kernel rm: want at least one kernel name")
-			}
-			return nil
-		},
+		Args:    minArgs("kernel name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			var failed []string
-			for _, n := range args {
-				if err := c.DeleteKernel(cmd.Context(), n); err != nil {
-					fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
-					failed = append(failed, n)
-					continue
-				}
-				fmt.Fprintf(f.IO.Out, "deleted kernel %s\n", n)
-			}
-			if len(failed) > 0 {
-				return fmt.Errorf("could not delete %s", strings.Join(failed, ", "))
-			}
-			return nil
+			return forEach(f, args, func(n string) (string, error) {
+				return "deleted kernel " + n, c.DeleteKernel(cmd.Context(), n)
+			})
 		},
 	}
 }

@@ -89,30 +89,3 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
-
-// parseSize reads sizes like 4G, 512M, 1.5GiB or a plain byte count.
-func parseSize(s string) (int64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "IB"), "B")
-	mult := int64(1)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult > 1 {
-			t = t[:len(t)-1]
-		}
-	}
-	var f float64
-	if _, err := fmt.Sscanf(t, "%g", &f); err != nil || f <= 0 || strings.ContainsAny(t, " ") {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix, such as 4G", s)
-	}
-	return int64(f * float64(mult)), nil
-}

@@ -194,6 +194,7 @@ func forEach(f *Factory, refs []string, op func(ref string) (string, error)) err
 	for i, ch := range out {
 		r := <-ch
 		if r.err != nil {
+			r.msg = ""
 			fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", r.err)
 			failed = append(failed, refs[i])
 			continue
@@ -309,10 +310,7 @@ func newVMDeleteCmd(f *Factory) *cobra.Command {
 				return err
 			}
 			return forEach(f, args, func(ref string) (string, error) {
-				if err := c.DeleteVM(cmd.Context(), ref, force); err != nil {
-					return "", err
-				}
-				return "deleted vm " + ref, nil
+				return "deleted vm " + ref, c.DeleteVM(cmd.Context(), ref, force)
 			})
 		},
 	}

@@ -238,18 +238,5 @@ func (s *Store) DeleteKernel(ctx context.Context, name string) error {
 
 // ImagesUsingKernel lists images whose default kernel is name.
 func (s *Store) ImagesUsingKernel(ctx context.Context, name string) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name FROM images WHERE kernel = ? ORDER BY name`, name)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
-			return nil, err
-		}
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return s.names(ctx, `SELECT name FROM images WHERE kernel = ? ORDER BY name`, name)
 }

@@ -1,0 +1,48 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/paths"
+)
+
+// Usage mistakes are caught before the daemon is contacted, exit 2 and
+// name the problem.
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"vm", "run", "-d", "--rm"}, "cannot be combined"},
+		{[]string{"vm", "run", "-d", "--", "true"}, "cannot be combined"},
+		{[]string{"vm", "run", "stray"}, "put the command after --"},
+		{[]string{"vm", "create", "--disk-size", "lots"}, `size "lots"`},
+		{[]string{"vm", "exec", "box"}, "want a VM and a command"},
+		{[]string{"vm", "stop"}, "at least one VM"},
+		{[]string{"vm", "set", "box"}, "--vcpu or --memory"},
+		{[]string{"image", "pull", "x", "--size", "0"}, "positive"},
+		{[]string{"image", "register", "--name", "x"}, "--rootfs are required"},
+		{[]string{"kernel", "import", "--name", "k"}, "kernel file or --deb"},
+		{[]string{"kernel", "import", "k", "--deb", "d", "--name", "k"}, "either a kernel file or --deb"},
+		{[]string{"kernel", "import", "--deb", "d", "--initrd", "i", "--name", "k"}, "do not go with --deb"},
+		{[]string{"image", "delete"}, "at least one image"},
+		{[]string{"--no-such-flag"}, "unknown flag"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			io, _, errOut := TestStreams()
+			f := &Factory{IO: io, Layout: paths.Under(t.TempDir()), Client: func(context.Context) (*client.Client, error) {
+				t.Fatal("contacted the daemon")
+				return nil, errors.New("unreachable")
+			}}
+			code := Run(f, tt.args)
+			if code != ExitUsage || !strings.Contains(errOut.String(), tt.want) {
+				t.Errorf("exit %d, stderr %q; want %d mentioning %q", code, errOut.String(), ExitUsage, tt.want)
+			}
+		})
+	}
+}
