@@ -16,13 +16,35 @@ import (
 // BootConfig is the agent's boot configuration (see agentproto.BootConfig).
 type BootConfig = agentproto.BootConfig
 
-// WriteInitramfs writes the per-VM agent initramfs to w: a gzip-compressed
-// newc cpio with /init (the agent binary at agentBinary), the boot
-// configuration at /etc/banger/boot.json and the directories and console
-// device the agent needs before it mounts anything. The kernel unpacks it
-// over the kernel's module initramfs when the two are concatenated, this one
-// last.
+// WriteInitramfs writes the per-VM agent initramfs to w as one
+// gzip-compressed newc cpio: the agent archive (see WriteAgentArchive)
+// followed by the boot configuration. The kernel unpacks it over the
+// kernel's module initramfs when the two are concatenated, this one last.
 func WriteInitramfs(w io.Writer, agentBinary string, cfg BootConfig) error {
+	bw := bufio.NewWriterSize(w, 256<<10)
+	zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
+	if err != nil {
+		return err
+	}
+	if err := WriteAgentArchive(zw, agentBinary); err != nil {
+		return err
+	}
+	if err := WriteBootConfigArchive(zw, cfg); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("agent initramfs: %w", err)
+	}
+	return bw.Flush()
+}
+
+// WriteAgentArchive writes the part of the initramfs that depends only on
+// the agent binary, as an uncompressed newc cpio: /init (the agent), the
+// directories and the console device it needs before it mounts anything.
+// The host builds it once per binary and reuses it for every boot; left
+// uncompressed, the guest kernel unpacks it faster than a gzip archive
+// under software emulation.
+func WriteAgentArchive(w io.Writer, agentBinary string) error {
 	bin, err := os.Open(agentBinary)
 	if err != nil {
 		return fmt.Errorf("agent initramfs: %w", err)
@@ -35,34 +57,13 @@ func WriteInitramfs(w io.Writer, agentBinary string, cfg BootConfig) error {
 	if !fi.Mode().IsRegular() {
 		return fmt.Errorf("agent initramfs: %s is not a regular file", agentBinary)
 	}
-	conf, err := json.MarshalIndent(cfg, "", "  ")
-	if err != nil {
-		return fmt.Errorf("agent initramfs: encode boot config: %w", err)
-	}
-	// BestSpeed: this archive is built for every boot, and the binary
-	// compresses only a little better at higher levels.
-	bw := bufio.NewWriterSize(w, 256<<10)
-	zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
-	if err != nil {
-		return err
-	}
-	cw := cpio.NewWriter(zw)
-	dir := func(name string) error {
-		return cw.WriteHeader(&cpio.Header{Name: name, Mode: cpio.TypeDir | 0o755})
-	}
+	cw := cpio.NewWriter(w)
 	for _, d := range []string{"dev", "etc", "etc/banger", "proc", "run", "sys", "tmp"} {
-		if err := dir(d); err != nil {
+		if err := cw.WriteHeader(&cpio.Header{Name: d, Mode: cpio.TypeDir | 0o755}); err != nil {
 			return fmt.Errorf("agent initramfs: %w", err)
 		}
 	}
 	if err := cw.WriteHeader(&cpio.Header{Name: "dev/console", Mode: cpio.TypeChar | 0o600, RDevMajor: 5, RDevMinor: 1}); err != nil {
-		return fmt.Errorf("agent initramfs: %w", err)
-	}
-	bootJSON := strings.TrimPrefix(agentproto.BootConfigPath, "/")
-	if err := cw.WriteHeader(&cpio.Header{Name: bootJSON, Mode: cpio.TypeReg | 0o644, Size: int64(len(conf))}); err != nil {
-		return fmt.Errorf("agent initramfs: %w", err)
-	}
-	if _, err := cw.Write(conf); err != nil {
 		return fmt.Errorf("agent initramfs: %w", err)
 	}
 	if err := cw.WriteHeader(&cpio.Header{Name: "init", Mode: cpio.TypeReg | 0o755, Size: fi.Size()}); err != nil {
@@ -74,10 +75,25 @@ func WriteInitramfs(w io.Writer, agentBinary string, cfg BootConfig) error {
 	if err := cw.Close(); err != nil {
 		return fmt.Errorf("agent initramfs: %w", err)
 	}
-	if err := zw.Close(); err != nil {
+	return nil
+}
+
+// WriteBootConfigArchive writes the per-boot part of the initramfs: an
+// uncompressed newc cpio holding /etc/banger/boot.json.
+func WriteBootConfigArchive(w io.Writer, cfg BootConfig) error {
+	conf, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return fmt.Errorf("agent initramfs: encode boot config: %w", err)
+	}
+	cw := cpio.NewWriter(w)
+	bootJSON := strings.TrimPrefix(agentproto.BootConfigPath, "/")
+	if err := cw.WriteHeader(&cpio.Header{Name: bootJSON, Mode: cpio.TypeReg | 0o644, Size: int64(len(conf))}); err != nil {
 		return fmt.Errorf("agent initramfs: %w", err)
 	}
-	if err := bw.Flush(); err != nil {
+	if _, err := cw.Write(conf); err != nil {
+		return fmt.Errorf("agent initramfs: %w", err)
+	}
+	if err := cw.Close(); err != nil {
 		return fmt.Errorf("agent initramfs: %w", err)
 	}
 	return nil

@@ -20,27 +20,41 @@ func TestWriteInitramfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := BootConfig{Hostname: "h", Root: &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"}, Init: "/sbin/init"}
-	var buf bytes.Buffer
-	if err := WriteInitramfs(&buf, bin, cfg); err != nil {
+	// The per-boot initramfs is the agent archive followed by the boot
+	// config archive; WriteInitramfs gzips the two together.
+	var agentPart, bootPart, whole bytes.Buffer
+	if err := WriteAgentArchive(&agentPart, bin); err != nil {
 		t.Fatal(err)
 	}
-	zr, err := gzip.NewReader(&buf)
+	if err := WriteBootConfigArchive(&bootPart, cfg); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteInitramfs(&whole, bin, cfg); err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(&whole)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := cpio.NewReader(zr)
+	unzipped, _ := io.ReadAll(zr)
+	if !bytes.Equal(unzipped, append(append([]byte{}, agentPart.Bytes()...), bootPart.Bytes()...)) {
+		t.Error("WriteInitramfs is not the two archives gzipped")
+	}
 	got := map[string]*cpio.Header{}
 	data := map[string][]byte{}
-	for {
-		h, err := r.Next()
-		if err == io.EOF {
-			break
+	for _, part := range []*bytes.Buffer{&agentPart, &bootPart} {
+		r := cpio.NewReader(part)
+		for {
+			h, err := r.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[h.Name] = h
+			data[h.Name], _ = io.ReadAll(r)
 		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		got[h.Name] = h
-		data[h.Name], _ = io.ReadAll(r)
 	}
 	want := map[string]uint32{
 		"init": cpio.TypeReg | 0o755, "etc/banger/boot.json": cpio.TypeReg | 0o644, "dev/console": cpio.TypeChar | 0o600,

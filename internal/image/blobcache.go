@@ -59,13 +59,26 @@ func (c *blobCache) path(digest string) (string, error) {
 // publishes the blob. Close without Commit discards a download.
 type blobReader struct {
 	io.Reader
-	commit func() error
+	commit func() (func() error, error)
 	verify func() error
 	close  func() error
 }
 
 // Commit verifies the blob and publishes it in the cache.
-func (b *blobReader) Commit() error { return b.commit() }
+func (b *blobReader) Commit() error {
+	wait, err := b.CommitAsync()
+	if err != nil {
+		return err
+	}
+	return wait()
+}
+
+// CommitAsync verifies the blob and returns an error if it does not
+// match. Otherwise it publishes the blob (fsync and rename) in the
+// background and returns a function that waits for that and returns its
+// error; it must be called. The blob is released to other readers only once it is published
+// or discarded.
+func (b *blobReader) CommitAsync() (func() error, error) { return b.commit() }
 
 // Verify reads the rest of the blob and checks it without caching it: when
 // a layer fails to unpack, a corrupt download is the cause to report.
@@ -85,7 +98,7 @@ func (c *blobCache) open(ctx context.Context, digest string, size int64, fetch f
 	for {
 		if f, err := os.Open(final); err == nil {
 			nop := func() error { return nil }
-			return &blobReader{Reader: f, commit: nop, verify: nop, close: f.Close}, nil
+			return &blobReader{Reader: f, commit: func() (func() error, error) { return nop, nil }, verify: nop, close: f.Close}, nil
 		}
 		c.mu.Lock()
 		wait, busy := c.loading[digest]
@@ -141,8 +154,40 @@ func (c *blobCache) download(digest, final string, size int64, fetch func() (io.
 		})
 		return err
 	}
+	commit := func() (func() error, error) {
+		var wait func() error
+		var err error
+		once.Do(func() {
+			err = check(tee, h, cw, digest, size)
+			src.Close()
+			if err != nil {
+				tmp.Close()
+				os.Remove(tmp.Name())
+				release()
+				return
+			}
+			done := make(chan error, 1)
+			go func() {
+				err := c.publish(tmp, digest, final)
+				if err != nil {
+					tmp.Close()
+					os.Remove(tmp.Name())
+				}
+				release()
+				done <- err
+			}()
+			wait = sync.OnceValue(func() error { return <-done })
+		})
+		if wait == nil {
+			if err == nil {
+				err = fmt.Errorf("blob %s: already discarded", digest)
+			}
+			return nil, err
+		}
+		return wait, nil
+	}
 	return &blobReader{Reader: tee,
-		commit: func() error { return finish(true) },
+		commit: commit,
 		verify: func() error { return finish(false) },
 		close:  func() error { finish(false); return nil },
 	}, nil

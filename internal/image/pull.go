@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -212,12 +213,22 @@ func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int
 		return built{}, err
 	}
 	var digests []string
+	// Blobs are synced into the cache in the background while the next
+	// layers are applied; all of them are waited for before returning.
+	var published []func() error
+	defer func() {
+		for _, wait := range published {
+			wait()
+		}
+	}()
 	for i, l := range layers {
 		desc := m.Layers[i]
 		digests = append(digests, desc.Digest.String())
-		if err := s.applyLayer(ctx, tree, l, desc, i+1, len(layers), progress); err != nil {
+		wait, err := s.applyLayer(ctx, tree, l, desc, i+1, len(layers), progress)
+		if err != nil {
 			return built{}, fmt.Errorf("layer %d/%d (%s): %w", i+1, len(layers), desc.Digest, err)
 		}
+		published = append(published, wait)
 	}
 	cf, err := img.ConfigFile()
 	if err != nil {
@@ -227,6 +238,11 @@ func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int
 	out := filepath.Join(stage, "rootfs.ext4")
 	if err := ext4.Build(ctx, ext4.Options{Dir: root, Output: out, SizeBytes: size, ContentBytes: tree.ContentSize(), Inodes: tree.Inodes(), Fixups: tree.Fixups()}); err != nil {
 		return built{}, err
+	}
+	for i, wait := range published {
+		if err := wait(); err != nil {
+			return built{}, fmt.Errorf("layer %d/%d (%s): %w", i+1, len(layers), m.Layers[i].Digest, err)
+		}
 	}
 	st, err := os.Stat(out)
 	if err != nil {
@@ -249,14 +265,16 @@ func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int
 	}, nil
 }
 
-func (s *Store) applyLayer(ctx context.Context, tree *flatten.Tree, l v1.Layer, desc v1.Descriptor, n, total int, progress func(api.Event)) error {
+// applyLayer applies one layer. On success it returns a function that
+// waits for the layer's blob to be published in the cache.
+func (s *Store) applyLayer(ctx context.Context, tree *flatten.Tree, l v1.Layer, desc v1.Descriptor, n, total int, progress func(api.Event)) (func() error, error) {
 	dec, err := decompressorFor(desc.MediaType)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	blob, err := s.blobs.open(ctx, desc.Digest.String(), desc.Size, l.Compressed)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer blob.Close()
 	pr := &progressReader{r: blob, total: desc.Size, report: func(cur int64) {
@@ -270,30 +288,36 @@ func (s *Store) applyLayer(ctx context.Context, tree *flatten.Tree, l v1.Layer, 
 		}
 		return err
 	}
-	zr, err := dec(pr)
+	// The decompressors read 4 KiB at a time from a plain reader; every
+	// read of a download is also a write to the cache file, so read in
+	// large pieces.
+	zr, err := dec(bufio.NewReaderSize(pr, blobReadBuffer))
 	if err != nil {
-		return fail(fmt.Errorf("decompress: %v: %w", err, errdefs.ErrInvalidArgument))
+		return nil, fail(fmt.Errorf("decompress: %v: %w", err, errdefs.ErrInvalidArgument))
 	}
 	defer zr.Close()
 	ra := newReadAhead(zr)
 	defer ra.Close()
 	if err := tree.Apply(ctx, ra); err != nil {
 		ra.Close()
-		return fail(err)
+		return nil, fail(err)
 	}
 	// Read the compressed stream to its end so its checksum (gzip) and
 	// the blob digest are verified before the layer counts as applied.
 	if _, err := io.Copy(io.Discard, ra); err != nil {
 		ra.Close()
-		return fail(fmt.Errorf("decompress: %w", err))
+		return nil, fail(fmt.Errorf("decompress: %w", err))
 	}
 	ra.Close()
-	if err := blob.Commit(); err != nil {
-		return err
+	wait, err := blob.CommitAsync()
+	if err != nil {
+		return nil, err
 	}
 	pr.report(desc.Size)
-	return nil
+	return wait, nil
 }
+
+const blobReadBuffer = 256 << 10
 
 // progressReader reports how far a stream has been read, at most every
 // 1 MiB so a fast local pull does not drown the client in events.

@@ -73,6 +73,9 @@ type Manager struct {
 
 	mu  sync.Mutex
 	vms map[string]*handle // by VM id
+	// The agent's initramfs archive, and the binary it was built from.
+	agentKey  string
+	agentCPIO []byte
 }
 
 // handle is the daemon's runtime view of one VM.
@@ -460,7 +463,15 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 	return nil
 }
 
+// writeInitrd writes the VM's boot initrd: the kernel's initramfs (its
+// modules), the agent archive and the boot configuration, each padded to a
+// 512-byte boundary because the kernel looks for the next archive only at
+// aligned offsets.
 func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
+	agentArchive, err := m.agentArchive()
+	if err != nil {
+		return err
+	}
 	var buf bytes.Buffer
 	if k.Initrd != "" {
 		b, err := os.ReadFile(k.Initrd)
@@ -468,16 +479,16 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
 			return fmt.Errorf("kernel %s initrd: %w", k.Name, err)
 		}
 		buf.Write(b)
+		pad(&buf)
 	}
-	if m.cfg.AgentBinary == "" {
-		return fmt.Errorf("banger-agent not found beside bangerd: install it (make install): %w", errdefs.ErrFailedPrecondition)
-	}
+	buf.Write(agentArchive)
+	pad(&buf)
 	cfg := agentproto.BootConfig{
 		Hostname: v.Name, Env: sp.Config.Env, Dir: sp.Config.WorkingDir, User: sp.Config.User,
 		Cmd:  append(append([]string{}, sp.Config.Entrypoint...), sp.Config.Cmd...),
 		Root: &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
 	}
-	if err := agent.WriteInitramfs(&buf, m.cfg.AgentBinary, cfg); err != nil {
+	if err := agent.WriteBootConfigArchive(&buf, cfg); err != nil {
 		return err
 	}
 	tmp := filepath.Join(v.Dir, InitrdFile+".tmp")
@@ -485,6 +496,36 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
 		return fmt.Errorf("write initrd: %w", err)
 	}
 	return os.Rename(tmp, filepath.Join(v.Dir, InitrdFile))
+}
+
+func pad(b *bytes.Buffer) {
+	if r := b.Len() % 512; r != 0 {
+		b.Write(make([]byte, 512-r))
+	}
+}
+
+// agentArchive returns the agent's initramfs archive, built once per agent
+// binary (a new binary, after an upgrade, is noticed by size and mtime).
+func (m *Manager) agentArchive() ([]byte, error) {
+	if m.cfg.AgentBinary == "" {
+		return nil, fmt.Errorf("banger-agent not found beside bangerd: install it (make install): %w", errdefs.ErrFailedPrecondition)
+	}
+	st, err := os.Stat(m.cfg.AgentBinary)
+	if err != nil {
+		return nil, fmt.Errorf("banger-agent: %w", err)
+	}
+	key := fmt.Sprintf("%s:%d:%d", m.cfg.AgentBinary, st.Size(), st.ModTime().UnixNano())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.agentKey == key {
+		return m.agentCPIO, nil
+	}
+	var buf bytes.Buffer
+	if err := agent.WriteAgentArchive(&buf, m.cfg.AgentBinary); err != nil {
+		return nil, err
+	}
+	m.agentKey, m.agentCPIO = key, buf.Bytes()
+	return m.agentCPIO, nil
 }
 
 // consoleTail returns the end of the guest console, to explain a failed boot.

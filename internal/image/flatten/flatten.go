@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -68,7 +69,23 @@ type Tree struct {
 	chown   bool
 	skipped int
 	dirty   map[*node]struct{} // directories whose mtime must be restored
+
+	// The last parent directory an entry was written in, kept open:
+	// entries of a layer come grouped by directory. It is used only while
+	// its node is still attached, that is, never after the directory was
+	// removed from the tree. The descriptor is closed only when another
+	// replaces it at the start of an entry, or when the layer ends.
+	dirFD   int
+	dirRel  string
+	dirNode *node
+	// inherit is set when a new file may get xattrs it was not given (a
+	// default ACL, or a root directory that already carries xattrs): new
+	// files then have their xattrs listed and pruned like existing ones.
+	inherit bool
+	buf     []byte // copy buffer for file content
 }
+
+const copyBuffer = 1 << 20
 
 // node is one path in the tree.
 type node struct {
@@ -128,6 +145,10 @@ func New(root string) (*Tree, error) {
 		egid:   os.Getegid(),
 		chown:  true,
 		dirty:  map[*node]struct{}{},
+		dirFD:  -1,
+	}
+	if sz, err := unix.Flistxattr(fd, nil); err != nil || sz > 0 {
+		t.inherit = true
 	}
 	// An image without a "./" entry still has a root owned by root.
 	t.top = &node{
@@ -145,6 +166,7 @@ func (t *Tree) Close() error {
 	if t.rootFD < 0 {
 		return nil
 	}
+	t.dropDirCache()
 	err := unix.Close(t.rootFD)
 	t.rootFD = -1
 	return err
@@ -160,6 +182,7 @@ func (t *Tree) Apply(ctx context.Context, layer io.Reader) error {
 		return errors.New("apply layer: tree is closed")
 	}
 	t.layer++
+	defer t.dropDirCache()
 	tr := tar.NewReader(layer)
 	for {
 		if err := ctx.Err(); err != nil {
@@ -248,18 +271,17 @@ func (t *Tree) entry(hdr *tar.Header, r io.Reader) error {
 			return t.entryErr(hdr, "root is not a directory")
 		}
 		t.top.layer, t.top.touched = t.layer, t.layer
-		if err := t.setMeta(hdr, t.rootFD, ".", t.top); err != nil {
+		if err := t.setMeta(hdr, t.rootFD, ".", t.top, -1, false, nil); err != nil {
 			return err
 		}
 		t.dirty[t.top] = struct{}{}
 		return nil
 	}
 
-	pfd, parent, err := t.walk(hdr, dir, true)
+	pfd, parent, err := t.walkCached(hdr, dir, true)
 	if err != nil {
 		return err
 	}
-	defer t.closeDir(pfd)
 	t.dirty[parent] = struct{}{}
 
 	switch hdr.Typeflag {
@@ -276,11 +298,32 @@ func (t *Tree) entry(hdr *tar.Header, r io.Reader) error {
 	}
 }
 
-// closeDir closes a descriptor from walk, which may be the root's.
+// closeDir closes a descriptor from walk, which may be the root's or the
+// cached one.
 func (t *Tree) closeDir(fd int) {
-	if fd != t.rootFD {
+	if fd != t.rootFD && fd != t.dirFD {
 		unix.Close(fd)
 	}
+}
+
+// walkCached is walk for the start of an entry, when no other directory
+// descriptor is in use: the directory it returns becomes the cached one,
+// and must not be closed by the caller.
+func (t *Tree) walkCached(hdr *tar.Header, rel string, create bool) (int, *node, error) {
+	fd, n, err := t.walk(hdr, rel, create)
+	if err != nil || fd == t.rootFD || fd == t.dirFD {
+		return fd, n, err
+	}
+	t.dropDirCache()
+	t.dirFD, t.dirRel, t.dirNode = fd, rel, n
+	return fd, n, nil
+}
+
+func (t *Tree) dropDirCache() {
+	if t.dirFD >= 0 {
+		unix.Close(t.dirFD)
+	}
+	t.dirFD, t.dirRel, t.dirNode = -1, "", nil
 }
 
 // walk opens the directory rel (a clean relative path, "." for the root)
@@ -294,6 +337,14 @@ func (t *Tree) walk(hdr *tar.Header, rel string, create bool) (int, *node, error
 	if rel == "." {
 		return fd, n, nil
 	}
+	if t.dirFD >= 0 && rel == t.dirRel && t.dirNode.attached(t.top) {
+		if create {
+			for m := t.dirNode; m != t.top; m = m.parent {
+				m.touched = t.layer
+			}
+		}
+		return t.dirFD, t.dirNode, nil
+	}
 	for _, c := range strings.Split(rel, "/") {
 		child, err := unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if errors.Is(err, unix.ENOENT) && create {
@@ -304,11 +355,14 @@ func (t *Tree) walk(hdr *tar.Header, rel string, create bool) (int, *node, error
 				t.dirty[n] = struct{}{}
 				t.dirty[cn] = struct{}{}
 				implicit := &tar.Header{Name: c, Typeflag: tar.TypeDir, Mode: 0o755, ModTime: hdr.ModTime}
-				if err := t.setMeta(implicit, fd, c, cn); err != nil {
-					t.closeDir(fd)
-					return -1, nil, err
-				}
 				child, err = unix.Openat(fd, c, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+				if err == nil {
+					if err := t.setMeta(implicit, fd, c, cn, child, true, nil); err != nil {
+						unix.Close(child)
+						t.closeDir(fd)
+						return -1, nil, err
+					}
+				}
 			}
 		}
 		if err != nil {
@@ -347,11 +401,10 @@ var errNotExist = errors.New("does not exist")
 // whiteout handles .wh.NAME and the opaque marker.
 func (t *Tree) whiteout(hdr *tar.Header, dir, base string) error {
 	if base == opaqueMarker {
-		fd, d, err := t.walk(hdr, dir, true)
+		fd, d, err := t.walkCached(hdr, dir, true)
 		if err != nil {
 			return err
 		}
-		defer t.closeDir(fd)
 		t.dirty[d] = struct{}{}
 		return t.opaque(hdr, fd, d)
 	}
@@ -362,14 +415,13 @@ func (t *Tree) whiteout(hdr *tar.Header, dir, base string) error {
 	if target == "" || target == "." || target == ".." {
 		return t.entryErr(hdr, "whiteout names nothing")
 	}
-	fd, d, err := t.walk(hdr, dir, false)
+	fd, d, err := t.walkCached(hdr, dir, false)
 	if errors.Is(err, errNotExist) {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	defer t.closeDir(fd)
 	c := d.children[target]
 	// A whiteout hides lower layers only, never entries of its own layer.
 	if c == nil || c.layer >= t.layer {
@@ -410,11 +462,10 @@ func (t *Tree) opaque(hdr *tar.Header, fd int, d *node) error {
 // removeEntry removes whatever is at dir/base, for an entry that replaces
 // it with something the tree cannot hold.
 func (t *Tree) removeEntry(hdr *tar.Header, dir, base string) error {
-	fd, d, err := t.walk(hdr, dir, true)
+	fd, d, err := t.walkCached(hdr, dir, true)
 	if err != nil {
 		return err
 	}
-	defer t.closeDir(fd)
 	if c := d.children[base]; c != nil {
 		t.dirty[d] = struct{}{}
 		return t.remove(hdr, fd, c)
@@ -505,24 +556,94 @@ func (t *Tree) file(hdr *tar.Header, r io.Reader, pfd int, parent *node, base st
 	if err != nil {
 		return t.createErr(hdr, err)
 	}
-	f := os.NewFile(uintptr(fd), base)
-	defer f.Close()
-	// io.Copy hands f to the tar reader's WriteTo, which seeks over the
-	// holes of sparse entries instead of writing zeros.
-	if _, err := io.Copy(f, r); err != nil {
+	defer unix.Close(fd)
+	if err := t.copyContent(hdr, fd, r); err != nil {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("layer %d: entry %q: truncated content: %w: %w", t.layer, hdr.Name, err, errdefs.ErrInvalidArgument)
 		}
 		return fmt.Errorf("layer %d: entry %q: write: %w", t.layer, hdr.Name, err)
 	}
+	n := t.add(parent, base, &inode{kind: kindFile}, false)
+	var st unix.Stat_t
+	if err := t.setMeta(hdr, pfd, base, n, fd, true, &st); err != nil {
+		return err
+	}
 	// Size by the blocks the host allocated, which leaves out holes, as
 	// mke2fs does when it copies the file.
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		return fmt.Errorf("layer %d: entry %q: stat: %w", t.layer, hdr.Name, err)
+	n.ino.size = st.Blocks * 512
+	return nil
+}
+
+// fdWriter writes to and seeks a file descriptor it does not own.
+type fdWriter int
+
+func (w fdWriter) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(int(w), p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		if m == 0 {
+			return n, io.ErrShortWrite
+		}
+		n += m
 	}
-	n := t.add(parent, base, &inode{kind: kindFile, size: st.Blocks * 512}, false)
-	return t.setMeta(hdr, pfd, base, n)
+	return n, nil
+}
+
+func (w fdWriter) Seek(off int64, whence int) (int64, error) {
+	return unix.Seek(int(w), off, whence)
+}
+
+// isSparse reports whether hdr may describe a sparse file (GNU old or PAX
+// sparse formats).
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
+}
+
+// copyContent writes the entry's content r to the new file fd.
+func (t *Tree) copyContent(hdr *tar.Header, fd int, r io.Reader) error {
+	if isSparse(hdr) {
+		// io.Copy hands f to the tar reader's WriteTo, which seeks over
+		// the holes of sparse entries instead of writing zeros.
+		_, err := io.Copy(fdWriter(fd), r)
+		return err
+	}
+	if t.buf == nil {
+		t.buf = make([]byte, copyBuffer)
+	}
+	w := fdWriter(fd)
+	for {
+		// Fill the buffer first: fewer, larger writes.
+		n := 0
+		var err error
+		for n < len(t.buf) && err == nil {
+			var m int
+			m, err = r.Read(t.buf[n:])
+			n += m
+		}
+		if _, werr := w.Write(t.buf[:n]); werr != nil {
+			return werr
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func (t *Tree) dir(hdr *tar.Header, pfd int, parent *node, base string) error {
@@ -530,7 +651,8 @@ func (t *Tree) dir(hdr *tar.Header, pfd int, parent *node, base string) error {
 	if err != nil {
 		return err
 	}
-	if n == nil {
+	created := n == nil
+	if created {
 		if err := unix.Mkdirat(pfd, base, 0o700); err != nil {
 			return t.createErr(hdr, err)
 		}
@@ -538,7 +660,12 @@ func (t *Tree) dir(hdr *tar.Header, pfd int, parent *node, base string) error {
 	}
 	n.layer, n.touched = t.layer, t.layer
 	t.dirty[n] = struct{}{}
-	return t.setMeta(hdr, pfd, base, n)
+	fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("layer %d: entry %q: open: %w", t.layer, hdr.Name, err)
+	}
+	defer unix.Close(fd)
+	return t.setMeta(hdr, pfd, base, n, fd, created, nil)
 }
 
 func (t *Tree) symlink(hdr *tar.Header, pfd int, parent *node, base string) error {
@@ -552,7 +679,7 @@ func (t *Tree) symlink(hdr *tar.Header, pfd int, parent *node, base string) erro
 		return t.createErr(hdr, err)
 	}
 	n := t.add(parent, base, &inode{kind: kindSymlink, size: int64(len(hdr.Linkname))}, false)
-	return t.setMeta(hdr, pfd, base, n)
+	return t.setMeta(hdr, pfd, base, n, -1, true, nil)
 }
 
 func (t *Tree) hardlink(hdr *tar.Header, pfd int, parent *node, base string) error {
@@ -585,7 +712,7 @@ func (t *Tree) hardlink(hdr *tar.Header, pfd int, parent *node, base string) err
 	}
 	if tn == parent.children[base] {
 		// A link to itself: nothing to create.
-		return t.setMeta(hdr, pfd, base, tn)
+		return t.setMeta(hdr, pfd, base, tn, -1, false, nil)
 	}
 	if _, err := t.replace(hdr, pfd, parent, base, false); err != nil {
 		return err
@@ -601,7 +728,7 @@ func (t *Tree) hardlink(hdr *tar.Header, pfd int, parent *node, base string) err
 	n := t.add(parent, base, tn.ino, false)
 	// Like containerd and Docker, the link entry's metadata applies to
 	// the shared inode.
-	return t.setMeta(hdr, pfd, base, n)
+	return t.setMeta(hdr, pfd, base, n, -1, false, nil)
 }
 
 // createErr wraps an error creating an entry; names the host refuses are
@@ -630,7 +757,11 @@ func diskMode(k kind, mode uint32) uint32 {
 // host file (base in the directory pfd) as much of it as the host accepts.
 // What the host ends up not holding exactly is marked for a fixup, judged
 // by reading the file back rather than by guessing from our privileges.
-func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
+//
+// fd, when not -1, is the file or directory already open; created says
+// that this entry just made it, so it has no xattrs of its own. When st is
+// not nil it receives the file's final status.
+func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node, fd int, created bool, st *unix.Stat_t) error {
 	if hdr.Uid < 0 || hdr.Gid < 0 || hdr.Uid > 1<<32-2 || hdr.Gid > 1<<32-2 {
 		return t.entryErr(hdr, "invalid owner %d:%d", hdr.Uid, hdr.Gid)
 	}
@@ -641,16 +772,18 @@ func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
 		ino.mode = 0o777
 	}
 	ino.mtime = hdr.ModTime
-	wanted := map[string][]byte{}
+	var wanted map[string][]byte
 	for k, v := range hdr.PAXRecords {
 		if name, ok := strings.CutPrefix(k, xattrPrefix); ok && name != "" {
+			if wanted == nil {
+				wanted = map[string][]byte{}
+			}
 			wanted[name] = []byte(v)
+			if name == "system.posix_acl_default" {
+				// Files made below this directory inherit ACLs.
+				t.inherit = true
+			}
 		}
-	}
-
-	if t.chown {
-		// Ownership first: chown clears setuid and setgid bits.
-		_ = unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
 	}
 
 	// A hard link entry adds xattrs to the inode it shares: tar writers
@@ -668,50 +801,104 @@ func (t *Tree) setMeta(hdr *tar.Header, pfd int, base string, n *node) error {
 			ino.addXattrFix(k, v)
 		}
 	}
-	if ino.kind == kindSymlink {
-		if err := unix.UtimesNanoAt(pfd, base, times(hdr), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("layer %d: entry %q: set times: %w", t.layer, hdr.Name, err)
-		}
-	} else {
-		fd, err := unix.Openat(pfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if fd < 0 && ino.kind != kindSymlink {
+		var err error
+		fd, err = unix.Openat(pfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 		if err != nil {
 			return fmt.Errorf("layer %d: entry %q: open: %w", t.layer, hdr.Name, err)
 		}
-		if n == t.top {
-			err = unix.Fchmod(fd, diskMode(ino.kind, ino.mode))
-		} else {
-			err = t.setFileMeta(fd, ino, wanted, !link)
-		}
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("layer %d: entry %q: %w", t.layer, hdr.Name, err)
-		}
-		// Directory times are set again when the layer is done, since
-		// adding children changes them.
-		if err := unix.UtimesNanoAt(pfd, base, times(hdr), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("layer %d: entry %q: set times: %w", t.layer, hdr.Name, err)
-		}
+		defer unix.Close(fd)
 	}
+	var stat unix.Stat_t
+	if st == nil {
+		st = &stat
+	}
+	// Ownership is set only when the file may not already have it; the
+	// status read back says whether it has, and if the guess was wrong
+	// (a set-group-ID parent, an existing file) it is set after all.
+	chown := t.chown && (hdr.Uid != t.euid || hdr.Gid != t.egid)
+	for {
+		if err := t.putMeta(hdr, pfd, base, n, fd, created, link, wanted, chown, st); err != nil {
+			return err
+		}
+		ino.ownerFix = int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid
+		if !ino.ownerFix || chown || !t.chown {
+			break
+		}
+		chown = true
+	}
+	ino.modeFix = ino.kind != kindSymlink && st.Mode&0o7777 != ino.mode
 	for k, v := range wanted {
 		ino.xattrs += int64(len(k) + len(v))
 	}
-
-	var st unix.Stat_t
-	if err := unix.Fstatat(pfd, base, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("layer %d: entry %q: stat: %w", t.layer, hdr.Name, err)
-	}
-	ino.ownerFix = int(st.Uid) != hdr.Uid || int(st.Gid) != hdr.Gid
-	ino.modeFix = ino.kind != kindSymlink && st.Mode&0o7777 != ino.mode
 	return nil
 }
 
-// setFileMeta sets xattrs and mode on the open file or directory fd.
-func (t *Tree) setFileMeta(fd int, ino *inode, wanted map[string][]byte, replace bool) error {
+// putMeta sets owner (with chown), xattrs, mode and times on the host
+// file, then reads its status into st.
+func (t *Tree) putMeta(hdr *tar.Header, pfd int, base string, n *node, fd int, created, link bool, wanted map[string][]byte, chown bool, st *unix.Stat_t) error {
+	ino := n.ino
+	if ino.kind == kindSymlink {
+		if chown {
+			_ = unix.Fchownat(pfd, base, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW)
+		}
+		if err := unix.UtimesNanoAt(pfd, base, times(hdr), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("layer %d: entry %q: set times: %w", t.layer, hdr.Name, err)
+		}
+		if err := unix.Fstatat(pfd, base, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return fmt.Errorf("layer %d: entry %q: stat: %w", t.layer, hdr.Name, err)
+		}
+		return nil
+	}
+	if chown {
+		// Ownership first: chown clears setuid and setgid bits.
+		_ = unix.Fchown(fd, hdr.Uid, hdr.Gid)
+	}
+	var err error
+	if n == t.top {
+		err = unix.Fchmod(fd, diskMode(ino.kind, ino.mode))
+	} else {
+		// A new file has no xattrs to drop unless it inherited some.
+		err = t.setFileMeta(fd, ino, wanted, !link && (!created || t.inherit))
+	}
+	if err != nil {
+		return fmt.Errorf("layer %d: entry %q: %w", t.layer, hdr.Name, err)
+	}
+	// Directory times are set again when the layer is done, since
+	// adding children changes them.
+	if err := futimens(fd, times(hdr)); err != nil {
+		return fmt.Errorf("layer %d: entry %q: set times: %w", t.layer, hdr.Name, err)
+	}
+	if err := unix.Fstat(fd, st); err != nil {
+		return fmt.Errorf("layer %d: entry %q: stat: %w", t.layer, hdr.Name, err)
+	}
+	return nil
+}
+
+// futimens sets the times of the open file fd.
+func futimens(fd int, ts []unix.Timespec) error {
+	for {
+		_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			return e
+		}
+		return nil
+	}
+}
+
+// setFileMeta sets xattrs and mode on the open file or directory fd. With
+// prune, xattrs the file has but wanted lacks are removed.
+func (t *Tree) setFileMeta(fd int, ino *inode, wanted map[string][]byte, prune bool) error {
 	// A directory declared again replaces its xattrs; drop the old ones.
-	if old, err := listXattrs(fd); err == nil && replace {
-		for _, k := range old {
-			if _, keep := wanted[k]; !keep {
-				_ = unix.Fremovexattr(fd, k)
+	if prune {
+		if old, err := listXattrs(fd); err == nil {
+			for _, k := range old {
+				if _, keep := wanted[k]; !keep {
+					_ = unix.Fremovexattr(fd, k)
+				}
 			}
 		}
 	}

@@ -411,6 +411,11 @@ func TestHostile(t *testing.T) {
 		{name: "whiteout through symlink", layers: [][]ent{{symlink("evil", "VICTIMS")}, {whiteout("evil/.wh.victim")}}, entry: "evil/.wh.victim"},
 		{name: "opaque through symlink to victims", layers: [][]ent{{symlink("evil", "VICTIMS")}, {whiteout("evil/.wh..wh..opq")}}, entry: "evil/.wh..wh..opq"},
 		{name: "opaque through symlink", layers: [][]ent{{symlink("evil", "OUTSIDE"), whiteout("evil/.wh..wh..opq")}}, entry: "evil/.wh..wh..opq"},
+		// The parent directory descriptor kept from the previous entry
+		// must not survive the directory being replaced.
+		{name: "cached parent replaced by symlink", layers: [][]ent{{dir("d"), file("d/a", "a"), symlink("d", "OUTSIDE"), file("d/pwned", "x")}}, entry: "d/pwned"},
+		{name: "cached parent replaced by symlink, deep", layers: [][]ent{{dir("d/e"), file("d/e/a", "a"), symlink("d", "OUTSIDE"), file("d/e/pwned", "x")}}, entry: "d/e/pwned"},
+		{name: "cached parent whited out then symlink", layers: [][]ent{{dir("d"), file("d/a", "a")}, {file("d/b", "b"), whiteout(".wh.d"), symlink("d", "OUTSIDE"), file("d/pwned", "x")}}, entry: "d/pwned"},
 		{name: "file under a file", layers: [][]ent{{file("f", "f"), file("f/x", "x")}}, entry: "f/x"},
 		{name: "root as a file", layers: [][]ent{{file(".", "x")}}, entry: "."},
 		{name: "component too long", layers: [][]ent{{{name: strings.Repeat("n", 300), body: "x", format: tar.FormatPAX}}}, entry: strings.Repeat("n", 300)},
@@ -575,5 +580,20 @@ func TestStreaming(t *testing.T) {
 	fi, err := os.Stat(filepath.Join(s.root, "big"))
 	if err != nil || fi.Size() != size {
 		t.Errorf("big: %v, %v", fi, err)
+	}
+}
+
+// TestReplacedParentDir checks that entries after a directory was replaced
+// within one layer go to the new directory, not the removed one that the
+// previous entry had open.
+func TestReplacedParentDir(t *testing.T) {
+	_, s := apply(t, false,
+		layerTar(t, dir("d"), file("d/a", "a"), file("d", "file now"), dir("d"), file("d/b", "b")),
+		layerTar(t, file("e/a", "a"), whiteout(".wh.e"), file("e/b", "b")))
+	for p, want := range map[string]bool{"d/a": false, "d/b": true, "e/a": true, "e/b": true} {
+		_, err := os.Lstat(filepath.Join(s.root, p))
+		if (err == nil) != want {
+			t.Errorf("%s: exists %v, want %v", p, err == nil, want)
+		}
 	}
 }
