@@ -2,6 +2,13 @@ package api
 
 import "time"
 
+// Network modes.
+const (
+	NetNone   = "none"
+	NetPublic = "public"
+	NetFull   = "full"
+)
+
 // VM states.
 const (
 	VMCreated = "created"
@@ -38,6 +45,8 @@ type VM struct {
 	Kernel    string      `json:"kernel"`
 	Engine    string      `json:"engine"`
 	Accel     string      `json:"accel,omitempty"`
+	Net       string      `json:"net"`          // none, public or full
+	IP        string      `json:"ip,omitempty"` // the guest's address on banger's bridge
 	VCPU      int         `json:"vcpu"`
 	MemoryMiB int         `json:"memoryMiB"`
 	DiskBytes int64       `json:"diskBytes"`
@@ -58,7 +67,10 @@ type CreateVMRequest struct {
 	VCPU      int    `json:"vcpu,omitempty"`
 	MemoryMiB int    `json:"memoryMiB,omitempty"`
 	DiskBytes int64  `json:"diskBytes,omitempty"`
-	NoStart   bool   `json:"noStart,omitempty"`
+	// Net is none, public (NAT out, no access to the host's networks or
+	// other VMs) or full (plain NAT); empty means the default.
+	Net     string `json:"net,omitempty"`
+	NoStart bool   `json:"noStart,omitempty"`
 }
 
 // UpdateVMRequest changes a stopped VM's size.

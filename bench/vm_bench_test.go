@@ -36,6 +36,9 @@ import (
 // TestMain removes the shared VM installation (daemon, VMs, home, binaries)
 // after all benchmarks ran.
 func TestMain(m *testing.M) {
+	// The benchmark daemons run in the host's namespace: they must not
+	// set up banger's bridge and NAT there.
+	os.Setenv("BANGER_NETWORK", "off")
 	code := m.Run()
 	if vmb != nil {
 		vmb.teardown()

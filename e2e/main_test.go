@@ -6,6 +6,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,10 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	// Daemons the tests start outside a namespace of their own must never
+	// set up banger's bridge and NAT on the host; the network tests turn
+	// it on inside their namespaces.
+	os.Setenv("BANGER_NETWORK", "off")
 	dir, err := os.MkdirTemp("", "banger-e2e-bin-")
 	if err != nil {
 		panic(err)
@@ -46,6 +51,8 @@ type env struct {
 	t     *testing.T
 	home  string
 	extra []string
+	// wrap runs banger through another command, e.g. ip netns exec NS.
+	wrap []string
 }
 
 func newEnv(t *testing.T) *env {
@@ -69,7 +76,8 @@ type result struct {
 }
 
 func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, filepath.Join(binDir, "banger"), args...)
+	argv := append(append(append([]string{}, e.wrap...), filepath.Join(binDir, "banger")), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), "BANGER_HOME="+e.home, "BANGERD="+filepath.Join(binDir, "bangerd"))
 	cmd.Env = append(cmd.Env, e.extra...)
 	return cmd
@@ -139,4 +147,11 @@ func processAlive(pid int) bool {
 	// A zombie is not alive.
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	return err == nil && !strings.Contains(string(b), ") Z ")
+}
+
+func testutilJSON(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("%v: %q", err, s)
+	}
 }

@@ -89,6 +89,9 @@ func runInit() {
 			log.Warn("set hostname", "err", err)
 		}
 	}
+	if err := configureNetwork(log, cfg.Network); err != nil {
+		log.Error("configure network; booting on", "err", err)
+	}
 	if cfg.Init != "" {
 		handOver(log, cfg) // returns only if exec failed
 	}

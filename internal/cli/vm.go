@@ -29,6 +29,7 @@ type sizeFlags struct {
 	Name, Image, Kernel string
 	VCPU, Memory        int
 	DiskSize            string
+	Net                 string
 }
 
 func (s *sizeFlags) add(cmd *cobra.Command) {
@@ -38,10 +39,16 @@ func (s *sizeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&s.VCPU, "vcpu", 0, "virtual CPUs (default: config vm.vcpu)")
 	cmd.Flags().IntVar(&s.Memory, "memory", 0, "memory in MiB (default: config vm.memory)")
 	cmd.Flags().StringVar(&s.DiskSize, "disk-size", "", "size of the VM's own disk, e.g. 4G (default: config vm.disk_size)")
+	cmd.Flags().StringVar(&s.Net, "net", "", "network: public (NAT out, nothing of the host's networks or other VMs; default), full (plain NAT) or none (no NIC)")
 }
 
 func (s *sizeFlags) request() (api.CreateVMRequest, error) {
-	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory}
+	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory, Net: s.Net}
+	switch s.Net {
+	case "", api.NetNone, api.NetPublic, api.NetFull:
+	default:
+		return req, flagErrorf("--net %q: want none, public or full", s.Net)
+	}
 	if s.DiskSize != "" {
 		n, err := config.ParseSize(s.DiskSize)
 		if err != nil {
@@ -125,9 +132,13 @@ func newVMListCmd(f *Factory, use string) *cobra.Command {
 				return printJSON(f, vms)
 			}
 			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tSTATE\tIMAGE\tVCPU\tMEMORY\tAGE")
+			fmt.Fprintln(tw, "NAME\tID\tSTATE\tIMAGE\tIP\tVCPU\tMEMORY\tAGE")
 			for _, v := range vms {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, v.ID, v.State, v.Image, v.VCPU, v.MemoryMiB, strings.TrimSuffix(ago(v.CreatedAt), " ago"))
+				ip := v.IP
+				if ip == "" {
+					ip = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, v.ID, v.State, v.Image, ip, v.VCPU, v.MemoryMiB, strings.TrimSuffix(ago(v.CreatedAt), " ago"))
 			}
 			return tw.Flush()
 		},
@@ -163,6 +174,7 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 			if v.Reason != "" {
 				fmt.Fprintf(tw, "reason:\t%s\n", v.Reason)
 			}
+			fmt.Fprintf(tw, "net:\t%s %s\n", v.Net, v.IP)
 			fmt.Fprintf(tw, "image:\t%s\nkernel:\t%s\nengine:\t%s (%s)\nvcpu:\t%d\nmemory:\t%d MiB\ndisk:\t%s\ndir:\t%s\ncreated:\t%s\n",
 				v.Image, v.Kernel, v.Engine, v.Accel, v.VCPU, v.MemoryMiB, humanBytes(v.DiskBytes), v.Dir, v.CreatedAt.Local().Format(time.RFC3339))
 			if v.PID != 0 {

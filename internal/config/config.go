@@ -27,7 +27,19 @@ type Config struct {
 	// images; empty means the host's own apt sources.
 	DebianMirror string `toml:"debian_mirror"`
 	// QEMUBin is the qemu-system-x86_64 to run; empty looks it up in PATH.
-	QEMUBin string     `toml:"qemu_bin"`
+	QEMUBin string `toml:"qemu_bin"`
+	// Network turns host networking (bridge, taps, NAT) on; it needs root.
+	// The environment variable BANGER_NETWORK=off|on overrides it (tests
+	// use it so that no daemon outside a test namespace touches the
+	// host's network).
+	Network bool `toml:"network"`
+	// Bridge is the host bridge VMs attach to.
+	Bridge string `toml:"bridge"`
+	// Subnet is banger's IPv4 /24; empty means one chosen on first start
+	// that overlaps no existing route or address, then kept.
+	Subnet string `toml:"subnet"`
+	// DNSAddr is where the .vm DNS server listens.
+	DNSAddr string     `toml:"dns_addr"`
 	VM      VMDefaults `toml:"vm"`
 }
 
@@ -44,6 +56,9 @@ func Default() Config {
 		LogLevel:      "info",
 		DefaultImage:  "debian-bookworm",
 		DefaultKernel: "debian-cloud",
+		Network:       true,
+		Bridge:        "banger0",
+		DNSAddr:       "127.0.0.1:42069",
 		VM:            VMDefaults{VCPU: 1, MemoryMB: 512, DiskSize: "4G"},
 	}
 }
@@ -53,7 +68,7 @@ func Load(path string) (Config, error) {
 	c := Default()
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return c, nil
+		return c, c.ApplyEnv()
 	}
 	if err != nil {
 		return c, fmt.Errorf("read config: %w", err)
@@ -61,7 +76,21 @@ func Load(path string) (Config, error) {
 	if err := Parse(data, &c); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
-	return c, nil
+	return c, c.ApplyEnv()
+}
+
+// ApplyEnv applies environment overrides to c.
+func (c *Config) ApplyEnv() error {
+	switch v := os.Getenv("BANGER_NETWORK"); v {
+	case "":
+	case "on":
+		c.Network = true
+	case "off":
+		c.Network = false
+	default:
+		return fmt.Errorf("BANGER_NETWORK=%q: want on or off: %w", v, errdefs.ErrInvalidArgument)
+	}
+	return nil
 }
 
 // Parse decodes TOML data over c, refusing unknown keys and bad values.

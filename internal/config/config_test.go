@@ -56,7 +56,21 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+func TestNetworkEnv(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(path, []byte("network = true\n"), 0o600)
+	t.Setenv("BANGER_NETWORK", "off")
+	if c, err := Load(path); err != nil || c.Network {
+		t.Errorf("BANGER_NETWORK=off: %+v %v", c.Network, err)
+	}
+	t.Setenv("BANGER_NETWORK", "maybe")
+	if _, err := Load(path); err == nil {
+		t.Error("bad BANGER_NETWORK accepted")
+	}
+}
+
 func TestLoadMissingFile(t *testing.T) {
+	t.Setenv("BANGER_NETWORK", "")
 	c, err := Load(filepath.Join(t.TempDir(), "nope.toml"))
 	if err != nil || c != Default() {
 		t.Fatalf("Load(missing) = %+v, %v; want defaults", c, err)

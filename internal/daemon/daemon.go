@@ -24,6 +24,7 @@ import (
 	"github.com/bangervm/banger/internal/apiserver"
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/dns"
 	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
@@ -76,12 +77,25 @@ func Run(ctx context.Context, c Config) error {
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
 	eng := qemu.New(qemu.Config{Binary: c.Settings.QEMUBin, Logger: log})
+	netw, err := setupNetwork(ctx, db, c.Settings, log)
+	if err != nil {
+		// VMs still run, without a NIC; the error says why.
+		log.Error("host networking unavailable: VMs get no NIC", "err", err)
+	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engine: eng, Settings: c.Settings,
-		AgentBinary: agentBinary(), Log: log.With("op", "vm"),
+		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw,
 	})
 	if err != nil {
 		return err
+	}
+	dnsSrv, err := dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
+	if err != nil {
+		log.Warn("no .vm DNS server", "err", err)
+	} else {
+		go dnsSrv.Serve(ctx)
+		defer dnsSrv.Close()
+		log.Info("dns server", "addr", dnsSrv.Addr().String())
 	}
 
 	ln, err := listen(l.Socket())

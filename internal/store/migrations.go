@@ -51,4 +51,14 @@ CREATE TABLE vms (
 );
 CREATE INDEX vms_image ON vms(image);
 `,
+	// 3: networking: each VM's mode and address slot; daemon-wide settings
+	// such as the subnet chosen on first start.
+	`
+ALTER TABLE vms ADD COLUMN net TEXT NOT NULL DEFAULT 'none';
+ALTER TABLE vms ADD COLUMN net_index INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE settings (
+	key   TEXT PRIMARY KEY,
+	value TEXT NOT NULL
+);
+`,
 }

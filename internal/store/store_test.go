@@ -88,3 +88,38 @@ func TestImagesAndKernels(t *testing.T) {
 		t.Fatalf("duplicate kernel: %v", err)
 	}
 }
+
+func TestNetIndexAndSettings(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, filepath.Join(t.TempDir(), "banger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	put := func(id string, idx int) {
+		if err := s.PutVM(ctx, VM{ID: id, Name: id, Net: "public", NetIndex: idx, State: "created", SpecJSON: "{}", CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if i, _ := s.FreeNetIndex(ctx); i != 1 {
+		t.Errorf("first index %d", i)
+	}
+	put("a", 1)
+	put("b", 2)
+	put("c", 4)
+	if i, _ := s.FreeNetIndex(ctx); i != 3 {
+		t.Errorf("gap not reused: %d", i)
+	}
+	s.DeleteVM(ctx, "a")
+	if i, _ := s.FreeNetIndex(ctx); i != 1 {
+		t.Errorf("deleted VM's index not reused: %d", i)
+	}
+	if v, _ := s.Setting(ctx, "subnet"); v != "" {
+		t.Errorf("unset setting %q", v)
+	}
+	s.SetSetting(ctx, "subnet", "172.30.0.0/24")
+	s.SetSetting(ctx, "subnet", "172.30.1.0/24")
+	if v, _ := s.Setting(ctx, "subnet"); v != "172.30.1.0/24" {
+		t.Errorf("setting %q", v)
+	}
+}

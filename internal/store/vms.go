@@ -25,11 +25,13 @@ type VM struct {
 	Reason    string
 	Dir       string
 	SpecJSON  string // what the VM was created from (image config, boot settings)
+	Net       string // none, public or full
+	NetIndex  int    // address slot in banger's subnet (1-based; 0 when Net is none)
 	CreatedAt time.Time
 	StartedAt time.Time
 }
 
-const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at`
+const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at, net, net_index`
 
 func ts(t time.Time) string {
 	if t.IsZero() {
@@ -41,7 +43,7 @@ func ts(t time.Time) string {
 func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	var v VM
 	var created, started string
-	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started)
+	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started, &v.Net, &v.NetIndex)
 	if err != nil {
 		return v, err
 	}
@@ -52,8 +54,11 @@ func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 
 // PutVM inserts a new VM; its name and id must be free.
 func (s *Store) PutVM(ctx context.Context, v VM) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt))
+	if v.Net == "" {
+		v.Net = "none"
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt), v.Net, v.NetIndex)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
 		return fmt.Errorf("vm %q: %w", v.Name, errdefs.ErrAlreadyExists)
 	}
@@ -160,4 +165,43 @@ func (s *Store) names(ctx context.Context, q string, arg any) ([]string, error) 
 		out = append(out, n)
 	}
 	return out, rows.Err()
+}
+
+// FreeNetIndex returns the lowest address slot (from 1) no VM holds, so
+// addresses are reused only after the VM that had one is deleted.
+func (s *Store) FreeNetIndex(ctx context.Context) (int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT net_index FROM vms WHERE net_index > 0 ORDER BY net_index`)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	next := 1
+	for rows.Next() {
+		var i int
+		if err := rows.Scan(&i); err != nil {
+			return 0, err
+		}
+		if i == next {
+			next++
+		} else if i > next {
+			break
+		}
+	}
+	return next, rows.Err()
+}
+
+// Setting returns a daemon-wide setting, or "" when unset.
+func (s *Store) Setting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	return v, err
+}
+
+// SetSetting records a daemon-wide setting.
+func (s *Store) SetSetting(ctx context.Context, key, value string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
+	return err
 }

@@ -32,6 +32,7 @@ import (
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/hostcmd"
 	"github.com/bangervm/banger/internal/names"
+	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/store"
 )
@@ -64,6 +65,9 @@ type Config struct {
 	BootTimeout time.Duration
 	// StopTimeout bounds each step of a graceful stop; 0 means 10 s.
 	StopTimeout time.Duration
+	// Network is banger's bridge and firewall; nil when the daemon cannot
+	// set them up (not root): VMs then get no NIC.
+	Network *Network
 }
 
 // Manager runs VMs. It is safe for concurrent use.
@@ -76,6 +80,10 @@ type Manager struct {
 	// The agent's initramfs archive, and the binary it was built from.
 	agentKey  string
 	agentCPIO []byte
+	// addrs are running VMs' addresses, for DNS.
+	addrs addrs
+	// netMu serialises handing out address slots.
+	netMu sync.Mutex
 }
 
 // handle is the daemon's runtime view of one VM.
@@ -136,7 +144,10 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 	out := api.VM{
 		ID: v.ID, Name: v.Name, State: v.State, Reason: v.Reason, Image: v.Image, Kernel: v.Kernel,
 		Engine: v.Engine, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB, DiskBytes: v.DiskBytes, Dir: v.Dir,
-		Config: sp.Config, CreatedAt: v.CreatedAt,
+		Config: sp.Config, CreatedAt: v.CreatedAt, Net: v.Net,
+	}
+	if a, ok := m.vmAddr(v); ok {
+		out.IP = a.String()
 	}
 	if !v.StartedAt.IsZero() && v.State == api.VMRunning {
 		t := v.StartedAt
@@ -274,6 +285,10 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 			return api.VM{}, fmt.Errorf("vm %q exists: choose another --name or delete it (banger vm delete %s): %w", req.Name, req.Name, errdefs.ErrAlreadyExists)
 		}
 	}
+	mode, err := m.netMode(req.Net)
+	if err != nil {
+		return api.VM{}, err
+	}
 	img, err := m.resolveImage(ctx, req.Image, progress)
 	if err != nil {
 		return api.VM{}, err
@@ -290,11 +305,18 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	rec := store.VM{
 		ID: newID(), Name: req.Name, Image: img.Name, Kernel: k.Name, Engine: m.cfg.Engine.Name(),
 		VCPU: req.VCPU, MemoryMiB: req.MemoryMiB, DiskBytes: req.DiskBytes, State: api.VMCreated,
-		SpecJSON: string(spJSON), CreatedAt: time.Now(),
+		SpecJSON: string(spJSON), CreatedAt: time.Now(), Net: mode,
 	}
 	rec.Dir = filepath.Join(m.vmsDir(), rec.ID)
-	// The record, with the directory's name, exists before the directory.
-	for try := 0; ; try++ {
+	// The record, with the directory's name and the address slot, exists
+	// before the directory, the tap and the rules.
+	m.netMu.Lock()
+	if mode != api.NetNone {
+		if rec.NetIndex, err = m.cfg.DB.FreeNetIndex(ctx); err == nil && rec.NetIndex-1 > network.MaxIndex {
+			err = fmt.Errorf("all %d addresses of %s are taken: delete some VMs: %w", network.MaxIndex+1, m.cfg.Network.Subnet, errdefs.ErrFailedPrecondition)
+		}
+	}
+	for try := 0; err == nil; try++ {
 		if req.Name == "" {
 			rec.Name = friendlyName()
 		}
@@ -303,6 +325,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 			break
 		}
 	}
+	m.netMu.Unlock()
 	if err != nil {
 		return api.VM{}, err
 	}
@@ -311,7 +334,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	defer h.lock.Unlock()
 	undo := func(cause error) (api.VM, error) {
 		cleanup := context.WithoutCancel(ctx)
-		err := errors.Join(m.teardown(cleanup, rec, h), os.RemoveAll(rec.Dir), m.cfg.DB.DeleteVM(cleanup, rec.ID))
+		err := errors.Join(m.teardown(cleanup, rec, h), m.netDown(cleanup, rec), os.RemoveAll(rec.Dir), m.cfg.DB.DeleteVM(cleanup, rec.ID))
 		m.forget(rec.ID)
 		if err != nil {
 			m.log.Warn("roll back vm", "vm", rec.ID, "err", err)
@@ -434,13 +457,20 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 	if _, err := os.Stat(sp.ImageRootFS); err != nil {
 		return fmt.Errorf("image %s of vm %s: rootfs %s: %w", v.Image, v.Name, sp.ImageRootFS, errdefs.ErrNotFound)
 	}
-	if err := m.writeInitrd(*v, k, sp); err != nil {
+	netSpec, guestNet, err := m.netUp(ctx, *v)
+	if err != nil {
+		return err
+	}
+	if err := m.writeInitrd(*v, k, sp, guestNet); err != nil {
+		m.netDown(ctx, *v)
 		return err
 	}
 	progress(api.Event{Phase: "boot", Message: "booting " + v.Name})
 	es := m.engineSpec(*v, k, sp)
+	es.Net = netSpec
 	inst, err := m.cfg.Engine.Start(ctx, es)
 	if err != nil {
+		m.netDown(ctx, *v)
 		return fmt.Errorf("start vm %s: %w", v.Name, err)
 	}
 	h.mu.Lock()
@@ -452,7 +482,11 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 		h.mu.Lock()
 		h.inst = nil
 		h.mu.Unlock()
+		m.netDown(ctx, *v)
 		return fmt.Errorf("vm %s did not boot: %w%s", v.Name, err, m.consoleTail(inst, v.Dir))
+	}
+	if a, ok := m.vmAddr(*v); ok {
+		m.addrs.set(v.Name, a)
 	}
 	v.State, v.Reason, v.StartedAt = api.VMRunning, "", time.Now()
 	if err := m.cfg.DB.UpdateVM(context.WithoutCancel(ctx), *v); err != nil {
@@ -467,7 +501,7 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 // modules), the agent archive and the boot configuration, each padded to a
 // 512-byte boundary because the kernel looks for the next archive only at
 // aligned offsets.
-func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
+func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agentproto.NetworkConfig) error {
 	agentArchive, err := m.agentArchive()
 	if err != nil {
 		return err
@@ -485,8 +519,9 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
 	pad(&buf)
 	cfg := agentproto.BootConfig{
 		Hostname: v.Name, Env: sp.Config.Env, Dir: sp.Config.WorkingDir, User: sp.Config.User,
-		Cmd:  append(append([]string{}, sp.Config.Entrypoint...), sp.Config.Cmd...),
-		Root: &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
+		Cmd:     append(append([]string{}, sp.Config.Entrypoint...), sp.Config.Cmd...),
+		Root:    &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
+		Network: guestNet,
 	}
 	if err := agent.WriteBootConfigArchive(&buf, cfg); err != nil {
 		return err
@@ -617,6 +652,10 @@ func (m *Manager) watch(id string, h *handle, inst engine.Instance) {
 	}
 	v.State, v.Reason = api.VMStopped, "the guest powered off or the engine exited"
 	m.cfg.DB.UpdateVM(context.Background(), v)
+	m.addrs.remove(v.Name)
+	if err := m.netDown(context.Background(), v); err != nil {
+		m.log.Warn("network teardown", "vm", id, "err", err)
+	}
 	os.Remove(filepath.Join(v.Dir, InitrdFile))
 	m.log.Info("vm stopped by itself", "vm", id)
 }
@@ -686,6 +725,10 @@ func (m *Manager) markStopped(ctx context.Context, v *store.VM, h *handle) {
 	}
 	h.inst = nil
 	h.mu.Unlock()
+	m.addrs.remove(v.Name)
+	if err := m.netDown(ctx, *v); err != nil {
+		m.log.Warn("network teardown", "vm", v.ID, "err", err)
+	}
 	os.Remove(filepath.Join(v.Dir, InitrdFile))
 	v.State, v.Reason = api.VMStopped, ""
 	if err := m.cfg.DB.UpdateVM(context.WithoutCancel(ctx), *v); err != nil {
@@ -744,7 +787,8 @@ func (m *Manager) Delete(ctx context.Context, ref string, force bool) error {
 		return fmt.Errorf("vm %s is running: stop it first (banger vm stop %s) or delete with --force: %w", v.Name, v.Name, errdefs.ErrFailedPrecondition)
 	}
 	// Every step runs; their errors are reported together.
-	err = errors.Join(m.teardown(ctx, v, h), os.RemoveAll(v.Dir), m.cfg.DB.DeleteVM(context.WithoutCancel(ctx), v.ID))
+	err = errors.Join(m.teardown(ctx, v, h), m.netDown(ctx, v), os.RemoveAll(v.Dir), m.cfg.DB.DeleteVM(context.WithoutCancel(ctx), v.ID))
+	m.addrs.remove(v.Name)
 	m.forget(v.ID)
 	if err != nil {
 		return fmt.Errorf("delete vm %s: %w", v.Name, err)
@@ -846,12 +890,23 @@ func (m *Manager) Reconcile(ctx context.Context) {
 			h.mu.Lock()
 			h.inst = inst
 			h.mu.Unlock()
+			// Rules are rebuilt: the host may have lost them (a
+			// firewall reload) while the daemon was down.
+			if _, _, err := m.netUp(ctx, v); err != nil {
+				m.log.Warn("rebuild vm network", "vm", v.ID, "err", err)
+			}
+			if a, ok := m.vmAddr(v); ok {
+				m.addrs.set(v.Name, a)
+			}
 			go m.watch(v.ID, h, inst)
 			m.log.Info("reattached vm", "vm", v.ID, "pid", inst.PID())
 			continue
 		}
 		v.State, v.Reason = api.VMStopped, "its engine exited while bangerd was not running"
 		m.cfg.DB.UpdateVM(ctx, v)
+		if err := m.netDown(ctx, v); err != nil {
+			m.log.Warn("network teardown", "vm", v.ID, "err", err)
+		}
 		os.Remove(filepath.Join(v.Dir, InitrdFile))
 		m.log.Info("vm found stopped on reconcile", "vm", v.ID, "err", err)
 	}

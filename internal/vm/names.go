@@ -31,10 +31,11 @@ func pick(list []string) string {
 // friendlyName returns a name like "calm-otter".
 func friendlyName() string { return pick(adjectives) + "-" + pick(nouns) }
 
-// newID returns a random 12-hex-digit VM id: short enough to keep the
-// per-VM socket paths under the AF_UNIX limit, long enough not to collide.
+// newID returns a random 11-hex-digit VM id: short enough for the per-VM
+// socket paths (AF_UNIX limit) and for the tap name (bgr-<id>, at most the
+// 15 bytes Linux allows an interface name), long enough not to collide.
 func newID() string {
 	var b [6]byte
 	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+	return hex.EncodeToString(b[:])[:11]
 }

@@ -1,0 +1,195 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bangervm/banger/internal/network/nettest"
+	"github.com/bangervm/banger/internal/testutil"
+)
+
+// serveIn starts an HTTP server on addr inside namespace ns, answering
+// with its own name; it lives as long as the test.
+func serveIn(t *testing.T, ns, addr, name string) {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	nettest.Do(t, ns, func() { ln, err = net.Listen("tcp", addr) })
+	if err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, ns, err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s saw %s\n", name, r.RemoteAddr)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// netEnv is a banger home whose daemon runs as root inside a network
+// namespace the test made (banger's "host"), with an uplink namespace
+// holding an "internet" server (203.0.113.10, the default route) and a
+// "lan" namespace holding a server on the host's other network
+// (10.77.0.10). Nothing touches the real host's network.
+type netEnv struct {
+	*env
+	host string
+}
+
+func newNetEnv(t *testing.T) *netEnv {
+	nettest.Require(t)
+	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	shared := sharedVMEnv(t)
+	host, inet, lan := nettest.NewNS(t), nettest.NewNS(t), nettest.NewNS(t)
+	nettest.MustIP(t, host, "link", "add", "up0", "type", "veth", "peer", "name", "up0p", "netns", inet)
+	nettest.MustIP(t, host, "link", "add", "lan0", "type", "veth", "peer", "name", "lan0p", "netns", lan)
+	// The "internet" is a router at the end of the uplink; its server
+	// is not on any network the host is connected to.
+	nettest.Script(t, host, `
+		addr add 198.51.100.1/24 dev up0
+		link set up0 up
+		addr add 10.77.0.1/24 dev lan0
+		link set lan0 up
+		route add default via 198.51.100.2`)
+	nettest.Script(t, inet, `
+		addr add 198.51.100.2/24 dev up0p
+		link set up0p up
+		addr add 203.0.113.10/32 dev lo
+		route add 172.16.0.0/12 via 198.51.100.1`)
+	nettest.Script(t, lan, `
+		addr add 10.77.0.10/24 dev lan0p
+		link set lan0p up
+		route add default via 10.77.0.1`)
+	serveIn(t, inet, "203.0.113.10:8080", "internet")
+	serveIn(t, lan, "10.77.0.10:8080", "lan")
+	serveIn(t, host, "10.77.0.1:8081", "host")
+
+	e := newEnv(t)
+	e.wrap = []string{"ip", "netns", "exec", host}
+	e.extra = []string{"BANGER_NETWORK=on"}
+	var k struct{ Vmlinux, Initrd string }
+	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
+	e.ok("kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "debian-cloud")
+	e.ok("image", "register", "--name", "bb", "--rootfs", shared.rootfs, "--kernel", "debian-cloud")
+	t.Cleanup(func() { e.run("vm", "prune", "-f"); e.run("vm", "delete", "-f", "web", "other", "fullvm") })
+	return &netEnv{env: e, host: host}
+}
+
+// fetch makes an HTTP request from the VM with busybox nc (busybox-static
+// wget crashes resolving names without NSS) and returns the body, or "".
+func (n *netEnv) fetch(vm, hostPort string) string {
+	host, port, _ := strings.Cut(hostPort, ":")
+	r := n.run("vm", "exec", vm, "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 3 "$0" "$1"`, host, port)
+	if r.code != 0 {
+		return ""
+	}
+	if _, body, ok := strings.Cut(r.out, "\r\n\r\n"); ok {
+		return body
+	}
+	return ""
+}
+
+func TestNetworkModes(t *testing.T) {
+	n := newNetEnv(t)
+	n.ok("vm", "list") // the daemon is up: its bridge and chains exist
+	rulesBefore, _ := nettest.Exec(n.host, "iptables-save")
+	linksBefore := nettest.MustIP(t, n.host, "-o", "link")
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	n.ok("vm", "run", "-d", "--name", "other", "--image", "bb")
+	var web, other struct{ IP, Net string }
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &web)
+	testutilJSON(t, n.ok("vm", "show", "other", "--json"), &other)
+	if web.Net != "public" || web.IP == "" {
+		t.Fatalf("default network: %+v", web)
+	}
+	// Public: the internet, masqueraded; not the LAN, not the host, not
+	// another VM.
+	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
+		t.Errorf("public VM to the internet: %q (want it masqueraded as the host's uplink address)", got)
+	}
+	if got := n.fetch("web", "10.77.0.10:8080"); got != "" {
+		t.Errorf("public VM reached the LAN: %q", got)
+	}
+	if got := n.fetch("web", "10.77.0.1:8081"); got != "" {
+		t.Errorf("public VM reached the host's other address: %q", got)
+	}
+	serveGuest := n.cmd(context.Background(), "vm", "exec", "other", "--", "sh", "-c", "mkdir -p /tmp/w; echo vm-other > /tmp/w/index.html; httpd -f -p 8082 -h /tmp/w")
+	serveGuest.Start()
+	defer func() { serveGuest.Process.Kill(); serveGuest.Wait() }()
+	// The guest server works (the host side reaches it: replies to
+	// connections from the bridge side are allowed back)...
+	got := ""
+	for i := 0; i < 20 && !strings.Contains(got, "vm-other"); i++ {
+		time.Sleep(250 * time.Millisecond)
+		got = n.fetch("other", "127.0.0.1:8082")
+	}
+	if !strings.Contains(got, "vm-other") {
+		t.Errorf("guest server not up: %q", got)
+	}
+	// ...but the other VM cannot reach it.
+	if got := n.fetch("web", other.IP+":8082"); got != "" {
+		t.Errorf("public VM reached another VM: %q", got)
+	}
+	// DNS for <vm>.vm on the daemon's loopback, inside the namespace.
+	if out, _ := nettest.Exec(n.host, "dig", "@127.0.0.1", "-p", "42069", "+short", "web.vm"); strings.TrimSpace(out) != web.IP {
+		t.Errorf("dig web.vm: %q, want %s", out, web.IP)
+	}
+	if out, _ := nettest.Exec(n.host, "dig", "@127.0.0.1", "-p", "42069", "nope.vm"); !strings.Contains(out, "NXDOMAIN") {
+		t.Errorf("dig nope.vm: %s", out)
+	}
+
+	// Full: plain NAT, the LAN too.
+	n.ok("vm", "run", "-d", "--net", "full", "--name", "fullvm", "--image", "bb")
+	if got := n.fetch("fullvm", "10.77.0.10:8080"); !strings.HasPrefix(got, "lan saw") {
+		t.Errorf("full VM to the LAN: %q", got)
+	}
+	if got := n.fetch("fullvm", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw") {
+		t.Errorf("full VM to the internet: %q", got)
+	}
+	// None: no NIC.
+	if r := n.run("vm", "run", "--rm", "--net", "none", "--image", "bb", "--", "ls", "/sys/class/net"); r.code != 0 || strings.TrimSpace(r.out) != "lo" {
+		t.Errorf("none: interfaces %q", r.out)
+	}
+
+	// Rules and taps go with the VMs: after delete, exactly as before.
+	n.ok("vm", "delete", "-f", "web", "other", "fullvm")
+	rulesAfter, _ := nettest.Exec(n.host, "iptables-save")
+	if strip(rulesAfter) != strip(rulesBefore) {
+		t.Errorf("ruleset changed:\nbefore:\n%s\nafter:\n%s", rulesBefore, rulesAfter)
+	}
+	if links := nettest.MustIP(t, n.host, "-o", "link"); stripLinks(links) != stripLinks(linksBefore) {
+		t.Errorf("links changed:\nbefore:\n%s\nafter:\n%s", linksBefore, links)
+	}
+}
+
+// strip drops iptables-save's comments and counters, which change with time.
+func strip(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, "#") {
+			continue
+		}
+		if i := strings.Index(l, " ["); strings.HasPrefix(l, ":") && i > 0 {
+			l = l[:i]
+		}
+		out = append(out, l)
+	}
+	return strings.Join(out, "\n")
+}
+
+// stripLinks keeps each link's name, dropping flags and state the kernel
+// changes by itself (a bridge's carrier follows its ports).
+func stripLinks(s string) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 {
+			out = append(out, f[1])
+		}
+	}
+	return strings.Join(out, "\n")
+}

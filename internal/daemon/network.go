@@ -1,0 +1,81 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/store"
+	"github.com/bangervm/banger/internal/vm"
+)
+
+// errNotRoot means host networking needs privileges the daemon lacks.
+var errNotRoot = errors.New("bangerd is not root and the root helper is not done yet")
+
+// setupNetwork prepares banger's bridge, subnet and forwarding, when the
+// daemon can (root). The subnet is chosen once, avoiding every route and
+// address the host has, and then kept in the state store; a later
+// conflict is reported rather than silently moved.
+func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *slog.Logger) (*vm.Network, error) {
+	if !s.Network {
+		return nil, errors.New("host networking is off (config network = false or BANGER_NETWORK=off)")
+	}
+	if os.Geteuid() != 0 {
+		return nil, errNotRoot
+	}
+	subnet, err := chooseSubnet(ctx, db, s)
+	if err != nil {
+		return nil, err
+	}
+	gw := network.Gateway(subnet)
+	if err := network.EnsureBridge(ctx, s.Bridge, gw); err != nil {
+		return nil, err
+	}
+	wasOn, err := network.EnsureForwarding()
+	if err != nil {
+		return nil, err
+	}
+	if !wasOn {
+		log.Info("turned on IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic")
+	}
+	fw := network.Firewall{Bridge: s.Bridge, Subnet: subnet}
+	if err := fw.Ensure(ctx); err != nil {
+		return nil, err
+	}
+	log.Info("host networking", "bridge", s.Bridge, "subnet", subnet.String(), "gateway", gw.Addr().String())
+	return &vm.Network{
+		Bridge:   s.Bridge,
+		Subnet:   subnet,
+		Firewall: fw,
+		OwnerUID: os.Getuid(),
+	}, nil
+}
+
+func chooseSubnet(ctx context.Context, db *store.Store, s config.Config) (netip.Prefix, error) {
+	if s.Subnet != "" {
+		p, err := netip.ParsePrefix(s.Subnet)
+		if err != nil {
+			return p, fmt.Errorf("config subnet %q: %w", s.Subnet, err)
+		}
+		return p, network.ValidateSubnet(p)
+	}
+	if v, err := db.Setting(ctx, "subnet"); err != nil {
+		return netip.Prefix{}, err
+	} else if v != "" {
+		return netip.ParsePrefix(v)
+	}
+	inUse, err := network.HostPrefixes(ctx)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	p, err := network.ChooseSubnet(inUse, network.DefaultCandidates())
+	if err != nil {
+		return p, err
+	}
+	return p, db.SetSetting(ctx, "subnet", p.String())
+}
