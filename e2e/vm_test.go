@@ -345,3 +345,53 @@ func TestVMEngineMissing(t *testing.T) {
 		t.Errorf("%d leftovers", n)
 	}
 }
+
+// TestVMImageWithInit: an image whose command is an init (busybox init
+// here, systemd in real images) gets PID 1; the agent serves beside it,
+// and stop still syncs.
+func TestVMImageWithInit(t *testing.T) {
+	e := sharedVMEnv(t)
+	reg := testutil.NewRegistry(t)
+	base := busyboxImage(t)
+	withInit := testutil.Image(t, v1.Config{Env: []string{"PATH=/bin:/sbin"}, Cmd: []string{"/sbin/init"}},
+		mustTarOf(t, base),
+		testutil.Tar(t,
+			testutil.TarEntry{Name: "sbin/init", Type: '2', Linkname: "/bin/busybox"},
+			testutil.TarEntry{Name: "etc/inittab", Body: "::sysinit:/bin/touch /run/init-ran\n"},
+		))
+	ref := reg.Push(t, withInit, "test/with-init:1")
+	e.ok("image", "pull", ref, "--name", "bbinit", "--kernel", "debian-cloud")
+	defer e.run("image", "delete", "bbinit")
+	e.ok("vm", "run", "-d", "--name", "inity", "--image", "bbinit")
+	defer e.run("vm", "delete", "-f", "inity")
+	out := e.ok("vm", "exec", "inity", "--", "sh", "-c", "cat /proc/1/comm; sleep 0.5; ls /run/init-ran")
+	if out != "init\n/run/init-ran\n" {
+		t.Errorf("PID 1 and its sysinit: %q", out)
+	}
+	e.ok("vm", "exec", "inity", "--", "sh", "-c", "echo kept > /root/f")
+	if out := e.ok("vm", "stop", "inity"); !strings.Contains(out, "synced") {
+		t.Errorf("stop under the image's init: %q", out)
+	}
+	e.ok("vm", "start", "inity")
+	if out := e.ok("vm", "exec", "inity", "--", "cat", "/root/f"); out != "kept\n" {
+		t.Errorf("after restart: %q", out)
+	}
+}
+
+// mustTarOf returns the uncompressed tar of an image's single layer.
+func mustTarOf(t *testing.T, img v1.Image) []byte {
+	layers, err := img.Layers()
+	if err != nil || len(layers) != 1 {
+		t.Fatalf("layers: %v %d", err, len(layers))
+	}
+	rc, err := layers[0].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -522,6 +522,7 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agent
 		Cmd:     append(append([]string{}, sp.Config.Entrypoint...), sp.Config.Cmd...),
 		Root:    &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
 		Network: guestNet,
+		Init:    imageInit(sp.Config),
 	}
 	if err := agent.WriteBootConfigArchive(&buf, cfg); err != nil {
 		return err
@@ -531,6 +532,22 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agent
 		return fmt.Errorf("write initrd: %w", err)
 	}
 	return os.Rename(tmp, filepath.Join(v.Dir, InitrdFile))
+}
+
+// imageInit returns the image's own init when its command is one (as in
+// images built to run systemd or busybox init): the agent then hands PID 1
+// to it and keeps serving as a process. Other images, the usual case for
+// OCI images, get the agent as init.
+func imageInit(c api.ImageConfig) string {
+	argv := append(append([]string{}, c.Entrypoint...), c.Cmd...)
+	if len(argv) != 1 || !filepath.IsAbs(argv[0]) {
+		return ""
+	}
+	switch filepath.Base(argv[0]) {
+	case "init", "systemd":
+		return argv[0]
+	}
+	return ""
 }
 
 func pad(b *bytes.Buffer) {
