@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +195,112 @@ func stripLinks(s string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSSH: plain OpenSSH reaches a VM whose image has no sshd, through
+// banger's ssh_config (no resolver set-up), with the host key pinned at
+// creation; a re-keyed VM is refused.
+func TestSSH(t *testing.T) {
+	testutil.RequireTool(t, "ssh", "openssh-client")
+	n := newNetEnv(t)
+	home := t.TempDir()
+	n.extra = append(n.extra, "HOME="+home)
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	cfg := strings.TrimSpace(n.ok("ssh-config"))
+	ssh := func(args ...string) result {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", n.host, "ssh", "-F", cfg, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home)
+		var out, errb strings.Builder
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return result{out: out.String(), err: errb.String(), code: code}
+	}
+	// The agent's SSH server needs a moment after boot to listen.
+	var r result
+	for i := 0; i < 20; i++ {
+		if r = ssh("web.vm", "echo hi; exit 3"); r.code == 3 {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if r.code != 3 || r.out != "hi\n" {
+		t.Fatalf("ssh web.vm: %+v", r)
+	}
+	// scp and sftp (OpenSSH's scp speaks sftp).
+	local := filepath.Join(t.TempDir(), "up.txt")
+	os.WriteFile(local, []byte("uploaded\n"), 0o640)
+	scp := func(args ...string) (string, error) {
+		cmd := exec.Command("ip", append([]string{"netns", "exec", n.host, "scp", "-F", cfg, "-o", "BatchMode=yes"}, args...)...)
+		cmd.Env = append(os.Environ(), "HOME="+home)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := scp(local, "web.vm:/tmp/up.txt"); err != nil {
+		t.Fatalf("scp up: %v %s", err, out)
+	}
+	if r := ssh("web.vm", "cat /tmp/up.txt; stat -c %a /tmp/up.txt"); r.out != "uploaded\n640\n" {
+		t.Errorf("uploaded file: %+v", r)
+	}
+	back := filepath.Join(t.TempDir(), "down.txt")
+	if out, err := scp("web.vm:/tmp/up.txt", back); err != nil {
+		t.Fatalf("scp down: %v %s", err, out)
+	}
+	if b, _ := os.ReadFile(back); string(b) != "uploaded\n" {
+		t.Errorf("downloaded %q", b)
+	}
+	batch := filepath.Join(t.TempDir(), "batch")
+	os.WriteFile(batch, []byte("mkdir /tmp/sftpdir\nput "+local+" /tmp/sftpdir/x\nls /tmp/sftpdir\n"), 0o644)
+	sftp := exec.Command("ip", "netns", "exec", n.host, "sftp", "-F", cfg, "-o", "BatchMode=yes", "-b", batch, "web.vm")
+	sftp.Env = append(os.Environ(), "HOME="+home)
+	if out, err := sftp.CombinedOutput(); err != nil || !strings.Contains(string(out), "/tmp/sftpdir/x") {
+		t.Errorf("sftp: %v %s", err, out)
+	}
+
+	// --install adds one fenced Include to ~/.ssh/config; --uninstall
+	// restores the file exactly.
+	os.MkdirAll(filepath.Join(home, ".ssh"), 0o700)
+	userCfg := filepath.Join(home, ".ssh", "config")
+	os.WriteFile(userCfg, []byte("Host other\n  User me\n"), 0o600)
+	n.ok("ssh-config", "--install")
+	if b, _ := os.ReadFile(userCfg); !strings.Contains(string(b), "Include "+cfg) || !strings.HasSuffix(string(b), "Host other\n  User me\n") {
+		t.Errorf("after --install:\n%s", b)
+	}
+	n.ok("ssh-config", "--uninstall")
+	if b, _ := os.ReadFile(userCfg); string(b) != "Host other\n  User me\n" {
+		t.Errorf("after --uninstall: %q", b)
+	}
+
+	// A VM whose host key changed is refused, loudly.
+	var v struct{ Dir string }
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &v)
+	n.ok("vm", "stop", "web")
+	newKey, _ := filepath.Glob(filepath.Join(v.Dir, "ssh_host_ed25519_key"))
+	if len(newKey) != 1 {
+		t.Fatalf("no host key in %s", v.Dir)
+	}
+	os.Remove(newKey[0])
+	regen := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", newKey[0])
+	if out, err := regen.CombinedOutput(); err != nil {
+		t.Fatalf("re-key: %v %s", err, out)
+	}
+	n.ok("vm", "start", "web")
+	for i := 0; i < 20; i++ {
+		if r = ssh("web.vm", "true"); strings.Contains(r.err, "REMOTE HOST IDENTIFICATION HAS CHANGED") || strings.Contains(r.err, "Host key verification failed") {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	if r.code == 0 || !strings.Contains(r.err, "Host key verification failed") {
+		t.Errorf("re-keyed VM: %+v, want a host key verification failure", r)
+	}
+	// Delete removes the pin.
+	n.ok("vm", "delete", "-f", "web")
+	kh, _ := os.ReadFile(filepath.Join(n.home, "state", "ssh", "known_hosts"))
+	if strings.Contains(string(kh), "web.vm") {
+		t.Errorf("known_hosts still pins web.vm: %s", kh)
+	}
 }

@@ -158,7 +158,9 @@ func newServer(log *slog.Logger, cfg agentproto.BootConfig, rooted bool, w waite
 	if rooted {
 		hc.DiskPath = DiskDir
 	}
-	return &agentproto.Server{Handler: NewHandler(hc), AgentVersion: buildinfo.Version, Logger: log}
+	h := NewHandler(hc)
+	startSSH(context.Background(), log, cfg.SSH, h, cfg.Init != "") // in the background; the network is up
+	return &agentproto.Server{Handler: h, AgentVersion: buildinfo.Version, Logger: log}
 }
 
 func serveForever(ctx context.Context, log *slog.Logger, srv *agentproto.Server, cfg agentproto.BootConfig) {

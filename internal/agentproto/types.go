@@ -93,6 +93,8 @@ type BootConfig struct {
 	Init string `json:"init,omitempty"`
 	// AgentPort names the virtio-serial port; empty means DefaultPortName.
 	AgentPort string `json:"agentPort,omitempty"`
+	// SSH, when set, has the agent serve SSH if the image has no sshd.
+	SSH *SSHConfig `json:"ssh,omitempty"`
 }
 
 // RootConfig is the copy-on-write root: a read-only image disk under an

@@ -29,6 +29,7 @@ import (
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
 )
@@ -85,6 +86,7 @@ func Run(ctx context.Context, c Config) error {
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engine: eng, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw,
+		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")},
 	})
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ import (
 	"github.com/bangervm/banger/internal/names"
 	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 )
 
@@ -68,6 +69,9 @@ type Config struct {
 	// Network is banger's bridge and firewall; nil when the daemon cannot
 	// set them up (not root): VMs then get no NIC.
 	Network *Network
+	// SSH is banger's ssh directory (client key, known_hosts); nil turns
+	// SSH access off.
+	SSH *sshconf.Dir
 }
 
 // Manager runs VMs. It is safe for concurrent use.
@@ -334,7 +338,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	defer h.lock.Unlock()
 	undo := func(cause error) (api.VM, error) {
 		cleanup := context.WithoutCancel(ctx)
-		err := errors.Join(m.teardown(cleanup, rec, h), m.netDown(cleanup, rec), os.RemoveAll(rec.Dir), m.cfg.DB.DeleteVM(cleanup, rec.ID))
+		err := errors.Join(m.teardown(cleanup, rec, h), m.netDown(cleanup, rec), m.unpin(rec), os.RemoveAll(rec.Dir), m.cfg.DB.DeleteVM(cleanup, rec.ID))
 		m.forget(rec.ID)
 		if err != nil {
 			m.log.Warn("roll back vm", "vm", rec.ID, "err", err)
@@ -343,6 +347,9 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	}
 	progress(api.Event{Phase: "disk", Message: "creating disk"})
 	if err := m.makeDisk(ctx, rec); err != nil {
+		return undo(err)
+	}
+	if err := m.makeHostKey(rec); err != nil {
 		return undo(err)
 	}
 	if !req.NoStart {
@@ -461,7 +468,12 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 	if err != nil {
 		return err
 	}
-	if err := m.writeInitrd(*v, k, sp, guestNet); err != nil {
+	sshCfg, err := m.sshBoot(*v)
+	if err != nil {
+		m.netDown(ctx, *v)
+		return err
+	}
+	if err := m.writeInitrd(*v, k, sp, guestNet, sshCfg); err != nil {
 		m.netDown(ctx, *v)
 		return err
 	}
@@ -501,7 +513,7 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 // modules), the agent archive and the boot configuration, each padded to a
 // 512-byte boundary because the kernel looks for the next archive only at
 // aligned offsets.
-func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agentproto.NetworkConfig) error {
+func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agentproto.NetworkConfig, sshCfg *agentproto.SSHConfig) error {
 	agentArchive, err := m.agentArchive()
 	if err != nil {
 		return err
@@ -523,6 +535,7 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agent
 		Root:    &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
 		Network: guestNet,
 		Init:    imageInit(sp.Config),
+		SSH:     sshCfg,
 	}
 	if err := agent.WriteBootConfigArchive(&buf, cfg); err != nil {
 		return err
@@ -804,7 +817,7 @@ func (m *Manager) Delete(ctx context.Context, ref string, force bool) error {
 		return fmt.Errorf("vm %s is running: stop it first (banger vm stop %s) or delete with --force: %w", v.Name, v.Name, errdefs.ErrFailedPrecondition)
 	}
 	// Every step runs; their errors are reported together.
-	err = errors.Join(m.teardown(ctx, v, h), m.netDown(ctx, v), os.RemoveAll(v.Dir), m.cfg.DB.DeleteVM(context.WithoutCancel(ctx), v.ID))
+	err = errors.Join(m.teardown(ctx, v, h), m.netDown(ctx, v), m.unpin(v), os.RemoveAll(v.Dir), m.cfg.DB.DeleteVM(context.WithoutCancel(ctx), v.ID))
 	m.addrs.remove(v.Name)
 	m.forget(v.ID)
 	if err != nil {

@@ -1,0 +1,20 @@
+package agentproto
+
+// DefaultSSHPort is the guest port of the agent's SSH server when
+// SSHConfig.Port is zero.
+const DefaultSSHPort = 22
+
+// SSHConfig asks the agent to serve SSH in the guest, for images without
+// their own sshd (an image with /usr/sbin/sshd keeps its own and the agent
+// serves none). Only root may log in, with one of AuthorizedKeys.
+type SSHConfig struct {
+	// Port is the guest TCP port; zero means DefaultSSHPort.
+	Port int `json:"port,omitempty"`
+	// HostKey is the server's private host key, PEM ("OPENSSH PRIVATE
+	// KEY", ed25519), generated per VM by the host so that it can pin the
+	// public half.
+	HostKey string `json:"hostKey"`
+	// AuthorizedKeys are authorized_keys lines (an entry may hold several
+	// lines, and comments); key options are refused.
+	AuthorizedKeys []string `json:"authorizedKeys"`
+}
