@@ -55,6 +55,7 @@ type VM struct {
 	Config    ImageConfig `json:"config"`
 	CreatedAt time.Time   `json:"createdAt"`
 	StartedAt *time.Time  `json:"startedAt,omitempty"`
+	Forwards  []Forward   `json:"forwards,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take
@@ -145,3 +146,25 @@ type ExitStatus struct {
 	Code   int `json:"code"`
 	Signal int `json:"signal,omitempty"`
 }
+
+// Port is a socket listening in a guest.
+type Port struct {
+	Proto   string `json:"proto"`   // tcp or tcp6
+	Address string `json:"address"` // the address it listens on
+	Port    int    `json:"port"`
+	URL     string `json:"url,omitempty"` // name.vm:port, when the VM has an address
+}
+
+// Forward relays a host port to a VM's port.
+type Forward struct {
+	HostAddr  string `json:"hostAddr"`
+	HostPort  int    `json:"hostPort"`
+	GuestPort int    `json:"guestPort"`
+	Active    bool   `json:"active"` // listening now (the VM runs)
+}
+
+// Forward routes: GET/POST /v1/vms/{ref}/forwards, DELETE .../forwards/{hostPort}.
+const (
+	ActionPorts    = "ports"
+	ActionForwards = "forwards"
+)

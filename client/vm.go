@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"sync"
 
 	"github.com/bangervm/banger/api"
@@ -231,4 +232,27 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest, stdi
 			return api.ExitStatus{}, e.Err()
 		}
 	}
+}
+
+// VMPorts lists the TCP ports listening in a running VM.
+func (c *Client) VMPorts(ctx context.Context, ref string) ([]api.Port, error) {
+	var out []api.Port
+	return out, c.getJSON(ctx, vmPath(ref, api.ActionPorts), &out)
+}
+
+// VMForwards lists a VM's port forwards.
+func (c *Client) VMForwards(ctx context.Context, ref string) ([]api.Forward, error) {
+	var out []api.Forward
+	return out, c.getJSON(ctx, vmPath(ref, api.ActionForwards), &out)
+}
+
+// AddVMForward relays a host port to a VM's port.
+func (c *Client) AddVMForward(ctx context.Context, ref string, f api.Forward) (api.Forward, error) {
+	var out api.Forward
+	return out, c.postJSON(ctx, vmPath(ref, api.ActionForwards), f, &out)
+}
+
+// RemoveVMForward removes a VM's forward of hostPort.
+func (c *Client) RemoveVMForward(ctx context.Context, ref string, hostPort int) error {
+	return c.delete(ctx, vmPath(ref, api.ActionForwards, strconv.Itoa(hostPort)))
 }

@@ -304,3 +304,53 @@ func TestSSH(t *testing.T) {
 		t.Errorf("known_hosts still pins web.vm: %s", kh)
 	}
 }
+
+// TestPortsAndForward: vm ports lists guest listeners; vm forward relays a
+// host port on 127.0.0.1 to the guest, is shown in vm show, and goes with
+// the VM.
+func TestPortsAndForward(t *testing.T) {
+	n := newNetEnv(t)
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	srv := n.cmd(context.Background(), "vm", "exec", "web", "--", "sh", "-c", "mkdir -p /tmp/w; echo from-guest > /tmp/w/index.html; httpd -f -p 8082 -h /tmp/w")
+	srv.Start()
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	var ports []struct {
+		Port int
+		URL  string
+	}
+	found := false
+	for i := 0; i < 40 && !found; i++ {
+		time.Sleep(250 * time.Millisecond)
+		testutilJSON(t, n.ok("vm", "ports", "web", "--json"), &ports)
+		for _, p := range ports {
+			if p.Port == 8082 && p.URL == "web.vm:8082" {
+				found = true
+			}
+		}
+	}
+	if !found {
+		t.Errorf("vm ports: %+v, want 8082 with web.vm:8082", ports)
+	}
+	if out := n.ok("vm", "forward", "web", "18080:8082"); !strings.Contains(out, "127.0.0.1:18080") {
+		t.Errorf("forward: %q", out)
+	}
+	get, _ := nettest.Exec(n.host, "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 3 127.0.0.1 18080`)
+	if !strings.Contains(get, "from-guest") {
+		t.Errorf("through the forward: %q", get)
+	}
+	if out := n.ok("vm", "show", "web"); !strings.Contains(out, "127.0.0.1:18080 -> 8082") {
+		t.Errorf("vm show lacks the forward: %s", out)
+	}
+	if r := n.run("vm", "forward", "web", "18080:80"); r.code != 1 || !strings.Contains(r.err, "already forwarded") {
+		t.Errorf("duplicate forward: %+v", r)
+	}
+	n.ok("vm", "forward", "web", "--remove", "18080")
+	if out := n.ok("vm", "forward", "web", "--list", "--json"); strings.TrimSpace(out) != "[]" {
+		t.Errorf("after remove: %s", out)
+	}
+	n.ok("vm", "forward", "web", "18081:8082")
+	n.ok("vm", "delete", "-f", "web")
+	if out, err := nettest.Exec(n.host, "sh", "-c", "busybox nc -w 1 127.0.0.1 18081 </dev/null"); err == nil {
+		t.Errorf("forward still listening after delete: %q", out)
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,10 @@ type VMs interface {
 	Stats(ctx context.Context, ref string) (api.VMStats, error)
 	ConsoleLog(ctx context.Context, ref string) (string, api.VM, error)
 	Agent(ctx context.Context, ref string) (*agentproto.Client, api.VM, error)
+	Ports(ctx context.Context, ref string) ([]api.Port, error)
+	Forwards(ctx context.Context, ref string) ([]api.Forward, error)
+	AddForward(ctx context.Context, ref string, f api.Forward) (api.Forward, error)
+	RemoveForward(ctx context.Context, ref string, hostPort int) error
 }
 
 func (s *server) routeVMs(mux *http.ServeMux) {
@@ -48,6 +53,31 @@ func (s *server) routeVMs(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/{action}", s.vmAction)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/logs", s.vmLogs)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/stats", s.vmStats)
+	mux.HandleFunc("GET "+api.PathVM+"{ref}/ports", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.c.VMs.Ports(r.Context(), r.PathValue("ref"))
+		reply(w, v, err)
+	})
+	mux.HandleFunc("GET "+api.PathVM+"{ref}/forwards", func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.c.VMs.Forwards(r.Context(), r.PathValue("ref"))
+		reply(w, v, err)
+	})
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/forwards", func(w http.ResponseWriter, r *http.Request) {
+		var f api.Forward
+		if err := decode(r, &f); err != nil {
+			writeError(w, err)
+			return
+		}
+		v, err := s.c.VMs.AddForward(r.Context(), r.PathValue("ref"), f)
+		reply(w, v, err)
+	})
+	mux.HandleFunc("DELETE "+api.PathVM+"{ref}/forwards/{port}", func(w http.ResponseWriter, r *http.Request) {
+		port, err := strconv.Atoi(r.PathValue("port"))
+		if err != nil {
+			writeError(w, fmt.Errorf("host port %q: %w", r.PathValue("port"), errdefs.ErrInvalidArgument))
+			return
+		}
+		reply(w, struct{}{}, s.c.VMs.RemoveForward(r.Context(), r.PathValue("ref"), port))
+	})
 }
 
 func (s *server) listVMs(w http.ResponseWriter, r *http.Request) {

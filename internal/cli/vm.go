@@ -20,7 +20,7 @@ func newVMCmd(f *Factory) *cobra.Command {
 	}
 	cmd.AddCommand(newVMRunCmd(f), newVMCreateCmd(f), newVMListCmd(f, "list"), newVMShowCmd(f),
 		newVMLifecycleCmd(f, "start"), newVMLifecycleCmd(f, "stop"), newVMLifecycleCmd(f, "restart"), newVMLifecycleCmd(f, "kill"),
-		newVMDeleteCmd(f), newVMPruneCmd(f), newVMSetCmd(f), newVMExecCmd(f), newVMSSHCmd(f), newVMLogsCmd(f), newVMStatsCmd(f))
+		newVMDeleteCmd(f), newVMPruneCmd(f), newVMSetCmd(f), newVMExecCmd(f), newVMSSHCmd(f), newVMLogsCmd(f), newVMStatsCmd(f), newVMPortsCmd(f), newVMForwardCmd(f))
 	return cmd
 }
 
@@ -179,6 +179,9 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 				v.Image, v.Kernel, v.Engine, v.Accel, v.VCPU, v.MemoryMiB, humanBytes(v.DiskBytes), v.Dir, v.CreatedAt.Local().Format(time.RFC3339))
 			if v.PID != 0 {
 				fmt.Fprintf(tw, "pid:\t%d\n", v.PID)
+			}
+			for _, x := range v.Forwards {
+				fmt.Fprintf(tw, "forward:\t%s:%d -> %d (active %v)\n", x.HostAddr, x.HostPort, x.GuestPort, x.Active)
 			}
 			return tw.Flush()
 		},

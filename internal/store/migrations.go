@@ -61,4 +61,14 @@ CREATE TABLE settings (
 	value TEXT NOT NULL
 );
 `,
+	// 4: port forwards from the host to VMs.
+	`
+CREATE TABLE forwards (
+	vm         TEXT NOT NULL REFERENCES vms(id) ON DELETE CASCADE,
+	host_addr  TEXT NOT NULL,
+	host_port  INTEGER NOT NULL,
+	guest_port INTEGER NOT NULL,
+	PRIMARY KEY (host_addr, host_port)
+);
+`,
 }

@@ -205,3 +205,50 @@ func (s *Store) SetSetting(ctx context.Context, key, value string) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO settings(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value`, key, value)
 	return err
 }
+
+// Forward is a host port relayed to a VM's port.
+type Forward struct {
+	VM        string
+	HostAddr  string
+	HostPort  int
+	GuestPort int
+}
+
+// PutForward records a forward; the host address and port must be free.
+func (s *Store) PutForward(ctx context.Context, f Forward) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO forwards(vm, host_addr, host_port, guest_port) VALUES (?,?,?,?)`, f.VM, f.HostAddr, f.HostPort, f.GuestPort)
+	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+		return fmt.Errorf("host port %s:%d is already forwarded: %w", f.HostAddr, f.HostPort, errdefs.ErrAlreadyExists)
+	}
+	return err
+}
+
+// Forwards lists the forwards of a VM, or of all VMs when vm is "".
+func (s *Store) Forwards(ctx context.Context, vm string) ([]Forward, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT vm, host_addr, host_port, guest_port FROM forwards WHERE ? = '' OR vm = ? ORDER BY host_port`, vm, vm)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Forward
+	for rows.Next() {
+		var f Forward
+		if err := rows.Scan(&f.VM, &f.HostAddr, &f.HostPort, &f.GuestPort); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, rows.Err()
+}
+
+// DeleteForward removes a VM's forward of hostPort.
+func (s *Store) DeleteForward(ctx context.Context, vm string, hostPort int) error {
+	res, err := s.db.ExecContext(ctx, `DELETE FROM forwards WHERE vm = ? AND host_port = ?`, vm, hostPort)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("no forward of host port %d: %w", hostPort, errdefs.ErrNotFound)
+	}
+	return nil
+}

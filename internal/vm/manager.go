@@ -88,6 +88,8 @@ type Manager struct {
 	addrs addrs
 	// netMu serialises handing out address slots.
 	netMu sync.Mutex
+	// fwd runs the host side of port forwards.
+	fwd forwarder
 }
 
 // handle is the daemon's runtime view of one VM.
@@ -153,6 +155,7 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 	if a, ok := m.vmAddr(v); ok {
 		out.IP = a.String()
 	}
+	out.Forwards = m.forwardsOf(context.Background(), v)
 	if !v.StartedAt.IsZero() && v.State == api.VMRunning {
 		t := v.StartedAt
 		out.StartedAt = &t
@@ -505,6 +508,7 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 		return err
 	}
 	go m.watch(v.ID, h, inst)
+	m.openForwards(ctx, *v)
 	m.log.Info("vm running", "vm", v.ID, "pid", inst.PID())
 	return nil
 }
@@ -683,6 +687,7 @@ func (m *Manager) watch(id string, h *handle, inst engine.Instance) {
 	v.State, v.Reason = api.VMStopped, "the guest powered off or the engine exited"
 	m.cfg.DB.UpdateVM(context.Background(), v)
 	m.addrs.remove(v.Name)
+	m.closeForwards(context.Background(), v)
 	if err := m.netDown(context.Background(), v); err != nil {
 		m.log.Warn("network teardown", "vm", id, "err", err)
 	}
@@ -756,6 +761,7 @@ func (m *Manager) markStopped(ctx context.Context, v *store.VM, h *handle) {
 	h.inst = nil
 	h.mu.Unlock()
 	m.addrs.remove(v.Name)
+	m.closeForwards(ctx, *v)
 	if err := m.netDown(ctx, *v); err != nil {
 		m.log.Warn("network teardown", "vm", v.ID, "err", err)
 	}
@@ -816,6 +822,7 @@ func (m *Manager) Delete(ctx context.Context, ref string, force bool) error {
 	if m.alive(h) && !force {
 		return fmt.Errorf("vm %s is running: stop it first (banger vm stop %s) or delete with --force: %w", v.Name, v.Name, errdefs.ErrFailedPrecondition)
 	}
+	m.closeForwards(ctx, v)
 	// Every step runs; their errors are reported together.
 	err = errors.Join(m.teardown(ctx, v, h), m.netDown(ctx, v), m.unpin(v), os.RemoveAll(v.Dir), m.cfg.DB.DeleteVM(context.WithoutCancel(ctx), v.ID))
 	m.addrs.remove(v.Name)
@@ -928,6 +935,7 @@ func (m *Manager) Reconcile(ctx context.Context) {
 			if a, ok := m.vmAddr(v); ok {
 				m.addrs.set(v.Name, a)
 			}
+			m.openForwards(ctx, v)
 			go m.watch(v.ID, h, inst)
 			m.log.Info("reattached vm", "vm", v.ID, "pid", inst.PID())
 			continue
