@@ -28,15 +28,16 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 	if os.Geteuid() != 0 {
 		return nil, errNotRoot
 	}
+	var ops network.Ops = network.Local{}
 	subnet, err := chooseSubnet(ctx, db, s)
 	if err != nil {
 		return nil, err
 	}
 	gw := network.Gateway(subnet)
-	if err := network.EnsureBridge(ctx, s.Bridge, gw); err != nil {
+	if err := ops.EnsureBridge(ctx, s.Bridge, gw); err != nil {
 		return nil, err
 	}
-	wasOn, err := network.EnsureForwarding()
+	wasOn, err := ops.EnsureForwarding(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +45,7 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 		log.Info("turned on IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic")
 	}
 	fw := network.Firewall{Bridge: s.Bridge, Subnet: subnet}
-	if err := fw.Ensure(ctx); err != nil {
+	if err := ops.EnsureFirewall(ctx, fw); err != nil {
 		return nil, err
 	}
 	log.Info("host networking", "bridge", s.Bridge, "subnet", subnet.String(), "gateway", gw.Addr().String())
@@ -52,6 +53,7 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 		Bridge:   s.Bridge,
 		Subnet:   subnet,
 		Firewall: fw,
+		Ops:      ops,
 		OwnerUID: os.Getuid(),
 	}, nil
 }

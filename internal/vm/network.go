@@ -26,6 +26,9 @@ type Network struct {
 	// OwnerUID owns the taps, so an engine running as that user can open
 	// them by name.
 	OwnerUID int
+	// Ops performs what needs root: in-process when the daemon is root,
+	// else through the root helper.
+	Ops network.Ops
 }
 
 // addrs maps running VMs' names to their addresses, for the DNS server.
@@ -111,15 +114,19 @@ func (m *Manager) netUp(ctx context.Context, v store.VM) (*engine.NetSpec, *agen
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := network.CreateTap(ctx, r.Tap, n.Bridge, n.OwnerUID); err != nil {
+	tapFD, err := n.Ops.CreateTap(ctx, r.Tap, n.Bridge, n.OwnerUID)
+	if err != nil {
 		return nil, nil, fmt.Errorf("vm %s network: %w", v.Name, err)
 	}
-	if err := n.Firewall.ApplyVMRules(ctx, r); err != nil {
-		network.DeleteTap(context.WithoutCancel(ctx), r.Tap)
+	if err := n.Ops.ApplyVMRules(ctx, n.Firewall, r); err != nil {
+		if tapFD != nil {
+			tapFD.Close()
+		}
+		n.Ops.DeleteTap(context.WithoutCancel(ctx), r.Tap)
 		return nil, nil, fmt.Errorf("vm %s network: %w", v.Name, err)
 	}
 	gw := network.Gateway(n.Subnet)
-	return &engine.NetSpec{TapName: r.Tap, MAC: network.MACFor(v.ID).String()},
+	return &engine.NetSpec{TapName: r.Tap, TapFD: tapFD, MAC: network.MACFor(v.ID).String()},
 		&agentproto.NetworkConfig{
 			Interface: "eth0",
 			Address:   netip.PrefixFrom(r.Addr, n.Subnet.Bits()).String(),
@@ -137,5 +144,6 @@ func (m *Manager) netDown(ctx context.Context, v store.VM) error {
 		return err
 	}
 	ctx = context.WithoutCancel(ctx)
-	return errors.Join(m.cfg.Network.Firewall.RemoveVMRules(ctx, r), network.DeleteTap(ctx, r.Tap))
+	n := m.cfg.Network
+	return errors.Join(n.Ops.RemoveVMRules(ctx, n.Firewall, r), n.Ops.DeleteTap(ctx, r.Tap))
 }
