@@ -484,6 +484,9 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 	es := m.engineSpec(*v, k, sp)
 	es.Net = netSpec
 	inst, err := m.cfg.Engine.Start(ctx, es)
+	if netSpec != nil && netSpec.TapFD != nil {
+		netSpec.TapFD.Close() // the engine process has its own copy
+	}
 	if err != nil {
 		m.netDown(ctx, *v)
 		return fmt.Errorf("start vm %s: %w", v.Name, err)
