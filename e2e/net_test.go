@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -352,5 +353,43 @@ func TestPortsAndForward(t *testing.T) {
 	n.ok("vm", "delete", "-f", "web")
 	if out, err := nettest.Exec(n.host, "sh", "-c", "busybox nc -w 1 127.0.0.1 18081 </dev/null"); err == nil {
 		t.Errorf("forward still listening after delete: %q", out)
+	}
+}
+
+// TestNetworkReconcile: kill -9 the daemon while VMs run and kill one VM's
+// engine meanwhile; the restarted daemon keeps the survivor's tap and rules
+// (and its network works) and removes the dead VM's.
+func TestNetworkReconcile(t *testing.T) {
+	n := newNetEnv(t)
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	n.ok("vm", "run", "-d", "--name", "other", "--image", "bb")
+	var web, other struct {
+		ID  string
+		PID int
+	}
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &web)
+	testutilJSON(t, n.ok("vm", "show", "other", "--json"), &other)
+	pid := n.daemonPID()
+	syscall.Kill(pid, syscall.SIGKILL)
+	for processAlive(pid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	syscall.Kill(other.PID, syscall.SIGKILL)
+	for processAlive(other.PID) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out := n.ok("vm", "show", "other", "--json"); !strings.Contains(out, `"state": "stopped"`) {
+		t.Errorf("dead VM not marked stopped: %s", out)
+	}
+	rules, _ := nettest.Exec(n.host, "iptables-save")
+	if !strings.Contains(rules, "banger:vm="+web.ID) || strings.Contains(rules, "banger:vm="+other.ID) {
+		t.Errorf("rules after reconcile: want web's only:\n%s", rules)
+	}
+	links := nettest.MustIP(t, n.host, "-o", "link")
+	if !strings.Contains(links, "bgr-"+web.ID) || strings.Contains(links, "bgr-"+other.ID) {
+		t.Errorf("taps after reconcile:\n%s", links)
+	}
+	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw") {
+		t.Errorf("survivor's network after reconcile: %q", got)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,21 +24,26 @@ func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
 		return nil, err
 	}
 	c := client.New(layout.Socket())
-	_, err := c.Version(ctx)
-	if err == nil || !client.IsDaemonDown(err) {
-		return c, err
-	}
-	if err := startDaemon(layout); err != nil {
-		return nil, err
-	}
+	started := false
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		_, err = c.Version(ctx)
-		if err == nil || !client.IsDaemonDown(err) {
-			return c, err
+		_, err := c.Version(ctx)
+		switch {
+		case err == nil:
+			return c, nil
+		case client.IsDaemonDown(err) && !started:
+			if err := startDaemon(layout); err != nil {
+				return nil, err
+			}
+			started = true
+		case client.IsDaemonDown(err), transient(err):
+			// Starting, or a daemon that just died and its successor
+			// is on the way: wait for it.
+		default:
+			return nil, err
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("bangerd did not answer on %s within 15s: see %s", layout.Socket(), layout.DaemonLog())
+			return nil, fmt.Errorf("bangerd did not answer on %s within 15s (%v): see %s", layout.Socket(), err, layout.DaemonLog())
 		}
 		select {
 		case <-ctx.Done():
@@ -45,6 +51,12 @@ func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// transient reports connection errors that a retry can cure: a daemon
+// that closed the connection while stopping or starting.
+func transient(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // daemonBinary finds bangerd: $BANGERD, then beside this executable, then
