@@ -215,6 +215,7 @@ func readMsg(c *net.UnixConn, v any) (files []*os.File, err error) {
 	var got []byte
 	for {
 		n, oobn, flags, _, rerr := c.ReadMsgUnix(buf, oob)
+		n, oobn = max(n, 0), max(oobn, 0)
 		if oobn > 0 {
 			fs, perr := parseRights(oob[:oobn])
 			files = append(files, fs...)

@@ -49,23 +49,3 @@ func OpenTap(name string) (*os.File, error) {
 	}
 	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
 }
-
-// tapName returns the name of the tap f is attached to, and its flags.
-func tapName(f *os.File) (string, uint16, error) {
-	ifr, err := unix.NewIfreq("")
-	if err != nil {
-		return "", 0, err
-	}
-	raw, err := f.SyscallConn()
-	if err != nil {
-		return "", 0, err
-	}
-	var ierr error
-	if err := raw.Control(func(fd uintptr) { ierr = unix.IoctlIfreq(int(fd), unix.TUNGETIFF, ifr) }); err != nil {
-		return "", 0, err
-	}
-	if ierr != nil {
-		return "", 0, fmt.Errorf("TUNGETIFF: %w", ierr)
-	}
-	return ifr.Name(), ifr.Uint16(), nil
-}

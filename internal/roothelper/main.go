@@ -1,0 +1,105 @@
+package roothelper
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/bangervm/banger/errdefs"
+)
+
+// Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
+// UID. args are the arguments after the program name (a --root-helper
+// among them is accepted and ignored). It serves until SIGTERM or SIGINT,
+// then removes the socket. It returns the exit status: 0, 1 on error, 2 on
+// bad usage.
+func Main(args []string) int {
+	return run(args, os.Stderr)
+}
+
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("bangerd --root-helper", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	socket := fs.String("socket", DefaultSocket, "unix socket to listen on")
+	owner := fs.Int("owner", -1, "uid allowed to call besides root (the user bangerd runs as)")
+	fs.Bool("root-helper", true, "run as the root helper (implied)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 || *owner < 0 {
+		fmt.Fprintln(stderr, "usage: bangerd --root-helper [--socket PATH] --owner UID")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "root-helper")
+	if os.Geteuid() != 0 {
+		log.Error("root helper must run as root", "euid", os.Geteuid())
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ln, err := Listen(*socket, *owner)
+	if err != nil {
+		log.Error("listen", "socket", *socket, "err", err)
+		return 1
+	}
+	defer os.Remove(*socket)
+	log.Info("serving", "socket", *socket, "owner", *owner)
+	err = Serve(ctx, ln, ServerConfig{Owner: *owner, Log: log})
+	ln.Close()
+	if err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
+}
+
+// Listen creates the helper's socket at path: its directory (0755, so
+// that only root can replace the socket), a stale socket removed, and the
+// socket itself owned by owner with mode 0600. Only root and owner can
+// connect at all; Serve's SO_PEERCRED check is the second guard, and the
+// one that counts in the moment between bind and chmod, when the socket's
+// mode comes from the umask. It refuses if another helper answers on path
+// (errdefs.ErrAlreadyExists) or if path is something other than a socket.
+// Closing the listener removes the socket.
+func Listen(path string, owner int) (*net.UnixListener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("socket %s: exists and is not a socket: %w", path, errdefs.ErrFailedPrecondition)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("socket %s: another root helper is serving: %w", path, errdefs.ErrAlreadyExists)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chown(path, owner, -1); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}

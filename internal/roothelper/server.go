@@ -1,0 +1,195 @@
+package roothelper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/network"
+)
+
+// opTimeout bounds one operation; they run a few ip/iptables commands.
+const opTimeout = 2 * time.Minute
+
+// ServerConfig configures Serve.
+type ServerConfig struct {
+	// Owner is the uid allowed to call besides root (the user bangerd
+	// runs as). A negative Owner allows root only.
+	Owner int
+	// Ops performs validated requests; nil means network.Local{}.
+	Ops network.Ops
+	// Log receives a line per operation and per refusal; nil discards.
+	Log *slog.Logger
+}
+
+type server struct {
+	owner int
+	ops   network.Ops
+	log   *slog.Logger
+	mu    sync.Mutex // serializes operations across connections
+}
+
+// Serve accepts connections on ln until ctx is done, then closes ln and
+// every connection, waits for operations in progress (they are not
+// cancelled, so none is left half done) and returns nil. It returns an
+// error if accepting fails otherwise.
+//
+// Each connection's peer is authenticated once with SO_PEERCRED: a peer
+// other than root or cfg.Owner gets a PermissionDenied reply and is
+// disconnected. Requests on a connection are answered in order.
+func Serve(ctx context.Context, ln *net.UnixListener, cfg ServerConfig) error {
+	s := &server{owner: cfg.Owner, ops: cfg.Ops, log: cfg.Log}
+	if s.ops == nil {
+		s.ops = network.Local{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait() // after cancel, which closes the connections
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, unix.EMFILE) || errors.Is(err, unix.ENFILE) {
+				s.log.Warn("accept", "err", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("root helper accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, conn)
+		}()
+	}
+}
+
+func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, cerr
+}
+
+func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	cred, err := peerCred(conn)
+	if err != nil {
+		s.log.Warn("peer credentials", "err", err)
+		return
+	}
+	uid := int(cred.Uid)
+	log := s.log.With("uid", uid, "pid", cred.Pid)
+	if uid != 0 && uid != s.owner {
+		log.Warn("refused peer")
+		err := fmt.Errorf("root helper: uid %d may not call: %w", uid, errdefs.ErrPermissionDenied)
+		writeMsg(conn, response{Error: err.Error(), Class: className(err)}, nil)
+		return
+	}
+	for {
+		var req request
+		files, err := readMsg(conn, &req)
+		for _, f := range files { // a client never sends descriptors
+			f.Close()
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				log.Warn("read request", "err", err)
+				err = fmt.Errorf("root helper: %w: %w", err, errdefs.ErrInvalidArgument)
+				writeMsg(conn, response{Error: err.Error(), Class: className(err)}, nil)
+			}
+			return
+		}
+		if len(files) > 0 {
+			err := fmt.Errorf("refused %s: descriptors sent with request: %w", req.Op, errdefs.ErrInvalidArgument)
+			writeMsg(conn, response{Error: err.Error(), Class: className(err)}, nil)
+			return
+		}
+		resp, f := s.handle(ctx, log, uid, &req)
+		err = writeMsg(conn, resp, f)
+		if f != nil {
+			f.Close()
+		}
+		if err != nil {
+			log.Warn("write reply", "op", req.Op, "err", err)
+			return
+		}
+	}
+}
+
+// handle validates and runs one request from a peer with uid peerUID. The
+// returned file, if any, goes with the reply and is closed by the caller.
+func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request) (response, *os.File) {
+	if err := validate(req, peerUID); err != nil {
+		log.Warn("refused request", "op", req.Op, "err", err)
+		return response{Error: err.Error(), Class: className(err)}, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A request that started runs to the end even if the helper is
+	// stopping or the client went away.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	var (
+		resp response
+		f    *os.File
+		err  error
+	)
+	switch req.Op {
+	case OpEnsureBridge:
+		err = s.ops.EnsureBridge(ctx, req.Bridge, req.Gateway)
+	case OpEnsureForwarding:
+		resp.WasOn, err = s.ops.EnsureForwarding(ctx)
+	case OpEnsureFirewall:
+		err = s.ops.EnsureFirewall(ctx, req.Firewall.network())
+	case OpCreateTap:
+		f, err = s.ops.CreateTap(ctx, req.Tap, req.Bridge, req.UID)
+		if err == nil && f == nil {
+			f, err = OpenTap(req.Tap)
+		}
+	case OpDeleteTap:
+		err = s.ops.DeleteTap(ctx, req.Tap)
+	case OpApplyVMRules:
+		err = s.ops.ApplyVMRules(ctx, req.Firewall.network(), req.VM.network())
+	case OpRemoveVMRules:
+		err = s.ops.RemoveVMRules(ctx, req.Firewall.network(), req.VM.network())
+	}
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		log.Warn("operation", "op", req.Op, "tap", req.Tap, "err", err)
+		return response{Error: err.Error(), Class: className(err)}, nil
+	}
+	log.Info("operation", "op", req.Op, "tap", req.Tap, "bridge", req.Bridge)
+	resp.FD = f != nil
+	return resp, f
+}
