@@ -44,7 +44,12 @@ type netEnv struct {
 	host string
 }
 
-func newNetEnv(t *testing.T) *netEnv {
+func newNetEnv(t *testing.T) *netEnv { return newNetEnvAs(t, false) }
+
+// newNetEnvAs makes the topology; with unprivileged, the daemon (and the
+// CLI) run as uid 65534 and a root helper, started in the namespace,
+// performs the network operations.
+func newNetEnvAs(t *testing.T, unprivileged bool) *netEnv {
 	nettest.Require(t)
 	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	shared := sharedVMEnv(t)
@@ -77,8 +82,55 @@ func newNetEnv(t *testing.T) *netEnv {
 	e.extra = []string{"BANGER_NETWORK=on"}
 	var k struct{ Vmlinux, Initrd string }
 	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
-	e.ok("kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "debian-cloud")
-	e.ok("image", "register", "--name", "bb", "--rootfs", shared.rootfs, "--kernel", "debian-cloud")
+	vmlinux, initrd, rootfs := k.Vmlinux, k.Initrd, shared.rootfs
+	if unprivileged {
+		const nobody = 65534
+		// Inputs the unprivileged daemon can read, a home it owns, and
+		// the binaries it runs.
+		pub, err := os.MkdirTemp("", "bh-pub-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(pub) })
+		os.Chmod(pub, 0o755)
+		os.Chmod(binDir, 0o755)
+		for _, f := range []*string{&vmlinux, &initrd, &rootfs} {
+			dst := filepath.Join(pub, filepath.Base(*f))
+			if out, err := exec.Command("cp", *f, dst).CombinedOutput(); err != nil {
+				t.Fatalf("cp: %v %s", err, out)
+			}
+			os.Chmod(dst, 0o644)
+			*f = dst
+		}
+		os.Chown(e.home, nobody, nobody)
+		helperDir, err := os.MkdirTemp("", "bh-helper-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(helperDir, 0o755)
+		sock := filepath.Join(helperDir, "root.sock")
+		helper := exec.Command("ip", "netns", "exec", host, filepath.Join(binDir, "bangerd"), "--root-helper", "--socket", sock, "--owner", "65534")
+		var helperLog strings.Builder
+		helper.Stdout, helper.Stderr = &helperLog, &helperLog
+		if err := helper.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			helper.Process.Signal(syscall.SIGTERM)
+			helper.Wait()
+			os.RemoveAll(helperDir)
+		})
+		for i := 0; i < 100; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		e.wrap = append(e.wrap, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+		e.extra = append(e.extra, "BANGER_ROOT_HELPER="+sock, "HOME="+e.home)
+	}
+	e.ok("kernel", "import", vmlinux, "--initrd", initrd, "--name", "debian-cloud")
+	e.ok("image", "register", "--name", "bb", "--rootfs", rootfs, "--kernel", "debian-cloud")
 	t.Cleanup(func() { e.run("vm", "prune", "-f"); e.run("vm", "delete", "-f", "web", "other", "fullvm") })
 	return &netEnv{env: e, host: host}
 }
@@ -391,5 +443,35 @@ func TestNetworkReconcile(t *testing.T) {
 	}
 	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw") {
 		t.Errorf("survivor's network after reconcile: %q", got)
+	}
+}
+
+// TestUnprivilegedDaemonWithRootHelper: the daemon and the engine run as an
+// ordinary user; the root helper makes the tap (passing its fd) and the
+// rules; the VM's network works as with a root daemon.
+func TestUnprivilegedDaemonWithRootHelper(t *testing.T) {
+	n := newNetEnvAs(t, true)
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	var web struct {
+		IP, Net string
+		PID     int
+	}
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &web)
+	if web.IP == "" || web.Net != "public" {
+		t.Fatalf("vm: %+v", web)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", web.PID))
+	if err != nil || !strings.Contains(string(st), "Uid:\t65534") {
+		t.Errorf("engine should run as 65534: %v", err)
+	}
+	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
+		t.Errorf("internet through the helper's NAT: %q", got)
+	}
+	if got := n.fetch("web", "10.77.0.10:8080"); got != "" {
+		t.Errorf("public VM reached the LAN: %q", got)
+	}
+	n.ok("vm", "delete", "-f", "web")
+	if rules, _ := nettest.Exec(n.host, "iptables-save"); strings.Contains(rules, "banger:vm=") {
+		t.Errorf("rules left:\n%s", rules)
 	}
 }

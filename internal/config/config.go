@@ -33,6 +33,9 @@ type Config struct {
 	// use it so that no daemon outside a test namespace touches the
 	// host's network).
 	Network bool `toml:"network"`
+	// RootHelper is the root helper's socket, used when bangerd is not
+	// root.
+	RootHelper string `toml:"root_helper"`
 	// Bridge is the host bridge VMs attach to.
 	Bridge string `toml:"bridge"`
 	// Subnet is banger's IPv4 /24; empty means one chosen on first start
@@ -57,6 +60,7 @@ func Default() Config {
 		DefaultImage:  "debian-bookworm",
 		DefaultKernel: "debian-cloud",
 		Network:       true,
+		RootHelper:    "/run/banger/root.sock",
 		Bridge:        "banger0",
 		DNSAddr:       "127.0.0.1:42069",
 		VM:            VMDefaults{VCPU: 1, MemoryMB: 512, DiskSize: "4G"},
@@ -81,6 +85,9 @@ func Load(path string) (Config, error) {
 
 // ApplyEnv applies environment overrides to c.
 func (c *Config) ApplyEnv() error {
+	if v := os.Getenv("BANGER_ROOT_HELPER"); v != "" {
+		c.RootHelper = v
+	}
 	switch v := os.Getenv("BANGER_NETWORK"); v {
 	case "":
 	case "on":

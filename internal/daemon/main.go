@@ -13,15 +13,22 @@ import (
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/roothelper"
 	"github.com/bangervm/banger/internal/store"
 )
 
 // Main is bangerd's command line; it returns the exit status.
 func Main(args []string) int {
+	for _, a := range args {
+		if a == "--root-helper" || a == "-root-helper" {
+			return roothelper.Main(args)
+		}
+	}
 	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)
 	checkMigrations := fs.Bool("check-migrations", false, "report whether the state store needs migrations: exit 0 up to date, 1 pending, 2 store is newer than this binary")
 	logFile := fs.String("log-file", "", "log file (default: bangerd.log in the state dir; - for stderr)")
 	version := fs.Bool("version", false, "print the version and exit")
+	fs.Bool("root-helper", false, "run as the root helper instead (see bangerd --root-helper -h)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

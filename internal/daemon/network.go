@@ -10,12 +10,10 @@ import (
 
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/roothelper"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
 )
-
-// errNotRoot means host networking needs privileges the daemon lacks.
-var errNotRoot = errors.New("bangerd is not root and the root helper is not done yet")
 
 // setupNetwork prepares banger's bridge, subnet and forwarding, when the
 // daemon can (root). The subnet is chosen once, avoiding every route and
@@ -25,10 +23,15 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 	if !s.Network {
 		return nil, errors.New("host networking is off (config network = false or BANGER_NETWORK=off)")
 	}
-	if os.Geteuid() != 0 {
-		return nil, errNotRoot
-	}
 	var ops network.Ops = network.Local{}
+	if os.Geteuid() != 0 {
+		// An unprivileged daemon asks the root helper; without one, VMs
+		// get no NIC.
+		if _, err := os.Stat(s.RootHelper); err != nil {
+			return nil, fmt.Errorf("bangerd is not root and no root helper answers at %s (config root_helper): start one as root with bangerd --root-helper --owner %d, or run bangerd as root", s.RootHelper, os.Getuid())
+		}
+		ops = roothelper.New(s.RootHelper)
+	}
 	subnet, err := chooseSubnet(ctx, db, s)
 	if err != nil {
 		return nil, err

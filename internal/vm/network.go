@@ -75,7 +75,7 @@ func (m *Manager) netMode(req string) (string, error) {
 		return mode, nil
 	case api.NetPublic, api.NetFull:
 		if m.cfg.Network == nil {
-			return "", fmt.Errorf("--net %s needs bangerd to run as root (networking through a root helper is not done yet): run the daemon as root, or use --net none: %w", mode, errdefs.ErrFailedPrecondition)
+			return "", fmt.Errorf("--net %s: host networking is unavailable (bangerd is not root and no root helper answers, or network = false; see the daemon log): use --net none: %w", mode, errdefs.ErrFailedPrecondition)
 		}
 		return mode, nil
 	}
