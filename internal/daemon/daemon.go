@@ -147,6 +147,7 @@ func Run(ctx context.Context, c Config) error {
 	defer cancel()
 	err = srv.Shutdown(sctx)
 	wg.Wait()
+	images.Close()
 	log.Info("bangerd stopped", "err", err)
 	return nil
 }

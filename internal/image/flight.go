@@ -14,7 +14,11 @@ import (
 type flights[T any] struct {
 	mu sync.Mutex
 	m  map[string]*flight[T]
+	wg sync.WaitGroup // running flights, so shutdown can wait for their cleanup
 }
+
+// wait blocks until every flight has returned.
+func (f *flights[T]) wait() { f.wg.Wait() }
 
 type flight[T any] struct {
 	done    chan struct{}
@@ -40,7 +44,9 @@ func (f *flights[T]) do(ctx context.Context, key string, progress func(api.Event
 		fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		fl = &flight[T]{done: make(chan struct{}), cancel: cancel, waiters: map[int]func(api.Event){}}
 		f.m[key] = fl
+		f.wg.Add(1)
 		go func() {
+			defer f.wg.Done()
 			res, err := fn(fctx, fl.broadcast(&f.mu))
 			f.mu.Lock()
 			fl.res, fl.err = res, err

@@ -73,6 +73,10 @@ func New(cfg Config) (*Store, error) {
 	return &Store{cfg: cfg, log: cfg.Log, blobs: bc}, nil
 }
 
+// Close waits for pulls whose callers went away to finish rolling back,
+// so that a daemon stopping mid-pull leaves no staging files behind.
+func (s *Store) Close() { s.pulls.wait() }
+
 func toAPI(img store.Image) api.Image {
 	var c api.ImageConfig
 	json.Unmarshal([]byte(img.ConfigJSON), &c)
