@@ -44,12 +44,12 @@ type netEnv struct {
 	host string
 }
 
-func newNetEnv(t *testing.T) *netEnv { return newNetEnvAs(t, false) }
+func newNetEnv(t *testing.T) *netEnv { return newNetEnvAs(t, false, nil) }
 
 // newNetEnvAs makes the topology; with unprivileged, the daemon (and the
 // CLI) run as uid 65534 and a root helper, started in the namespace,
 // performs the network operations.
-func newNetEnvAs(t *testing.T, unprivileged bool) *netEnv {
+func newNetEnvAs(t *testing.T, unprivileged bool, beforeDaemon func(host string)) *netEnv {
 	nettest.Require(t)
 	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	shared := sharedVMEnv(t)
@@ -76,6 +76,9 @@ func newNetEnvAs(t *testing.T, unprivileged bool) *netEnv {
 	serveIn(t, inet, "203.0.113.10:8080", "internet")
 	serveIn(t, lan, "10.77.0.10:8080", "lan")
 	serveIn(t, host, "10.77.0.1:8081", "host")
+	if beforeDaemon != nil {
+		beforeDaemon(host)
+	}
 
 	e := newEnv(t)
 	e.wrap = []string{"ip", "netns", "exec", host}
@@ -450,7 +453,7 @@ func TestNetworkReconcile(t *testing.T) {
 // ordinary user; the root helper makes the tap (passing its fd) and the
 // rules; the VM's network works as with a root daemon.
 func TestUnprivilegedDaemonWithRootHelper(t *testing.T) {
-	n := newNetEnvAs(t, true)
+	n := newNetEnvAs(t, true, nil)
 	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
 	var web struct {
 		IP, Net string
@@ -473,5 +476,34 @@ func TestUnprivilegedDaemonWithRootHelper(t *testing.T) {
 	n.ok("vm", "delete", "-f", "web")
 	if rules, _ := nettest.Exec(n.host, "iptables-save"); strings.Contains(rules, "banger:vm=") {
 		t.Errorf("rules left:\n%s", rules)
+	}
+}
+
+// TestSubnetConflict: the subnet is chosen once, avoiding what the host
+// has; when a conflicting network appears later, the daemon says so and
+// names the fix instead of moving VMs silently.
+func TestSubnetConflict(t *testing.T) {
+	// Something already on the first candidate: banger picks another.
+	n := newNetEnvAs(t, false, func(host string) {
+		nettest.MustIP(t, host, "addr", "add", "172.30.0.1/24", "dev", "lan0")
+	})
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	var web struct{ IP string }
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &web)
+	if strings.HasPrefix(web.IP, "172.30.0.") || web.IP == "" {
+		t.Errorf("VM got %q, in a range already used on the host", web.IP)
+	}
+	n.ok("vm", "delete", "-f", "web")
+	n.ok("daemon", "stop")
+	// A VPN-like route over banger's subnet appears while it is down.
+	sub := web.IP[:strings.LastIndex(web.IP, ".")] + ".0/24"
+	nettest.MustIP(t, n.host, "route", "add", sub[:strings.Index(sub, ".")]+".0.0.0/8", "via", "10.77.0.10")
+	r := n.run("vm", "run", "--rm", "--image", "bb", "--", "true")
+	if r.code != 125 || !strings.Contains(r.err, "overlaps") || !strings.Contains(r.err, "set subnet") {
+		t.Errorf("after a conflict appeared: %+v", r)
+	}
+	// --net none still works.
+	if r := n.run("vm", "run", "--rm", "--net", "none", "--image", "bb", "--", "true"); r.code != 0 {
+		t.Errorf("--net none with networking broken: %+v", r)
 	}
 }

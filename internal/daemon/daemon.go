@@ -78,14 +78,18 @@ func Run(ctx context.Context, c Config) error {
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
 	eng := qemu.New(qemu.Config{Binary: c.Settings.QEMUBin, Logger: log})
-	netw, err := setupNetwork(ctx, db, c.Settings, log)
-	if err != nil {
-		// VMs still run, without a NIC; the error says why.
-		log.Error("host networking unavailable: VMs get no NIC", "err", err)
+	netw, netErr := setupNetwork(ctx, db, c.Settings, log)
+	switch {
+	case netErr != nil:
+		// VMs without a network still run; asking for one gets this
+		// error.
+		log.Error("host networking unavailable", "err", netErr)
+	case netw == nil:
+		log.Info("host networking is off (config network = false or BANGER_NETWORK=off): VMs get no NIC")
 	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engine: eng, Settings: c.Settings,
-		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw,
+		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
 		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")},
 	})
 	if err != nil {

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -21,7 +20,7 @@ import (
 // conflict is reported rather than silently moved.
 func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *slog.Logger) (*vm.Network, error) {
 	if !s.Network {
-		return nil, errors.New("host networking is off (config network = false or BANGER_NETWORK=off)")
+		return nil, nil // off by choice: VMs get no NIC, and that is no error
 	}
 	var ops network.Ops = network.Local{}
 	if os.Geteuid() != 0 {
@@ -69,18 +68,45 @@ func chooseSubnet(ctx context.Context, db *store.Store, s config.Config) (netip.
 		}
 		return p, network.ValidateSubnet(p)
 	}
-	if v, err := db.Setting(ctx, "subnet"); err != nil {
-		return netip.Prefix{}, err
-	} else if v != "" {
-		return netip.ParsePrefix(v)
-	}
 	inUse, err := network.HostPrefixes(ctx)
 	if err != nil {
 		return netip.Prefix{}, err
+	}
+	if v, err := db.Setting(ctx, "subnet"); err != nil {
+		return netip.Prefix{}, err
+	} else if v != "" {
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			return p, err
+		}
+		// The subnet is kept once chosen; a network that appeared on the
+		// host since (a VPN, a Docker bridge) is reported, not moved
+		// around silently.
+		if c := conflicts(p, inUse); len(c) > 0 {
+			return p, fmt.Errorf("banger's subnet %s now overlaps %v on this host: VMs would be unreachable or shadow that network; set subnet = \"<free /24>\" in config.toml (or remove the conflicting network) and restart bangerd", p, c)
+		}
+		return p, nil
 	}
 	p, err := network.ChooseSubnet(inUse, network.DefaultCandidates())
 	if err != nil {
 		return p, err
 	}
 	return p, db.SetSetting(ctx, "subnet", p.String())
+}
+
+// conflicts returns the host's prefixes that overlap subnet, other than
+// banger's own bridge's (the subnet itself).
+func conflicts(subnet netip.Prefix, inUse []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range inUse {
+		// banger's own bridge: its network, and the local and broadcast
+		// host routes of its address.
+		if p.Masked() == subnet.Masked() || p.Bits() == 0 || (p.Bits() == 32 && subnet.Contains(p.Addr())) {
+			continue
+		}
+		if p.Overlaps(subnet) {
+			out = append(out, p)
+		}
+	}
+	return out
 }

@@ -69,6 +69,8 @@ type Config struct {
 	// Network is banger's bridge and firewall; nil when the daemon cannot
 	// set them up (not root): VMs then get no NIC.
 	Network *Network
+	// NetworkErr says why Network is nil, for errors shown to users.
+	NetworkErr error
 	// SSH is banger's ssh directory (client key, known_hosts); nil turns
 	// SSH access off.
 	SSH *sshconf.Dir

@@ -65,8 +65,10 @@ func (m *Manager) Lookup(name string) (netip.Addr, bool) {
 func (m *Manager) netMode(req string) (string, error) {
 	mode := req
 	if mode == "" {
+		// The default is public; with networking turned off by choice,
+		// none. Networking that failed is an error, not a silent none.
 		mode = api.NetPublic
-		if m.cfg.Network == nil {
+		if m.cfg.Network == nil && m.cfg.NetworkErr == nil {
 			mode = api.NetNone
 		}
 	}
@@ -75,7 +77,11 @@ func (m *Manager) netMode(req string) (string, error) {
 		return mode, nil
 	case api.NetPublic, api.NetFull:
 		if m.cfg.Network == nil {
-			return "", fmt.Errorf("--net %s: host networking is unavailable (bangerd is not root and no root helper answers, or network = false; see the daemon log): use --net none: %w", mode, errdefs.ErrFailedPrecondition)
+			why := "see the daemon log"
+			if m.cfg.NetworkErr != nil {
+				why = m.cfg.NetworkErr.Error()
+			}
+			return "", fmt.Errorf("--net %s: host networking is unavailable: %s; or use --net none: %w", mode, why, errdefs.ErrFailedPrecondition)
 		}
 		return mode, nil
 	}
