@@ -70,7 +70,9 @@ type CreateVMRequest struct {
 	DiskBytes int64  `json:"diskBytes,omitempty"`
 	// Net is none, public (NAT out, no access to the host's networks or
 	// other VMs) or full (plain NAT); empty means the default.
-	Net     string `json:"net,omitempty"`
+	Net string `json:"net,omitempty"`
+	// Engine is qemu or firecracker; empty chooses (see banger engine).
+	Engine  string `json:"engine,omitempty"`
 	NoStart bool   `json:"noStart,omitempty"`
 }
 
@@ -168,3 +170,23 @@ const (
 	ActionPorts    = "ports"
 	ActionForwards = "forwards"
 )
+
+// EngineInfo says which engine new VMs get and why, and what each engine
+// found on this host.
+type EngineInfo struct {
+	Default string         `json:"default"`
+	Reason  string         `json:"reason"`
+	Engines []EngineStatus `json:"engines"`
+}
+
+// EngineStatus is one engine on this host.
+type EngineStatus struct {
+	Name      string `json:"name"`
+	Available bool   `json:"available"`
+	Version   string `json:"version,omitempty"`
+	Accel     string `json:"accel,omitempty"`
+	Note      string `json:"note,omitempty"` // why unavailable, or a warning
+}
+
+// PathEngine reports engine selection.
+const PathEngine = "/v1/engine"

@@ -256,3 +256,9 @@ func (c *Client) AddVMForward(ctx context.Context, ref string, f api.Forward) (a
 func (c *Client) RemoveVMForward(ctx context.Context, ref string, hostPort int) error {
 	return c.delete(ctx, vmPath(ref, api.ActionForwards, strconv.Itoa(hostPort)))
 }
+
+// Engine reports which engine new VMs get and why.
+func (c *Client) Engine(ctx context.Context) (api.EngineInfo, error) {
+	var out api.EngineInfo
+	return out, c.getJSON(ctx, api.PathEngine, &out)
+}

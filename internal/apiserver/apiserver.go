@@ -46,6 +46,7 @@ type Config struct {
 	Images   Images
 	Kernels  Kernels
 	VMs      VMs
+	Engine   api.EngineInfo
 	Version  api.VersionInfo
 	Shutdown func() // called by POST /v1/shutdown
 	Log      *slog.Logger
@@ -57,6 +58,7 @@ func New(c Config) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathVersion, s.version)
 	mux.HandleFunc("POST "+api.PathShutdown, s.shutdown)
+	mux.HandleFunc("GET "+api.PathEngine, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.c.Engine) })
 	mux.HandleFunc("GET "+api.PathImages, s.listImages)
 	mux.HandleFunc("GET "+api.PathImage+"{name}", s.getImage)
 	mux.HandleFunc("DELETE "+api.PathImage+"{name}", s.deleteImage)

@@ -30,6 +30,7 @@ type sizeFlags struct {
 	VCPU, Memory        int
 	DiskSize            string
 	Net                 string
+	Engine              string
 }
 
 func (s *sizeFlags) add(cmd *cobra.Command) {
@@ -39,11 +40,12 @@ func (s *sizeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().IntVar(&s.VCPU, "vcpu", 0, "virtual CPUs (default: config vm.vcpu)")
 	cmd.Flags().IntVar(&s.Memory, "memory", 0, "memory in MiB (default: config vm.memory)")
 	cmd.Flags().StringVar(&s.DiskSize, "disk-size", "", "size of the VM's own disk, e.g. 4G (default: config vm.disk_size)")
+	cmd.Flags().StringVar(&s.Engine, "engine", "", "qemu or firecracker (default: config engine, else Firecracker when installed with working KVM, else QEMU; see banger engine)")
 	cmd.Flags().StringVar(&s.Net, "net", "", "network: public (NAT out, nothing of the host's networks or other VMs; default), full (plain NAT) or none (no NIC)")
 }
 
 func (s *sizeFlags) request() (api.CreateVMRequest, error) {
-	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory, Net: s.Net}
+	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory, Net: s.Net, Engine: s.Engine}
 	switch s.Net {
 	case "", api.NetNone, api.NetPublic, api.NetFull:
 	default:

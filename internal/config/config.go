@@ -26,6 +26,16 @@ type Config struct {
 	// DebianMirror overrides the mirror debootstrap uses for catalog
 	// images; empty means the host's own apt sources.
 	DebianMirror string `toml:"debian_mirror"`
+	// Engine is qemu or firecracker; empty chooses Firecracker when it is
+	// installed and KVM works, else QEMU.
+	Engine string `toml:"engine"`
+	// FirecrackerBin and JailerBin are the Firecracker binaries; empty
+	// looks them up in PATH.
+	FirecrackerBin string `toml:"firecracker_bin"`
+	JailerBin      string `toml:"jailer_bin"`
+	// Jailer runs Firecracker under its jailer (chroot, dropped uid,
+	// cgroups).
+	Jailer bool `toml:"jailer"`
 	// QEMUBin is the qemu-system-x86_64 to run; empty looks it up in PATH.
 	QEMUBin string `toml:"qemu_bin"`
 	// Network turns host networking (bridge, taps, NAT) on; it needs root.
@@ -60,6 +70,7 @@ func Default() Config {
 		DefaultImage:  "debian-bookworm",
 		DefaultKernel: "debian-cloud",
 		Network:       true,
+		Jailer:        true,
 		RootHelper:    "/run/banger/root.sock",
 		Bridge:        "banger0",
 		DNSAddr:       "127.0.0.1:42069",

@@ -25,7 +25,6 @@ import (
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/dns"
-	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
@@ -77,7 +76,8 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
-	eng := qemu.New(qemu.Config{Binary: c.Settings.QEMUBin, Logger: log})
+	engs, choose, engInfo := engines(ctx, c.Settings, log)
+	log.Info("engine", "default", engInfo.Default, "reason", engInfo.Reason)
 	netw, netErr := setupNetwork(ctx, db, c.Settings, log)
 	switch {
 	case netErr != nil:
@@ -88,7 +88,7 @@ func Run(ctx context.Context, c Config) error {
 		log.Info("host networking is off (config network = false or BANGER_NETWORK=off): VMs get no NIC")
 	}
 	vms, err := vm.New(ctx, vm.Config{
-		Layout: l, DB: db, Images: images, Kernels: kernels, Engine: eng, Settings: c.Settings,
+		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
 		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")},
 	})
@@ -120,7 +120,7 @@ func Run(ctx context.Context, c Config) error {
 	defer stop()
 	srv := &http.Server{
 		Handler: apiserver.New(apiserver.Config{
-			Images: images, Kernels: kernels, VMs: vms, Log: log, Shutdown: stop,
+			Images: images, Kernels: kernels, VMs: vms, Engine: engInfo, Log: log, Shutdown: stop,
 			Version: api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version, PID: pid},
 		}),
 		ConnContext: apiserver.PeerCheck(log),

@@ -52,11 +52,14 @@ type Kernels interface {
 
 // Config wires a Manager.
 type Config struct {
-	Layout   paths.Layout
-	DB       *store.Store
-	Images   Images
-	Kernels  Kernels
-	Engine   engine.Engine
+	Layout  paths.Layout
+	DB      *store.Store
+	Images  Images
+	Kernels Kernels
+	// Engines are the engines VMs can run on, by name; Choose picks one
+	// for a new VM from the --engine flag (see engine.Choose).
+	Engines  map[string]engine.Engine
+	Choose   func(flag string) (name, reason string, err error)
 	Settings config.Config
 	// AgentBinary is the static banger-agent put into every VM at boot.
 	AgentBinary string
@@ -172,8 +175,10 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 		}
 		h.mu.Unlock()
 	}
-	if f, err := m.cfg.Engine.Features(context.Background()); err == nil {
-		out.Accel = string(f.Accel)
+	if e, err := m.engine(v.Engine); err == nil {
+		if f, err := e.Features(context.Background()); err == nil {
+			out.Accel = string(f.Accel)
+		}
 	}
 	return out
 }
@@ -198,6 +203,15 @@ func (m *Manager) Get(ctx context.Context, ref string) (api.VM, error) {
 		return api.VM{}, err
 	}
 	return m.toAPI(v), nil
+}
+
+// engine returns the engine a VM runs on.
+func (m *Manager) engine(name string) (engine.Engine, error) {
+	e, ok := m.cfg.Engines[name]
+	if !ok {
+		return nil, fmt.Errorf("engine %q is not available on this host (see banger engine): %w", name, errdefs.ErrFailedPrecondition)
+	}
+	return e, nil
 }
 
 // hostMemMiB returns the host's RAM in MiB.
@@ -298,6 +312,10 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	if err != nil {
 		return api.VM{}, err
 	}
+	engName, _, err := m.cfg.Choose(req.Engine)
+	if err != nil {
+		return api.VM{}, err
+	}
 	img, err := m.resolveImage(ctx, req.Image, progress)
 	if err != nil {
 		return api.VM{}, err
@@ -312,7 +330,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	}
 	spJSON, _ := json.Marshal(spec{ImageRootFS: img.RootFS, Config: img.Config})
 	rec := store.VM{
-		ID: newID(), Name: req.Name, Image: img.Name, Kernel: k.Name, Engine: m.cfg.Engine.Name(),
+		ID: newID(), Name: req.Name, Image: img.Name, Kernel: k.Name, Engine: engName,
 		VCPU: req.VCPU, MemoryMiB: req.MemoryMiB, DiskBytes: req.DiskBytes, State: api.VMCreated,
 		SpecJSON: string(spJSON), CreatedAt: time.Now(), Net: mode,
 	}
@@ -485,7 +503,12 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, progress fu
 	progress(api.Event{Phase: "boot", Message: "booting " + v.Name})
 	es := m.engineSpec(*v, k, sp)
 	es.Net = netSpec
-	inst, err := m.cfg.Engine.Start(ctx, es)
+	eng, err := m.engine(v.Engine)
+	if err != nil {
+		m.netDown(ctx, *v)
+		return err
+	}
+	inst, err := eng.Start(ctx, es)
 	if netSpec != nil && netSpec.TapFD != nil {
 		netSpec.TapFD.Close() // the engine process has its own copy
 	}
@@ -852,8 +875,10 @@ func (m *Manager) teardown(ctx context.Context, v store.VM, h *handle) error {
 	h.mu.Unlock()
 	if inst == nil {
 		// Perhaps a process this daemon never attached to.
-		if a, err := m.cfg.Engine.Attach(ctx, engine.Spec{ID: v.ID, Dir: v.Dir}); err == nil {
-			inst = a
+		if e, err := m.engine(v.Engine); err == nil {
+			if a, err := e.Attach(ctx, engine.Spec{ID: v.ID, Dir: v.Dir}); err == nil {
+				inst = a
+			}
 		}
 	}
 	if inst == nil {
@@ -927,7 +952,11 @@ func (m *Manager) Reconcile(ctx context.Context) {
 			continue
 		}
 		h := m.handle(v.ID)
-		inst, err := m.cfg.Engine.Attach(ctx, engine.Spec{ID: v.ID, Dir: v.Dir})
+		var inst engine.Instance
+		e, err := m.engine(v.Engine)
+		if err == nil {
+			inst, err = e.Attach(ctx, engine.Spec{ID: v.ID, Dir: v.Dir})
+		}
 		if err == nil {
 			h.mu.Lock()
 			h.inst = inst

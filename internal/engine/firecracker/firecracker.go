@@ -1,0 +1,572 @@
+// Package firecracker is the Firecracker engine: one firecracker process per
+// VM (optionally under the jailer), configured through its API socket, the
+// guest console on the process's stdout (appended to console.log), and the
+// agent channel on Firecracker's host-initiated vsock (a unix socket that
+// speaks "CONNECT <port>\n" / "OK <port>\n").
+//
+// The engine relies only on documented Firecracker behaviour (the OpenAPI
+// file, vsock.md, jailer.md), so a test double that implements those works.
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/proc"
+)
+
+// Name is the engine's name.
+const Name = "firecracker"
+
+// Defaults for Config.
+const (
+	DefaultBinary     = "firecracker"
+	DefaultJailer     = "jailer"
+	DefaultChrootBase = "/srv/jailer"
+)
+
+// File names inside Spec.Dir (and, under the jailer, inside the chroot).
+// Unix socket paths must stay under 108 bytes.
+const (
+	StateFile   = "engine.json"     // written before the process exists
+	PIDFile     = "firecracker.pid" // written once it runs
+	APISocket   = "fc.sock"
+	VsockSocket = "v.sock"
+	ConsoleLog  = "console.log"     // firecracker stdout+stderr: the guest serial console
+	LogFile     = "firecracker.log" // Firecracker's own log (PUT /logger)
+)
+
+// maxSocketPath is the longest unix socket path (sun_path is 108 bytes with
+// the terminating NUL).
+const maxSocketPath = 107
+
+// BaseBootArgs come first on the kernel command line; Spec.Cmdline follows,
+// so its arguments win.
+const BaseBootArgs = "console=ttyS0 reboot=k panic=1 pci=off"
+
+// Config configures the Firecracker engine. The zero value runs firecracker
+// from PATH without the jailer.
+type Config struct {
+	// Firecracker is the firecracker binary (config firecracker_bin); ""
+	// looks it up in PATH.
+	Firecracker string
+	// Jailer is the jailer binary (config jailer_bin); "" looks it up in
+	// PATH. Used only with UseJailer.
+	Jailer string
+	// UseJailer runs firecracker under the jailer: a chroot per VM under
+	// ChrootBase, privileges dropped to UID:GID.
+	UseJailer bool
+	// ChrootBase is the jailer's --chroot-base-dir; "" means
+	// DefaultChrootBase. It must be on the same filesystem as the VM
+	// directories so that writable disks can be hard-linked.
+	ChrootBase string
+	// UID and GID are what the jailer drops to.
+	UID, GID int
+	// Cgroups are passed to the jailer as --cgroup <file=value>, with
+	// CgroupVersion (0: the jailer's default) as --cgroup-version.
+	Cgroups       []string
+	CgroupVersion int
+	// StartTimeout bounds how long Start waits for the API socket; 0 means
+	// 10 s.
+	StartTimeout time.Duration
+	// Logger receives state changes; nil discards.
+	Logger *slog.Logger
+}
+
+// Engine is the Firecracker engine. Create it with New.
+type Engine struct {
+	cfg Config
+	log *slog.Logger
+}
+
+var _ engine.Engine = (*Engine)(nil)
+
+// New returns a Firecracker engine.
+func New(cfg Config) *Engine {
+	e := &Engine{cfg: cfg, log: cfg.Logger}
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	e.log = e.log.With("engine", Name)
+	return e
+}
+
+// Name returns "firecracker".
+func (e *Engine) Name() string { return Name }
+
+// Features reports KVM and the vsock agent channel: Firecracker has no
+// other accelerator and always has vsock.
+func (e *Engine) Features(ctx context.Context) (engine.Features, error) {
+	return engine.Features{
+		Accel:          engine.AccelKVM,
+		AccelReason:    "Firecracker always uses KVM",
+		HasVsock:       true,
+		AgentTransport: engine.AgentVsock,
+	}, nil
+}
+
+// state is what Start leaves in engine.json, before the process exists, so
+// that teardown and Attach know every path without guessing. Host paths are
+// as seen from the host; the API sees chroot-relative ones under the jailer.
+type state struct {
+	Engine     string   `json:"engine"`
+	ID         string   `json:"id"`
+	Binary     string   `json:"binary"`
+	PIDFile    string   `json:"pidFile"`
+	APISocket  string   `json:"apiSocket"`  // host path
+	APISockArg string   `json:"apiSockArg"` // the --api-sock argument
+	VsockUDS   string   `json:"vsockUDS"`   // host path
+	VsockCID   uint32   `json:"vsockCID"`
+	ConsoleLog string   `json:"consoleLog"`
+	LogFile    string   `json:"logFile"` // host path
+	TapName    string   `json:"tapName,omitempty"`
+	JailID     string   `json:"jailID,omitempty"`
+	JailDir    string   `json:"jailDir,omitempty"` // <base>/<exec name>/<id>, removed with the VM
+	ChrootDir  string   `json:"chrootDir,omitempty"`
+	Argv       []string `json:"argv"`
+}
+
+// ours reports whether argv is this state's firecracker (or the jailer
+// that execs into it: same pid, argv rewritten).
+func (st state) ours(argv []string) bool {
+	if len(argv) == 0 || !slices.Contains(argv, st.APISockArg) && !slices.Contains(argv, "--api-sock="+st.APISockArg) {
+		return false
+	}
+	if st.JailID != "" {
+		return slices.Contains(argv, "--id="+st.JailID) || slices.Contains(argv, st.JailID)
+	}
+	return true
+}
+
+// lookBinary resolves a configured binary; key is its config key.
+func lookBinary(name, def, key string) (string, error) {
+	if name == "" {
+		name = def
+	}
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return "", fmt.Errorf("%s not found (install Firecracker from https://github.com/firecracker-microvm/firecracker/releases, or set %s in the config): %w", name, key, errdefs.ErrFailedPrecondition)
+	}
+	return filepath.Abs(p)
+}
+
+// MinVersion is the oldest supported Firecracker: 1.8 discovers devices
+// through ACPI, which stock distribution kernels need.
+var MinVersion = [3]int{1, 8, 0}
+
+var versionRE = regexp.MustCompile(`Firecracker v(\d+)\.(\d+)\.(\d+)`)
+
+// ParseVersion reads "Firecracker v1.x.y" from `firecracker --version`.
+func ParseVersion(out string) ([3]int, error) {
+	m := versionRE.FindStringSubmatch(out)
+	if m == nil {
+		return [3]int{}, fmt.Errorf("no \"Firecracker vX.Y.Z\" in %q", strings.TrimSpace(out))
+	}
+	var v [3]int
+	for i := range v {
+		v[i], _ = strconv.Atoi(m[i+1])
+	}
+	return v, nil
+}
+
+// CheckVersion refuses versions older than MinVersion.
+func CheckVersion(v [3]int) error {
+	if slices.Compare(v[:], MinVersion[:]) < 0 {
+		return fmt.Errorf("firecracker v%d.%d.%d is too old: banger needs v%d.%d.%d or newer (ACPI device discovery); install a newer release from https://github.com/firecracker-microvm/firecracker/releases or set firecracker_bin: %w",
+			v[0], v[1], v[2], MinVersion[0], MinVersion[1], MinVersion[2], errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// Version runs `firecracker --version` and returns "1.x.y". It does not
+// check the supported range (see CheckVersion).
+func (e *Engine) Version(ctx context.Context) (string, error) {
+	bin, err := lookBinary(e.cfg.Firecracker, DefaultBinary, "firecracker_bin")
+	if err != nil {
+		return "", err
+	}
+	v, err := binaryVersion(ctx, bin)
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("%d.%d.%d", v[0], v[1], v[2]), nil
+}
+
+func binaryVersion(ctx context.Context, bin string) ([3]int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		return [3]int{}, fmt.Errorf("%s --version: %w: %s", bin, err, strings.TrimSpace(string(out)))
+	}
+	v, err := ParseVersion(string(out))
+	if err != nil {
+		return [3]int{}, fmt.Errorf("%s --version: %w", bin, err)
+	}
+	return v, nil
+}
+
+// Start boots spec. See engine.Engine.
+func (e *Engine) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	inst, err := e.start(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", spec.ID, err)
+	}
+	return inst, nil
+}
+
+// plan checks everything that can be checked before touching the disk and
+// returns the state to write.
+func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
+	if err := validate(spec); err != nil {
+		return state{}, err
+	}
+	bin, err := lookBinary(e.cfg.Firecracker, DefaultBinary, "firecracker_bin")
+	if err != nil {
+		return state{}, err
+	}
+	var jailer string
+	if e.cfg.UseJailer {
+		if jailer, err = lookBinary(e.cfg.Jailer, DefaultJailer, "jailer_bin"); err != nil {
+			return state{}, err
+		}
+	}
+	if err := CheckKernel(spec.Kernel); err != nil {
+		return state{}, err
+	}
+	v, err := binaryVersion(ctx, bin)
+	if err != nil {
+		return state{}, err
+	}
+	if err := CheckVersion(v); err != nil {
+		return state{}, err
+	}
+	st := state{
+		Engine:     Name,
+		ID:         spec.ID,
+		Binary:     bin,
+		PIDFile:    filepath.Join(spec.Dir, PIDFile),
+		ConsoleLog: filepath.Join(spec.Dir, ConsoleLog),
+		VsockCID:   spec.VsockCID,
+	}
+	if st.VsockCID == 0 {
+		// Firecracker's vsock is per process, not the host's vhost-vsock:
+		// every VM can use the first guest CID.
+		st.VsockCID = 3
+	}
+	if spec.Net != nil {
+		st.TapName = spec.Net.TapName
+	}
+	if e.cfg.UseJailer {
+		base := e.cfg.ChrootBase
+		if base == "" {
+			base = DefaultChrootBase
+		}
+		if base, err = filepath.Abs(base); err != nil {
+			return state{}, err
+		}
+		st.JailID = JailID(spec.ID)
+		st.JailDir = filepath.Join(base, filepath.Base(bin), st.JailID)
+		st.ChrootDir = filepath.Join(st.JailDir, "root")
+		st.APISocket = filepath.Join(st.ChrootDir, APISocket)
+		st.VsockUDS = filepath.Join(st.ChrootDir, VsockSocket)
+		st.LogFile = filepath.Join(st.ChrootDir, LogFile)
+		st.APISockArg = "/" + APISocket
+		st.Argv = append([]string{jailer}, JailerArgs(JailerConfig{
+			ID: st.JailID, ExecFile: bin, UID: e.cfg.UID, GID: e.cfg.GID,
+			ChrootBase: base, CgroupVersion: e.cfg.CgroupVersion, Cgroups: e.cfg.Cgroups,
+			FirecrackerArgs: []string{"--api-sock", st.APISockArg},
+		})...)
+	} else {
+		st.APISocket = filepath.Join(spec.Dir, APISocket)
+		st.VsockUDS = filepath.Join(spec.Dir, VsockSocket)
+		st.LogFile = filepath.Join(spec.Dir, LogFile)
+		st.APISockArg = st.APISocket
+		st.Argv = []string{bin, "--api-sock", st.APISockArg}
+	}
+	for _, p := range []string{st.APISocket, st.VsockUDS} {
+		// Guest-initiated vsock connections use <uds_path>_<port>.
+		if len(p)+len("_4294967295") > maxSocketPath {
+			return state{}, fmt.Errorf("socket path %s is %d bytes, over the %d unix sockets allow (with room for vsock's _<port> suffix): use a shorter VM directory or chroot base: %w",
+				p, len(p), maxSocketPath, errdefs.ErrInvalidArgument)
+		}
+	}
+	return st, nil
+}
+
+func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, err error) {
+	st, err := e.plan(ctx, &spec)
+	if err != nil {
+		return nil, err
+	}
+	if live, _ := e.find(spec.Dir); live != nil {
+		return nil, fmt.Errorf("a firecracker process (pid %d) already runs for %s: %w", live.PID(), spec.Dir, errdefs.ErrAlreadyExists)
+	}
+	if st.JailDir != "" {
+		if _, err := os.Stat(st.JailDir); err == nil {
+			return nil, fmt.Errorf("jail %s already exists (left by an earlier run?): %w", st.JailDir, errdefs.ErrAlreadyExists)
+		}
+	}
+
+	// Everything made from here on is undone on error, in reverse.
+	var undo []func() error
+	defer func() {
+		if err == nil {
+			return
+		}
+		var errs []error
+		for _, f := range slices.Backward(undo) {
+			errs = append(errs, f())
+		}
+		if cerr := errors.Join(errs...); cerr != nil {
+			err = fmt.Errorf("%w; cleanup: %w", err, cerr)
+		}
+	}()
+	removeFile := func(p string) func() error {
+		return func() error {
+			if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			return nil
+		}
+	}
+
+	for _, p := range []string{st.PIDFile, st.APISocket, st.VsockUDS} {
+		if err := removeFile(p)(); err != nil {
+			return nil, err
+		}
+	}
+	undo = append(undo, removeFile(filepath.Join(spec.Dir, StateFile)))
+	if err := writeState(spec.Dir, st); err != nil {
+		return nil, err
+	}
+	undo = append(undo, removeFile(st.APISocket), removeFile(st.VsockUDS))
+
+	paths := apiPaths{kernel: spec.Kernel, initrd: spec.Initrd, logFile: st.LogFile, vsock: st.VsockUDS}
+	for _, d := range spec.Disks {
+		paths.disks = append(paths.disks, d.Path)
+	}
+	if st.JailDir != "" {
+		undo = append(undo, func() error { return os.RemoveAll(st.JailDir) })
+		if paths, err = stageJail(st, spec, e.cfg.UID, e.cfg.GID); err != nil {
+			return nil, err
+		}
+	} else if err := touch(st.LogFile, -1, -1); err != nil {
+		return nil, err
+	}
+
+	logOff := fileSize(st.ConsoleLog)
+	fcLogOff := fileSize(st.LogFile)
+	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.ConsoleLog})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() error {
+		p.Signal(syscall.SIGKILL)
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return p.Wait(wctx)
+	}, removeFile(st.PIDFile))
+	defer func() {
+		if err != nil {
+			err = fmt.Errorf("%w%s%s", err,
+				quoteTail("firecracker output", st.ConsoleLog, logOff),
+				quoteTail("firecracker log", st.LogFile, fcLogOff))
+		}
+	}()
+	if err := writeFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
+		return nil, err
+	}
+	inst = &Instance{id: spec.ID, st: st, p: p, api: newAPIClient(st.APISocket), log: e.log.With("vm", spec.ID)}
+	if err := e.waitAPI(ctx, inst); err != nil {
+		return nil, err
+	}
+	if err := configure(ctx, inst.api, spec, st, paths); err != nil {
+		return nil, err
+	}
+	if p.Exited() {
+		return nil, errors.New("firecracker exited during start")
+	}
+	inst.log.Info("vm started", "pid", p.PID(), "jailed", st.JailID != "")
+	return inst, nil
+}
+
+// waitAPI waits until Firecracker answers GET / on its API socket.
+func (e *Engine) waitAPI(ctx context.Context, inst *Instance) error {
+	timeout := e.cfg.StartTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	lastErr := errors.New("no API socket yet")
+	for {
+		if inst.p.Exited() {
+			return errors.New("firecracker exited during start")
+		}
+		if fileExists(inst.st.APISocket) {
+			qctx, qcancel := context.WithTimeout(ctx, time.Second)
+			_, lastErr = inst.api.instanceInfo(qctx)
+			qcancel()
+			if lastErr == nil {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("firecracker did not answer on %s within %v: %w", inst.st.APISocket, timeout, lastErr)
+			}
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// validate checks spec before anything is written or started.
+func validate(spec *engine.Spec) error {
+	inv := func(format string, a ...any) error {
+		return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
+	}
+	if spec.ID == "" {
+		return inv("empty VM id")
+	}
+	abs, err := filepath.Abs(spec.Dir)
+	if err != nil {
+		return err
+	}
+	spec.Dir = abs
+	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
+		return inv("VM directory %q is not a directory", spec.Dir)
+	}
+	if spec.VCPU < 1 || spec.VCPU > 32 {
+		return inv("vcpu %d: Firecracker supports 1 to 32", spec.VCPU)
+	}
+	if spec.MemoryMiB < 32 {
+		return inv("memory %d MiB: need at least 32", spec.MemoryMiB)
+	}
+	if total, err := hostMemMiB(); err == nil && int64(spec.MemoryMiB) > total {
+		return inv("memory %d MiB is more than the host's %d MiB", spec.MemoryMiB, total)
+	}
+	if spec.Kernel == "" {
+		return inv("no kernel")
+	}
+	files := []string{spec.Kernel}
+	if spec.Initrd != "" {
+		files = append(files, spec.Initrd)
+	}
+	for _, d := range spec.Disks {
+		files = append(files, d.Path)
+	}
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%s: %w", f, errdefs.ErrNotFound)
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0 {
+			return inv("%s is not a file", f)
+		}
+	}
+	if n := spec.Net; n != nil && n.TapName == "" {
+		return inv("network without a tap name (Firecracker opens taps by name; a tap fd cannot be passed)")
+	}
+	if strings.ContainsAny(spec.Cmdline, "\n\x00") {
+		return inv("kernel command line contains a newline or NUL")
+	}
+	return nil
+}
+
+// Attach finds the firecracker process an earlier Start left for spec.Dir:
+// the pid in firecracker.pid when that process's argv holds this VM's API
+// socket, else any such process. Only spec.ID and spec.Dir are read.
+func (e *Engine) Attach(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
+	inst, err := e.attach(ctx, spec)
+	if err != nil {
+		return nil, fmt.Errorf("attach vm %s: %w", spec.ID, err)
+	}
+	return inst, nil
+}
+
+func (e *Engine) attach(ctx context.Context, spec engine.Spec) (*Instance, error) {
+	dir, err := filepath.Abs(spec.Dir)
+	if err != nil {
+		return nil, err
+	}
+	st, err := readState(dir)
+	if err != nil {
+		return nil, err
+	}
+	p, err := e.find(dir)
+	if err != nil {
+		return nil, err
+	}
+	id := spec.ID
+	if id == "" {
+		id = st.ID
+	}
+	inst := &Instance{id: id, st: st, p: p, api: newAPIClient(st.APISocket), log: e.log.With("vm", id)}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if _, err := inst.api.instanceInfo(actx); err != nil {
+		if p.Exited() {
+			return nil, fmt.Errorf("firecracker for %s has exited: %w", dir, errdefs.ErrNotFound)
+		}
+		// Alive but not answering: still hand it back so it can be killed.
+		inst.log.Warn("firecracker API does not answer", "err", err)
+	}
+	inst.log.Info("vm attached", "pid", p.PID())
+	return inst, nil
+}
+
+// find returns the live firecracker process of dir, or an ErrNotFound error.
+func (e *Engine) find(dir string) (*proc.Process, error) {
+	st, err := readState(dir)
+	if err != nil {
+		return nil, err
+	}
+	try := func(pid int) *proc.Process {
+		p, err := proc.Open(pid)
+		if err != nil {
+			return nil
+		}
+		// Checked after pinning the pid with a pidfd, so the argv and the
+		// handle belong to the same process.
+		if argv, err := proc.Cmdline(pid); err != nil || !st.ours(argv) {
+			return nil
+		}
+		return p
+	}
+	if b, err := os.ReadFile(st.PIDFile); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			if p := try(pid); p != nil {
+				return p, nil
+			}
+		}
+	}
+	pids, err := proc.Find(st.ours)
+	if err != nil {
+		return nil, err
+	}
+	for _, pid := range pids {
+		if p := try(pid); p != nil {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("no firecracker process for %s: %w", dir, errdefs.ErrNotFound)
+}

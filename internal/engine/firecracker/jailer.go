@@ -1,0 +1,163 @@
+package firecracker
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine"
+)
+
+// JailerConfig is everything JailerArgs needs; plain data so the command
+// line can be table-tested. Field meanings follow jailer.md.
+type JailerConfig struct {
+	ID              string   // --id: alphanumerics and hyphens, at most 64
+	ExecFile        string   // --exec-file: the firecracker binary
+	UID, GID        int      // --uid, --gid
+	ChrootBase      string   // --chroot-base-dir; "" leaves the jailer's default
+	CgroupVersion   int      // --cgroup-version when non-zero (1 or 2)
+	Cgroups         []string // --cgroup <file>=<value>, repeated
+	ParentCgroup    string   // --parent-cgroup when non-empty
+	NetNS           string   // --netns <path> when non-empty
+	ResourceLimits  []string // --resource-limit <resource>=<value>, repeated
+	FirecrackerArgs []string // after "--", passed to firecracker
+}
+
+// JailerArgs returns the jailer's arguments (without argv[0]). It never
+// passes --daemonize (the caller detaches, and the console is firecracker's
+// stdout) nor --new-pid-ns (so the jailer's pid is firecracker's).
+func JailerArgs(c JailerConfig) []string {
+	a := []string{
+		"--id", c.ID,
+		"--exec-file", c.ExecFile,
+		"--uid", strconv.Itoa(c.UID),
+		"--gid", strconv.Itoa(c.GID),
+	}
+	if c.CgroupVersion != 0 {
+		a = append(a, "--cgroup-version", strconv.Itoa(c.CgroupVersion))
+	}
+	for _, cg := range c.Cgroups {
+		a = append(a, "--cgroup", cg)
+	}
+	if c.ParentCgroup != "" {
+		a = append(a, "--parent-cgroup", c.ParentCgroup)
+	}
+	if c.ChrootBase != "" {
+		a = append(a, "--chroot-base-dir", c.ChrootBase)
+	}
+	if c.NetNS != "" {
+		a = append(a, "--netns", c.NetNS)
+	}
+	for _, rl := range c.ResourceLimits {
+		a = append(a, "--resource-limit", rl)
+	}
+	if len(c.FirecrackerArgs) > 0 {
+		a = append(a, "--")
+		a = append(a, c.FirecrackerArgs...)
+	}
+	return a
+}
+
+// JailID maps a VM id to a jailer id: alphanumerics and hyphens, at most 64
+// characters. Ids that need changing get a hash suffix so they stay unique.
+func JailID(id string) string {
+	var b strings.Builder
+	for _, r := range id {
+		if r < 128 && (r == '-' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z') {
+			b.WriteRune(r)
+		} else {
+			b.WriteByte('-')
+		}
+	}
+	s := b.String()
+	if s == id && len(s) <= 64 {
+		return s
+	}
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	suffix := fmt.Sprintf("-%08x", h.Sum32())
+	if len(s) > 64-len(suffix) {
+		s = s[:64-len(suffix)]
+	}
+	return s + suffix
+}
+
+// apiPaths are the file paths as Firecracker sees them (chroot-relative
+// under the jailer).
+type apiPaths struct {
+	kernel, initrd string
+	disks          []string
+	logFile, vsock string
+}
+
+// stageJail makes the chroot and links the VM's files into it: hard links,
+// or copies across filesystems for read-only files (a copied writable disk
+// would lose the guest's writes, so that is refused). The log file is
+// created for uid:gid.
+func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
+	if err := os.MkdirAll(st.ChrootDir, 0o700); err != nil {
+		return apiPaths{}, err
+	}
+	if err := os.Chown(st.ChrootDir, uid, gid); err != nil {
+		return apiPaths{}, err
+	}
+	p := apiPaths{logFile: "/" + LogFile, vsock: "/" + VsockSocket}
+	link := func(src, name string, writable bool) (string, error) {
+		dst := filepath.Join(st.ChrootDir, name)
+		err := os.Link(src, dst)
+		if errors.Is(err, syscall.EXDEV) {
+			if writable {
+				return "", fmt.Errorf("cannot hard-link writable disk %s into the jail at %s (different filesystems): put the chroot base (config chroot_base) on the filesystem of the VM directories: %w", src, st.ChrootDir, errdefs.ErrFailedPrecondition)
+			}
+			err = copyFile(src, dst)
+		}
+		if err != nil {
+			return "", fmt.Errorf("stage %s in jail: %w", src, err)
+		}
+		return "/" + name, nil
+	}
+	var err error
+	if p.kernel, err = link(spec.Kernel, "vmlinux", false); err != nil {
+		return apiPaths{}, err
+	}
+	if spec.Initrd != "" {
+		if p.initrd, err = link(spec.Initrd, "initrd", false); err != nil {
+			return apiPaths{}, err
+		}
+	}
+	for i, d := range spec.Disks {
+		dp, err := link(d.Path, driveID(i), !d.ReadOnly)
+		if err != nil {
+			return apiPaths{}, err
+		}
+		p.disks = append(p.disks, dp)
+	}
+	if err := touch(st.LogFile, uid, gid); err != nil {
+		return apiPaths{}, err
+	}
+	return p, nil
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o444)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(out, in)
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
