@@ -76,7 +76,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
-	engs, choose, engInfo := engines(ctx, c.Settings, log)
+	engs, choose, engInfo := engines(ctx, c.Settings, l.State, log)
 	log.Info("engine", "default", engInfo.Default, "reason", engInfo.Reason)
 	netw, netErr := setupNetwork(ctx, db, c.Settings, log)
 	switch {

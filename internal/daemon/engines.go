@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"path/filepath"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/config"
@@ -13,7 +14,7 @@ import (
 
 // engines builds the engines this host can run, the rule that picks one
 // for a new VM, and the report `banger engine` prints.
-func engines(ctx context.Context, s config.Config, log *slog.Logger) (map[string]engine.Engine, func(string) (string, string, error), api.EngineInfo) {
+func engines(ctx context.Context, s config.Config, state string, log *slog.Logger) (map[string]engine.Engine, func(string) (string, string, error), api.EngineInfo) {
 	q := qemu.New(qemu.Config{Binary: s.QEMUBin, Logger: log})
 	all := map[string]engine.Engine{engine.QEMU: q}
 	var h engine.Host
@@ -27,7 +28,7 @@ func engines(ctx context.Context, s config.Config, log *slog.Logger) (map[string
 	} else {
 		qs.Available, qs.Note = false, err.Error()
 	}
-	fc := firecrackerEngine(ctx, s, log, &h)
+	fc := firecrackerEngine(ctx, s, filepath.Join(state, "jail"), log, &h)
 	if fc.engine != nil {
 		all[engine.Firecracker] = fc.engine
 	}

@@ -3,11 +3,15 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
+	"os/exec"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/firecracker"
 )
 
 type fcResult struct {
@@ -15,9 +19,48 @@ type fcResult struct {
 	status api.EngineStatus
 }
 
-// firecrackerEngine finds Firecracker; until its engine lands it reports
-// it unavailable.
-func firecrackerEngine(ctx context.Context, s config.Config, log *slog.Logger, h *engine.Host) fcResult {
-	h.FirecrackerErr = errors.New("the Firecracker engine is not in this build")
-	return fcResult{status: api.EngineStatus{Name: engine.Firecracker, Note: h.FirecrackerErr.Error()}}
+// firecrackerEngine finds Firecracker (and its jailer, unless config
+// jailer = false), checks its version, and records in h why it cannot be
+// used when it cannot.
+func firecrackerEngine(ctx context.Context, s config.Config, chrootBase string, log *slog.Logger, h *engine.Host) fcResult {
+	st := api.EngineStatus{Name: engine.Firecracker}
+	fail := func(err error) fcResult {
+		h.FirecrackerErr = err
+		st.Note = err.Error()
+		return fcResult{status: st}
+	}
+	bin := s.FirecrackerBin
+	if bin == "" {
+		p, err := exec.LookPath("firecracker")
+		if err != nil {
+			return fail(errors.New("firecracker not found in PATH (set firecracker_bin in config.toml)"))
+		}
+		bin = p
+	}
+	jailer := s.JailerBin
+	if s.Jailer && jailer == "" {
+		p, err := exec.LookPath("jailer")
+		if err != nil {
+			return fail(errors.New("jailer not found in PATH (set jailer_bin, or jailer = false to run Firecracker without it)"))
+		}
+		jailer = p
+	}
+	e := firecracker.New(firecracker.Config{
+		Firecracker: bin, Jailer: jailer, UseJailer: s.Jailer, ChrootBase: chrootBase,
+		UID: os.Getuid(), GID: os.Getgid(), Logger: log,
+	})
+	v, err := e.Version(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	st.Available, st.Version, st.Accel = true, v, string(engine.AccelKVM)
+	// A Firecracker-compatible test double boots under QEMU and needs no
+	// KVM; it is only ever selected by tests that set this.
+	if os.Getenv("BANGER_TEST_FIRECRACKER_DOUBLE") == "1" {
+		h.KVMErr = nil
+		st.Note = "test double (BANGER_TEST_FIRECRACKER_DOUBLE=1): KVM not required"
+	} else if h.KVMErr != nil {
+		st.Note = fmt.Sprintf("found, but KVM is unusable: %v", h.KVMErr)
+	}
+	return fcResult{engine: e, status: st}
 }

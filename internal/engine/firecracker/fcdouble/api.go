@@ -765,6 +765,6 @@ func (v *vmm) start() error {
 		return badRequest("Start microvm error: %v", err)
 	}
 	v.started = true
-	v.log.Info("Successfully started microvm that was configured from one single json")
+	v.log.Info("Successfully started microvm")
 	return nil
 }

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/qemu"
+)
+
+// startTimeout bounds how long InstanceStart waits for QEMU's QMP socket.
+const startTimeout = 15 * time.Second
+
+// qemuMachine runs the guest as a QEMU child process. QEMU gets
+// PR_SET_PDEATHSIG (SIGKILL) so it dies with the double; when QEMU exits,
+// its status is sent on exited and the double exits too.
+type qemuMachine struct {
+	id     string
+	log    *logger
+	exited chan int
+
+	mu      sync.Mutex
+	dir     string // QEMU's sockets (qmp.sock, agent.sock)
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when QEMU has exited
+	running bool          // Start succeeded: QEMU's exit ends the double
+}
+
+func newQEMUMachine(id string, log *logger) *qemuMachine {
+	return &qemuMachine{id: id, log: log, exited: make(chan int, 1)}
+}
+
+// qemuBinary is qemu-system-x86_64 from PATH, or $FCDOUBLE_QEMU.
+func qemuBinary() (string, error) {
+	b := os.Getenv("FCDOUBLE_QEMU")
+	if b == "" {
+		b = qemu.DefaultBinary
+	}
+	return exec.LookPath(b)
+}
+
+// qemuArgv builds QEMU's argv with banger's qemu.Cmdline, then adapts it to
+// Firecracker's behaviour: the kernel command line is boot_args as given
+// (plus tsc_early_khz under TCG, without which a TCG guest can hang in clock
+// calibration), the serial console goes to stdout, and the agent's
+// virtio-serial port exists only when a vsock device was configured.
+func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) []string {
+	spec := engine.Spec{
+		ID: "fcdouble", Dir: dir, VCPU: p.VCPU, MemoryMiB: p.MemMiB,
+		Kernel: p.Kernel, Initrd: p.Initrd, Cmdline: p.BootArgs,
+	}
+	for _, d := range p.Drives {
+		spec.Disks = append(spec.Disks, engine.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
+	}
+	if p.Net != nil {
+		spec.Net = &engine.NetSpec{TapName: p.Net.HostDev, MAC: p.Net.MAC}
+	}
+	argv := qemu.Cmdline(qemu.CmdlineConfig{
+		Binary: binary, Spec: spec, Accel: accel, TSCKHz: tscKHz, TBSizeMiB: 64,
+	})
+	cmdline := p.BootArgs
+	if accel != engine.AccelKVM && tscKHz > 0 {
+		cmdline = strings.TrimSpace(cmdline + " tsc_early_khz=" + strconv.FormatInt(tscKHz, 10))
+	}
+	out := argv[:1]
+	for i := 1; i < len(argv); i++ {
+		a := argv[i]
+		next := ""
+		if i+1 < len(argv) {
+			next = argv[i+1]
+		}
+		switch {
+		case a == "-append":
+			out = append(out, a, cmdline)
+			i++
+		case a == "-chardev" && strings.HasPrefix(next, "file,id=console,"):
+			out = append(out, a, "stdio,id=console,signal=off")
+			i++
+		case !p.Vsock && a == "-device" && (next == "virtio-serial-device" || strings.HasPrefix(next, "virtserialport,")):
+			i++
+		case !p.Vsock && a == "-chardev" && strings.HasPrefix(next, "socket,id=agent,"):
+			i++
+		default:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Start boots the guest and returns once QEMU answers on its QMP socket.
+func (m *qemuMachine) Start(p bootPlan) error {
+	bin, err := qemuBinary()
+	if err != nil {
+		return err
+	}
+	accel, why := qemu.ChooseAccel(qemu.ProbeHost())
+	var tsc int64
+	if accel != engine.AccelKVM {
+		m.log.Warn(why)
+		if tsc, err = qemu.HostTSCKHz(); err != nil {
+			m.log.Warn("host TSC rate unknown (" + err.Error() + "): the guest runs with -icount")
+			tsc = 0
+		}
+	}
+	dir, err := os.MkdirTemp("", "fcd-")
+	if err != nil {
+		return err
+	}
+	argv := qemuArgv(bin, dir, p, accel, tsc)
+	m.log.Info("Starting QEMU: " + strings.Join(argv, " "))
+
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	done := make(chan struct{})
+	started := make(chan error, 1)
+	// PR_SET_PDEATHSIG fires when the thread that forked QEMU exits: fork
+	// from a locked thread that lives as long as QEMU does.
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
+		err := cmd.Wait()
+		code := 0
+		if err != nil {
+			code = 1
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.ExitCode() > 0 {
+				code = ee.ExitCode()
+			}
+		}
+		os.RemoveAll(dir)
+		m.mu.Lock()
+		close(done)
+		running := m.running
+		m.mu.Unlock()
+		if running {
+			m.exited <- code
+		}
+	}()
+	if err := <-started; err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	m.mu.Lock()
+	m.dir, m.cmd, m.done = dir, cmd, done
+	m.mu.Unlock()
+
+	qmp := filepath.Join(dir, qemu.QMPSocket)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		if c, err := net.Dial("unix", qmp); err == nil {
+			c.Close()
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			select {
+			case <-done:
+				return errors.New("QEMU exited during start (see its messages on stderr)")
+			default:
+			}
+			m.running = true
+			return nil
+		}
+		select {
+		case <-done:
+			return errors.New("QEMU exited during start (see its messages on stderr)")
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			m.kill()
+			return errors.New("QEMU did not answer on its QMP socket")
+		}
+	}
+}
+
+// AgentSocket is QEMU's unix socket for the agent's virtio-serial port.
+func (m *qemuMachine) AgentSocket() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dir == "" {
+		return ""
+	}
+	return filepath.Join(m.dir, qemu.AgentSocket)
+}
+
+// kill stops QEMU, if running, and waits for it briefly.
+func (m *qemuMachine) kill() {
+	m.mu.Lock()
+	cmd, done := m.cmd, m.done
+	m.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// CtrlAltDel presses the guest's ACPI power button through QMP: QEMU's
+// microvm has no i8042 keyboard controller to send the keys to.
+func (m *qemuMachine) CtrlAltDel() error {
+	m.mu.Lock()
+	dir := m.dir
+	m.mu.Unlock()
+	if dir == "" {
+		return errors.New("not started")
+	}
+	return qmpCommand(filepath.Join(dir, qemu.QMPSocket), "system_powerdown")
+}
+
+// qmpCommand runs one argument-less QMP command.
+func qmpCommand(sock, command string) error {
+	c, err := net.DialTimeout("unix", sock, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	type msg struct {
+		QMP    json.RawMessage `json:"QMP"`
+		Return json.RawMessage `json:"return"`
+		Error  *struct {
+			Class string `json:"class"`
+			Desc  string `json:"desc"`
+		} `json:"error"`
+	}
+	// reply skips asynchronous events up to the command's answer.
+	reply := func() (msg, error) {
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				return msg{}, err
+			}
+			var mm msg
+			if err := json.Unmarshal(line, &mm); err != nil {
+				return msg{}, err
+			}
+			if mm.QMP != nil || mm.Return != nil || mm.Error != nil {
+				return mm, nil
+			}
+		}
+	}
+	if _, err := reply(); err != nil { // greeting
+		return err
+	}
+	for _, cmd := range []string{"qmp_capabilities", command} {
+		if _, err := fmt.Fprintf(c, `{"execute":%q}`+"\n", cmd); err != nil {
+			return err
+		}
+		mm, err := reply()
+		if err != nil {
+			return err
+		}
+		if mm.Error != nil {
+			return fmt.Errorf("qmp %s: %s: %s", cmd, mm.Error.Class, mm.Error.Desc)
+		}
+	}
+	return nil
+}
