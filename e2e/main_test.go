@@ -36,6 +36,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// The Firecracker test double, under the name the engine looks for.
+	dbl := exec.Command("go", "build", "-o", filepath.Join(dir, "firecracker"), "../internal/engine/firecracker/fcdouble")
+	dbl.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := dbl.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the firecracker test double: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if vmShared != nil {
 		vmShared.run("vm", "prune", "-f")

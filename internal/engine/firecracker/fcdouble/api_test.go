@@ -305,7 +305,8 @@ func TestStartRules(t *testing.T) {
 
 	// Configure in any order, as Firecracker allows pre-boot.
 	a.put("/drives/data", `{"drive_id": "data", "path_on_host": `+q(f["data.ext4"])+`, "is_root_device": false, "is_read_only": true}`)
-	a.put("/logger", `{"level": "Debug"}`)
+	logFile := a.files("fc.log")["fc.log"]
+	a.put("/logger", `{"level": "Debug", "log_path": `+q(logFile)+`, "show_level": true}`)
 	a.put("/drives/rootfs", `{"drive_id": "rootfs", "path_on_host": `+q(f["root.ext4"])+`, "is_root_device": true, "is_read_only": false}`)
 	a.fault("PUT", "/drives/other-root", `{"drive_id": "other-root", "path_on_host": `+q(f["root.ext4"])+`, "is_root_device": true}`, errRootExists)
 	a.put("/drives/scratch", `{"drive_id": "scratch", "path_on_host": `+q(f["scratch.ext4"])+`, "is_root_device": false, "cache_type": "Writeback", "io_engine": "Sync"}`)
@@ -380,6 +381,9 @@ func TestStartRules(t *testing.T) {
 	a.getJSON("/machine-config", &mc)
 	if mc["vcpu_count"] != 2.0 {
 		t.Errorf("GET /machine-config after start: %v", mc)
+	}
+	if b, _ := os.ReadFile(logFile); !bytes.Contains(b, []byte(errPostBoot)) {
+		t.Errorf("PUT /logger's log_path did not get the log: %q", b)
 	}
 }
 

@@ -116,17 +116,28 @@ func writeGuestInitrd(t *testing.T, path, kernelInitrd, agentBin string) {
 	must(os.WriteFile(path, buf.Bytes(), 0o644))
 }
 
-// TestBootAgent drives the double as banger drives Firecracker: configure
-// through the API, InstanceStart, reach the agent through the hybrid vsock
-// socket, run a command, shut down; the double exits with the guest.
-func TestBootAgent(t *testing.T) {
+// double is a running fcdouble with a booted guest.
+type double struct {
+	cmd            *exec.Cmd
+	exited         chan struct{} // closed once the double has exited
+	waitErr        error
+	stdout, stderr syncBuffer
+	apiSock, uds   string
+	api            *apiClient
+	begin          time.Time
+}
+
+// bootDouble builds the double and the agent, starts the double, and
+// configures and starts a guest through the API as banger configures
+// Firecracker.
+func bootDouble(t *testing.T) *double {
 	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	testutil.RequireTool(t, "go", "golang")
 	if b, err := os.ReadFile("/bin/busybox"); err != nil || !bytes.HasPrefix(b, []byte("\x7fELF")) {
 		testutil.Require(t, false, "busybox-static at /bin/busybox")
 	}
 	kdir := stagedKernel(t)
-	begin := time.Now()
+	d := &double{begin: time.Now(), exited: make(chan struct{})}
 
 	work := t.TempDir()
 	build := exec.Command("go", "build", "-o", work+"/",
@@ -142,37 +153,35 @@ func TestBootAgent(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("built and prepared in %s", time.Since(begin).Round(time.Millisecond))
+	t.Logf("built and prepared in %s", time.Since(d.begin).Round(time.Millisecond))
 
 	sdir := shortDir(t)
-	apiSock, uds := filepath.Join(sdir, "fc.sock"), filepath.Join(sdir, "v.sock")
-	var stdout, stderr syncBuffer
-	fc := exec.Command(filepath.Join(work, "fcdouble"), "--api-sock", apiSock, "--id", "fcdouble-test", "--level", "Debug", "--seccomp-level", "0")
-	fc.Stdout, fc.Stderr = &stdout, &stderr
-	if err := fc.Start(); err != nil {
+	d.apiSock, d.uds = filepath.Join(sdir, "fc.sock"), filepath.Join(sdir, "v.sock")
+	d.cmd = exec.Command(filepath.Join(work, "fcdouble"), "--api-sock", d.apiSock, "--id", "fcdouble-test", "--level", "Debug", "--seccomp-level", "0")
+	d.cmd.Stdout, d.cmd.Stderr = &d.stdout, &d.stderr
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- fc.Wait() }()
+	go func() { d.waitErr = d.cmd.Wait(); close(d.exited) }()
 	t.Cleanup(func() {
 		select {
-		case <-exited:
+		case <-d.exited:
 		default:
-			fc.Process.Kill()
-			<-exited
+			d.cmd.Process.Kill()
+			<-d.exited
 		}
 		if t.Failed() {
-			t.Logf("double stderr:\n%s\nconsole:\n%s", stderr.String(), stdout.String())
+			t.Logf("double stderr:\n%s\nconsole:\n%s", d.stderr.String(), d.stdout.String())
 		}
 	})
 
-	a := &apiClient{t: t, c: &http.Client{Transport: &http.Transport{
+	d.api = &apiClient{t: t, c: &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", apiSock)
+			return (&net.Dialer{}).DialContext(ctx, "unix", d.apiSock)
 		},
 	}}}
 	for i := 0; ; i++ {
-		if _, err := os.Stat(apiSock); err == nil {
+		if _, err := os.Stat(d.apiSock); err == nil {
 			break
 		}
 		if i > 250 {
@@ -180,21 +189,29 @@ func TestBootAgent(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	a := d.api
 	a.put("/machine-config", `{"vcpu_count": 1, "mem_size_mib": 256}`)
 	a.put("/boot-source", fmt.Sprintf(`{"kernel_image_path": %q, "initrd_path": %q, "boot_args": "console=ttyS0 reboot=k panic=1 pci=off"}`,
 		filepath.Join(kdir, kernel.VmlinuxFile), initrd))
 	a.put("/drives/scratch", fmt.Sprintf(`{"drive_id": "scratch", "path_on_host": %q, "is_root_device": false, "is_read_only": true}`, disk))
-	a.put("/vsock", fmt.Sprintf(`{"guest_cid": 3, "uds_path": %q}`, uds))
+	a.put("/vsock", fmt.Sprintf(`{"guest_cid": 3, "uds_path": %q}`, d.uds))
 	a.put("/actions", `{"action_type": "InstanceStart"}`)
 	var info map[string]string
 	a.getJSON("/", &info)
 	if info["state"] != "Running" {
 		t.Fatalf("state %q after InstanceStart", info["state"])
 	}
+	return d
+}
 
+// TestBootAgent drives the double as banger drives Firecracker: configure
+// through the API, InstanceStart, reach the agent through the hybrid vsock
+// socket, run a command, shut down; the double exits with the guest.
+func TestBootAgent(t *testing.T) {
+	d := bootDouble(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	conn, err := net.Dial("unix", uds)
+	conn, err := net.Dial("unix", d.uds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +239,7 @@ func TestBootAgent(t *testing.T) {
 		t.Fatalf("agent handshake over the vsock bridge: %v", err)
 	}
 	defer client.Close()
-	t.Logf("agent %s answered %s after launch", client.AgentVersion(), time.Since(begin).Round(time.Millisecond))
+	t.Logf("agent %s answered %s after launch", client.AgentVersion(), time.Since(d.begin).Round(time.Millisecond))
 
 	var out, errOut bytes.Buffer
 	st, err := client.Exec(ctx, agentproto.ExecRequest{Argv: []string{"echo", "hi"}}, agentproto.ExecIO{Stdout: &out, Stderr: &errOut})
@@ -237,19 +254,56 @@ func TestBootAgent(t *testing.T) {
 		t.Fatalf("agent shutdown: %v", err)
 	}
 	select {
-	case err := <-exited:
-		var ee *exec.ExitError
-		if err != nil && !errors.As(err, &ee) {
-			t.Fatal(err)
-		}
-		if err != nil {
-			t.Fatalf("the double exited with %v after the guest powered off", err)
+	case <-d.exited:
+		if d.waitErr != nil {
+			t.Fatalf("the double exited with %v after the guest powered off", d.waitErr)
 		}
 	case <-ctx.Done():
 		t.Fatal("the double did not exit after the guest powered off")
 	}
-	if _, err := os.Stat(apiSock); !errors.Is(err, os.ErrNotExist) {
+	if !strings.Contains(d.stdout.String(), "Linux version") {
+		t.Errorf("the guest's serial console did not reach the double's stdout")
+	}
+	if _, err := os.Stat(d.apiSock); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("API socket left behind: %v", err)
 	}
-	t.Logf("total %s", time.Since(begin).Round(time.Millisecond))
+	t.Logf("total %s", time.Since(d.begin).Round(time.Millisecond))
+}
+
+// TestKillTakesQEMU: QEMU must not outlive a killed double.
+func TestKillTakesQEMU(t *testing.T) {
+	d := bootDouble(t)
+	var kids []string
+	for _, task := range mustGlob(t, fmt.Sprintf("/proc/%d/task/*/children", d.cmd.Process.Pid)) {
+		if c, err := os.ReadFile(task); err == nil {
+			kids = append(kids, strings.Fields(string(c))...)
+		}
+	}
+	if len(kids) != 1 {
+		t.Fatalf("the double has children %v, want one QEMU", kids)
+	}
+	qemuPid := kids[0]
+	d.cmd.Process.Kill()
+	<-d.exited
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, err := os.ReadFile("/proc/" + qemuPid + "/stat")
+		// Gone, or a zombie waiting for init to reap it.
+		if err != nil || strings.Contains(string(st), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("QEMU (pid %s) still runs after the double was killed", qemuPid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func mustGlob(t *testing.T, pattern string) []string {
+	t.Helper()
+	m, err := filepath.Glob(pattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
