@@ -46,10 +46,17 @@ type netEnv struct {
 
 func newNetEnv(t *testing.T) *netEnv { return newNetEnvAs(t, false, nil) }
 
+// netConfig, when set, is written to the env's config.toml before the
+// daemon first starts, with env as extra environment.
+type netConfig struct {
+	toml string
+	env  []string
+}
+
 // newNetEnvAs makes the topology; with unprivileged, the daemon (and the
 // CLI) run as uid 65534 and a root helper, started in the namespace,
 // performs the network operations.
-func newNetEnvAs(t *testing.T, unprivileged bool, beforeDaemon func(host string)) *netEnv {
+func newNetEnvAs(t *testing.T, unprivileged bool, beforeDaemon func(host string), cfg ...netConfig) *netEnv {
 	nettest.Require(t)
 	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
 	shared := sharedVMEnv(t)
@@ -83,6 +90,11 @@ func newNetEnvAs(t *testing.T, unprivileged bool, beforeDaemon func(host string)
 	e := newEnv(t)
 	e.wrap = []string{"ip", "netns", "exec", host}
 	e.extra = []string{"BANGER_NETWORK=on"}
+	for _, c := range cfg {
+		os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
+		os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(c.toml), 0o600)
+		e.extra = append(e.extra, c.env...)
+	}
 	var k struct{ Vmlinux, Initrd string }
 	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
 	vmlinux, initrd, rootfs := k.Vmlinux, k.Initrd, shared.rootfs
@@ -505,5 +517,26 @@ func TestSubnetConflict(t *testing.T) {
 	// --net none still works.
 	if r := n.run("vm", "run", "--rm", "--net", "none", "--image", "bb", "--", "true"); r.code != 0 {
 		t.Errorf("--net none with networking broken: %+v", r)
+	}
+}
+
+// TestFirecrackerNetworking: a VM on the Firecracker engine (through the
+// test double) gets its tap and public-mode rules like a QEMU VM.
+func TestFirecrackerNetworking(t *testing.T) {
+	n := newNetEnvAs(t, false, nil, netConfig{
+		toml: "engine = \"firecracker\"\nfirecracker_bin = \"" + filepath.Join(binDir, "firecracker") + "\"\njailer = false\n",
+		env:  []string{"BANGER_TEST_FIRECRACKER_DOUBLE=1"},
+	})
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	var web struct{ Engine, IP string }
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &web)
+	if web.Engine != "firecracker" || web.IP == "" {
+		t.Fatalf("vm: %+v", web)
+	}
+	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
+		t.Errorf("firecracker VM to the internet: %q", got)
+	}
+	if got := n.fetch("web", "10.77.0.10:8080"); got != "" {
+		t.Errorf("firecracker VM reached the LAN: %q", got)
 	}
 }
