@@ -19,7 +19,9 @@ build:
 # fuzz run of the layer flattener. Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
-	BANGER_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 40m ./...
+	# -p 1: the suites boot real guests under software emulation on two
+	# cores; run in parallel they starve each other's guests of CPU.
+	BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=20s ./internal/image/flatten
 
 bench: build

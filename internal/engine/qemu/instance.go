@@ -99,9 +99,19 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, engine.DefaultShutdownTimeout)
 		defer cancel()
 	}
-	perr := qmpCall(ctx, i.st.QMPSocket, "system_powerdown", nil, nil)
-	if perr == nil {
-		if err := i.p.Wait(ctx); err == nil {
+	// The button is pressed again every few seconds: a press that came
+	// while the guest was still booting, before anything listened for
+	// it, is otherwise lost.
+	var perr error
+	for ctx.Err() == nil {
+		perr = qmpCall(ctx, i.st.QMPSocket, "system_powerdown", nil, nil)
+		if perr != nil {
+			break
+		}
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := i.p.Wait(wctx)
+		cancel()
+		if err == nil {
 			i.log.Info("vm powered off")
 			i.cleanup()
 			return nil

@@ -1,0 +1,166 @@
+package workspace
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/bangervm/banger/errdefs"
+)
+
+// DefaultGuestPath is where `vm run PATH` puts the checkout.
+const DefaultGuestPath = "/root/repo"
+
+// Files the prepare script leaves in the guest's .git directory, read by
+// the export script.
+const (
+	// BaseFile holds the commit the guest checkout started from: the
+	// host's HEAD. Export diffs against it unless told otherwise.
+	BaseFile = "banger-base"
+	// ShippedRef is a guest-only commit on top of the base holding the
+	// tree as shipped (with the host's uncommitted changes). Exporting
+	// with --base-commit refs/banger/shipped gives only the guest's own
+	// changes, which apply to the host's still-dirty working tree.
+	ShippedRef = "refs/banger/shipped"
+	// BaseRef keeps the base commit reachable whatever the guest does to
+	// its branches.
+	BaseRef = "refs/banger/base"
+)
+
+// GuestPrepareScript returns a POSIX sh script, run in the guest as root
+// with Pack's stream on standard input, that creates a git checkout at
+// guestPath (which must not exist or be empty): it fetches the bundle,
+// checks out the host's HEAD on branch (a new branch at HEAD; "" leaves
+// HEAD detached), applies the changes with `git apply --index`, records
+// the base in .git/banger-base and sets user.name and user.email for
+// guest commits unless configured. It exits non-zero with a message on
+// standard error on any failure; a half-made checkout is removed.
+//
+// Pass the host's Repo.Branch for the default, or the --branch name. Check
+// a user-given name with ValidateBranch first; the script checks it again.
+func GuestPrepareScript(guestPath, branch string) string {
+	return fmt.Sprintf(prepareScript, shQuote(guestPath), shQuote(branch), StreamFormat, StreamVersion)
+}
+
+const prepareScript = `set -eu
+dest=%s
+branch=%s
+die() { echo "banger workspace: $*" >&2; exit 1; }
+command -v git >/dev/null 2>&1 || die "git is not installed in the guest (apt-get install git)"
+if [ -n "$branch" ]; then
+	git check-ref-format --branch "$branch" >/dev/null 2>&1 || die "invalid branch name: $branch"
+fi
+if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ]; then
+	die "$dest already exists and is not empty"
+fi
+tmp=$(mktemp -d)
+made=
+cleanup() {
+	rm -rf "$tmp"
+	if [ -n "$made" ]; then rm -rf "$dest"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+tar -x -f - -C "$tmp" || die "reading the workspace stream"
+for f in header.json repo.bundle changes.patch; do
+	[ -f "$tmp/$f" ] || die "workspace stream lacks $f"
+done
+grep -q '"format":"%s","version":%d,' "$tmp/header.json" || die "unsupported workspace stream: $(head -c 200 "$tmp/header.json")"
+head=$(sed -n 's/.*"head":"\([0-9a-f]*\)".*/\1/p' "$tmp/header.json")
+[ -n "$head" ] || die "workspace stream header has no head"
+made=1
+mkdir -p "$dest"
+cd "$dest"
+git -c init.defaultBranch=banger-unborn init -q .
+if grep -q '"shallow":true' "$tmp/header.json"; then
+	echo "$head" > .git/shallow
+fi
+git fetch -q --no-tags "$tmp/repo.bundle" "HEAD:` + BaseRef + `" || die "fetching the bundle"
+[ "$(git rev-parse ` + BaseRef + `)" = "$head" ] || die "bundle HEAD does not match the header"
+if [ -n "$branch" ]; then
+	git checkout -q -b "$branch" "$head"
+else
+	git checkout -q --detach "$head"
+fi
+git config user.name >/dev/null 2>&1 || git config user.name "banger guest"
+git config user.email >/dev/null 2>&1 || git config user.email "root@$(hostname 2>/dev/null || echo localhost)"
+if [ -s "$tmp/changes.patch" ]; then
+	git apply --index --binary --whitespace=nowarn "$tmp/changes.patch" || die "applying the host's uncommitted changes"
+fi
+echo "$head" > .git/` + BaseFile + `
+shipped=$(git commit-tree -p "$head" -m "banger: host working tree as shipped" "$(git write-tree)")
+git update-ref ` + ShippedRef + ` "$shipped"
+made=
+`
+
+// GuestExportScript returns a POSIX sh script, run in the guest, that
+// prints to standard output a binary-safe patch (adds, deletes, renames,
+// mode changes, binary files, any file name) from baseCommit to the
+// working tree at guestPath: committed and uncommitted changes, untracked
+// files that are not ignored included. An empty baseCommit means the base
+// recorded by the prepare script. The patch is empty when nothing changed.
+//
+// The guest's index and object store are not written either: the script
+// stages into a temporary index whose blobs go to a temporary object
+// directory, as Pack does on the host.
+func GuestExportScript(guestPath, baseCommit string) string {
+	return fmt.Sprintf(exportScript, shQuote(guestPath), shQuote(baseCommit), strings.Join(diffArgs, " "))
+}
+
+const exportScript = `set -eu
+dest=%s
+base=%s
+die() { echo "banger workspace: $*" >&2; exit 1; }
+cd "$dest" 2>/dev/null || die "$dest does not exist"
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$dest is not a git checkout"
+top=$(git rev-parse --show-toplevel)
+cd "$top"
+if [ -z "$base" ]; then
+	[ -f .git/` + BaseFile + ` ] || die "no recorded base in $top/.git/` + BaseFile + `; pass --base-commit"
+	base=$(cat .git/` + BaseFile + `)
+fi
+base=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
+objects=$(cd "$(git rev-parse --git-path objects)" && pwd)
+index=$(git rev-parse --git-path index)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+mkdir "$tmp/objects"
+if [ -f "$index" ]; then cp -p "$index" "$tmp/index"; fi
+GIT_INDEX_FILE=$tmp/index GIT_OBJECT_DIRECTORY=$tmp/objects GIT_OPTIONAL_LOCKS=0
+export GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_OPTIONAL_LOCKS
+# Without the alternate while adding, so that blobs that exist already are
+# written to $tmp rather than "freshened" (touched) in the repository.
+git -c core.splitIndex=false -c core.fsmonitor=false add --all -- :/
+GIT_ALTERNATE_OBJECT_DIRECTORIES=$objects
+export GIT_ALTERNATE_OBJECT_DIRECTORIES
+git %s --cached -M "$base" --
+`
+
+// ValidateBranch checks that name is a valid new branch name, as --branch
+// takes it, with InvalidArgument otherwise.
+func ValidateBranch(ctx context.Context, name string) error {
+	if name == "" || strings.HasPrefix(name, "-") {
+		return fmt.Errorf("branch %q: not a valid branch name: %w", name, errdefs.ErrInvalidArgument)
+	}
+	if _, err := git(ctx, "", nil, "check-ref-format", "--branch", name); err != nil {
+		return fmt.Errorf("branch %q: not a valid branch name: %w", name, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// Apply applies an exported patch to the working tree at dir (the
+// repository's top level) with `git apply`, without touching its index.
+// An empty patch is no change.
+func Apply(ctx context.Context, dir string, patch io.Reader) error {
+	if _, err := git2(ctx, dir, nil, nil, patch, "apply", "--allow-empty", "--whitespace=nowarn", "-"); err != nil {
+		return fmt.Errorf("apply workspace patch in %s: %w", dir, err)
+	}
+	return nil
+}
+
+// shQuote quotes s as one sh word.
+func shQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
