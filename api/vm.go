@@ -56,6 +56,9 @@ type VM struct {
 	CreatedAt time.Time   `json:"createdAt"`
 	StartedAt *time.Time  `json:"startedAt,omitempty"`
 	Forwards  []Forward   `json:"forwards,omitempty"`
+	// Workspace is the guest path of the repository shipped in with vm
+	// run PATH or vm workspace prepare; vm exec runs there by default.
+	Workspace string `json:"workspace,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take
@@ -190,3 +193,11 @@ type EngineStatus struct {
 
 // PathEngine reports engine selection.
 const PathEngine = "/v1/engine"
+
+// WorkspaceRequest records the workspace of a VM.
+type WorkspaceRequest struct {
+	Path string `json:"path"`
+}
+
+// ActionWorkspace is PUT /v1/vms/{ref}/workspace.
+const ActionWorkspace = "workspace"

@@ -262,3 +262,14 @@ func (c *Client) Engine(ctx context.Context) (api.EngineInfo, error) {
 	var out api.EngineInfo
 	return out, c.getJSON(ctx, api.PathEngine, &out)
 }
+
+// SetVMWorkspace records the guest path of a VM's workspace.
+func (c *Client) SetVMWorkspace(ctx context.Context, ref, path string) (api.VM, error) {
+	resp, err := c.do(ctx, http.MethodPut, vmPath(ref, api.ActionWorkspace), api.WorkspaceRequest{Path: path})
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer resp.Body.Close()
+	var out api.VM
+	return out, json.NewDecoder(resp.Body).Decode(&out)
+}

@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bangervm/banger/internal/testutil"
@@ -11,10 +14,7 @@ import (
 // TestPullDebianBookworm builds the default catalog image with debootstrap
 // from the host's Debian mirror (about a minute).
 func TestPullDebianBookworm(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "debootstrap", "debootstrap")
-	e := newEnv(t)
-	e.ok("image", "pull", "debian-bookworm")
+	e := sharedDebianEnv(t)
 	out := e.ok("image", "show", "debian-bookworm", "--json")
 	if !strings.Contains(out, `"source": "debootstrap"`) || !strings.Contains(out, "/bin/bash") {
 		t.Errorf("show: %s", out)
@@ -31,6 +31,48 @@ func TestPullDebianBookworm(t *testing.T) {
 	if o, err := exec.Command("e2fsck", "-fn", rootfs).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck: %v %s", err, o)
 	}
+}
+
+var (
+	debOnce   sync.Once
+	debShared *env
+	debErr    string
+)
+
+// sharedDebianEnv is a home with the debian-bookworm catalog image (built
+// once, about a minute) and Debian's cloud kernel, for tests that need
+// git and coreutils in the guest. It lives until the package's tests end.
+func sharedDebianEnv(t *testing.T) *env {
+	t.Helper()
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "debootstrap", "debootstrap")
+	shared := sharedVMEnv(t)
+	debOnce.Do(func() {
+		home, err := os.MkdirTemp("", "bh-deb-")
+		if err != nil {
+			debErr = err.Error()
+			return
+		}
+		e := &env{t: t, home: home}
+		var k struct{ Vmlinux, Initrd string }
+		testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
+		for _, args := range [][]string{
+			{"kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "debian-cloud"},
+			{"image", "pull", "debian-bookworm"},
+		} {
+			if r := e.run(args...); r.code != 0 {
+				debErr = fmt.Sprintf("banger %v: %s", args, r.err)
+				return
+			}
+		}
+		debShared = e
+	})
+	if debShared == nil {
+		t.Fatalf("debian env: %s", debErr)
+	}
+	e := *debShared
+	e.t = t
+	return &e
 }
 
 func jsonField(t *testing.T, js, key string) string {

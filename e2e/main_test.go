@@ -44,6 +44,11 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if debShared != nil {
+		debShared.run("vm", "prune", "-f")
+		debShared.stopDaemon()
+		os.RemoveAll(debShared.home)
+	}
 	if vmShared != nil {
 		vmShared.run("vm", "prune", "-f")
 		vmShared.stopDaemon()

@@ -41,6 +41,7 @@ type VMs interface {
 	Forwards(ctx context.Context, ref string) ([]api.Forward, error)
 	AddForward(ctx context.Context, ref string, f api.Forward) (api.Forward, error)
 	RemoveForward(ctx context.Context, ref string, hostPort int) error
+	SetWorkspace(ctx context.Context, ref, path string) (api.VM, error)
 }
 
 func (s *server) routeVMs(mux *http.ServeMux) {
@@ -53,6 +54,15 @@ func (s *server) routeVMs(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/{action}", s.vmAction)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/logs", s.vmLogs)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/stats", s.vmStats)
+	mux.HandleFunc("PUT "+api.PathVM+"{ref}/workspace", func(w http.ResponseWriter, r *http.Request) {
+		var req api.WorkspaceRequest
+		if err := decode(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+		v, err := s.c.VMs.SetWorkspace(r.Context(), r.PathValue("ref"), req.Path)
+		reply(w, v, err)
+	})
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/ports", func(w http.ResponseWriter, r *http.Request) {
 		v, err := s.c.VMs.Ports(r.Context(), r.PathValue("ref"))
 		reply(w, v, err)

@@ -19,7 +19,8 @@ func TestUsageErrors(t *testing.T) {
 	}{
 		{[]string{"vm", "run", "-d", "--rm"}, "cannot be combined"},
 		{[]string{"vm", "run", "-d", "--", "true"}, "cannot be combined"},
-		{[]string{"vm", "run", "stray"}, "put the command after --"},
+		{[]string{"vm", "run", "a", "b"}, "one PATH at most"},
+		{[]string{"vm", "run", "--dry-run"}, "--dry-run needs a PATH"},
 		{[]string{"vm", "create", "--disk-size", "lots"}, `size "lots"`},
 		{[]string{"vm", "exec", "box"}, "want a VM and a command"},
 		{[]string{"vm", "stop"}, "at least one VM"},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/workspace"
 )
 
 // ExitError carries a guest command's exit status out of the CLI.
@@ -186,25 +187,46 @@ type VMRunOptions struct {
 	Detach bool
 	Cmd    []string
 	exec   execOptions
+	// Path is a git repository to ship into the VM; DryRun lists what
+	// would be shipped and boots nothing.
+	Path   string
+	DryRun bool
+	ws     wsOptions
 }
 
 func newVMRunCmd(f *Factory) *cobra.Command {
 	var o VMRunOptions
 	cmd := &cobra.Command{
-		Use:   "run [flags] [-- CMD...]",
+		Use:   "run [flags] [PATH] [-- CMD...]",
 		Short: "Create and boot a VM, then open a shell in it or run CMD",
 		Long: `Create and boot a VM. Without a command, open an interactive shell in it; the
 VM keeps running after you leave (banger vm ssh NAME to come back). With
 -- CMD, run it and exit with its status; with --rm the VM is deleted
-afterwards. With -d, return as soon as the VM is up.`,
+afterwards. With -d, return as soon as the VM is up. With PATH, a git
+repository, the VM gets /root/repo: a checkout at your HEAD with your
+uncommitted changes to tracked files (and, with --include-untracked,
+untracked files that are not ignored; ignored files never), and commands
+run there. Your repository, index and config are only read.`,
 		Example: `  banger vm run --image dev --kernel debian-cloud
   banger vm run --rm --image dev -- sh -c 'echo hi; exit 7'
-  banger vm run -d --name box --image dev`,
+  banger vm run -d --name box --image dev
+  banger vm run ./myrepo -- make test
+  banger vm run --dry-run --include-untracked ./myrepo`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if n := cmd.ArgsLenAtDash(); n > 0 || (n < 0 && len(args) > 0) {
-				return flagErrorf("vm run: unexpected argument %q (put the command after --)", args[0])
+			n := cmd.ArgsLenAtDash()
+			if n < 0 {
+				n = len(args)
 			}
-			o.Cmd = args
+			if n > 1 {
+				return flagErrorf("vm run: unexpected argument %q (one PATH at most; put the command after --)", args[1])
+			}
+			if n == 1 {
+				o.Path = args[0]
+			}
+			o.Cmd = args[n:]
+			if o.DryRun && o.Path == "" {
+				return flagErrorf("vm run: --dry-run needs a PATH")
+			}
 			if o.Detach && (o.Remove || len(o.Cmd) > 0) {
 				return flagErrorf("vm run: -d cannot be combined with --rm or a command")
 			}
@@ -220,10 +242,26 @@ afterwards. With -d, return as soon as the VM is up.`,
 	cmd.Flags().BoolVarP(&o.Detach, "detach", "d", false, "return once the VM is running")
 	cmd.Flags().StringVarP(&o.exec.Dir, "workdir", "w", "", "working directory in the guest (default: the image's)")
 	cmd.Flags().StringArrayVarP(&o.exec.Env, "env", "e", nil, "set an environment variable, KEY=VALUE")
+	cmd.Flags().BoolVar(&o.DryRun, "dry-run", false, "list what of PATH would be shipped, and boot nothing")
+	o.ws.add(cmd)
 	return cmd
 }
 
 func runVMRun(ctx context.Context, f *Factory, o VMRunOptions, req api.CreateVMRequest) (retErr error) {
+	var plan *workspace.Manifest
+	if o.Path != "" {
+		// Read the repository before booting anything: a bad PATH fails
+		// fast and leaves no VM behind.
+		m, err := planWorkspace(ctx, o.Path, o.ws)
+		if err != nil {
+			return &guestFailure{err}
+		}
+		if o.DryRun {
+			printPlan(f, m)
+			return nil
+		}
+		plan = &m
+	}
 	c, err := f.Client(ctx)
 	if err != nil {
 		return &guestFailure{err}
@@ -233,6 +271,14 @@ func runVMRun(ctx context.Context, f *Factory, o VMRunOptions, req api.CreateVMR
 	p.done()
 	if err != nil {
 		return &guestFailure{err}
+	}
+	if plan != nil {
+		if err := ship(ctx, f, c, v.ID, *plan, o.ws); err != nil {
+			// A sandbox without the repository it was asked for is half
+			// made: remove it.
+			c.DeleteVM(context.WithoutCancel(ctx), v.ID, true)
+			return &guestFailure{err}
+		}
 	}
 	if o.Detach {
 		fmt.Fprintf(f.IO.Out, "vm %s running; banger vm ssh %s to get a shell\n", v.Name, v.Name)

@@ -71,4 +71,6 @@ CREATE TABLE forwards (
 	PRIMARY KEY (host_addr, host_port)
 );
 `,
+	// 5: the workspace shipped into a VM (its guest path), if any.
+	`ALTER TABLE vms ADD COLUMN workspace TEXT NOT NULL DEFAULT '';`,
 }

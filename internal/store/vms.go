@@ -27,11 +27,12 @@ type VM struct {
 	SpecJSON  string // what the VM was created from (image config, boot settings)
 	Net       string // none, public or full
 	NetIndex  int    // address slot in banger's subnet (1-based; 0 when Net is none)
+	Workspace string // guest path of the repository shipped in, if any
 	CreatedAt time.Time
 	StartedAt time.Time
 }
 
-const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at, net, net_index`
+const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at, net, net_index, workspace`
 
 func ts(t time.Time) string {
 	if t.IsZero() {
@@ -43,7 +44,7 @@ func ts(t time.Time) string {
 func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	var v VM
 	var created, started string
-	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started, &v.Net, &v.NetIndex)
+	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started, &v.Net, &v.NetIndex, &v.Workspace)
 	if err != nil {
 		return v, err
 	}
@@ -57,8 +58,8 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 	if v.Net == "" {
 		v.Net = "none"
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt), v.Net, v.NetIndex)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt), v.Net, v.NetIndex, v.Workspace)
 	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
 		return fmt.Errorf("vm %q: %w", v.Name, errdefs.ErrAlreadyExists)
 	}
@@ -70,8 +71,8 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 
 // UpdateVM rewrites a VM's mutable fields.
 func (s *Store) UpdateVM(ctx context.Context, v VM) error {
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET vcpu=?, memory_mib=?, state=?, reason=?, spec_json=?, started_at=? WHERE id=?`,
-		v.VCPU, v.MemoryMiB, v.State, v.Reason, v.SpecJSON, ts(v.StartedAt), v.ID)
+	res, err := s.db.ExecContext(ctx, `UPDATE vms SET vcpu=?, memory_mib=?, state=?, reason=?, spec_json=?, started_at=?, workspace=? WHERE id=?`,
+		v.VCPU, v.MemoryMiB, v.State, v.Reason, v.SpecJSON, ts(v.StartedAt), v.Workspace, v.ID)
 	if err != nil {
 		return fmt.Errorf("update vm %s: %w", v.Name, err)
 	}

@@ -155,7 +155,7 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 	out := api.VM{
 		ID: v.ID, Name: v.Name, State: v.State, Reason: v.Reason, Image: v.Image, Kernel: v.Kernel,
 		Engine: v.Engine, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB, DiskBytes: v.DiskBytes, Dir: v.Dir,
-		Config: sp.Config, CreatedAt: v.CreatedAt, Net: v.Net,
+		Config: sp.Config, CreatedAt: v.CreatedAt, Net: v.Net, Workspace: v.Workspace,
 	}
 	if a, ok := m.vmAddr(v); ok {
 		out.IP = a.String()
@@ -1000,6 +1000,9 @@ func (m *Manager) Agent(ctx context.Context, ref string) (*agentproto.Client, ap
 func ExecDefaults(vm api.VM, req api.ExecRequest) agentproto.ExecRequest {
 	out := agentproto.ExecRequest{Argv: req.Argv, Env: req.Env, Dir: req.Dir, User: req.User, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols}
 	if out.Dir == "" {
+		out.Dir = vm.Workspace
+	}
+	if out.Dir == "" {
 		out.Dir = vm.Config.WorkingDir
 	}
 	if out.User == "" {
@@ -1044,4 +1047,21 @@ func (m *Manager) Stats(ctx context.Context, ref string) (api.VMStats, error) {
 		}
 	}
 	return out, nil
+}
+
+// SetWorkspace records the guest path of the repository shipped into a VM.
+func (m *Manager) SetWorkspace(ctx context.Context, ref, path string) (api.VM, error) {
+	v, _, unlock, err := m.lockVM(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	if path != "" && !filepath.IsAbs(path) {
+		return api.VM{}, fmt.Errorf("workspace path %q must be absolute: %w", path, errdefs.ErrInvalidArgument)
+	}
+	v.Workspace = path
+	if err := m.cfg.DB.UpdateVM(ctx, v); err != nil {
+		return api.VM{}, err
+	}
+	return m.toAPI(v), nil
 }

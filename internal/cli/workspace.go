@@ -1,0 +1,195 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/workspace"
+)
+
+// wsOptions are the flags that choose what of a repository is shipped.
+type wsOptions struct {
+	IncludeUntracked bool
+	FullHistory      bool
+	Branch           string
+	GuestPath        string
+}
+
+func (o *wsOptions) add(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&o.IncludeUntracked, "include-untracked", false, "also ship untracked files that are not ignored (ignored files never are)")
+	cmd.Flags().BoolVar(&o.FullHistory, "full-history", false, "ship all of HEAD's history, not only HEAD")
+	cmd.Flags().StringVar(&o.Branch, "branch", "", "check out a new guest-only branch of this name at HEAD")
+}
+
+// planWorkspace reads the repository at path (never writing to it) and
+// returns what would be shipped.
+func planWorkspace(ctx context.Context, path string, o wsOptions) (workspace.Manifest, error) {
+	repo, err := workspace.Inspect(ctx, path)
+	if err != nil {
+		return workspace.Manifest{}, err
+	}
+	if o.Branch != "" {
+		if err := workspace.ValidateBranch(ctx, o.Branch); err != nil {
+			return workspace.Manifest{}, err
+		}
+	}
+	return workspace.Plan(ctx, repo, workspace.Options{IncludeUntracked: o.IncludeUntracked, FullHistory: o.FullHistory})
+}
+
+func printPlan(f *Factory, m workspace.Manifest) {
+	for _, file := range m.Files {
+		fmt.Fprintln(f.IO.Out, file.Path)
+	}
+	for _, d := range m.Deleted {
+		fmt.Fprintf(f.IO.Out, "%s (deleted)\n", d)
+	}
+	fmt.Fprintf(f.IO.ErrOut, "%d files at %s, %d changed from HEAD\n", len(m.Files), shortHash(m.Repo.Head), len(m.Changed()))
+}
+
+func shortHash(h string) string {
+	if len(h) > 12 {
+		return h[:12]
+	}
+	return h
+}
+
+// ship streams the planned repository into the VM over the agent channel
+// and records the workspace, so vm exec runs there.
+func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m workspace.Manifest, o wsOptions) error {
+	guest := o.GuestPath
+	if guest == "" {
+		guest = workspace.DefaultGuestPath
+	}
+	branch := o.Branch
+	if branch == "" {
+		branch = m.Repo.Branch
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(workspace.Pack(ctx, m, pw)) }()
+	var stderr bytes.Buffer
+	st, err := c.Exec(ctx, ref, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestPrepareScript(guest, branch)}, Dir: "/"},
+		client.ExecIO{Stdin: pr, Stdout: io.Discard, Stderr: &stderr})
+	pr.Close()
+	if err != nil {
+		return fmt.Errorf("ship %s: %w", m.Repo.Root, err)
+	}
+	if st.Code != 0 || st.Signal != 0 {
+		return fmt.Errorf("ship %s into vm %s failed (guest exit %d): %s; the image needs git, sh and tar (e.g. debian-bookworm)", m.Repo.Root, ref, st.Code, bytes.TrimSpace(stderr.Bytes()))
+	}
+	if _, err := c.SetVMWorkspace(ctx, ref, guest); err != nil {
+		return err
+	}
+	fmt.Fprintf(f.IO.ErrOut, "shipped %s (%d files) to %s:%s\n", m.Repo.Root, len(m.Files), ref, guest)
+	return nil
+}
+
+func newVMWorkspaceCmd(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "workspace",
+		Short: "Ship a git repository into a VM and bring its changes back",
+	}
+	var o wsOptions
+	var dryRun bool
+	prepare := &cobra.Command{
+		Use:   "prepare VM PATH",
+		Short: "Ship the repository at PATH into the VM as a checkout at the same HEAD with your uncommitted changes",
+		Args:  exactArgs(2, "a VM and a repository path"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := planWorkspace(cmd.Context(), args[1], o)
+			if err != nil {
+				return err
+			}
+			if dryRun {
+				printPlan(f, m)
+				return nil
+			}
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return ship(cmd.Context(), f, c, args[0], m, o)
+		},
+	}
+	o.add(prepare)
+	prepare.Flags().StringVar(&o.GuestPath, "guest-path", workspace.DefaultGuestPath, "where the checkout goes in the guest")
+	prepare.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be shipped, ship nothing")
+
+	var base, output string
+	export := &cobra.Command{
+		Use:   "export VM",
+		Short: "Print a binary patch of everything changed in the guest since the shipped HEAD (committed or not)",
+		Example: `  banger vm workspace export box | git apply
+  banger vm workspace export box --output changes.patch`,
+		Args: exactArgs(1, "one VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := c.VM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if v.Workspace == "" {
+				return fmt.Errorf("vm %s has no workspace: ship one with banger vm workspace prepare %s PATH", v.Name, v.Name)
+			}
+			out := f.IO.Out
+			var file *os.File
+			if output != "" {
+				tmp := output + ".tmp"
+				if file, err = os.Create(tmp); err != nil {
+					return err
+				}
+				defer os.Remove(tmp)
+				out = file
+			}
+			var stderr bytes.Buffer
+			st, err := c.Exec(cmd.Context(), v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestExportScript(v.Workspace, base)}, Dir: "/"},
+				client.ExecIO{Stdout: out, Stderr: &stderr})
+			if err != nil {
+				return err
+			}
+			if st.Code != 0 || st.Signal != 0 {
+				return fmt.Errorf("export from vm %s failed (guest exit %d): %s", v.Name, st.Code, bytes.TrimSpace(stderr.Bytes()))
+			}
+			if file != nil {
+				if err := file.Close(); err != nil {
+					return err
+				}
+				return os.Rename(output+".tmp", output)
+			}
+			return nil
+		},
+	}
+	export.Flags().StringVar(&base, "base-commit", "", "diff against this guest commit (default: the HEAD that was shipped)")
+	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to this file instead of stdout")
+
+	status := &cobra.Command{
+		Use:   "status VM",
+		Short: "Show what changed in the guest's workspace, like git status",
+		Args:  exactArgs(1, "one VM"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			v, err := c.VM(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if v.Workspace == "" {
+				return fmt.Errorf("vm %s has no workspace: ship one with banger vm workspace prepare %s PATH", v.Name, v.Name)
+			}
+			return runInVM(cmd.Context(), f, c, v.ID, []string{"git", "-C", v.Workspace, "status"}, execOptions{})
+		},
+	}
+	cmd.AddCommand(prepare, export, status)
+	return cmd
+}
