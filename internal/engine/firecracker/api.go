@@ -150,6 +150,11 @@ type request struct {
 	Body         any
 }
 
+// metricsBody is PUT /metrics.
+type metricsBody struct {
+	MetricsPath string `json:"metrics_path"`
+}
+
 // driveID names disk i: vda, vdb, ... as the guest sees them.
 func driveID(i int) string { return "vd" + string(rune('a'+i)) }
 
@@ -163,6 +168,7 @@ func configRequests(spec engine.Spec, st state, p apiPaths) []request {
 	}
 	rs := []request{
 		{"PUT", "/logger", loggerBody{LogPath: p.logFile, Level: "Info"}},
+		{"PUT", "/metrics", metricsBody{MetricsPath: p.metricsFile}},
 		{"PUT", "/machine-config", machineConfigBody{VCPUCount: spec.VCPU, MemSizeMiB: spec.MemoryMiB}},
 		{"PUT", "/boot-source", bootSourceBody{KernelImagePath: p.kernel, InitrdPath: p.initrd, BootArgs: args}},
 	}

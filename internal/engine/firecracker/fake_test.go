@@ -57,7 +57,7 @@ func parseFaults(s string) map[string]fakeFault {
 	return m
 }
 
-var preBoot = []string{"/logger", "/machine-config", "/boot-source", "/drives/", "/network-interfaces/", "/vsock"}
+var preBoot = []string{"/logger", "/metrics", "/machine-config", "/boot-source", "/drives/", "/network-interfaces/", "/vsock"}
 
 func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
@@ -117,6 +117,11 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case r.URL.Path == "/logger":
 		if _, err := os.Stat(str("log_path")); err != nil {
 			fault(fmt.Sprintf("Logger error: Failed to open target file: %v", err))
+			return
+		}
+	case r.URL.Path == "/metrics":
+		if _, err := os.Stat(str("metrics_path")); err != nil {
+			fault(fmt.Sprintf("Metrics error: Failed to open target file: %v", err))
 			return
 		}
 	case r.URL.Path == "/boot-source":

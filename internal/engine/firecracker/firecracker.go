@@ -45,8 +45,9 @@ const (
 	PIDFile     = "firecracker.pid" // written once it runs
 	APISocket   = "fc.sock"
 	VsockSocket = "v.sock"
-	ConsoleLog  = "console.log"     // firecracker stdout+stderr: the guest serial console
-	LogFile     = "firecracker.log" // Firecracker's own log (PUT /logger)
+	ConsoleLog  = "console.log"         // firecracker stdout+stderr: the guest serial console
+	LogFile     = "firecracker.log"     // Firecracker's own log (PUT /logger)
+	MetricsFile = "firecracker.metrics" // Firecracker's metrics, JSON lines (PUT /metrics)
 )
 
 // maxSocketPath is the longest unix socket path (sun_path is 108 bytes with
@@ -287,7 +288,7 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 		st.APISockArg = "/" + APISocket
 		st.Argv = append([]string{jailer}, JailerArgs(JailerConfig{
 			ID: st.JailID, ExecFile: bin, UID: e.cfg.UID, GID: e.cfg.GID,
-			ChrootBase: base, CgroupVersion: e.cfg.CgroupVersion, Cgroups: e.cfg.Cgroups,
+			ChrootBase: base, CgroupVersion: cgroupVersion(e.cfg.CgroupVersion), Cgroups: cgroupLimits(e.cfg.Cgroups, *spec),
 			FirecrackerArgs: []string{"--api-sock", st.APISockArg},
 		})...)
 	} else {
@@ -355,7 +356,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}
 	undo = append(undo, removeFile(st.APISocket), removeFile(st.VsockUDS))
 
-	paths := apiPaths{kernel: spec.Kernel, initrd: spec.Initrd, logFile: st.LogFile, vsock: st.VsockUDS}
+	paths := apiPaths{kernel: spec.Kernel, initrd: spec.Initrd, logFile: st.LogFile, metricsFile: filepath.Join(filepath.Dir(st.LogFile), MetricsFile), vsock: st.VsockUDS}
 	for _, d := range spec.Disks {
 		paths.disks = append(paths.disks, d.Path)
 	}
@@ -364,6 +365,8 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 		if paths, err = stageJail(st, spec, e.cfg.UID, e.cfg.GID); err != nil {
 			return nil, err
 		}
+	} else if err := touch(paths.metricsFile, -1, -1); err != nil {
+		return nil, err
 	} else if err := touch(st.LogFile, -1, -1); err != nil {
 		return nil, err
 	}

@@ -92,9 +92,9 @@ func JailID(id string) string {
 // apiPaths are the file paths as Firecracker sees them (chroot-relative
 // under the jailer).
 type apiPaths struct {
-	kernel, initrd string
-	disks          []string
-	logFile, vsock string
+	kernel, initrd              string
+	disks                       []string
+	logFile, metricsFile, vsock string
 }
 
 // stageJail makes the chroot and links the VM's files into it: hard links,
@@ -108,7 +108,7 @@ func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
 	if err := os.Chown(st.ChrootDir, uid, gid); err != nil {
 		return apiPaths{}, err
 	}
-	p := apiPaths{logFile: "/" + LogFile, vsock: "/" + VsockSocket}
+	p := apiPaths{logFile: "/" + LogFile, metricsFile: "/" + MetricsFile, vsock: "/" + VsockSocket}
 	link := func(src, name string, writable bool) (string, error) {
 		dst := filepath.Join(st.ChrootDir, name)
 		err := os.Link(src, dst)
@@ -139,6 +139,9 @@ func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
 		}
 		p.disks = append(p.disks, dp)
 	}
+	if err := touch(filepath.Join(filepath.Dir(st.LogFile), MetricsFile), uid, gid); err != nil {
+		return p, err
+	}
 	if err := touch(st.LogFile, uid, gid); err != nil {
 		return apiPaths{}, err
 	}
@@ -160,4 +163,29 @@ func copyFile(src, dst string) error {
 		err = cerr
 	}
 	return err
+}
+
+// cgroupVersion is the cgroup version the jailer is told to use: the
+// configured one, else 2 (the unified hierarchy of current distributions).
+func cgroupVersion(v int) int {
+	if v == 0 {
+		return 2
+	}
+	return v
+}
+
+// cgroupLimits returns the jailer's --cgroup settings: the configured
+// ones, else limits derived from the VM's size (cgroup v2 files): CPU time
+// for vcpu CPUs, and memory for the guest plus room for Firecracker
+// itself.
+func cgroupLimits(configured []string, spec engine.Spec) []string {
+	if len(configured) > 0 {
+		return configured
+	}
+	const period = 100000
+	const vmmOverheadMiB = 128
+	return []string{
+		fmt.Sprintf("cpu.max=%d %d", spec.VCPU*period, period),
+		fmt.Sprintf("memory.max=%d", int64(spec.MemoryMiB+vmmOverheadMiB)<<20),
+	}
 }

@@ -119,7 +119,7 @@ func assertNothingLeft(t *testing.T, spec engine.Spec, allowed ...string) {
 		t.Errorf("processes left for %s: %v", spec.Dir, pids)
 	}
 	ents, _ := os.ReadDir(spec.Dir)
-	inputs := []string{"vmlinux", "initrd.img", "root.ext4", "disk.ext4", "bzImage", ConsoleLog, LogFile}
+	inputs := []string{"vmlinux", "initrd.img", "root.ext4", "disk.ext4", "bzImage", ConsoleLog, LogFile, MetricsFile}
 	for _, e := range ents {
 		if !slices.Contains(inputs, e.Name()) && !slices.Contains(allowed, e.Name()) {
 			t.Errorf("left in VM dir: %s", e.Name())
@@ -146,7 +146,7 @@ func TestStartConfiguresThroughAPI(t *testing.T) {
 	}
 	// GET / polls first; then the configuration, in order.
 	i := slices.Index(calls, "PUT /logger")
-	want := []string{"PUT /logger", "PUT /machine-config", "PUT /boot-source", "PUT /drives/vda", "PUT /drives/vdb",
+	want := []string{"PUT /logger", "PUT /metrics", "PUT /machine-config", "PUT /boot-source", "PUT /drives/vda", "PUT /drives/vdb",
 		"PUT /network-interfaces/eth0", "PUT /vsock", "PUT /actions"}
 	if i < 0 || !slices.Equal(calls[i:], want) {
 		t.Fatalf("calls %q; want GET / then %q", calls, want)
