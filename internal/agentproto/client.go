@@ -265,14 +265,15 @@ func (c *Client) ReadFile(ctx context.Context, path string) (io.ReadCloser, File
 		cl.close()
 		return nil, FileInfo{}, cl.wrap("read "+path, err)
 	}
-	return &fileReader{cl: cl, path: path}, fi, nil
+	return &fileReader{cl: cl, op: "read " + path}, fi, nil
 }
 
+// fileReader reads an operation's data frames up to fEOF.
 type fileReader struct {
-	cl   *call
-	path string
-	buf  []byte
-	err  error
+	cl  *call
+	op  string
+	buf []byte
+	err error
 }
 
 func (r *fileReader) Read(p []byte) (int, error) {
@@ -283,13 +284,13 @@ func (r *fileReader) Read(p []byte) (int, error) {
 		t, data, err := readFrame(r.cl.st)
 		switch {
 		case err != nil:
-			r.err = r.cl.wrap("read "+r.path, err)
+			r.err = r.cl.wrap(r.op, err)
 		case t == fData:
 			r.buf = data
 		case t == fEOF:
 			r.err = io.EOF
 		default:
-			r.err = r.cl.wrap("read "+r.path, decodeFrame(t, data, fEOF, nil))
+			r.err = r.cl.wrap(r.op, decodeFrame(t, data, fEOF, nil))
 			if r.err == nil {
 				r.err = io.EOF
 			}
@@ -310,8 +311,14 @@ func (r *fileReader) Close() error {
 // renames it into place after fsync, so the file is either complete or
 // absent. The parent directory must exist (else ErrNotFound).
 func (c *Client) WriteFile(ctx context.Context, path string, mode fs.FileMode, r io.Reader) error {
-	op := "write " + path
-	cl, err := c.open(ctx, request{Op: opWriteFile, Path: path, Mode: uint32(mode.Perm())})
+	return c.sendData(ctx, request{Op: opWriteFile, Path: path, Mode: uint32(mode.Perm())}, "write "+path, r)
+}
+
+// sendData runs an operation that takes a data stream: the agent checks
+// the request first, then gets r as data frames and answers with the
+// outcome.
+func (c *Client) sendData(ctx context.Context, req request, op string, r io.Reader) error {
+	cl, err := c.open(ctx, req)
 	if err != nil {
 		return err
 	}

@@ -50,6 +50,8 @@ const (
 	opReadFile  = "readFile"
 	opWriteFile = "writeFile"
 	opShutdown  = "shutdown"
+	opTarOut    = "tarOut"
+	opTarIn     = "tarIn"
 )
 
 type request struct {

@@ -285,6 +285,10 @@ func (s *Server) serveStream(ctx context.Context, st *yamux.Stream) {
 		s.exec(ctx, st, fw, *req.Exec, log)
 	case opShutdown:
 		s.shutdown(ctx, st, fw, log)
+	case opTarOut:
+		s.tarOut(ctx, fw, req.Path)
+	case opTarIn:
+		s.tarIn(ctx, st, fw, req.Path)
 	default:
 		_ = fw.error(fmt.Errorf("unknown operation %q (agent protocol %d): %w", req.Op, ProtocolVersion, errdefs.ErrInvalidArgument))
 	}
@@ -305,12 +309,18 @@ func (s *Server) readFile(ctx context.Context, fw *frameWriter, path string) {
 		_ = fw.error(err)
 		return
 	}
+	sendData(fw, rc, fi, "read "+path)
+}
+
+// sendData answers with meta, then streams rc as data frames up to fEOF
+// (or an error frame), and closes rc.
+func sendData(fw *frameWriter, rc io.ReadCloser, meta any, op string) {
 	defer rc.Close()
-	if err := fw.json(fResponse, fi); err != nil {
+	if err := fw.json(fResponse, meta); err != nil {
 		return
 	}
 	if _, err := io.CopyBuffer(fw.data(fData), rc, make([]byte, chunkSize)); err != nil {
-		_ = fw.error(fmt.Errorf("read %s: %w", path, err))
+		_ = fw.error(fmt.Errorf("%s: %w", op, err))
 		return
 	}
 	_ = fw.write(fEOF, nil)
@@ -322,6 +332,13 @@ func (s *Server) writeFile(ctx context.Context, r io.Reader, fw *frameWriter, pa
 		_ = fw.error(err)
 		return
 	}
+	receiveData(r, fw, pf, "write "+path)
+}
+
+// receiveData answers that the operation may start, writes data frames to
+// pf up to fEOF and commits it, answering again with the outcome. pf is
+// aborted unless committed.
+func receiveData(r io.Reader, fw *frameWriter, pf PendingFile, op string) {
 	committed := false
 	defer func() {
 		if !committed {
@@ -347,13 +364,13 @@ func (s *Server) writeFile(ctx context.Context, r io.Reader, fw *frameWriter, pa
 			continue
 		case fEOF:
 		default:
-			_ = fw.error(fmt.Errorf("write %s: unexpected frame type %d: %w", path, t, errdefs.ErrInvalidArgument))
+			_ = fw.error(fmt.Errorf("%s: unexpected frame type %d: %w", op, t, errdefs.ErrInvalidArgument))
 			return
 		}
 		break
 	}
 	if werr != nil {
-		_ = fw.error(fmt.Errorf("write %s: %w", path, werr))
+		_ = fw.error(fmt.Errorf("%s: %w", op, werr))
 		return
 	}
 	if err := pf.Commit(); err != nil {

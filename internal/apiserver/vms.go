@@ -54,6 +54,7 @@ func (s *server) routeVMs(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+api.PathVM+"{ref}/{action}", s.vmAction)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/logs", s.vmLogs)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}/stats", s.vmStats)
+	s.routeCopy(mux)
 	mux.HandleFunc("PUT "+api.PathVM+"{ref}/workspace", func(w http.ResponseWriter, r *http.Request) {
 		var req api.WorkspaceRequest
 		if err := decode(r, &req); err != nil {

@@ -20,7 +20,7 @@ func newVMCmd(f *Factory) *cobra.Command {
 	}
 	cmd.AddCommand(newVMRunCmd(f), newVMCreateCmd(f), newVMListCmd(f, "list"), newVMShowCmd(f),
 		newVMLifecycleCmd(f, "start"), newVMLifecycleCmd(f, "stop"), newVMLifecycleCmd(f, "restart"), newVMLifecycleCmd(f, "kill"),
-		newVMDeleteCmd(f), newVMPruneCmd(f), newVMSetCmd(f), newVMExecCmd(f), newVMSSHCmd(f), newVMLogsCmd(f), newVMStatsCmd(f), newVMPortsCmd(f), newVMForwardCmd(f), newVMWorkspaceCmd(f))
+		newVMDeleteCmd(f), newVMPruneCmd(f), newVMSetCmd(f), newVMExecCmd(f), newVMSSHCmd(f), newVMLogsCmd(f), newVMStatsCmd(f), newVMPortsCmd(f), newVMForwardCmd(f), newVMWorkspaceCmd(f), newVMCpCmd(f))
 	return cmd
 }
 

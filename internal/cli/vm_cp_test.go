@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/agent"
+	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/apiserver"
+)
+
+func TestParseCpArgs(t *testing.T) {
+	tests := []struct {
+		src, dst string
+		want     cpOptions
+		usage    bool
+	}{
+		{src: "./site", dst: "box:/srv/", want: cpOptions{Src: cpEndpoint{Path: "./site"}, Dst: cpEndpoint{VM: "box", Path: "/srv/"}}},
+		{src: "box:/var/log/app.log", dst: ".", want: cpOptions{Src: cpEndpoint{VM: "box", Path: "/var/log/app.log"}, Dst: cpEndpoint{Path: "."}}},
+		{src: "box:etc", dst: "/tmp/x", want: cpOptions{Src: cpEndpoint{VM: "box", Path: "/etc"}, Dst: cpEndpoint{Path: "/tmp/x"}}},
+		{src: "file", dst: "box:/a:b", want: cpOptions{Src: cpEndpoint{Path: "file"}, Dst: cpEndpoint{VM: "box", Path: "/a:b"}}},
+		{src: "./a:b", dst: "box:/", want: cpOptions{Src: cpEndpoint{Path: "./a:b"}, Dst: cpEndpoint{VM: "box", Path: "/"}}},
+		{src: "/abs/a:b", dst: "box:/x", want: cpOptions{Src: cpEndpoint{Path: "/abs/a:b"}, Dst: cpEndpoint{VM: "box", Path: "/x"}}},
+		{src: "dir/a:b", dst: "box:/x", want: cpOptions{Src: cpEndpoint{Path: "dir/a:b"}, Dst: cpEndpoint{VM: "box", Path: "/x"}}},
+		{src: "a", dst: "b", usage: true},
+		{src: "box:/a", dst: "other:/b", usage: true},
+		{src: "box:", dst: ".", usage: true},
+		{src: ":/x", dst: ".", usage: true},
+		{src: "", dst: "box:/x", usage: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.src+" "+tt.dst, func(t *testing.T) {
+			got, err := parseCpArgs(tt.src, tt.dst)
+			if tt.usage {
+				var fe *FlagError
+				if !errors.As(err, &fe) {
+					t.Fatalf("err = %v, want a FlagError", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// agentVMs serves every VM from one in-process agent.
+type agentVMs struct {
+	apiserver.VMs
+	ac *agentproto.Client
+}
+
+func (v agentVMs) Get(ctx context.Context, ref string) (api.VM, error) {
+	if ref != "box" {
+		return api.VM{}, fmt.Errorf("vm %q: %w", ref, errdefs.ErrNotFound)
+	}
+	return api.VM{Name: ref}, nil
+}
+
+func (v agentVMs) Agent(ctx context.Context, ref string) (*agentproto.Client, api.VM, error) {
+	if ref != "box" {
+		return nil, api.VM{}, fmt.Errorf("vm %q: %w", ref, errdefs.ErrNotFound)
+	}
+	return v.ac, api.VM{Name: ref}, nil
+}
+
+// serveCp returns a client of an API server whose VM "box" is this
+// machine, through a real agent handler.
+func serveCp(t *testing.T) *client.Client {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	host, guest := net.Pipe()
+	srv := &agentproto.Server{Handler: agent.NewHandler(agent.HandlerConfig{Logger: log}), AgentVersion: "test", Logger: log}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.ServeConn(ctx, guest) }()
+	ac, err := agentproto.Connect(ctx, host, agentproto.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "api.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{Handler: apiserver.New(apiserver.Config{VMs: agentVMs{ac: ac}, Log: log, Version: api.VersionInfo{Version: "test", APIVersion: api.Version}})}
+	go hs.Serve(ln)
+	t.Cleanup(func() { hs.Close(); ac.Close(); cancel(); <-done })
+	return client.New(sock)
+}
+
+func TestVMCpRoundTrip(t *testing.T) {
+	c := serveCp(t)
+	ctx := context.Background()
+	base := t.TempDir()
+	src := filepath.Join(base, "src")
+	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
+	os.WriteFile(filepath.Join(src, "sub", "f"), []byte("data"), 0o640)
+	os.Symlink("sub/f", filepath.Join(src, "l"))
+	guest := filepath.Join(base, "guest")
+	os.Mkdir(guest, 0o755)
+	cp := func(s, d string) error {
+		t.Helper()
+		o, err := parseCpArgs(s, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runVMCp(ctx, c, o)
+	}
+	read := func(p string) string {
+		b, _ := os.ReadFile(p)
+		return string(b)
+	}
+
+	// Into an existing directory, then renamed, then a single file.
+	if err := cp(src, "box:"+guest); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp(src, "box:"+guest+"/renamed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp(filepath.Join(src, "sub", "f"), "box:"+guest+"/g"); err != nil {
+		t.Fatal(err)
+	}
+	if read(guest+"/src/l") != "data" || read(guest+"/renamed/sub/f") != "data" || read(guest+"/g") != "data" {
+		t.Fatal("host to vm copy incomplete")
+	}
+	if fi, _ := os.Lstat(guest + "/renamed/l"); fi == nil || fi.Mode()&fs.ModeSymlink == 0 {
+		t.Error("symlink not kept")
+	}
+
+	// Back to the host.
+	back := filepath.Join(base, "back")
+	if err := cp("box:"+guest+"/src", back); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp("box:"+guest+"/g", back); err != nil {
+		t.Fatal(err)
+	}
+	if read(back+"/sub/f") != "data" || read(back+"/g") != "data" {
+		t.Fatal("vm to host copy incomplete")
+	}
+	if fi, _ := os.Stat(back + "/sub/f"); fi == nil || fi.Mode() != 0o640 {
+		t.Errorf("mode not kept: %v", fi)
+	}
+
+	// Errors.
+	if err := cp("box:"+guest+"/missing", back); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "no such file in vm box") {
+		t.Errorf("missing guest path: %v", err)
+	}
+	if err := cp(filepath.Join(base, "missing"), "box:"+guest); !errdefs.IsNotFound(err) {
+		t.Errorf("missing host path: %v", err)
+	}
+	if err := cp(src, "box:"+guest+"/no/such/dir"); !errdefs.IsNotFound(err) {
+		t.Errorf("missing guest parent: %v", err)
+	}
+	if err := cp(src, "box:"+guest+"/g"); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("dir onto file: %v", err)
+	}
+	if err := cp(src, "nobox:/x"); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), `vm "nobox"`) {
+		t.Errorf("missing vm: %v", err)
+	}
+}
