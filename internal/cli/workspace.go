@@ -72,7 +72,10 @@ func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m works
 		branch = m.Repo.Branch
 	}
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(workspace.Pack(ctx, m, pw)) }()
+	p := newProgress(f.IO)
+	defer p.done()
+	cw := &shipProgress{w: pw, report: p.event}
+	go func() { pw.CloseWithError(workspace.Pack(ctx, m, cw)) }()
 	var stderr bytes.Buffer
 	st, err := c.Exec(ctx, ref, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestPrepareScript(guest, branch)}, Dir: "/"},
 		client.ExecIO{Stdin: pr, Stdout: io.Discard, Stderr: &stderr})
@@ -192,4 +195,23 @@ func newVMWorkspaceCmd(f *Factory) *cobra.Command {
 	}
 	cmd.AddCommand(prepare, export, status)
 	return cmd
+}
+
+// shipProgress reports how much of the workspace stream has been sent, at
+// most once per 8 MiB.
+type shipProgress struct {
+	w      io.Writer
+	n      int64
+	last   int64
+	report func(api.Event)
+}
+
+func (s *shipProgress) Write(b []byte) (int, error) {
+	n, err := s.w.Write(b)
+	s.n += int64(n)
+	if s.n-s.last >= 8<<20 {
+		s.last = s.n
+		s.report(api.Event{Phase: "ship", Message: fmt.Sprintf("shipping workspace: %s sent", humanBytes(s.n))})
+	}
+	return n, err
 }
