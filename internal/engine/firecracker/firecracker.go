@@ -390,7 +390,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 				quoteTail("firecracker log", st.LogFile, fcLogOff))
 		}
 	}()
-	if err := writeFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
+	if err := proc.WriteFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
 		return nil, err
 	}
 	inst = &Instance{id: spec.ID, st: st, p: p, api: newAPIClient(st.APISocket), log: e.log.With("vm", spec.ID)}

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine/proc"
 )
 
 func readState(dir string) (state, error) {
@@ -31,36 +32,7 @@ func readState(dir string) (state, error) {
 }
 
 func writeState(dir string, st state) error {
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	return writeFileAtomic(filepath.Join(dir, StateFile), append(b, '\n'))
-}
-
-// writeFileAtomic writes via a temporary file, fsync and rename, so readers
-// see the old file or the whole new one.
-func writeFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return proc.WriteJSON(filepath.Join(dir, StateFile), st)
 }
 
 // touch creates path (0600) if missing, owned by uid:gid unless they are
