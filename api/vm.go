@@ -201,3 +201,10 @@ type WorkspaceRequest struct {
 
 // ActionWorkspace is PUT /v1/vms/{ref}/workspace.
 const ActionWorkspace = "workspace"
+
+// Archive route: GET /v1/vms/{ref}/archive?path=P streams a tar of the guest
+// path P; PUT with a tar body extracts it into the guest directory P.
+const (
+	ActionArchive  = "archive"
+	TarContentType = "application/x-tar"
+)

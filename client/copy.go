@@ -14,7 +14,7 @@ import (
 // archivePath is the archive route of VM ref (see apiserver): GET the tar
 // of a guest path, PUT a tar into a guest directory.
 func archivePath(ref, guestPath string) string {
-	return api.PathVM + url.PathEscape(ref) + "/archive?path=" + url.QueryEscape(guestPath)
+	return vmPath(ref, api.ActionArchive) + "?path=" + url.QueryEscape(guestPath)
 }
 
 // CopyFromVM streams the guest file tree at path (absolute) as a PAX tar
@@ -38,7 +38,7 @@ func (c *Client) CopyToVM(ctx context.Context, ref, dir string, tar io.Reader) e
 		return err
 	}
 	req.Header.Set(api.HeaderVersion, api.Version)
-	req.Header.Set("Content-Type", "application/x-tar")
+	req.Header.Set("Content-Type", api.TarContentType)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -96,3 +96,26 @@ echo brand-new > "another file.txt"`)
 		t.Error("the host repository's index, HEAD or status changed")
 	}
 }
+
+// TestWorkspaceNeedsGit: shipping into an image without git fails with an
+// error naming the image and the fix, and leaves no VM behind.
+func TestWorkspaceNeedsGit(t *testing.T) {
+	e := sharedVMEnv(t)
+	repo := t.TempDir()
+	git(t, repo, "init", "-q")
+	os.WriteFile(filepath.Join(repo, "f"), []byte("x\n"), 0o644)
+	git(t, repo, "add", "f")
+	git(t, repo, "commit", "-qm", "one")
+	before := e.vmLeftovers()
+	r := e.run("vm", "run", "--rm", "--image", e.image, repo, "--", "true")
+	if r.code != 125 || !strings.Contains(r.err, "image "+e.image) || !strings.Contains(r.err, "git") {
+		t.Errorf("exit %d stderr %q; want an error naming image %s and git", r.code, r.err, e.image)
+	}
+	if got := e.vmLeftovers(); got != before {
+		t.Errorf("leftovers: %d, want %d", got, before)
+	}
+	// Not a repository at all: refused before any VM exists.
+	if r := e.run("vm", "run", "--rm", "--image", e.image, t.TempDir(), "--", "true"); r.code != 125 || !strings.Contains(r.err, "not a git repository") {
+		t.Errorf("plain directory: %+v", r)
+	}
+}

@@ -9,13 +9,11 @@ import (
 	"github.com/bangervm/banger/errdefs"
 )
 
-// archiveSuffix follows api.PathVM+"{ref}": GET streams the tar of the
-// guest path ?path=, PUT extracts the request body (a tar) into the guest
-// directory ?path=.
-const archiveSuffix = "/archive"
-
-// tarContentType is the media type of archive bodies.
-const tarContentType = "application/x-tar"
+// The archive routes follow api.PathVM+"{ref}" (see api.ActionArchive).
+const (
+	archiveSuffix  = "/" + api.ActionArchive
+	tarContentType = api.TarContentType
+)
 
 func (s *server) routeCopy(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+api.PathVM+"{ref}"+archiveSuffix, s.getArchive)

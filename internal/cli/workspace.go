@@ -84,7 +84,11 @@ func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m works
 		return fmt.Errorf("ship %s: %w", m.Repo.Root, err)
 	}
 	if st.Code != 0 || st.Signal != 0 {
-		return fmt.Errorf("ship %s into vm %s failed (guest exit %d): %s; the image needs git, sh and tar (e.g. debian-bookworm)", m.Repo.Root, ref, st.Code, bytes.TrimSpace(stderr.Bytes()))
+		image := "its image"
+		if v, err := c.VM(ctx, ref); err == nil {
+			image = "image " + v.Image
+		}
+		return fmt.Errorf("ship %s into vm %s failed (guest exit %d): %s; %s needs git, sh and tar in the guest: use an image that has them, such as debian-bookworm", m.Repo.Root, ref, st.Code, bytes.TrimSpace(stderr.Bytes()), image)
 	}
 	if _, err := c.SetVMWorkspace(ctx, ref, guest); err != nil {
 		return err
