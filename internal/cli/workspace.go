@@ -136,16 +136,9 @@ func newVMWorkspaceCmd(f *Factory) *cobra.Command {
   banger vm workspace export box --output changes.patch`,
 		Args: exactArgs(1, "one VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
+			c, v, err := vmWorkspace(cmd.Context(), f, args[0])
 			if err != nil {
 				return err
-			}
-			v, err := c.VM(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if v.Workspace == "" {
-				return fmt.Errorf("vm %s has no workspace: ship one with banger vm workspace prepare %s PATH", v.Name, v.Name)
 			}
 			out := f.IO.Out
 			var file *os.File
@@ -183,16 +176,9 @@ func newVMWorkspaceCmd(f *Factory) *cobra.Command {
 		Short: "Show what changed in the guest's workspace, like git status",
 		Args:  exactArgs(1, "one VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
+			c, v, err := vmWorkspace(cmd.Context(), f, args[0])
 			if err != nil {
 				return err
-			}
-			v, err := c.VM(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if v.Workspace == "" {
-				return fmt.Errorf("vm %s has no workspace: ship one with banger vm workspace prepare %s PATH", v.Name, v.Name)
 			}
 			return runInVM(cmd.Context(), f, c, v.ID, []string{"git", "-C", v.Workspace, "status"}, execOptions{})
 		},
@@ -218,4 +204,21 @@ func (s *shipProgress) Write(b []byte) (int, error) {
 		s.report(api.Event{Phase: "ship", Message: fmt.Sprintf("shipping workspace: %s sent", humanBytes(s.n))})
 	}
 	return n, err
+}
+
+// vmWorkspace returns a client and the VM ref names, which must have a
+// workspace.
+func vmWorkspace(ctx context.Context, f *Factory, ref string) (*client.Client, api.VM, error) {
+	c, err := f.Client(ctx)
+	if err != nil {
+		return nil, api.VM{}, err
+	}
+	v, err := c.VM(ctx, ref)
+	if err != nil {
+		return nil, api.VM{}, err
+	}
+	if v.Workspace == "" {
+		return nil, api.VM{}, fmt.Errorf("vm %s has no workspace: ship one with banger vm workspace prepare %s PATH", v.Name, v.Name)
+	}
+	return c, v, nil
 }

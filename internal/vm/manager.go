@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -214,21 +213,6 @@ func (m *Manager) engine(name string) (engine.Engine, error) {
 	return e, nil
 }
 
-// hostMemMiB returns the host's RAM in MiB.
-func hostMemMiB() int {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
-			kb, _ := strconv.Atoi(f[1])
-			return kb / 1024
-		}
-	}
-	return 0
-}
-
 func (m *Manager) checkSize(vcpu, memMiB int) error {
 	if vcpu < 1 || vcpu > runtime.NumCPU() {
 		return fmt.Errorf("vcpu %d: this host has %d CPUs, use 1 to %d: %w", vcpu, runtime.NumCPU(), runtime.NumCPU(), errdefs.ErrInvalidArgument)
@@ -236,7 +220,7 @@ func (m *Manager) checkSize(vcpu, memMiB int) error {
 	if memMiB < 64 {
 		return fmt.Errorf("memory %d MiB: use at least 64: %w", memMiB, errdefs.ErrInvalidArgument)
 	}
-	if host := hostMemMiB(); host > 0 && memMiB > host {
+	if host, err := engine.HostMemMiB(); err == nil && int64(memMiB) > host {
 		return fmt.Errorf("memory %d MiB is more than the host's %d MiB of RAM: choose a smaller --memory: %w", memMiB, host, errdefs.ErrInvalidArgument)
 	}
 	return nil

@@ -371,8 +371,8 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 		return nil, err
 	}
 
-	logOff := fileSize(st.ConsoleLog)
-	fcLogOff := fileSize(st.LogFile)
+	logOff := proc.FileSize(st.ConsoleLog)
+	fcLogOff := proc.FileSize(st.LogFile)
 	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.ConsoleLog})
 	if err != nil {
 		return nil, err
@@ -386,8 +386,8 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	defer func() {
 		if err != nil {
 			err = fmt.Errorf("%w%s%s", err,
-				quoteTail("firecracker output", st.ConsoleLog, logOff),
-				quoteTail("firecracker log", st.LogFile, fcLogOff))
+				proc.QuoteTail("firecracker output", st.ConsoleLog, logOff),
+				proc.QuoteTail("firecracker log", st.LogFile, fcLogOff))
 		}
 	}()
 	if err := proc.WriteFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
@@ -420,7 +420,7 @@ func (e *Engine) waitAPI(ctx context.Context, inst *Instance) error {
 		if inst.p.Exited() {
 			return errors.New("firecracker exited during start")
 		}
-		if fileExists(inst.st.APISocket) {
+		if proc.FileExists(inst.st.APISocket) {
 			qctx, qcancel := context.WithTimeout(ctx, time.Second)
 			_, lastErr = inst.api.instanceInfo(qctx)
 			qcancel()
@@ -444,47 +444,11 @@ func validate(spec *engine.Spec) error {
 	inv := func(format string, a ...any) error {
 		return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
 	}
-	if spec.ID == "" {
-		return inv("empty VM id")
-	}
-	abs, err := filepath.Abs(spec.Dir)
-	if err != nil {
+	if err := spec.Validate(); err != nil {
 		return err
 	}
-	spec.Dir = abs
-	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
-		return inv("VM directory %q is not a directory", spec.Dir)
-	}
-	if spec.VCPU < 1 || spec.VCPU > 32 {
+	if spec.VCPU > 32 {
 		return inv("vcpu %d: Firecracker supports 1 to 32", spec.VCPU)
-	}
-	if spec.MemoryMiB < 32 {
-		return inv("memory %d MiB: need at least 32", spec.MemoryMiB)
-	}
-	if total, err := hostMemMiB(); err == nil && int64(spec.MemoryMiB) > total {
-		return inv("memory %d MiB is more than the host's %d MiB", spec.MemoryMiB, total)
-	}
-	if spec.Kernel == "" {
-		return inv("no kernel")
-	}
-	files := []string{spec.Kernel}
-	if spec.Initrd != "" {
-		files = append(files, spec.Initrd)
-	}
-	for _, d := range spec.Disks {
-		files = append(files, d.Path)
-	}
-	for _, f := range files {
-		fi, err := os.Stat(f)
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%s: %w", f, errdefs.ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0 {
-			return inv("%s is not a file", f)
-		}
 	}
 	if n := spec.Net; n != nil && n.TapName == "" {
 		return inv("network without a tap name (Firecracker opens taps by name; a tap fd cannot be passed)")

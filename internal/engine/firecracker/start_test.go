@@ -165,7 +165,7 @@ func TestStartConfiguresThroughAPI(t *testing.T) {
 		}
 	}
 	for _, f := range []string{StateFile, PIDFile, APISocket, LogFile} {
-		if !fileExists(filepath.Join(spec.Dir, f)) {
+		if !proc.FileExists(filepath.Join(spec.Dir, f)) {
 			t.Errorf("%s missing", f)
 		}
 	}

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/engine/proc"
@@ -47,59 +45,4 @@ func touch(path string, uid, gid int) error {
 		return os.Chown(path, uid, gid)
 	}
 	return nil
-}
-
-func fileSize(p string) int64 {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// quoteTail returns "; <what>: <last lines of path after off>" or "".
-func quoteTail(what, path string, off int64) string {
-	const max = 2000
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	size := fileSize(path)
-	if size-off > max {
-		off = size - max
-	}
-	if size <= off {
-		return ""
-	}
-	b := make([]byte, size-off)
-	n, _ := f.ReadAt(b, off)
-	s := strings.TrimSpace(string(b[:n]))
-	if s == "" {
-		return ""
-	}
-	return "; " + what + ":\n" + s
-}
-
-// hostMemMiB is the host's MemTotal.
-func hostMemMiB() (int64, error) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			if f := strings.Fields(rest); len(f) > 0 {
-				if kb, err := strconv.ParseInt(f[0], 10, 64); err == nil {
-					return kb / 1024, nil
-				}
-			}
-		}
-	}
-	return 0, errors.New("no MemTotal in /proc/meminfo")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // WriteFileAtomic writes via a temporary file, fsync and rename, so readers
@@ -40,4 +41,40 @@ func WriteJSON(path string, v any) error {
 		return err
 	}
 	return WriteFileAtomic(path, append(b, '\n'))
+}
+
+// FileSize is the size of p, or 0 when it cannot be read.
+func FileSize(p string) int64 {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// FileExists reports whether p exists.
+func FileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// QuoteTail returns "; <what>: <last lines of path after off>" or "".
+func QuoteTail(what, path string, off int64) string {
+	const max = 2000
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	size := FileSize(path)
+	if size-off > max {
+		off = size - max
+	}
+	b := make([]byte, size-off)
+	n, _ := f.ReadAt(b, off)
+	s := strings.TrimSpace(string(b[:n]))
+	if s == "" {
+		return ""
+	}
+	return "; " + what + ":\n" + s
 }

@@ -202,8 +202,8 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		return nil, err
 	}
 	// Mark where this run's output starts, so errors quote only this run.
-	logOff := fileSize(st.StderrLog)
-	conOff := fileSize(st.ConsoleLog)
+	logOff := proc.FileSize(st.StderrLog)
+	conOff := proc.FileSize(st.ConsoleLog)
 
 	var extra []*os.File
 	if spec.Net != nil && spec.Net.TapFD != nil {
@@ -223,8 +223,8 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		}
 		os.Remove(st.PIDFile)
 		return nil, fmt.Errorf("%w%s%s", err,
-			quoteTail("qemu output", st.StderrLog, logOff),
-			quoteTail("console", st.ConsoleLog, conOff))
+			proc.QuoteTail("qemu output", st.StderrLog, logOff),
+			proc.QuoteTail("console", st.ConsoleLog, conOff))
 	}
 	if err := proc.WriteFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
 		return fail(err)
@@ -256,7 +256,7 @@ func (e *Engine) waitReady(ctx context.Context, inst *Instance) error {
 		if inst.p.Exited() {
 			return errors.New("qemu exited during start")
 		}
-		if fileExists(inst.st.QMPSocket) {
+		if proc.FileExists(inst.st.QMPSocket) {
 			qctx, qcancel := context.WithTimeout(ctx, time.Second)
 			var st qmpStatus
 			lastErr = qmpCall(qctx, inst.st.QMPSocket, "query-status", nil, &st)
@@ -288,52 +288,11 @@ func validate(spec *engine.Spec) error {
 	inv := func(format string, a ...any) error {
 		return fmt.Errorf(format+": %w", append(a, errdefs.ErrInvalidArgument)...)
 	}
-	if spec.ID == "" {
-		return inv("empty VM id")
-	}
-	if !filepath.IsAbs(spec.Dir) {
-		abs, err := filepath.Abs(spec.Dir)
-		if err != nil {
-			return err
-		}
-		spec.Dir = abs
-	}
-	if fi, err := os.Stat(spec.Dir); err != nil || !fi.IsDir() {
-		return inv("VM directory %q is not a directory", spec.Dir)
+	if err := spec.Validate(); err != nil {
+		return err
 	}
 	if err := checkSocketPaths(spec.Dir); err != nil {
 		return inv("%v", err)
-	}
-	if spec.VCPU < 1 {
-		return inv("vcpu %d: need at least 1", spec.VCPU)
-	}
-	if spec.MemoryMiB < 32 {
-		return inv("memory %d MiB: need at least 32", spec.MemoryMiB)
-	}
-	if total, err := hostMemMiB(); err == nil && int64(spec.MemoryMiB) > total {
-		return inv("memory %d MiB is more than the host's %d MiB", spec.MemoryMiB, total)
-	}
-	if spec.Kernel == "" {
-		return inv("no kernel")
-	}
-	files := []string{spec.Kernel}
-	if spec.Initrd != "" {
-		files = append(files, spec.Initrd)
-	}
-	for _, d := range spec.Disks {
-		files = append(files, d.Path)
-	}
-	for _, f := range files {
-		fi, err := os.Stat(f)
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%s: %w", f, errdefs.ErrNotFound)
-		}
-		if err != nil {
-			return err
-		}
-		if !fi.Mode().IsRegular() && fi.Mode()&os.ModeDevice == 0 {
-			return inv("%s is not a file", f)
-		}
 	}
 	if n := spec.Net; n != nil && n.TapFD == nil && n.TapName == "" {
 		return inv("network without a tap name or fd")
@@ -342,26 +301,6 @@ func validate(spec *engine.Spec) error {
 		return inv("kernel command line contains a newline or NUL")
 	}
 	return nil
-}
-
-// hostMemMiB is the host's MemTotal.
-func hostMemMiB() (int64, error) {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "MemTotal:"); ok {
-			f := strings.Fields(rest)
-			if len(f) > 0 {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				if err == nil {
-					return kb / 1024, nil
-				}
-			}
-		}
-	}
-	return 0, errors.New("no MemTotal in /proc/meminfo")
 }
 
 // deriveCID maps a VM id to a guest CID in [3, 2^31).
@@ -466,38 +405,4 @@ func readState(dir string) (state, error) {
 
 func writeState(dir string, st state) error {
 	return proc.WriteJSON(filepath.Join(dir, StateFile), st)
-}
-
-func fileSize(p string) int64 {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return 0
-	}
-	return fi.Size()
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
-
-// quoteTail returns "; <what>: <last lines of path after off>" or "".
-func quoteTail(what, path string, off int64) string {
-	const max = 2000
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	size := fileSize(path)
-	if size-off > max {
-		off = size - max
-	}
-	b := make([]byte, size-off)
-	n, _ := f.ReadAt(b, off)
-	s := strings.TrimSpace(string(b[:n]))
-	if s == "" {
-		return ""
-	}
-	return "; " + what + ":\n" + s
 }
