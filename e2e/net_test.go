@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -168,6 +169,7 @@ func TestNetworkModes(t *testing.T) {
 	n := newNetEnv(t)
 	n.ok("vm", "list") // the daemon is up: its bridge and chains exist
 	rulesBefore, _ := nettest.Exec(n.host, "iptables-save")
+	nftBefore, _ := nettest.Exec(n.host, "nft", "list", "ruleset")
 	linksBefore := nettest.MustIP(t, n.host, "-o", "link")
 	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
 	n.ok("vm", "run", "-d", "--name", "other", "--image", "bb")
@@ -232,6 +234,11 @@ func TestNetworkModes(t *testing.T) {
 	if strip(rulesAfter) != strip(rulesBefore) {
 		t.Errorf("ruleset changed:\nbefore:\n%s\nafter:\n%s", rulesBefore, rulesAfter)
 	}
+	// nftables too: the guard's per-VM set elements are gone.
+	nftAfter, _ := nettest.Exec(n.host, "nft", "list", "ruleset")
+	if stripNFT(nftAfter) != stripNFT(nftBefore) || !strings.Contains(nftBefore, "table bridge banger") {
+		t.Errorf("nftables ruleset changed (or has no guard):\nbefore:\n%s\nafter:\n%s", nftBefore, nftAfter)
+	}
 	if links := nettest.MustIP(t, n.host, "-o", "link"); stripLinks(links) != stripLinks(linksBefore) {
 		t.Errorf("links changed:\nbefore:\n%s\nafter:\n%s", linksBefore, links)
 	}
@@ -250,6 +257,11 @@ func strip(s string) string {
 		out = append(out, l)
 	}
 	return strings.Join(out, "\n")
+}
+
+// stripNFT drops nft's packet counters.
+func stripNFT(s string) string {
+	return regexp.MustCompile(`counter packets \d+ bytes \d+`).ReplaceAllString(s, "counter")
 }
 
 // stripLinks keeps each link's name, dropping flags and state the kernel

@@ -268,7 +268,10 @@ func (f Firewall) Ensure(ctx context.Context) error {
 	}
 	fwMu.Lock()
 	defer fwMu.Unlock()
-	return f.ensureChains(ctx)
+	if err := f.ensureChains(ctx); err != nil {
+		return err
+	}
+	return ensureGuard(ctx)
 }
 
 // ApplyVMRules creates banger's chains if needed and installs vm's rules,
@@ -306,6 +309,10 @@ func (f Firewall) ApplyVMRules(ctx context.Context, vm VMRules) error {
 			return errors.Join(fmt.Errorf("rules for vm %s: %w", id, err), removeTagged(context.WithoutCancel(ctx), id))
 		}
 	}
+	if err := addGuard(ctx, vm); err != nil {
+		ctx := context.WithoutCancel(ctx)
+		return errors.Join(err, removeTagged(ctx, id), removeGuard(ctx, vm.Tap))
+	}
 	return nil
 }
 
@@ -318,7 +325,7 @@ func (f Firewall) RemoveVMRules(ctx context.Context, vm VMRules) error {
 	}
 	fwMu.Lock()
 	defer fwMu.Unlock()
-	if err := removeTagged(ctx, id); err != nil {
+	if err := errors.Join(removeTagged(ctx, id), removeGuard(ctx, vm.Tap)); err != nil {
 		return fmt.Errorf("remove rules for vm %s: %w", id, err)
 	}
 	return nil
@@ -385,6 +392,9 @@ func (f Firewall) Teardown(ctx context.Context) error {
 		if err := ipt(ctx, j.table, "-X", chain); err != nil {
 			errs = append(errs, fmt.Errorf("delete chain %s: %w", chain, err))
 		}
+	}
+	if err := teardownGuard(ctx); err != nil {
+		errs = append(errs, err)
 	}
 	if err := DeleteBridge(ctx, f.Bridge); err != nil {
 		errs = append(errs, err)

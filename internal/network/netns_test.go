@@ -213,7 +213,14 @@ func TestTopology(t *testing.T) {
 		tap := []string{"bgr-vm1", "bgr-vm2"}[i]
 		vms[ns] = VMRules{Tap: tap, Addr: addr, Subnet: sub, Mode: ModePublic}
 		nettest.MustIP(t, host, "link", "add", tap, "type", "veth", "peer", "name", "eth0", "netns", ns)
+		// A VM's NIC has the MAC banger gives it; no IPv6 duplicate
+		// detection, so a link-local address is usable at once.
+		if _, err := nettest.Exec(ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"); err != nil {
+			t.Fatal(err)
+		}
+		id, _ := VMIDFromTap(tap)
 		nettest.Script(t, ns, `
+			link set eth0 address `+MACFor(id).String()+`
 			addr add `+netip.PrefixFrom(addr, 24).String()+` dev eth0
 			link set eth0 up
 		`)
@@ -291,6 +298,11 @@ func TestTopology(t *testing.T) {
 		{"vm2", vms[vm2].Addr.String() + ":80", false}, // isolated bridge ports
 	})
 
+	// The guard: vm2 (public) may not borrow vm1's (full) address to
+	// reach the LAN, nor send with another MAC, nor speak IPv6 to the
+	// host.
+	checkGuard(t, host, inet, lan, vm1, vm2, vms[vm1].Addr, vms[vm2].Addr)
+
 	// Removing one VM leaves the other's rules; removing all and tearing
 	// down restores the namespace exactly.
 	nettest.Do(t, host, func() {
@@ -337,4 +349,123 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// udpSink receives datagrams on addr inside ns; seen reports whether a
+// datagram with payload arrived, and from which source address.
+func udpSink(t *testing.T, ns, addr string) (seen func(payload string) (from string, ok bool)) {
+	t.Helper()
+	var pc net.PacketConn
+	nettest.Do(t, ns, func() {
+		var err error
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			t.Fatalf("listen udp %s in %s: %v", addr, ns, err)
+		}
+	})
+	t.Cleanup(func() { pc.Close() })
+	var mu sync.Mutex
+	got := map[string]string{}
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			got[string(buf[:n])] = from.(*net.UDPAddr).IP.String()
+			mu.Unlock()
+		}
+	}()
+	return func(payload string) (string, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		from, ok := got[payload]
+		return from, ok
+	}
+}
+
+// sendUDP sends payload from src (an address of ns, or "" for any) to dst
+// a few times; errors are the test's.
+func sendUDP(t *testing.T, ns, src, dst, payload string) {
+	t.Helper()
+	nettest.Do(t, ns, func() {
+		var laddr *net.UDPAddr
+		if src != "" {
+			laddr = &net.UDPAddr{IP: net.ParseIP(src)}
+		}
+		raddr, err := net.ResolveUDPAddr("udp", dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.DialUDP("udp", laddr, raddr)
+		if err != nil {
+			t.Fatalf("udp %s → %s in %s: %v", src, dst, ns, err)
+		}
+		defer c.Close()
+		for range 3 {
+			c.Write([]byte(payload))
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+}
+
+// checkGuard sends from vm2 (public) what the guard must drop, with
+// controls that show the same paths carry honest traffic.
+func checkGuard(t *testing.T, host, inet, lan, vm1, vm2 string, addr1, addr2 netip.Addr) {
+	t.Helper()
+	lanSeen := udpSink(t, lan, "10.77.0.10:5001")
+	inetSeen := udpSink(t, inet, "203.0.113.10:5001")
+	hostSeen := udpSink(t, host, "[::]:5002")
+
+	sendUDP(t, vm1, "", "10.77.0.10:5001", "vm1-honest")
+	sendUDP(t, vm2, "", "203.0.113.10:5001", "vm2-honest")
+	// vm2 takes vm1's address as its own and sends from it: without the
+	// guard, vm1's full-mode rules would pass it to the LAN.
+	nettest.MustIP(t, vm2, "addr", "add", addr1.String()+"/32", "dev", "eth0")
+	sendUDP(t, vm2, addr1.String(), "10.77.0.10:5001", "vm2-as-vm1")
+	sendUDP(t, vm2, addr1.String(), "203.0.113.10:5001", "vm2-as-vm1-inet")
+	nettest.MustIP(t, vm2, "addr", "del", addr1.String()+"/32", "dev", "eth0")
+	// IPv6 to the host's link-local address on the bridge.
+	var ll string
+	for i := 0; i < 50 && ll == ""; i++ {
+		out := nettest.MustIP(t, host, "-6", "-o", "addr", "show", "dev", "bangert0", "scope", "link")
+		if f := strings.Fields(out); len(f) >= 4 && !strings.Contains(out, "tentative") {
+			ll = strings.Split(f[3], "/")[0]
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if ll == "" {
+		t.Fatal("bridge has no usable IPv6 link-local address")
+	}
+	sendUDP(t, vm2, "", "["+ll+"%eth0]:5002", "vm2-ipv6")
+	// Another MAC, its own address.
+	nettest.MustIP(t, vm2, "link", "set", "eth0", "address", "02:00:00:00:be:ef")
+	sendUDP(t, vm2, "", "203.0.113.10:5001", "vm2-other-mac")
+	time.Sleep(500 * time.Millisecond)
+
+	for _, c := range []struct {
+		what    string
+		seen    func(string) (string, bool)
+		payload string
+		from    string // "" = must not arrive
+	}{
+		{"vm1 (full) to the LAN", lanSeen, "vm1-honest", "10.77.0.1"}, // masqueraded
+		{"vm2 (public) to the internet", inetSeen, "vm2-honest", "198.51.100.1"},
+		{"vm2 with vm1's address to the LAN", lanSeen, "vm2-as-vm1", ""},
+		{"vm2 with vm1's address to the internet", inetSeen, "vm2-as-vm1-inet", ""},
+		{"vm2 over IPv6 to the host", hostSeen, "vm2-ipv6", ""},
+		{"vm2 with another MAC", inetSeen, "vm2-other-mac", ""},
+	} {
+		from, ok := c.seen(c.payload)
+		switch {
+		case c.from != "" && !ok:
+			t.Errorf("%s: not received, want it through", c.what)
+		case c.from != "" && from != c.from:
+			t.Errorf("%s: received from %s, want %s", c.what, from, c.from)
+		case c.from == "" && ok:
+			t.Errorf("%s: received (from %s), want it dropped by the guard", c.what, from)
+		}
+	}
 }
