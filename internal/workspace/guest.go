@@ -30,8 +30,8 @@ const (
 
 // GuestPrepareScript returns a POSIX sh script, run in the guest as root
 // with Pack's stream on standard input, that creates a git checkout at
-// guestPath (which must not exist or be empty): it fetches the bundle,
-// checks out the host's HEAD on branch (a new branch at HEAD; "" leaves
+// guestPath (which must not exist or be empty): it unpacks the stream
+// into the new repository, checks out the host's HEAD on branch (a new branch at HEAD; "" leaves
 // HEAD detached), applies the changes with `git apply --index`, records
 // the base in .git/banger-base and sets user.name and user.email for
 // guest commits unless configured. It exits non-zero with a message on
@@ -54,30 +54,33 @@ fi
 if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ]; then
 	die "$dest already exists and is not empty"
 fi
-tmp=$(mktemp -d)
 made=
 cleanup() {
-	rm -rf "$tmp"
 	if [ -n "$made" ]; then rm -rf "$dest"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-tar -x -f - -C "$tmp" || die "reading the workspace stream"
-for f in header.json repo.bundle changes.patch; do
-	[ -f "$tmp/$f" ] || die "workspace stream lacks $f"
-done
-grep -q '"format":"%s","version":%d,' "$tmp/header.json" || die "unsupported workspace stream: $(head -c 200 "$tmp/header.json")"
-head=$(sed -n 's/.*"head":"\([0-9a-f]*\)".*/\1/p' "$tmp/header.json")
-[ -n "$head" ] || die "workspace stream header has no head"
 made=1
 mkdir -p "$dest"
 cd "$dest"
 git -c init.defaultBranch=banger-unborn init -q .
-if grep -q '"shallow":true' "$tmp/header.json"; then
+# One pass: the pack and its index land in objects/pack, the header and
+# the patch in .git/` + streamDir + `.
+tar -x -f - -C .git || die "reading the workspace stream"
+s=.git/` + streamDir + `
+for f in header.json changes.patch; do
+	[ -f "$s/$f" ] || die "workspace stream lacks $f"
+done
+grep -q '"format":"%s","version":%d,' "$s/header.json" || die "unsupported workspace stream: $(head -c 200 "$s/header.json")"
+head=$(sed -n 's/.*"head":"\([0-9a-f]*\)".*/\1/p' "$s/header.json")
+[ -n "$head" ] || die "workspace stream header has no head"
+pack=$(sed -n 's/.*"pack":"\(pack-[0-9a-f]*\)".*/\1/p' "$s/header.json")
+[ -n "$pack" ] && [ -f ".git/` + packDir + `/$pack.pack" ] && [ -f ".git/` + packDir + `/$pack.idx" ] || die "workspace stream lacks its pack"
+if grep -q '"shallow":true' "$s/header.json"; then
 	echo "$head" > .git/shallow
 fi
-git fetch -q --no-tags "$tmp/repo.bundle" "HEAD:` + BaseRef + `" || die "fetching the bundle"
-[ "$(git rev-parse ` + BaseRef + `)" = "$head" ] || die "bundle HEAD does not match the header"
+[ "$(git cat-file -t "$head" 2>/dev/null)" = commit ] || die "the workspace stream's pack lacks HEAD ($head)"
+git update-ref ` + BaseRef + ` "$head"
 if [ -n "$branch" ]; then
 	git checkout -q -b "$branch" "$head"
 else
@@ -85,9 +88,10 @@ else
 fi
 git config user.name >/dev/null 2>&1 || git config user.name "banger guest"
 git config user.email >/dev/null 2>&1 || git config user.email "root@$(hostname 2>/dev/null || echo localhost)"
-if [ -s "$tmp/changes.patch" ]; then
-	git apply --index --binary --whitespace=nowarn "$tmp/changes.patch" || die "applying the host's uncommitted changes"
+if [ -s "$s/changes.patch" ]; then
+	git apply --index --binary --whitespace=nowarn "$s/changes.patch" || die "applying the host's uncommitted changes"
 fi
+rm -rf "$s"
 echo "$head" > .git/` + BaseFile + `
 shipped=$(git commit-tree -p "$head" -m "banger: host working tree as shipped" "$(git write-tree)")
 git update-ref ` + ShippedRef + ` "$shipped"

@@ -2,13 +2,16 @@ package workspace
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -19,41 +22,48 @@ import (
 
 // The stream Pack writes and GuestPrepareScript reads is a tar archive
 // (the guest image has tar; a shell has no easy way to read length-prefixed
-// binary parts) holding, in this order:
+// binary parts) laid out so that one `tar x` in the guest's new .git
+// directory puts every part where it is used, with nothing written twice:
 //
-//	header.json     Header, one JSON object
-//	repo.bundle     a v2 git bundle whose one ref, HEAD, is the host's HEAD
-//	changes.patch   `git diff --binary` from HEAD to the shipped tree
+//	banger-stream/header.json     Header, one JSON object
+//	banger-stream/changes.patch   `git diff --binary` from HEAD to the shipped tree
+//	objects/pack/pack-<hash>.idx  the pack's index, made on the host
+//	objects/pack/pack-<hash>.pack HEAD's objects
 //
-// Shallow bundles: `git bundle create` cannot cut history at a depth (a
-// bundle made with --max-count lists the parents as prerequisites and
-// leaves out every object they reach, so it cannot be cloned), and a bundle
-// made in a temporary shallow clone fails fetch's connectivity check. Pack
-// therefore writes the bundle itself: the v2 header naming HEAD, then
-// `git rev-list --objects --no-walk HEAD | git pack-objects --stdout`, the
-// commit with its whole tree and no parents. The guest writes HEAD to
-// .git/shallow before fetching, exactly as a --depth 1 clone would, and
-// the connectivity check passes. With FullHistory the object list is all
-// of HEAD's history and no shallow file is written.
+// Version 1 shipped a bundle that the guest saved, fetched (index-pack
+// inflated and hashed every object and wrote the pack again) and checked
+// out: three passes over the repository's bytes on a guest CPU that may
+// be emulated. The host makes the pack and its index natively
+// (pack-objects writes both), so the guest only writes them once and
+// trusts the index, as it trusts the host that sends it. Integrity: tar
+// fails on a truncated stream, the pack and index carry checksums, and
+// checkout inflates (and so checks) every blob of HEAD.
+//
+// Shallow: the pack holds `git rev-list --objects --no-walk HEAD`, the
+// commit with its whole tree and no parents, and the guest writes HEAD to
+// .git/shallow, exactly as a --depth 1 clone would. With FullHistory the
+// object list is all of HEAD's history and no shallow file is written.
 const (
 	StreamFormat  = "banger-workspace"
-	StreamVersion = 1
+	StreamVersion = 2
 
-	headerName = "header.json"
-	bundleName = "repo.bundle"
-	patchName  = "changes.patch"
+	streamDir  = "banger-stream"
+	packDir    = "objects/pack"
+	headerName = streamDir + "/header.json"
+	patchName  = streamDir + "/changes.patch"
 )
 
 // Header is the first member of the stream.
 type Header struct {
-	Format     string `json:"format"`  // StreamFormat
-	Version    int    `json:"version"` // StreamVersion
-	Head       string `json:"head"`    // the host's HEAD commit
-	Branch     string `json:"branch"`  // the host's branch, "" when detached
-	Shallow    bool   `json:"shallow"` // the bundle holds HEAD without its parents
-	Files      int    `json:"files"`   // files in the guest's tree
-	BundleSize int64  `json:"bundleSize"`
-	PatchSize  int64  `json:"patchSize"`
+	Format    string `json:"format"`  // StreamFormat
+	Version   int    `json:"version"` // StreamVersion
+	Head      string `json:"head"`    // the host's HEAD commit
+	Branch    string `json:"branch"`  // the host's branch, "" when detached
+	Shallow   bool   `json:"shallow"` // the pack holds HEAD without its parents
+	Files     int    `json:"files"`   // files in the guest's tree
+	Pack      string `json:"pack"`    // the pack's name, pack-<hash>
+	PackSize  int64  `json:"packSize"`
+	PatchSize int64  `json:"patchSize"`
 }
 
 // Pack writes the stream for m to w: the history the guest's checkout
@@ -79,23 +89,23 @@ func Pack(ctx context.Context, m Manifest, w io.Writer) error {
 		return fmt.Errorf("pack workspace %s: the working tree changed since it was listed; run again: %w", repo.Root, errdefs.ErrFailedPrecondition)
 	}
 
-	patchPath := filepath.Join(tmp, patchName)
+	patchPath := filepath.Join(tmp, "changes.patch")
 	if err := toFile(patchPath, func(f io.Writer) error {
 		_, err := git2(ctx, repo.Root, env, f, nil, append(diffArgs, "--cached", "--no-renames", repo.Head, "--")...)
 		return err
 	}); err != nil {
 		return fmt.Errorf("pack workspace %s: diff: %w", repo.Root, err)
 	}
-	bundlePath := filepath.Join(tmp, bundleName)
-	if err := toFile(bundlePath, func(f io.Writer) error {
-		return writeBundle(ctx, repo, !m.Options.FullHistory, f)
-	}); err != nil {
-		return fmt.Errorf("pack workspace %s: bundle: %w", repo.Root, err)
+	packBase := filepath.Join(tmp, "pack")
+	pack, err := writePack(ctx, repo, !m.Options.FullHistory, packBase)
+	if err != nil {
+		return fmt.Errorf("pack workspace %s: pack: %w", repo.Root, err)
 	}
+	packPath, idxPath := packBase+"-"+pack+".pack", packBase+"-"+pack+".idx"
 
 	h := Header{Format: StreamFormat, Version: StreamVersion, Head: repo.Head, Branch: repo.Branch,
-		Shallow: !m.Options.FullHistory, Files: len(m.Files)}
-	if h.BundleSize, err = size(bundlePath); err != nil {
+		Shallow: !m.Options.FullHistory, Files: len(m.Files), Pack: "pack-" + pack}
+	if h.PackSize, err = size(packPath); err != nil {
 		return fmt.Errorf("pack workspace %s: %w", repo.Root, err)
 	}
 	if h.PatchSize, err = size(patchPath); err != nil {
@@ -111,8 +121,14 @@ func Pack(ctx context.Context, m Manifest, w io.Writer) error {
 	if err := tarBytes(tw, headerName, hdr); err != nil {
 		return fmt.Errorf("pack workspace %s: %w", repo.Root, err)
 	}
-	for _, p := range []string{bundlePath, patchPath} {
-		if err := tarFile(tw, p); err != nil {
+	for _, m := range []struct{ name, path string }{
+		{patchName, patchPath},
+		// The index first: the guest then fails on a truncated pack
+		// with tar's error rather than a pack without an index.
+		{packDir + "/" + h.Pack + ".idx", idxPath},
+		{packDir + "/" + h.Pack + ".pack", packPath},
+	} {
+		if err := tarFile(tw, m.name, m.path); err != nil {
 			return fmt.Errorf("pack workspace %s: %w", repo.Root, err)
 		}
 	}
@@ -127,12 +143,9 @@ func Pack(ctx context.Context, m Manifest, w io.Writer) error {
 var diffArgs = []string{"diff", "--binary", "--full-index", "--no-color", "--no-ext-diff", "--no-textconv",
 	"--src-prefix=a/", "--dst-prefix=b/"}
 
-// writeBundle writes a v2 bundle of HEAD to w; see the comment on the
-// stream format for why it is not `git bundle create`.
-func writeBundle(ctx context.Context, repo Repo, shallow bool, w io.Writer) error {
-	if _, err := fmt.Fprintf(w, "# v2 git bundle\n%s HEAD\n\n", repo.Head); err != nil {
-		return err
-	}
+// writePack writes HEAD's objects (only the commit and its tree when
+// shallow) as base-<hash>.pack and base-<hash>.idx and returns the hash.
+func writePack(ctx context.Context, repo Repo, shallow bool, base string) (string, error) {
 	revList := []string{"rev-list", "--objects"}
 	if shallow {
 		revList = append(revList, "--no-walk")
@@ -140,6 +153,7 @@ func writeBundle(ctx context.Context, repo Repo, shallow bool, w io.Writer) erro
 	revList = append(revList, repo.Head, "--")
 
 	pr, pw := io.Pipe()
+	var out bytes.Buffer
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error {
 		_, err := git2(gctx, repo.Root, nil, pw, nil, revList...)
@@ -147,12 +161,21 @@ func writeBundle(ctx context.Context, repo Repo, shallow bool, w io.Writer) erro
 		return err
 	})
 	g.Go(func() error {
-		_, err := git2(gctx, repo.Root, nil, w, pr, "pack-objects", "--stdout", "-q")
+		_, err := git2(gctx, repo.Root, nil, &out, pr, "pack-objects", "-q", base)
 		pr.CloseWithError(io.ErrClosedPipe) // unblock rev-list if pack-objects stopped early
 		return err
 	})
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return "", err
+	}
+	hash := strings.TrimSpace(out.String())
+	if !packHashRe.MatchString(hash) {
+		return "", fmt.Errorf("pack-objects printed %q, not a pack hash", hash)
+	}
+	return hash, nil
 }
+
+var packHashRe = regexp.MustCompile(`^[0-9a-f]{40}([0-9a-f]{24})?$`)
 
 // git2 is git with standard input and output streams.
 func git2(ctx context.Context, dir string, env []string, stdout io.Writer, stdin io.Reader, args ...string) ([]byte, error) {
@@ -191,7 +214,7 @@ func tarBytes(tw *tar.Writer, name string, b []byte) error {
 	return err
 }
 
-func tarFile(tw *tar.Writer, path string) error {
+func tarFile(tw *tar.Writer, name, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -201,7 +224,7 @@ func tarFile(tw *tar.Writer, path string) error {
 	if err != nil {
 		return err
 	}
-	if err := tw.WriteHeader(&tar.Header{Name: filepath.Base(path), Mode: 0o644, Size: st.Size(), ModTime: epoch, Typeflag: tar.TypeReg}); err != nil {
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: st.Size(), ModTime: epoch, Typeflag: tar.TypeReg}); err != nil {
 		return err
 	}
 	_, err = io.Copy(tw, f)
