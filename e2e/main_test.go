@@ -100,7 +100,13 @@ func (e *env) run(args ...string) result {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := e.cmd(ctx, args...)
+	return runCmd(e.t, e.cmd(ctx, args...))
+}
+
+// runCmd runs cmd and returns what it printed and its exit status; it
+// fails the test if cmd cannot run at all.
+func runCmd(t *testing.T, cmd *exec.Cmd) result {
+	t.Helper()
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
@@ -108,7 +114,7 @@ func (e *env) run(args ...string) result {
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatalf("banger %v: %v", args, err)
+		t.Fatalf("%s: %v", strings.Join(cmd.Args, " "), err)
 	}
 	return result{out: out.String(), err: errb.String(), code: code}
 }

@@ -93,7 +93,17 @@ func runInit() {
 		log.Error("configure network; booting on", "err", err)
 	}
 	if cfg.Init != "" {
+		// The image's init starts the image's own sshd: give it the VM's
+		// pinned host key and banger's key before it runs.
+		if cfg.SSH != nil && imageHasSSHD("/") {
+			if err := prepareImageSSHD(log, "/", *cfg.SSH); err != nil {
+				log.Error("prepare the image's sshd; ssh to this VM will fail", "err", err)
+			}
+		}
 		handOver(log, cfg) // returns only if exec failed
+		// The agent stays init, so nothing starts the image's sshd: the
+		// agent serves SSH itself.
+		cfg.Init = ""
 	}
 
 	ctx := context.Background()

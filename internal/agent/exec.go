@@ -418,7 +418,13 @@ func findPasswd(path, id string) ([]string, bool) {
 		return nil, false
 	}
 	defer f.Close()
-	sc := bufio.NewScanner(f)
+	return scanPasswd(f, id)
+}
+
+// scanPasswd returns the fields of the passwd line in r whose name or uid
+// is id.
+func scanPasswd(r io.Reader, id string) ([]string, bool) {
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		fields := strings.Split(sc.Text(), ":")
 		if len(fields) >= 7 && (fields[0] == id || fields[2] == id) {

@@ -30,8 +30,9 @@ import (
 // user lookup, environment and waiter, like exec over the agent channel.
 
 const (
-	// imageSSHD is the image's own OpenSSH server; when present the agent
-	// serves no SSH.
+	// imageSSHD is the image's own OpenSSH server; when the image's own
+	// init runs (and so starts it) the agent serves no SSH, and installs
+	// the VM's host key and banger's key for it instead (imagesshd.go).
 	imageSSHD = "usr/sbin/sshd"
 	// sshMaxConns bounds concurrent connections; more are closed at once.
 	sshMaxConns = 64

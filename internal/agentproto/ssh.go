@@ -4,9 +4,12 @@ package agentproto
 // SSHConfig.Port is zero.
 const DefaultSSHPort = 22
 
-// SSHConfig asks the agent to serve SSH in the guest, for images without
-// their own sshd (an image with /usr/sbin/sshd keeps its own and the agent
-// serves none). Only root may log in, with one of AuthorizedKeys.
+// SSHConfig asks the agent to serve SSH in the guest: root may log in with
+// one of AuthorizedKeys, and the server presents HostKey. An image that
+// runs its own init and has /usr/sbin/sshd keeps that sshd; the agent then
+// serves none and installs HostKey (as /etc/ssh/ssh_host_ed25519_key) and
+// AuthorizedKeys (in root's ~/.ssh/authorized_keys) in the VM's root for
+// it, before the image's init starts.
 type SSHConfig struct {
 	// Port is the guest TCP port; zero means DefaultSSHPort.
 	Port int `json:"port,omitempty"`

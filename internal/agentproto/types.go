@@ -93,7 +93,8 @@ type BootConfig struct {
 	Init string `json:"init,omitempty"`
 	// AgentPort names the virtio-serial port; empty means DefaultPortName.
 	AgentPort string `json:"agentPort,omitempty"`
-	// SSH, when set, has the agent serve SSH if the image has no sshd.
+	// SSH, when set, has the agent serve SSH, or ready the image's own
+	// sshd when the image's init starts one (see SSHConfig).
 	SSH *SSHConfig `json:"ssh,omitempty"`
 }
 
