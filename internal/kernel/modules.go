@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"context"
 	"debug/elf"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -43,6 +44,9 @@ type moduleTree struct {
 	builtin map[string]bool   // module names in modules.builtin
 	// builtinFile is modules.builtin's content, copied into the initramfs.
 	builtinFile []byte
+	// stripSigs is set when the kernel's build config is known and does
+	// not force module signatures: see stripSignature.
+	stripSigs bool
 }
 
 // openModuleTree indexes the modules under dir, which is either a
@@ -118,7 +122,71 @@ func openModuleTree(dir string) (*moduleTree, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("read modules.builtin: %w", err)
 	}
+	forced, known, err := sigsForced(dir, t.version)
+	if err != nil {
+		return nil, err
+	}
+	t.stripSigs = known && !forced
 	return t, nil
+}
+
+// sigsForced reads the build config of kernel version, /boot/config-<ver>
+// beside the lib/modules or usr/lib/modules tree at dir (as installed,
+// and as in a kernel .deb), and reports whether it forces module
+// signatures (CONFIG_MODULE_SIG_FORCE=y). known is false when there is no
+// config.
+func sigsForced(dir, version string) (forced, known bool, err error) {
+	for _, up := range []string{"../../..", "../../../.."} {
+		p := filepath.Join(dir, up, "boot", "config-"+version)
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return false, false, fmt.Errorf("read kernel config: %w", err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.TrimSpace(line) == "CONFIG_MODULE_SIG_FORCE=y" {
+				return true, true, nil
+			}
+		}
+		return false, true, nil
+	}
+	return false, false, nil
+}
+
+// sigMagic ends a signed module (the kernel's MODULE_SIG_STRING).
+const sigMagic = "~Module signature appended~\n"
+
+// stripSignature returns ko without its appended signature, or ko itself
+// if it has none or the trailer does not add up.
+//
+// Why: the guest kernel checks each signature as the module loads, and
+// under software emulation that is a large part of loading the boot
+// modules (about 60 of 130 ms for Debian's six). Where signatures are not
+// forced the kernel loads an unsigned module anyway (tainting itself,
+// which only says so in its log), and the check guards nothing here: the
+// modules come from the kernel package the host imported, in an
+// initramfs the host builds. Kernels that force signatures keep them.
+//
+// The trailer is the kernel's struct module_signature (12 bytes: algo,
+// hash, id_type, signer_len, key_id_len, 3 pad, big-endian sig_len)
+// followed by sigMagic; the signer, key id and signature precede it.
+func stripSignature(ko []byte) []byte {
+	if !bytes.HasSuffix(ko, []byte(sigMagic)) {
+		return ko
+	}
+	end := len(ko) - len(sigMagic)
+	if end < 12 {
+		return ko
+	}
+	ms := ko[end-12 : end]
+	sigLen := int(binary.BigEndian.Uint32(ms[8:12]))
+	n := 12 + int(ms[3]) + int(ms[4]) + sigLen
+	if sigLen == 0 || n > end {
+		return ko
+	}
+	return ko[:end-n]
 }
 
 // looksLikeVersionDir reports whether dir is a lib/modules/<ver> directory:
@@ -250,6 +318,9 @@ func (t *moduleTree) load(name string) (*module, error) {
 			rel = strings.TrimSuffix(rel, s) + ".ko"
 			break
 		}
+	}
+	if t.stripSigs {
+		data = stripSignature(data)
 	}
 	return &module{name: name, rel: rel, deps: deps, data: data}, nil
 }

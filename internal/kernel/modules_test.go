@@ -3,6 +3,7 @@ package kernel
 import (
 	"bytes"
 	"compress/gzip"
+	"encoding/binary"
 	"context"
 	"os"
 	"path/filepath"
@@ -280,5 +281,66 @@ func TestImportFilesAllBuiltin(t *testing.T) {
 	want := []string{"virtio_net", "virtio_console", "vsock", "vmw_vsock_virtio_transport", "overlay"}
 	if !slices.Equal(info.MissingModules, want) {
 		t.Errorf("missing %v, want %v", info.MissingModules, want)
+	}
+}
+
+func TestStripSignature(t *testing.T) {
+	body := []byte("\x7fELF module body")
+	signed := func(signerLen, keyIDLen byte, sig []byte) []byte {
+		b := append([]byte(nil), body...)
+		b = append(b, bytes.Repeat([]byte("s"), int(signerLen)+int(keyIDLen))...)
+		b = append(b, sig...)
+		ms := []byte{0, 0, 2, signerLen, keyIDLen, 0, 0, 0}
+		ms = binary.BigEndian.AppendUint32(ms, uint32(len(sig)))
+		return append(append(b, ms...), sigMagic...)
+	}
+	for _, tc := range []struct {
+		name string
+		in   []byte
+		want []byte
+	}{
+		{"pkcs7", signed(0, 0, bytes.Repeat([]byte{0x30}, 700)), body},
+		{"signer and key id", signed(5, 3, []byte("sig")), body},
+		{"unsigned", body, body},
+		{"magic only", []byte(sigMagic), []byte(sigMagic)},
+		{"length past the start", append(append(body[:2:2], 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff), sigMagic...), nil},
+		{"zero length", append(append(append([]byte(nil), body...), 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0), sigMagic...), nil},
+	} {
+		got := stripSignature(tc.in)
+		want := tc.want
+		if want == nil {
+			want = tc.in // not a valid trailer: left alone
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: got %q, want %q", tc.name, got, want)
+		}
+	}
+}
+
+func TestSigsForced(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		layout       string // where lib/modules is
+		strip        bool
+	}{
+		{"not forced", "CONFIG_MODULE_SIG=y\n# CONFIG_MODULE_SIG_FORCE is not set\n", "lib/modules", true},
+		{"forced", "CONFIG_MODULE_SIG=y\nCONFIG_MODULE_SIG_FORCE=y\n", "lib/modules", false},
+		{"usr/lib", "CONFIG_MODULE_SIG=y\n", "usr/lib/modules", true},
+		{"no config", "", "lib/modules", false},
+	} {
+		root := t.TempDir()
+		dir := filepath.Join(root, tc.layout, "6.1.0-test")
+		os.MkdirAll(filepath.Join(dir, "kernel"), 0o755)
+		if tc.config != "" {
+			os.MkdirAll(filepath.Join(root, "boot"), 0o755)
+			os.WriteFile(filepath.Join(root, "boot", "config-6.1.0-test"), []byte(tc.config), 0o644)
+		}
+		tree, err := openModuleTree(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tree.stripSigs != tc.strip {
+			t.Errorf("%s: stripSigs %v, want %v", tc.name, tree.stripSigs, tc.strip)
+		}
 	}
 }

@@ -185,6 +185,9 @@ func wantedTreeFile(name string) (int64, bool) {
 			return MaxKernelSize, true
 		case isInitrdName(base):
 			return MaxInitrdSize, true
+		case dir == "boot/" && strings.HasPrefix(base, "config-"):
+			// Says whether the kernel forces module signatures.
+			return 16 << 20, true
 		}
 		return 0, false
 	}
