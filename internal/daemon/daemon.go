@@ -102,6 +102,13 @@ func Run(ctx context.Context, c Config) error {
 		go dnsSrv.Serve(ctx)
 		defer dnsSrv.Close()
 		log.Info("dns server", "addr", dnsSrv.Addr().String())
+		if netw != nil {
+			// Deferred after Close, so it runs first: the resolver stops
+			// asking before the server goes.
+			if revert := routeDNS(ctx, netw, dnsSrv.Addr(), log); revert != nil {
+				defer revert()
+			}
+		}
 	}
 
 	ln, err := listen(l.Socket())

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"time"
 
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/network"
@@ -37,7 +38,7 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 	}
 	gw := network.Gateway(subnet)
 	if err := ops.EnsureBridge(ctx, s.Bridge, gw); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("bridge %s with subnet %s: %w", s.Bridge, subnet, err)
 	}
 	wasOn, err := ops.EnsureForwarding(ctx)
 	if err != nil {
@@ -68,7 +69,7 @@ func chooseSubnet(ctx context.Context, db *store.Store, s config.Config) (netip.
 		}
 		return p, network.ValidateSubnet(p)
 	}
-	inUse, err := network.HostPrefixes(ctx)
+	nets, err := network.HostNets(ctx)
 	if err != nil {
 		return netip.Prefix{}, err
 	}
@@ -82,31 +83,53 @@ func chooseSubnet(ctx context.Context, db *store.Store, s config.Config) (netip.
 		// The subnet is kept once chosen; a network that appeared on the
 		// host since (a VPN, a Docker bridge) is reported, not moved
 		// around silently.
-		if c := conflicts(p, inUse); len(c) > 0 {
+		if c := network.Conflicts(p, nets, s.Bridge); len(c) > 0 {
 			return p, fmt.Errorf("banger's subnet %s now overlaps %v on this host: VMs would be unreachable or shadow that network; set subnet = \"<free /24>\" in config.toml (or remove the conflicting network) and restart bangerd", p, c)
 		}
 		return p, nil
 	}
-	p, err := network.ChooseSubnet(inUse, network.DefaultCandidates())
+	p, err := network.ChooseSubnet(network.Prefixes(nets, ""), network.DefaultCandidates())
 	if err != nil {
 		return p, err
 	}
 	return p, db.SetSetting(ctx, "subnet", p.String())
 }
 
-// conflicts returns the host's prefixes that overlap subnet, other than
-// banger's own bridge's (the subnet itself).
-func conflicts(subnet netip.Prefix, inUse []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range inUse {
-		// banger's own bridge: its network, and the local and broadcast
-		// host routes of its address.
-		if p.Masked() == subnet.Masked() || p.Bits() == 0 || (p.Bits() == 32 && subnet.Contains(p.Addr())) {
-			continue
+// dnsRevertTimeout bounds reverting the resolver's settings at shutdown.
+const dnsRevertTimeout = 10 * time.Second
+
+// routeDNS has the host's resolver send queries for .vm names to banger's
+// DNS server at addr (automatic where systemd-resolved runs) and returns
+// what reverts it at shutdown, or nil when nothing was routed. It only
+// logs: .vm names still resolve at addr itself, and the daemon runs on.
+// Routing again after a crash just sets the same settings.
+func routeDNS(ctx context.Context, netw *vm.Network, addr netip.AddrPort, log *slog.Logger) (revert func()) {
+	server := addr
+	if a := addr.Addr(); a.IsUnspecified() {
+		// Listening on every address, loopback among them.
+		lo := netip.IPv6Loopback()
+		if a.Is4() {
+			lo = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 		}
-		if p.Overlaps(subnet) {
-			out = append(out, p)
-		}
+		server = netip.AddrPortFrom(lo, addr.Port())
 	}
-	return out
+	r, err := netw.Ops.RouteDNS(ctx, netw.Bridge, server)
+	switch {
+	case err != nil:
+		log.Warn(".vm names are not routed through systemd-resolved: point your resolver at banger's DNS server for the vm domain (README, DNS)", "dns", server.String(), "err", err)
+		return nil
+	case !r.Routed:
+		log.Info(".vm names are not routed system-wide: point your resolver at banger's DNS server for the vm domain (README, DNS)", "dns", server.String(), "reason", r.Reason)
+		return nil
+	}
+	log.Info("routing .vm through systemd-resolved", "link", netw.Bridge, "dns", server.String())
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), dnsRevertTimeout)
+		defer cancel()
+		if err := netw.Ops.UnrouteDNS(ctx, netw.Bridge); err != nil {
+			log.Warn("revert systemd-resolved settings; see resolvectl status "+netw.Bridge, "link", netw.Bridge, "err", err)
+			return
+		}
+		log.Info("reverted .vm routing in systemd-resolved", "link", netw.Bridge)
+	}
 }

@@ -1,23 +1,183 @@
 package daemon
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/network/nettest"
+	"github.com/bangervm/banger/internal/vm"
 )
 
-func TestConflicts(t *testing.T) {
-	subnet := netip.MustParsePrefix("172.30.0.0/24")
-	p := func(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-	for _, tt := range []struct {
-		inUse []netip.Prefix
-		want  int
+// dnsOps records RouteDNS and UnrouteDNS; the other ops are not called.
+type dnsOps struct {
+	network.Ops
+	route  network.DNSRoute
+	err    error
+	server netip.AddrPort
+	calls  []string
+}
+
+func (o *dnsOps) RouteDNS(_ context.Context, bridge string, server netip.AddrPort) (network.DNSRoute, error) {
+	o.calls = append(o.calls, "route "+bridge)
+	o.server = server
+	return o.route, o.err
+}
+
+func (o *dnsOps) UnrouteDNS(_ context.Context, bridge string) error {
+	o.calls = append(o.calls, "unroute "+bridge)
+	return nil
+}
+
+func TestRouteDNS(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		ops    dnsOps
+		addr   string
+		server string // what RouteDNS was given
+		says   string // in the log
+		revert bool
 	}{
-		{[]netip.Prefix{p("172.30.0.0/24"), p("172.30.0.1/24"), p("0.0.0.0/0"), p("192.0.2.0/24")}, 0}, // banger's own bridge and the default route
-		{[]netip.Prefix{p("172.30.0.0/16")}, 1},                                                        // a VPN route over it
-		{[]netip.Prefix{p("172.30.0.128/25"), p("10.0.0.0/8")}, 1},
+		{"routed", dnsOps{route: network.DNSRoute{Routed: true}}, "127.0.0.1:42069", "127.0.0.1:42069", "routing .vm through systemd-resolved", true},
+		{"every address", dnsOps{route: network.DNSRoute{Routed: true}}, "0.0.0.0:42069", "127.0.0.1:42069", "routing", true},
+		{"no resolved", dnsOps{route: network.DNSRoute{Reason: "systemd-resolved is not running"}}, "127.0.0.1:42069", "127.0.0.1:42069", "point your resolver", false},
+		{"refused", dnsOps{err: errors.New("root helper: refused routeDNS")}, "127.0.0.1:42069", "127.0.0.1:42069", "refused routeDNS", false},
 	} {
-		if got := conflicts(subnet, tt.inUse); len(got) != tt.want {
-			t.Errorf("conflicts(%v) = %v, want %d", tt.inUse, got, tt.want)
+		t.Run(tc.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logs, nil))
+			ops := tc.ops
+			revert := routeDNS(context.Background(), &vm.Network{Bridge: "banger0", Ops: &ops}, netip.MustParseAddrPort(tc.addr), log)
+			if ops.server.String() != tc.server {
+				t.Errorf("RouteDNS got server %s, want %s", ops.server, tc.server)
+			}
+			if !strings.Contains(logs.String(), tc.says) {
+				t.Errorf("log does not say %q:\n%s", tc.says, logs.String())
+			}
+			if (revert != nil) != tc.revert {
+				t.Fatalf("revert = %v, want one: %v", revert != nil, tc.revert)
+			}
+			if revert != nil {
+				revert()
+			}
+			want := "[route banger0]"
+			if tc.revert {
+				want = "[route banger0 unroute banger0]"
+			}
+			if got := fmt.Sprint(ops.calls); got != want {
+				t.Errorf("calls %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+// Environment of TestDaemonProcess.
+const envDaemon = "BANGER_DAEMON_TEST_PROCESS"
+
+// TestDaemonProcess is not a test: it is bangerd, run by the tests below.
+// It logs to bangerd.log in $BANGER_HOME/state.
+func TestDaemonProcess(t *testing.T) {
+	if os.Getenv(envDaemon) == "" {
+		t.Skip("daemon process only")
+	}
+	os.Exit(Main(nil))
+}
+
+// TestDaemonRoutesDNS runs bangerd as root with networking on inside a
+// sandbox with a real systemd-resolved (network and mount namespaces the
+// test creates): it routes .vm to its DNS server once up, reverts on
+// SIGTERM, and routes again after a kill -9 and a restart.
+func TestDaemonRoutesDNS(t *testing.T) {
+	sb := nettest.NewSandbox(t)
+	sb.StartResolved(t)
+	home := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(home, "config"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	conf := "bridge = \"banger0\"\nsubnet = \"172.30.9.0/24\"\ndns_addr = \"127.0.0.1:42069\"\n"
+	if err := os.WriteFile(filepath.Join(home, "config", "config.toml"), []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	routed := func() bool {
+		s, err := sb.Resolvectl("status", "banger0")
+		return err == nil && strings.Contains(s, "127.0.0.1:42069") && strings.Contains(s, "~vm")
+	}
+	logFile := filepath.Join(home, "state", "bangerd.log")
+	// logged counts the lines of bangerd.log (every run appends) that say
+	// what.
+	logged := func(what string) int {
+		b, _ := os.ReadFile(logFile)
+		return strings.Count(string(b), what)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logFile)
+			t.Logf("bangerd.log:\n%s", b)
 		}
+	})
+	start := func() (*exec.Cmd, chan struct{}) {
+		t.Helper()
+		started := logged("bangerd started")
+		cmd := sb.Command(os.Args[0], "-test.run=^TestDaemonProcess$")
+		cmd.Env = append(cmd.Env, envDaemon+"=1", "BANGER_HOME="+home, "BANGER_NETWORK=on")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{}) // closed once bangerd exited
+		go func() { cmd.Wait(); close(done) }()
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			<-done
+		})
+		for deadline := time.Now().Add(60 * time.Second); logged("bangerd started") == started; time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("bangerd did not start")
+			}
+		}
+		return cmd, done
+	}
+	stop := func(cmd *exec.Cmd, done chan struct{}, sig syscall.Signal) {
+		t.Helper()
+		cmd.Process.Signal(sig)
+		select {
+		case <-done:
+		case <-time.After(40 * time.Second):
+			t.Fatalf("bangerd did not exit on %v", sig)
+		}
+	}
+
+	const routing, reverted = "routing .vm through systemd-resolved", "reverted .vm routing"
+	cmd, done := start()
+	if !routed() || logged(routing) != 1 {
+		t.Fatalf("not routed after start")
+	}
+	stop(cmd, done, syscall.SIGTERM)
+	if routed() || logged(reverted) != 1 {
+		t.Fatalf("still routed after SIGTERM")
+	}
+
+	cmd, done = start()
+	stop(cmd, done, syscall.SIGKILL)
+	if !routed() {
+		t.Fatalf("a killed daemon reverts nothing: routing should stay")
+	}
+	cmd, done = start()
+	if !routed() || logged(routing) != 3 {
+		t.Fatalf("not routed after a restart")
+	}
+	stop(cmd, done, syscall.SIGTERM)
+	if routed() {
+		t.Fatalf("still routed after SIGTERM")
 	}
 }

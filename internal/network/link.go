@@ -31,12 +31,18 @@ func linkExists(ctx context.Context, name string) (bool, error) {
 
 // EnsureBridge creates bridge name if it is missing, gives it the gateway
 // address (e.g. 172.30.0.1/24, see Gateway) and brings it up. It is
-// idempotent; an existing bridge keeps any other address it has.
+// idempotent; an existing bridge keeps any other address it has. It
+// refuses (CheckSubnetFree) a gateway whose subnet overlaps a network of
+// another interface, so that not even a compromised daemon can make the
+// root helper shadow the user's LAN.
 func EnsureBridge(ctx context.Context, name string, gateway netip.Prefix) error {
 	if err := ValidateBridgeName(name); err != nil {
 		return err
 	}
 	if err := ValidateGateway(gateway); err != nil {
+		return err
+	}
+	if err := CheckSubnetFree(ctx, name, gateway.Masked()); err != nil {
 		return err
 	}
 	ok, err := linkExists(ctx, name)

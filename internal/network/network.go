@@ -4,9 +4,10 @@
 //
 // Everything that needs root is a small fixed set of operations
 // (EnsureBridge, CreateTap, DeleteTap, EnsureForwarding, Firewall's
-// ApplyVMRules, RemoveVMRules and Teardown), each of which validates every
-// argument with the pure Validate* functions of this package first: they
-// are the guard the root helper will apply to requests. Operations act on
+// ApplyVMRules, RemoveVMRules and Teardown, RouteDNS and UnrouteDNS), each
+// of which validates every argument with the pure Validate* functions of
+// this package first: they are the guard the root helper applies to
+// requests. Operations act on
 // the network namespace of the calling OS thread.
 //
 // VM-to-VM isolation: every tap is an isolated bridge port (ip link set

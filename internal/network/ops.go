@@ -21,6 +21,12 @@ type Ops interface {
 	DeleteTap(ctx context.Context, tap string) error
 	ApplyVMRules(ctx context.Context, fw Firewall, vm VMRules) error
 	RemoveVMRules(ctx context.Context, fw Firewall, vm VMRules) error
+	// RouteDNS has systemd-resolved send the host's queries for .vm names
+	// to server through bridge; without systemd-resolved it does nothing
+	// and says why (see the function RouteDNS).
+	RouteDNS(ctx context.Context, bridge string, server netip.AddrPort) (DNSRoute, error)
+	// UnrouteDNS reverts what RouteDNS did.
+	UnrouteDNS(ctx context.Context, bridge string) error
 }
 
 // Local runs Ops in the calling process, which must be root.
@@ -56,3 +62,11 @@ func (Local) ApplyVMRules(ctx context.Context, fw Firewall, vm VMRules) error {
 func (Local) RemoveVMRules(ctx context.Context, fw Firewall, vm VMRules) error {
 	return fw.RemoveVMRules(ctx, vm)
 }
+
+// RouteDNS implements Ops.
+func (Local) RouteDNS(ctx context.Context, bridge string, server netip.AddrPort) (DNSRoute, error) {
+	return RouteDNS(ctx, bridge, server)
+}
+
+// UnrouteDNS implements Ops.
+func (Local) UnrouteDNS(ctx context.Context, bridge string) error { return UnrouteDNS(ctx, bridge) }

@@ -2,6 +2,7 @@ package network
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 )
 
@@ -68,6 +69,25 @@ func TestParseDst(t *testing.T) {
 		p, ok := parseDst(tc.in)
 		if (tc.want == "") == ok || (ok && p.String() != tc.want) {
 			t.Errorf("%q: %v %v, want %q", tc.in, p, ok, tc.want)
+		}
+	}
+}
+
+func TestConflicts(t *testing.T) {
+	subnet := netip.MustParsePrefix("172.30.0.0/24")
+	n := func(p, dev string) HostNet { return HostNet{Prefix: netip.MustParsePrefix(p), Dev: dev} }
+	for _, tt := range []struct {
+		name string
+		nets []HostNet
+		want []HostNet
+	}{
+		{"banger's own bridge and default routes", []HostNet{n("172.30.0.0/24", "banger0"), n("172.30.0.1/32", "banger0"), n("0.0.0.0/1", "tun0"), n("128.0.0.0/1", "tun0"), n("192.0.2.0/24", "eth0")}, nil},
+		{"a VPN route over it", []HostNet{n("172.30.0.0/16", "tun0")}, []HostNet{n("172.30.0.0/16", "tun0")}},
+		{"the same /24 on another interface", []HostNet{n("172.30.0.0/24", "eth0")}, []HostNet{n("172.30.0.0/24", "eth0")}},
+		{"an unreachable route", []HostNet{n("172.30.0.128/25", ""), n("10.0.0.0/8", "eth0")}, []HostNet{n("172.30.0.128/25", "")}},
+	} {
+		if got := Conflicts(subnet, tt.nets, "banger0"); !slices.Equal(got, tt.want) {
+			t.Errorf("%s: Conflicts = %v, want %v", tt.name, got, tt.want)
 		}
 	}
 }

@@ -140,3 +140,14 @@ func (c *Client) ApplyVMRules(ctx context.Context, fw network.Firewall, vm netwo
 func (c *Client) RemoveVMRules(ctx context.Context, fw network.Firewall, vm network.VMRules) error {
 	return c.do(ctx, &request{Op: OpRemoveVMRules, Firewall: fromFirewall(fw), VM: fromVMRules(vm)})
 }
+
+// RouteDNS implements network.Ops.
+func (c *Client) RouteDNS(ctx context.Context, bridge string, server netip.AddrPort) (network.DNSRoute, error) {
+	resp, _, err := c.call(ctx, &request{Op: OpRouteDNS, Bridge: bridge, Server: server})
+	return network.DNSRoute{Routed: resp.Routed, Reason: resp.Reason}, err
+}
+
+// UnrouteDNS implements network.Ops.
+func (c *Client) UnrouteDNS(ctx context.Context, bridge string) error {
+	return c.do(ctx, &request{Op: OpUnrouteDNS, Bridge: bridge})
+}

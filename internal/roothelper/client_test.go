@@ -106,6 +106,33 @@ func TestClientRoundTrip(t *testing.T) {
 	}
 }
 
+// RouteDNS's report crosses the socket both ways it can go.
+func TestClientRouteDNS(t *testing.T) {
+	ops := &fakeOps{route: network.DNSRoute{Reason: "systemd-resolved is not running"}}
+	c := New(startServer(t, t.TempDir(), os.Getuid(), ops))
+	ctx := context.Background()
+	server := netip.MustParseAddrPort("127.0.0.1:42069")
+	if r, err := c.RouteDNS(ctx, "banger0", server); err != nil || r != ops.route {
+		t.Fatalf("RouteDNS = %+v, %v; want %+v", r, err, ops.route)
+	}
+	ops.mu.Lock()
+	ops.route = network.DNSRoute{Routed: true}
+	ops.mu.Unlock()
+	if r, err := c.RouteDNS(ctx, "banger0", server); err != nil || !r.Routed || r.Reason != "" {
+		t.Fatalf("RouteDNS = %+v, %v; want routed", r, err)
+	}
+	if err := c.UnrouteDNS(ctx, "banger0"); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := c.RouteDNS(ctx, "banger0", netip.MustParseAddrPort("192.0.2.1:53")); !errdefs.IsPermissionDenied(err) || r.Routed {
+		t.Fatalf("RouteDNS to a gateway outside the allowed ranges = %+v, %v", r, err)
+	}
+	want := []string{OpRouteDNS, OpRouteDNS, OpUnrouteDNS}
+	if got := ops.Calls(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("calls %v, want %v", got, want)
+	}
+}
+
 func TestClientUnavailable(t *testing.T) {
 	c := New(filepath.Join(t.TempDir(), "none.sock"))
 	if err := c.DeleteTap(context.Background(), "bgr-a1"); !errdefs.IsUnavailable(err) {

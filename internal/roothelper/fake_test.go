@@ -16,6 +16,7 @@ type fakeOps struct {
 	calls   []string
 	err     error
 	tapFile func() (*os.File, error)
+	route   network.DNSRoute // what RouteDNS reports
 }
 
 var _ network.Ops = (*fakeOps)(nil)
@@ -70,3 +71,12 @@ func (f *fakeOps) ApplyVMRules(context.Context, network.Firewall, network.VMRule
 func (f *fakeOps) RemoveVMRules(context.Context, network.Firewall, network.VMRules) error {
 	return f.record(OpRemoveVMRules)
 }
+
+func (f *fakeOps) RouteDNS(context.Context, string, netip.AddrPort) (network.DNSRoute, error) {
+	err := f.record(OpRouteDNS)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.route, err
+}
+
+func (f *fakeOps) UnrouteDNS(context.Context, string) error { return f.record(OpUnrouteDNS) }

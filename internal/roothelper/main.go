@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -15,28 +16,56 @@ import (
 	"time"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/network"
 )
 
 // Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
-// UID. args are the arguments after the program name (a --root-helper
-// among them is accepted and ignored). It serves until SIGTERM or SIGINT,
-// then removes the socket. It returns the exit status: 0, 1 on error, 2 on
-// bad usage.
+// UID [--allow-subnet CIDR]... args are the arguments after the program
+// name (a --root-helper among them is accepted and ignored). It serves
+// until SIGTERM or SIGINT, then removes the socket. It returns the exit
+// status: 0, 1 on error, 2 on bad usage.
 func Main(args []string) int {
 	return run(args, os.Stderr)
 }
 
-func run(args []string, stderr io.Writer) int {
+const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]..."
+
+// options are the helper's command line.
+type options struct {
+	socket  string
+	owner   int
+	allowed []netip.Prefix // nil: network.DefaultRanges()
+}
+
+// parseFlags parses the helper's command line; errors go to stderr with
+// the usage.
+func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("bangerd --root-helper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	socket := fs.String("socket", DefaultSocket, "unix socket to listen on")
-	owner := fs.Int("owner", -1, "uid allowed to call besides root (the user bangerd runs as)")
+	o := options{}
+	fs.StringVar(&o.socket, "socket", DefaultSocket, "unix socket to listen on")
+	fs.IntVar(&o.owner, "owner", -1, "uid allowed to call besides root (the user bangerd runs as)")
+	fs.Func("allow-subnet", "a range banger's subnet may be taken from, e.g. 10.50.0.0/16 (repeatable; default: "+joinPrefixes(network.DefaultRanges())+")", func(v string) error {
+		p, err := ParseAllowedSubnet(v)
+		if err == nil {
+			o.allowed = append(o.allowed, p)
+		}
+		return err
+	})
 	fs.Bool("root-helper", true, "run as the root helper (implied)")
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return o, err
 	}
-	if fs.NArg() > 0 || *owner < 0 {
-		fmt.Fprintln(stderr, "usage: bangerd --root-helper [--socket PATH] --owner UID")
+	if fs.NArg() > 0 || o.owner < 0 {
+		fmt.Fprintln(stderr, usage)
+		return o, fmt.Errorf("%s: %w", usage, errdefs.ErrInvalidArgument)
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("component", "root-helper")
@@ -46,14 +75,18 @@ func run(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	ln, err := Listen(*socket, *owner)
+	ln, err := Listen(o.socket, o.owner)
 	if err != nil {
-		log.Error("listen", "socket", *socket, "err", err)
+		log.Error("listen", "socket", o.socket, "err", err)
 		return 1
 	}
-	defer os.Remove(*socket)
-	log.Info("serving", "socket", *socket, "owner", *owner)
-	err = Serve(ctx, ln, ServerConfig{Owner: *owner, Log: log})
+	defer os.Remove(o.socket)
+	allowed := o.allowed
+	if allowed == nil {
+		allowed = network.DefaultRanges()
+	}
+	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed))
+	err = Serve(ctx, ln, ServerConfig{Owner: o.owner, AllowedSubnets: allowed, Log: log})
 	ln.Close()
 	if err != nil {
 		log.Error("serve", "err", err)

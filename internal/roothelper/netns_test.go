@@ -28,9 +28,19 @@ import (
 // helper is stopped with SIGTERM when the test ends.
 func startHelperIn(t *testing.T, ns string) string {
 	t.Helper()
+	return startHelper(t, exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperProcess$"))
+}
+
+// startHelper runs the root helper as cmd, a command that runs this test
+// binary's TestHelperProcess, and returns its socket path; the helper is
+// stopped with SIGTERM when the test ends.
+func startHelper(t *testing.T, cmd *exec.Cmd) string {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "run", "root.sock")
-	cmd := exec.Command("ip", "netns", "exec", ns, os.Args[0], "-test.run=^TestHelperProcess$")
-	cmd.Env = append(os.Environ(), envHelper+"=serve", envSocket+"="+sock)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, envHelper+"=serve", envSocket+"="+sock)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -186,5 +196,47 @@ func TestNetnsRoundTrip(t *testing.T) {
 	}
 	if err := c.DeleteTap(ctx, tap); err != nil {
 		t.Errorf("DeleteTap of a missing tap: %v", err)
+	}
+}
+
+// TestBridgeShadowingRefused: the helper refuses a bridge whose subnet
+// overlaps a network on another interface of its namespace (the user's
+// LAN, say), and accepts the /24 next to it.
+func TestBridgeShadowingRefused(t *testing.T) {
+	nettest.Require(t)
+	ns := nettest.NewNS(t)
+	nettest.Script(t, ns, `
+		link add lan0 type veth peer name lan1
+		addr add 172.30.7.5/24 dev lan0
+		link set lan0 up
+		link set lan1 up
+	`)
+	c := New(startHelperIn(t, ns))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	err := c.EnsureBridge(ctx, "banger0", netip.MustParsePrefix("172.30.7.1/24"))
+	if !errdefs.IsFailedPrecondition(err) {
+		t.Fatalf("EnsureBridge over lan0's network: %v; want failed precondition", err)
+	}
+	for _, want := range []string{"172.30.7.0/24", "lan0", "subnet = "} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	if _, err := nettest.IP(ns, "link", "show", "dev", "banger0"); err == nil {
+		t.Error("bridge created although refused")
+	}
+	if err := c.EnsureBridge(ctx, "banger0", netip.MustParsePrefix("172.30.8.1/24")); err != nil {
+		t.Fatalf("EnsureBridge next to lan0's network: %v", err)
+	}
+	// banger's own bridge is no conflict: ensuring it again works.
+	if err := c.EnsureBridge(ctx, "banger0", netip.MustParsePrefix("172.30.8.1/24")); err != nil {
+		t.Fatalf("EnsureBridge again: %v", err)
+	}
+	// A route over the subnet, through another interface, is a conflict too.
+	nettest.MustIP(t, ns, "route", "add", "10.213.0.0/16", "dev", "lan0")
+	if err := c.EnsureBridge(ctx, "banger1", netip.MustParsePrefix("10.213.4.1/24")); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("EnsureBridge under a route of lan0: %v", err)
 	}
 }

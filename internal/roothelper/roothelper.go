@@ -7,25 +7,31 @@
 // answers one request at a time per connection. Every request is checked
 // with the network package's validators before anything runs: bridges and
 // taps only under banger's prefixes, addresses only inside banger's subnet,
-// the gateway only .1 of it, a tap owned only by the caller's own uid
-// (unless the caller is root), and only the fixed set of operations below.
-// A refused request gets an error reply of class errdefs.ErrInvalidArgument
-// or errdefs.ErrPermissionDenied; the connection stays usable.
+// the gateway only .1 of it, every subnet inside the ranges the helper
+// allows (--allow-subnet; banger's default ranges otherwise), a tap owned
+// only by the caller's own uid (unless the caller is root), a DNS server
+// only on loopback or a bridge gateway, and only the fixed set of
+// operations below. A refused request gets an error reply of class
+// errdefs.ErrInvalidArgument or errdefs.ErrPermissionDenied; the
+// connection stays usable. The bridge's subnet is also refused when it
+// overlaps a network of another interface (network.CheckSubnetFree, class
+// errdefs.ErrFailedPrecondition).
 //
 // Wire format, both ways: a 4-byte big-endian length, then that many bytes
 // of JSON (at most 64 KiB). A request is
 //
 //	{"op": "createTap", "bridge": "banger0", "gateway": "172.30.0.1/24",
-//	 "tap": "bgr-k3x9", "uid": 1000,
+//	 "tap": "bgr-k3x9", "uid": 1000, "server": "127.0.0.1:42069",
 //	 "firewall": {"bridge": "banger0", "subnet": "172.30.0.0/24", "servicePorts": [53]},
 //	 "vm": {"tap": "bgr-k3x9", "addr": "172.30.0.2", "subnet": "172.30.0.0/24", "mode": "public", "uplink": ""}}
 //
 // with only the fields its op uses; ops are ensureBridge, ensureForwarding,
-// ensureFirewall, createTap, deleteTap, applyVMRules and removeVMRules. A
-// reply is {"error": "...", "class": "permission denied", "wasOn": true,
-// "fd": true}: class is the errdefs class's text, so the client rebuilds an
-// error that errdefs.Is* recognise. A createTap reply carries the open tap
-// (see OpenTap) as an SCM_RIGHTS control message on its bytes.
+// ensureFirewall, createTap, deleteTap, applyVMRules, removeVMRules,
+// routeDNS and unrouteDNS. A reply is {"error": "...", "class": "permission
+// denied", "wasOn": true, "fd": true, "routed": true, "reason": "..."}:
+// class is the errdefs class's text, so the client rebuilds an error that
+// errdefs.Is* recognise. A createTap reply carries the open tap (see
+// OpenTap) as an SCM_RIGHTS control message on its bytes.
 package roothelper
 
 import (
@@ -38,6 +44,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -58,19 +65,22 @@ const (
 	OpDeleteTap        = "deleteTap"
 	OpApplyVMRules     = "applyVMRules"
 	OpRemoveVMRules    = "removeVMRules"
+	OpRouteDNS         = "routeDNS"
+	OpUnrouteDNS       = "unrouteDNS"
 )
 
 // maxFrame bounds a message's JSON; requests are a few hundred bytes.
 const maxFrame = 64 << 10
 
 type request struct {
-	Op       string       `json:"op"`
-	Bridge   string       `json:"bridge,omitempty"`
-	Gateway  netip.Prefix `json:"gateway,omitzero"`
-	Tap      string       `json:"tap,omitempty"`
-	UID      int          `json:"uid,omitempty"`
-	Firewall *firewall    `json:"firewall,omitempty"`
-	VM       *vmRules     `json:"vm,omitempty"`
+	Op       string         `json:"op"`
+	Bridge   string         `json:"bridge,omitempty"`
+	Gateway  netip.Prefix   `json:"gateway,omitzero"`
+	Tap      string         `json:"tap,omitempty"`
+	UID      int            `json:"uid,omitempty"`
+	Server   netip.AddrPort `json:"server,omitzero"`
+	Firewall *firewall      `json:"firewall,omitempty"`
+	VM       *vmRules       `json:"vm,omitempty"`
 }
 
 type firewall struct {
@@ -92,6 +102,9 @@ type response struct {
 	Class string `json:"class,omitempty"`
 	WasOn bool   `json:"wasOn,omitempty"`
 	FD    bool   `json:"fd,omitempty"`
+	// Routed and Reason are routeDNS's network.DNSRoute.
+	Routed bool   `json:"routed,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 func fromFirewall(f network.Firewall) *firewall {
@@ -110,22 +123,25 @@ func (v *vmRules) network() network.VMRules {
 	return network.VMRules{Tap: v.Tap, Addr: v.Addr, Subnet: v.Subnet, Mode: v.Mode, Uplink: v.Uplink}
 }
 
-// validate checks req from a peer with uid peerUID before anything runs.
-// The error names what was refused and is InvalidArgument or
+// validate checks req from a peer with uid peerUID before anything runs;
+// every subnet it names must lie inside one of the allowed ranges. The
+// error names what was refused and is InvalidArgument or
 // PermissionDenied.
-func validate(req *request, peerUID int) error {
+func validate(req *request, peerUID int, allowed []netip.Prefix) error {
 	var err error
 	switch req.Op {
 	case OpEnsureBridge:
 		if err = network.ValidateBridgeName(req.Bridge); err == nil {
-			err = network.ValidateGateway(req.Gateway)
+			if err = network.ValidateGateway(req.Gateway); err == nil {
+				err = checkAllowed(req.Gateway.Masked(), allowed)
+			}
 		}
 	case OpEnsureForwarding:
 	case OpEnsureFirewall:
 		if req.Firewall == nil {
 			err = fmt.Errorf("no firewall: %w", errdefs.ErrInvalidArgument)
-		} else {
-			err = req.Firewall.network().Validate()
+		} else if err = req.Firewall.network().Validate(); err == nil {
+			err = checkAllowed(req.Firewall.Subnet, allowed)
 		}
 	case OpCreateTap:
 		switch {
@@ -143,9 +159,18 @@ func validate(req *request, peerUID int) error {
 	case OpApplyVMRules, OpRemoveVMRules:
 		if req.Firewall == nil || req.VM == nil {
 			err = fmt.Errorf("want firewall and vm: %w", errdefs.ErrInvalidArgument)
-		} else {
-			err = req.Firewall.network().ValidateVMRules(req.VM.network())
+		} else if err = req.Firewall.network().ValidateVMRules(req.VM.network()); err == nil {
+			err = checkAllowed(req.Firewall.Subnet, allowed)
 		}
+	case OpRouteDNS:
+		if err = network.ValidateBridgeName(req.Bridge); err == nil {
+			if err = network.ValidateDNSServer(req.Server); err == nil && !req.Server.Addr().IsLoopback() {
+				// A gateway: of a subnet the helper allows.
+				err = checkAllowed(netip.PrefixFrom(req.Server.Addr(), 24).Masked(), allowed)
+			}
+		}
+	case OpUnrouteDNS:
+		err = network.ValidateBridgeName(req.Bridge)
 	default:
 		return fmt.Errorf("refused op %q: unknown operation: %w", req.Op, errdefs.ErrInvalidArgument)
 	}
@@ -153,6 +178,36 @@ func validate(req *request, peerUID int) error {
 		return fmt.Errorf("refused %s: %w", req.Op, err)
 	}
 	return nil
+}
+
+// checkAllowed refuses subnet unless it lies inside one of the allowed
+// ranges.
+func checkAllowed(subnet netip.Prefix, allowed []netip.Prefix) error {
+	for _, r := range allowed {
+		if r.Bits() <= subnet.Bits() && r.Contains(subnet.Addr()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("subnet %s is outside the ranges this root helper allows (%s): set subnet = \"<a /24 inside them>\" in config.toml, or start the helper with --allow-subnet %s: %w",
+		subnet, joinPrefixes(allowed), subnet, errdefs.ErrPermissionDenied)
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+// ParseAllowedSubnet parses an --allow-subnet value: a masked IPv4 prefix
+// of length 24 or shorter (banger's subnets are /24s).
+func ParseAllowedSubnet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() || p.Bits() > 24 || p.Masked() != p {
+		return netip.Prefix{}, fmt.Errorf("allowed subnet %q: want a masked IPv4 prefix of length 24 or shorter, e.g. 10.50.0.0/16: %w", s, errdefs.ErrInvalidArgument)
+	}
+	return p, nil
 }
 
 // classError rebuilds an error from a reply, keeping its class.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -27,15 +28,19 @@ type ServerConfig struct {
 	Owner int
 	// Ops performs validated requests; nil means network.Local{}.
 	Ops network.Ops
+	// AllowedSubnets are the ranges every subnet in a request must lie
+	// in; nil means network.DefaultRanges().
+	AllowedSubnets []netip.Prefix
 	// Log receives a line per operation and per refusal; nil discards.
 	Log *slog.Logger
 }
 
 type server struct {
-	owner int
-	ops   network.Ops
-	log   *slog.Logger
-	mu    sync.Mutex // serializes operations across connections
+	owner   int
+	ops     network.Ops
+	allowed []netip.Prefix
+	log     *slog.Logger
+	mu      sync.Mutex // serializes operations across connections
 }
 
 // Serve accepts connections on ln until ctx is done, then closes ln and
@@ -47,7 +52,10 @@ type server struct {
 // other than root or cfg.Owner gets a PermissionDenied reply and is
 // disconnected. Requests on a connection are answered in order.
 func Serve(ctx context.Context, ln *net.UnixListener, cfg ServerConfig) error {
-	s := &server{owner: cfg.Owner, ops: cfg.Ops, log: cfg.Log}
+	s := &server{owner: cfg.Owner, ops: cfg.Ops, allowed: cfg.AllowedSubnets, log: cfg.Log}
+	if s.allowed == nil {
+		s.allowed = network.DefaultRanges()
+	}
 	if s.ops == nil {
 		s.ops = network.Local{}
 	}
@@ -148,7 +156,7 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 // handle validates and runs one request from a peer with uid peerUID. The
 // returned file, if any, goes with the reply and is closed by the caller.
 func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request) (response, *os.File) {
-	if err := validate(req, peerUID); err != nil {
+	if err := validate(req, peerUID, s.allowed); err != nil {
 		log.Warn("refused request", "op", req.Op, "err", err)
 		return response{Error: err.Error(), Class: className(err)}, nil
 	}
@@ -181,6 +189,12 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 		err = s.ops.ApplyVMRules(ctx, req.Firewall.network(), req.VM.network())
 	case OpRemoveVMRules:
 		err = s.ops.RemoveVMRules(ctx, req.Firewall.network(), req.VM.network())
+	case OpRouteDNS:
+		var r network.DNSRoute
+		r, err = s.ops.RouteDNS(ctx, req.Bridge, req.Server)
+		resp.Routed, resp.Reason = r.Routed, r.Reason
+	case OpUnrouteDNS:
+		err = s.ops.UnrouteDNS(ctx, req.Bridge)
 	}
 	if err != nil {
 		if f != nil {
@@ -188,6 +202,9 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 		}
 		log.Warn("operation", "op", req.Op, "tap", req.Tap, "err", err)
 		return response{Error: err.Error(), Class: className(err)}, nil
+	}
+	if req.Op == OpRouteDNS {
+		log = log.With("server", req.Server.String(), "routed", resp.Routed, "reason", resp.Reason)
 	}
 	log.Info("operation", "op", req.Op, "tap", req.Tap, "bridge", req.Bridge)
 	resp.FD = f != nil

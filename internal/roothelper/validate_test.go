@@ -65,10 +65,26 @@ func TestRefusedBeforeAnyOp(t *testing.T) {
 		{"rules docker0", user, request{Op: OpApplyVMRules, Firewall: &firewall{Bridge: "docker0", Subnet: testSubnet}, VM: goodVM()}, errdefs.ErrInvalidArgument, "docker0"},
 		{"remove foreign tap", user, request{Op: OpRemoveVMRules, Firewall: goodFW(), VM: vm(func(v *vmRules) { v.Tap = "eth0" })}, errdefs.ErrInvalidArgument, "eth0"},
 		{"remove bad mode", user, request{Op: OpRemoveVMRules, Firewall: goodFW(), VM: vm(func(v *vmRules) { v.Mode = "x" })}, errdefs.ErrInvalidArgument, "mode"},
+		// Subnets outside the allowed ranges (banger's defaults here):
+		// refused, naming the subnet and both fixes.
+		{"bridge on the LAN", user, request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: lanGW}, errdefs.ErrPermissionDenied, "192.168.1.0/24"},
+		{"bridge next to the default ranges", 0, request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: netip.MustParsePrefix("172.31.0.1/24")}, errdefs.ErrPermissionDenied, "--allow-subnet 172.31.0.0/24"},
+		{"firewall on the LAN", user, request{Op: OpEnsureFirewall, Firewall: lanFW()}, errdefs.ErrPermissionDenied, "subnet = "},
+		{"rules on the LAN", user, request{Op: OpApplyVMRules, Firewall: lanFW(), VM: lanVM()}, errdefs.ErrPermissionDenied, "192.168.1.0/24"},
+		{"remove rules on the LAN", user, request{Op: OpRemoveVMRules, Firewall: lanFW(), VM: lanVM()}, errdefs.ErrPermissionDenied, "192.168.1.0/24"},
+		// DNS routing: banger's bridges, and a server on loopback or a
+		// gateway of an allowed subnet only.
+		{"route dns eth0", user, request{Op: OpRouteDNS, Bridge: "eth0", Server: dnsAddr}, errdefs.ErrInvalidArgument, "eth0"},
+		{"route dns no server", user, request{Op: OpRouteDNS, Bridge: "banger0"}, errdefs.ErrInvalidArgument, "dns server"},
+		{"route dns port 0", user, request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("127.0.0.1:0")}, errdefs.ErrInvalidArgument, "dns server"},
+		{"route dns off the host", user, request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("8.8.8.8:53")}, errdefs.ErrInvalidArgument, "8.8.8.8"},
+		{"route dns to a VM", user, request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("172.30.4.2:53")}, errdefs.ErrInvalidArgument, "172.30.4.2"},
+		{"route dns to a LAN gateway", user, request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("192.168.1.1:53")}, errdefs.ErrPermissionDenied, "192.168.1.0/24"},
+		{"unroute dns eth0", user, request{Op: OpUnrouteDNS, Bridge: "eth0"}, errdefs.ErrInvalidArgument, "eth0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ops := &fakeOps{}
-			s := &server{owner: user, ops: ops, log: slog.New(slog.DiscardHandler)}
+			s := &server{owner: user, ops: ops, allowed: network.DefaultRanges(), log: slog.New(slog.DiscardHandler)}
 			resp, f := s.handle(context.Background(), s.log, tc.peer, &tc.req)
 			if f != nil {
 				f.Close()
@@ -88,6 +104,18 @@ func TestRefusedBeforeAnyOp(t *testing.T) {
 	}
 }
 
+var (
+	lanSubnet = netip.MustParsePrefix("192.168.1.0/24")
+	lanGW     = netip.MustParsePrefix("192.168.1.1/24")
+	dnsAddr   = netip.MustParseAddrPort("127.0.0.1:42069")
+)
+
+func lanFW() *firewall { return &firewall{Bridge: "banger0", Subnet: lanSubnet} }
+
+func lanVM() *vmRules {
+	return &vmRules{Tap: "bgr-a1", Addr: netip.MustParseAddr("192.168.1.2"), Subnet: lanSubnet, Mode: network.ModePublic}
+}
+
 func TestAccepted(t *testing.T) {
 	const user = 1000
 	for _, tc := range []struct {
@@ -95,6 +123,12 @@ func TestAccepted(t *testing.T) {
 		req  request
 	}{
 		{user, request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: testGW}},
+		{user, request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: netip.MustParsePrefix("10.213.255.1/24")}},
+		{user, request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: netip.MustParsePrefix("192.168.213.1/24")}},
+		{user, request{Op: OpRouteDNS, Bridge: "banger0", Server: dnsAddr}},
+		{user, request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("[::1]:53")}},
+		{user, request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("172.30.4.1:53")}},
+		{user, request{Op: OpUnrouteDNS, Bridge: "banger0"}},
 		{user, request{Op: OpEnsureForwarding}},
 		{user, request{Op: OpEnsureFirewall, Firewall: goodFW()}},
 		{user, request{Op: OpCreateTap, Tap: "bgr-a1", Bridge: "banger0", UID: user}},
@@ -104,7 +138,7 @@ func TestAccepted(t *testing.T) {
 		{user, request{Op: OpRemoveVMRules, Firewall: goodFW(), VM: goodVM()}},
 	} {
 		ops := &fakeOps{}
-		s := &server{owner: user, ops: ops, log: slog.New(slog.DiscardHandler)}
+		s := &server{owner: user, ops: ops, allowed: network.DefaultRanges(), log: slog.New(slog.DiscardHandler)}
 		resp, f := s.handle(context.Background(), s.log, tc.peer, &tc.req)
 		if f != nil {
 			f.Close()
@@ -117,6 +151,35 @@ func TestAccepted(t *testing.T) {
 		}
 		if (tc.req.Op == OpCreateTap) != resp.FD {
 			t.Errorf("%s: fd %v", tc.req.Op, resp.FD)
+		}
+	}
+}
+
+// TestAllowSubnet: a subnet outside banger's default ranges is accepted
+// once the helper allows its range, and only that range.
+func TestAllowSubnet(t *testing.T) {
+	allowed := []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")}
+	for _, tc := range []struct {
+		req request
+		ok  bool
+	}{
+		{request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: lanGW}, true},
+		{request{Op: OpEnsureFirewall, Firewall: lanFW()}, true},
+		{request{Op: OpApplyVMRules, Firewall: lanFW(), VM: lanVM()}, true},
+		{request{Op: OpRemoveVMRules, Firewall: lanFW(), VM: lanVM()}, true},
+		{request{Op: OpRouteDNS, Bridge: "banger0", Server: netip.MustParseAddrPort("192.168.1.1:53")}, true},
+		// The defaults no longer apply once ranges are given.
+		{request{Op: OpEnsureBridge, Bridge: "banger0", Gateway: testGW}, false},
+		{request{Op: OpEnsureFirewall, Firewall: goodFW()}, false},
+	} {
+		ops := &fakeOps{}
+		s := &server{owner: 1000, ops: ops, allowed: allowed, log: slog.New(slog.DiscardHandler)}
+		resp, _ := s.handle(context.Background(), s.log, 1000, &tc.req)
+		if tc.ok && resp.Error != "" {
+			t.Errorf("%s: %s", tc.req.Op, resp.Error)
+		}
+		if !tc.ok && (resp.Error == "" || !errors.Is(classError(resp.Error, resp.Class), errdefs.ErrPermissionDenied)) {
+			t.Errorf("%s: reply %+v, want permission denied", tc.req.Op, resp)
 		}
 	}
 }
