@@ -192,6 +192,16 @@ func CheckVersion(v [3]int) error {
 	return nil
 }
 
+// Supported returns nil when version (in the "1.x.y" form Version returns)
+// is one banger supports, else why not (CheckVersion's error).
+func Supported(version string) error {
+	v, err := ParseVersion("Firecracker v" + version)
+	if err != nil {
+		return err
+	}
+	return CheckVersion(v)
+}
+
 // Version runs `firecracker --version` and returns "1.x.y". It does not
 // check the supported range (see CheckVersion).
 func (e *Engine) Version(ctx context.Context) (string, error) {
@@ -393,7 +403,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	if err := proc.WriteFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
 		return nil, err
 	}
-	inst = &Instance{id: spec.ID, st: st, p: p, api: newAPIClient(st.APISocket), log: e.log.With("vm", spec.ID)}
+	inst = newInstance(spec.ID, st, p, e.log)
 	if err := e.waitAPI(ctx, inst); err != nil {
 		return nil, err
 	}
@@ -403,7 +413,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	if p.Exited() {
 		return nil, errors.New("firecracker exited during start")
 	}
-	inst.log.Info("vm started", "pid", p.PID(), "jailed", st.JailID != "")
+	inst.Log.Info("vm started", "pid", p.PID(), "jailed", st.JailID != "")
 	return inst, nil
 }
 
@@ -417,7 +427,7 @@ func (e *Engine) waitAPI(ctx context.Context, inst *Instance) error {
 	defer cancel()
 	lastErr := errors.New("no API socket yet")
 	for {
-		if inst.p.Exited() {
+		if inst.P.Exited() {
 			return errors.New("firecracker exited during start")
 		}
 		if proc.FileExists(inst.st.APISocket) {
@@ -487,7 +497,7 @@ func (e *Engine) attach(ctx context.Context, spec engine.Spec) (*Instance, error
 	if id == "" {
 		id = st.ID
 	}
-	inst := &Instance{id: id, st: st, p: p, api: newAPIClient(st.APISocket), log: e.log.With("vm", id)}
+	inst := newInstance(id, st, p, e.log)
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := inst.api.instanceInfo(actx); err != nil {
@@ -495,9 +505,9 @@ func (e *Engine) attach(ctx context.Context, spec engine.Spec) (*Instance, error
 			return nil, fmt.Errorf("firecracker for %s has exited: %w", dir, errdefs.ErrNotFound)
 		}
 		// Alive but not answering: still hand it back so it can be killed.
-		inst.log.Warn("firecracker API does not answer", "err", err)
+		inst.Log.Warn("firecracker API does not answer", "err", err)
 	}
-	inst.log.Info("vm attached", "pid", p.PID())
+	inst.Log.Info("vm attached", "pid", p.PID())
 	return inst, nil
 }
 
@@ -507,33 +517,8 @@ func (e *Engine) find(dir string) (*proc.Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	try := func(pid int) *proc.Process {
-		p, err := proc.Open(pid)
-		if err != nil {
-			return nil
-		}
-		// Checked after pinning the pid with a pidfd, so the argv and the
-		// handle belong to the same process.
-		if argv, err := proc.Cmdline(pid); err != nil || !st.ours(argv) {
-			return nil
-		}
-		return p
-	}
-	if b, err := os.ReadFile(st.PIDFile); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			if p := try(pid); p != nil {
-				return p, nil
-			}
-		}
-	}
-	pids, err := proc.Find(st.ours)
-	if err != nil {
-		return nil, err
-	}
-	for _, pid := range pids {
-		if p := try(pid); p != nil {
-			return p, nil
-		}
+	if p, err := proc.FindOwned(st.PIDFile, st.ours); err != nil || p != nil {
+		return p, err
 	}
 	return nil, fmt.Errorf("no firecracker process for %s: %w", dir, errdefs.ErrNotFound)
 }

@@ -6,37 +6,33 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
-	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/proc"
 )
 
 // Instance is one Firecracker VM, started or attached. See engine.Instance.
 type Instance struct {
-	id  string
-	st  state
-	p   *proc.Process
-	api *apiClient
-	log *slog.Logger
+	proc.Runtime // PID, Kill, Wait, Stats
+	st           state
+	api          *apiClient
+}
 
-	mu        sync.Mutex
-	agentBusy bool
+// newInstance returns the Instance of firecracker process p with state st.
+func newInstance(id string, st state, p *proc.Process, log *slog.Logger) *Instance {
+	return &Instance{st: st, api: newAPIClient(st.APISocket), Runtime: proc.Runtime{
+		ID: id, P: p, Log: log.With("vm", id),
+		PIDFile: st.PIDFile, Files: []string{st.APISocket, st.VsockUDS}, Dirs: []string{st.JailDir},
+	}}
 }
 
 var (
 	_ engine.Instance      = (*Instance)(nil)
 	_ engine.ConsoleLogger = (*Instance)(nil)
 )
-
-// PID returns firecracker's pid.
-func (i *Instance) PID() int { return i.p.PID() }
 
 // ConsoleLog is the path of the guest console log (engine.ConsoleLogger).
 func (i *Instance) ConsoleLog() string { return i.st.ConsoleLog }
@@ -50,33 +46,14 @@ const dialTimeout = 10 * time.Second
 // listens on the guest port, so DialAgent retries until ctx is done
 // (dialTimeout without a deadline).
 func (i *Instance) DialAgent(ctx context.Context) (net.Conn, error) {
-	i.mu.Lock()
-	if i.agentBusy {
-		i.mu.Unlock()
-		return nil, fmt.Errorf("vm %s: agent channel already in use: %w", i.id, errdefs.ErrUnavailable)
-	}
-	i.agentBusy = true
-	i.mu.Unlock()
-	release := func() {
-		i.mu.Lock()
-		i.agentBusy = false
-		i.mu.Unlock()
-	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, dialTimeout)
 		defer cancel()
 	}
-	c, err := dialVsockUDS(ctx, i.st.VsockUDS, engine.AgentVsockPort)
-	if err != nil {
-		release()
-		if i.p.Exited() {
-			return nil, fmt.Errorf("vm %s: dial agent: vm is not running: %w", i.id, errdefs.ErrFailedPrecondition)
-		}
-		return nil, fmt.Errorf("vm %s: dial agent: %w: %w", i.id, err, errdefs.ErrUnavailable)
-	}
-	c.release = sync.OnceFunc(release)
-	return c, nil
+	return i.DialAgentWith(ctx, func(ctx context.Context) (net.Conn, error) {
+		return dialVsockUDS(ctx, i.st.VsockUDS, engine.AgentVsockPort)
+	})
 }
 
 // dialVsockUDS does Firecracker's host-initiated vsock handshake on uds,
@@ -129,32 +106,24 @@ func connectOnce(ctx context.Context, uds string, port uint32) (*agentConn, erro
 		return nil, fmt.Errorf("answer to CONNECT: %q", strings.TrimSpace(line))
 	}
 	c.SetDeadline(time.Time{})
-	return &agentConn{Conn: c, r: br, release: func() {}}, nil
+	return &agentConn{Conn: c, r: br}, nil
 }
 
 // agentConn reads through the reader that consumed the OK line, so guest
-// bytes that came with it are not lost, and frees the Instance's single
-// agent slot on Close.
+// bytes that came with it are not lost.
 type agentConn struct {
 	net.Conn
-	r       *bufio.Reader
-	release func()
+	r *bufio.Reader
 }
 
 func (c *agentConn) Read(p []byte) (int, error) { return c.r.Read(p) }
-
-func (c *agentConn) Close() error {
-	err := c.Conn.Close()
-	c.release()
-	return err
-}
 
 // Shutdown waits briefly for the guest to power off by itself, then sends
 // SendCtrlAltDel (the guest's reboot=k makes that a power-off, and
 // Firecracker exits on reset) and waits until the deadline, then SIGKILLs.
 // See engine.Instance.
 func (i *Instance) Shutdown(ctx context.Context) error {
-	if i.p.Exited() {
+	if i.P.Exited() {
 		return i.Wait(ctx)
 	}
 	deadline, ok := ctx.Deadline()
@@ -168,89 +137,49 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 	// on its way down.
 	grace := min(time.Until(deadline)/4, 2*time.Second)
 	gctx, gcancel := context.WithTimeout(ctx, grace)
-	err := i.p.Wait(gctx)
+	err := i.P.Wait(gctx)
 	gcancel()
 	if err == nil {
-		i.log.Info("vm powered off")
-		i.cleanup()
+		i.Log.Info("vm powered off")
+		i.Cleanup()
 		return nil
 	}
 	// Phase 2: Ctrl+Alt+Del, the last graceful resort.
 	cerr := i.api.action(ctx, "SendCtrlAltDel")
 	if cerr == nil {
-		if err := i.p.Wait(ctx); err == nil {
-			i.log.Info("vm powered off after Ctrl+Alt+Del")
-			i.cleanup()
+		if err := i.P.Wait(ctx); err == nil {
+			i.Log.Info("vm powered off after Ctrl+Alt+Del")
+			i.Cleanup()
 			return nil
 		}
 	}
 	// Phase 3: force, with a budget of our own since ctx is spent.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if err := i.p.Signal(syscall.SIGKILL); err != nil {
-		return fmt.Errorf("vm %s: shutdown: %w", i.id, err)
+	if err := i.KillAndWait(fctx, "firecracker"); err != nil {
+		return err
 	}
-	if err := i.p.Wait(fctx); err != nil {
-		return fmt.Errorf("vm %s: shutdown: firecracker survived SIGKILL: %w", i.id, err)
-	}
-	i.cleanup()
+	i.Cleanup()
 	why := "guest did not power off before the deadline"
 	if cerr != nil {
 		why = "Ctrl+Alt+Del failed: " + cerr.Error()
 	}
-	i.log.Warn("vm stopped by force", "how", "SIGKILL", "reason", why)
-	return fmt.Errorf("vm %s: %s; stopped with SIGKILL: %w", i.id, why, engine.ErrForced)
-}
-
-// Kill sends SIGKILL to firecracker.
-func (i *Instance) Kill() error {
-	if err := i.p.Signal(syscall.SIGKILL); err != nil {
-		return fmt.Errorf("vm %s: kill: %w", i.id, err)
-	}
-	return nil
-}
-
-// Wait blocks until firecracker has exited, then removes its pidfile,
-// sockets and jail.
-func (i *Instance) Wait(ctx context.Context) error {
-	if err := i.p.Wait(ctx); err != nil {
-		return fmt.Errorf("vm %s: %w", i.id, err)
-	}
-	i.cleanup()
-	return nil
-}
-
-// cleanup removes the runtime files of an exited firecracker; engine.json
-// and the logs in Spec.Dir stay for the caller. It does nothing unless the
-// pidfile still names this process: a stale handle must not remove the
-// files of a VM started again in the same directory.
-func (i *Instance) cleanup() {
-	b, err := os.ReadFile(i.st.PIDFile)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(i.p.PID()) {
-		return
-	}
-	for _, p := range []string{i.st.APISocket, i.st.VsockUDS, i.st.PIDFile} {
-		os.Remove(p)
-	}
-	if i.st.JailDir != "" {
-		if err := os.RemoveAll(i.st.JailDir); err != nil {
-			i.log.Warn("remove jail", "err", err)
-		}
-	}
+	i.Log.Warn("vm stopped by force", "how", "SIGKILL", "reason", why)
+	return fmt.Errorf("vm %s: %s; stopped with SIGKILL: %w", i.ID, why, engine.ErrForced)
 }
 
 // Status asks GET / for the instance state; an exited process is
 // StateExited.
 func (i *Instance) Status(ctx context.Context) (engine.State, error) {
-	if i.p.Exited() {
+	if i.P.Exited() {
 		return engine.StateExited, nil
 	}
 	ii, err := i.api.instanceInfo(ctx)
 	if err != nil {
-		if i.p.Exited() {
+		if i.P.Exited() {
 			return engine.StateExited, nil
 		}
-		return engine.StateUnknown, fmt.Errorf("vm %s: status: %w", i.id, err)
+		return engine.StateUnknown, fmt.Errorf("vm %s: status: %w", i.ID, err)
 	}
 	return mapState(ii.State), nil
 }
@@ -264,13 +193,4 @@ func mapState(s string) engine.State {
 		return engine.StatePaused
 	}
 	return engine.StateUnknown
-}
-
-// Stats reads firecracker's CPU time and memory from /proc.
-func (i *Instance) Stats(ctx context.Context) (engine.Stats, error) {
-	s, err := i.p.Stats()
-	if err != nil {
-		return engine.Stats{}, fmt.Errorf("vm %s: stats: %w", i.id, err)
-	}
-	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -147,6 +148,16 @@ func TestCheckKernelAndVersion(t *testing.T) {
 	if _, err := ParseVersion("QEMU 8.2"); err == nil {
 		t.Error("non-Firecracker version parsed")
 	}
+	// Supported takes what Version returns.
+	if err := Supported("1.10.1"); err != nil {
+		t.Error(err)
+	}
+	if err := Supported("1.7.3"); err == nil || !strings.Contains(err.Error(), "too old") {
+		t.Errorf("1.7.3: %v", err)
+	}
+	if err := Supported("garbage"); err == nil {
+		t.Error("garbage version supported")
+	}
 }
 
 // TestDialAgentRetriesAndKeepsBytes: the first attempts are hung up on (no
@@ -176,7 +187,7 @@ func TestDialAgentRetriesAndKeepsBytes(t *testing.T) {
 			c.Close()
 		}
 	}()
-	inst := &Instance{id: "vm1", st: state{VsockUDS: uds}, p: selfProcess(t)}
+	inst := newInstance("vm1", state{VsockUDS: uds}, selfProcess(t), slog.New(slog.DiscardHandler))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	c, err := inst.DialAgent(ctx)

@@ -1,8 +1,6 @@
 package firecracker
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,16 +10,9 @@ import (
 )
 
 func readState(dir string) (state, error) {
-	b, err := os.ReadFile(filepath.Join(dir, StateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return state{}, fmt.Errorf("no %s in %s: %w", StateFile, dir, errdefs.ErrNotFound)
-	}
-	if err != nil {
-		return state{}, err
-	}
 	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
-		return state{}, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
+	if err := proc.ReadState(dir, StateFile, &st); err != nil {
+		return state{}, err
 	}
 	if st.Engine != Name || st.APISocket == "" || st.APISockArg == "" || st.PIDFile == "" {
 		return state{}, fmt.Errorf("%s was not written by the firecracker engine: %w", filepath.Join(dir, StateFile), errdefs.ErrNotFound)

@@ -7,28 +7,27 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
-	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/proc"
 )
 
 // Instance is one QEMU VM, started or attached. See engine.Instance.
+// proc.Runtime gives it PID, Kill, Wait and Stats.
 type Instance struct {
-	id  string
-	st  state
-	p   *proc.Process
-	log *slog.Logger
+	proc.Runtime
+	st state
+}
 
-	mu        sync.Mutex
-	agentBusy bool
+// newInstance returns the Instance of QEMU process p with state st.
+func newInstance(id string, st state, p *proc.Process, log *slog.Logger) *Instance {
+	return &Instance{st: st, Runtime: proc.Runtime{
+		ID: id, P: p, Log: log.With("vm", id),
+		PIDFile: st.PIDFile, Files: []string{st.QMPSocket, st.AgentSocket},
+	}}
 }
 
 var (
@@ -36,62 +35,26 @@ var (
 	_ engine.ConsoleLogger = (*Instance)(nil)
 )
 
-// PID returns QEMU's pid.
-func (i *Instance) PID() int { return i.p.PID() }
-
 // ConsoleLog is the path of the guest console log (engine.ConsoleLogger).
 func (i *Instance) ConsoleLog() string { return i.st.ConsoleLog }
 
 // DialAgent connects to the agent channel: the virtio-serial port's unix
 // socket, or vsock port engine.AgentVsockPort of the guest.
 func (i *Instance) DialAgent(ctx context.Context) (net.Conn, error) {
-	i.mu.Lock()
-	if i.agentBusy {
-		i.mu.Unlock()
-		return nil, fmt.Errorf("vm %s: agent channel already in use: %w", i.id, errdefs.ErrUnavailable)
-	}
-	i.agentBusy = true
-	i.mu.Unlock()
-	release := func() {
-		i.mu.Lock()
-		i.agentBusy = false
-		i.mu.Unlock()
-	}
-	var c net.Conn
-	var err error
-	if i.st.VsockCID != 0 {
-		c, err = dialVsock(ctx, i.st.VsockCID, engine.AgentVsockPort)
-	} else {
-		var d net.Dialer
-		c, err = d.DialContext(ctx, "unix", i.st.AgentSocket)
-	}
-	if err != nil {
-		release()
-		if i.p.Exited() {
-			return nil, fmt.Errorf("vm %s: dial agent: vm is not running: %w", i.id, errdefs.ErrFailedPrecondition)
+	return i.DialAgentWith(ctx, func(ctx context.Context) (net.Conn, error) {
+		if i.st.VsockCID != 0 {
+			return dialVsock(ctx, i.st.VsockCID, engine.AgentVsockPort)
 		}
-		return nil, fmt.Errorf("vm %s: dial agent: %w: %w", i.id, err, errdefs.ErrUnavailable)
-	}
-	return &agentConn{Conn: c, release: sync.OnceFunc(release)}, nil
-}
-
-// agentConn frees the Instance's single agent slot on Close.
-type agentConn struct {
-	net.Conn
-	release func()
-}
-
-func (c *agentConn) Close() error {
-	err := c.Conn.Close()
-	c.release()
-	return err
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", i.st.AgentSocket)
+	})
 }
 
 // Shutdown presses the ACPI power button (QMP system_powerdown) and waits
 // for QEMU to exit; at the deadline it sends QMP quit, and if QEMU still
 // runs a moment later, SIGKILL. See engine.Instance.
 func (i *Instance) Shutdown(ctx context.Context) error {
-	if i.p.Exited() {
+	if i.P.Exited() {
 		return i.Wait(ctx)
 	}
 	if _, ok := ctx.Deadline(); !ok {
@@ -109,11 +72,11 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 			break
 		}
 		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := i.p.Wait(wctx)
+		err := i.P.Wait(wctx)
 		cancel()
 		if err == nil {
-			i.log.Info("vm powered off")
-			i.cleanup()
+			i.Log.Info("vm powered off")
+			i.Cleanup()
 			return nil
 		}
 	}
@@ -125,58 +88,22 @@ func (i *Instance) Shutdown(ctx context.Context) error {
 	qctx, qcancel := context.WithTimeout(fctx, 2*time.Second)
 	qerr := qmpCall(qctx, i.st.QMPSocket, "quit", nil, nil)
 	if qerr == nil {
-		qerr = i.p.Wait(qctx)
+		qerr = i.P.Wait(qctx)
 	}
 	qcancel()
 	if qerr != nil {
 		how = "SIGKILL"
-		if err := i.p.Signal(syscall.SIGKILL); err != nil {
-			return fmt.Errorf("vm %s: shutdown: %w", i.id, err)
-		}
-		if err := i.p.Wait(fctx); err != nil {
-			return fmt.Errorf("vm %s: shutdown: qemu survived SIGKILL: %w", i.id, err)
+		if err := i.KillAndWait(fctx, "qemu"); err != nil {
+			return err
 		}
 	}
-	i.cleanup()
+	i.Cleanup()
 	why := "guest did not power off before the deadline"
 	if perr != nil {
 		why = "power button failed: " + perr.Error()
 	}
-	i.log.Warn("vm stopped by force", "how", how, "reason", why)
-	return fmt.Errorf("vm %s: %s; stopped with %s: %w", i.id, why, how, engine.ErrForced)
-}
-
-// Kill sends SIGKILL to QEMU.
-func (i *Instance) Kill() error {
-	if err := i.p.Signal(syscall.SIGKILL); err != nil {
-		return fmt.Errorf("vm %s: kill: %w", i.id, err)
-	}
-	return nil
-}
-
-// Wait blocks until QEMU has exited, then removes its pidfile and sockets.
-func (i *Instance) Wait(ctx context.Context) error {
-	if err := i.p.Wait(ctx); err != nil {
-		return fmt.Errorf("vm %s: %w", i.id, err)
-	}
-	i.cleanup()
-	return nil
-}
-
-// cleanup removes the runtime files of an exited QEMU; engine.json and the
-// logs stay for the caller. It does nothing unless the pidfile still names
-// this process: a stale handle must not remove the files of a VM started
-// again in the same directory.
-func (i *Instance) cleanup() {
-	b, err := os.ReadFile(i.st.PIDFile)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(i.p.PID()) {
-		return
-	}
-	for _, p := range []string{i.st.PIDFile, i.st.QMPSocket, i.st.AgentSocket} {
-		if p != "" {
-			os.Remove(p)
-		}
-	}
+	i.Log.Warn("vm stopped by force", "how", how, "reason", why)
+	return fmt.Errorf("vm %s: %s; stopped with %s: %w", i.ID, why, how, engine.ErrForced)
 }
 
 // qmpStatus is the reply of query-status.
@@ -187,15 +114,15 @@ type qmpStatus struct {
 
 // Status asks QMP query-status; an exited process is StateExited.
 func (i *Instance) Status(ctx context.Context) (engine.State, error) {
-	if i.p.Exited() {
+	if i.P.Exited() {
 		return engine.StateExited, nil
 	}
 	var st qmpStatus
 	if err := qmpCall(ctx, i.st.QMPSocket, "query-status", nil, &st); err != nil {
-		if i.p.Exited() {
+		if i.P.Exited() {
 			return engine.StateExited, nil
 		}
-		return engine.StateUnknown, fmt.Errorf("vm %s: status: %w", i.id, err)
+		return engine.StateUnknown, fmt.Errorf("vm %s: status: %w", i.ID, err)
 	}
 	return mapStatus(st), nil
 }
@@ -209,15 +136,6 @@ func mapStatus(st qmpStatus) engine.State {
 		return engine.StateExited
 	}
 	return engine.StatePaused
-}
-
-// Stats reads QEMU's CPU time and memory from /proc.
-func (i *Instance) Stats(ctx context.Context) (engine.Stats, error) {
-	s, err := i.p.Stats()
-	if err != nil {
-		return engine.Stats{}, fmt.Errorf("vm %s: stats: %w", i.id, err)
-	}
-	return s, nil
 }
 
 // dialVsock connects to port on the guest with context id cid.

@@ -14,7 +14,6 @@ package qemu
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -213,7 +212,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err != nil {
 		return nil, err
 	}
-	inst := &Instance{id: spec.ID, st: st, p: p, log: e.log.With("vm", spec.ID)}
+	inst := newInstance(spec.ID, st, p, e.log)
 	fail := func(err error) (*Instance, error) {
 		p.Signal(syscall.SIGKILL)
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -232,7 +231,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if err := e.waitReady(ctx, inst); err != nil {
 		return fail(err)
 	}
-	inst.log.Info("vm started", "pid", p.PID(), "accel", feat.Accel, "tsc_khz", cc.TSCKHz)
+	inst.Log.Info("vm started", "pid", p.PID(), "accel", feat.Accel, "tsc_khz", cc.TSCKHz)
 	return inst, nil
 }
 
@@ -253,7 +252,7 @@ func (e *Engine) waitReady(ctx context.Context, inst *Instance) error {
 	defer cancel()
 	lastErr := errors.New("no QMP socket yet")
 	for {
-		if inst.p.Exited() {
+		if inst.P.Exited() {
 			return errors.New("qemu exited during start")
 		}
 		if proc.FileExists(inst.st.QMPSocket) {
@@ -277,7 +276,7 @@ func (e *Engine) waitReady(ctx context.Context, inst *Instance) error {
 	if rest := earlyExitWindow - time.Since(start); rest > 0 {
 		time.Sleep(rest)
 	}
-	if inst.p.Exited() {
+	if inst.P.Exited() {
 		return errors.New("qemu exited during start")
 	}
 	return nil
@@ -339,8 +338,8 @@ func (e *Engine) attach(spec engine.Spec) (*Instance, error) {
 	if id == "" {
 		id = st.ID
 	}
-	inst := &Instance{id: id, st: st, p: p, log: e.log.With("vm", id)}
-	inst.log.Info("vm attached", "pid", p.PID())
+	inst := newInstance(id, st, p, e.log)
+	inst.Log.Info("vm attached", "pid", p.PID())
 	return inst, nil
 }
 
@@ -354,48 +353,16 @@ func (e *Engine) find(dir string) (*proc.Process, error) {
 		return len(argv) > 0 && strings.Contains(filepath.Base(argv[0]), "qemu") &&
 			slices.Contains(argv, "unix:"+opt(st.QMPSocket)+",server=on,wait=off")
 	}
-	try := func(pid int) *proc.Process {
-		p, err := proc.Open(pid)
-		if err != nil {
-			return nil
-		}
-		// Checked after pinning the pid with a pidfd, so the argv and the
-		// handle belong to the same process.
-		if argv, err := proc.Cmdline(pid); err != nil || !ours(argv) {
-			return nil
-		}
-		return p
-	}
-	if b, err := os.ReadFile(st.PIDFile); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			if p := try(pid); p != nil {
-				return p, nil
-			}
-		}
-	}
-	pids, err := proc.Find(ours)
-	if err != nil {
-		return nil, err
-	}
-	for _, pid := range pids {
-		if p := try(pid); p != nil {
-			return p, nil
-		}
+	if p, err := proc.FindOwned(st.PIDFile, ours); err != nil || p != nil {
+		return p, err
 	}
 	return nil, fmt.Errorf("no QEMU process for %s: %w", dir, errdefs.ErrNotFound)
 }
 
 func readState(dir string) (state, error) {
-	b, err := os.ReadFile(filepath.Join(dir, StateFile))
-	if errors.Is(err, os.ErrNotExist) {
-		return state{}, fmt.Errorf("no %s in %s: %w", StateFile, dir, errdefs.ErrNotFound)
-	}
-	if err != nil {
-		return state{}, err
-	}
 	var st state
-	if err := json.Unmarshal(b, &st); err != nil {
-		return state{}, fmt.Errorf("%s: %w", filepath.Join(dir, StateFile), err)
+	if err := proc.ReadState(dir, StateFile, &st); err != nil {
+		return state{}, err
 	}
 	if st.Engine != Name || st.QMPSocket == "" || st.PIDFile == "" {
 		return state{}, fmt.Errorf("%s was not written by the qemu engine: %w", filepath.Join(dir, StateFile), errdefs.ErrNotFound)
