@@ -263,6 +263,13 @@ func (c *Client) Engine(ctx context.Context) (api.EngineInfo, error) {
 	return out, c.getJSON(ctx, api.PathEngine, &out)
 }
 
+// Network reports host networking and .vm DNS as the daemon set them up
+// when it started.
+func (c *Client) Network(ctx context.Context) (api.NetworkInfo, error) {
+	var out api.NetworkInfo
+	return out, c.getJSON(ctx, api.PathNetwork, &out)
+}
+
 // SetVMWorkspace records the guest path of a VM's workspace.
 func (c *Client) SetVMWorkspace(ctx context.Context, ref, path string) (api.VM, error) {
 	resp, err := c.do(ctx, http.MethodPut, vmPath(ref, api.ActionWorkspace), api.WorkspaceRequest{Path: path})

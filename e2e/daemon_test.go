@@ -147,6 +147,14 @@ func TestCheckMigrations(t *testing.T) {
 	if c := run(); c != 0 {
 		t.Errorf("after daemon start: exit %d, want 0", c)
 	}
+	// The JSON form banger doctor reads.
+	cmd := exec.Command(filepath.Join(binDir, "bangerd"), "--check-migrations", "--json")
+	cmd.Env = append(os.Environ(), "BANGER_HOME="+e.home)
+	out, err := cmd.Output()
+	var lvl struct{ Current, Latest int }
+	if err != nil || json.Unmarshal(out, &lvl) != nil || lvl.Current == 0 || lvl.Current != lvl.Latest {
+		t.Errorf("--check-migrations --json: %v %q", err, out)
+	}
 }
 
 func pushBase(t *testing.T, reg *testutil.Registry, repoTag string) (string, v1.Image) {

@@ -47,6 +47,7 @@ type Config struct {
 	Kernels  Kernels
 	VMs      VMs
 	Engine   api.EngineInfo
+	Network  api.NetworkInfo
 	Version  api.VersionInfo
 	Shutdown func() // called by POST /v1/shutdown
 	Log      *slog.Logger
@@ -59,6 +60,7 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("GET "+api.PathVersion, s.version)
 	mux.HandleFunc("POST "+api.PathShutdown, s.shutdown)
 	mux.HandleFunc("GET "+api.PathEngine, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.c.Engine) })
+	mux.HandleFunc("GET "+api.PathNetwork, func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.c.Network) })
 	mux.HandleFunc("GET "+api.PathImages, s.listImages)
 	mux.HandleFunc("GET "+api.PathImage+"{name}", s.getImage)
 	mux.HandleFunc("DELETE "+api.PathImage+"{name}", s.deleteImage)

@@ -92,14 +92,22 @@ func (fakeKernels) Pull(ctx context.Context, req api.PullKernelRequest, p func(a
 
 func serve(t *testing.T, imgs *fakeImages) *client.Client {
 	t.Helper()
+	return serveConfig(t, Config{Images: imgs})
+}
+
+// serveConfig serves c (with fake kernels, a test version and a discarding
+// log filled in) on a real unix socket and returns a client for it.
+func serveConfig(t *testing.T, c Config) *client.Client {
+	t.Helper()
 	sock := filepath.Join(t.TempDir(), "api.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	c.Kernels, c.Log, c.Version = fakeKernels{}, log, api.VersionInfo{Version: "test", APIVersion: api.Version}
 	srv := &http.Server{
-		Handler:     New(Config{Images: imgs, Kernels: fakeKernels{}, Log: log, Version: api.VersionInfo{Version: "test", APIVersion: api.Version}}),
+		Handler:     New(c),
 		ConnContext: PeerCheck(log),
 	}
 	go srv.Serve(ln)
@@ -183,3 +191,26 @@ func TestVersionMismatch(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// GET /v1/network returns what the daemon recorded at start, as is.
+func TestNetworkInfo(t *testing.T) {
+	want := api.NetworkInfo{
+		Configured: true, Enabled: true, Bridge: "banger0", Subnet: "172.30.0.0/24", Gateway: "172.30.0.1",
+		Ops: api.OpsRootHelper, RootHelper: "/run/banger/root.sock", ForwardingWasOn: true,
+		DNSAddr: "127.0.0.1:42069", DNSRouteReason: "systemd-resolved is not running",
+	}
+	c := serveConfig(t, Config{Images: &fakeImages{}, Network: want})
+	got, err := c.Network(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("Network() = %+v\nwant %+v", got, want)
+	}
+	// Networking off: the reason goes through, nothing else is made up.
+	off := api.NetworkInfo{Reason: "off: BANGER_NETWORK=off", DNSAddr: "127.0.0.1:42069"}
+	c = serveConfig(t, Config{Images: &fakeImages{}, Network: off})
+	if got, err := c.Network(context.Background()); err != nil || got != off {
+		t.Errorf("Network() = %+v, %v; want %+v", got, err, off)
+	}
+}

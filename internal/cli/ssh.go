@@ -32,12 +32,10 @@ line at the top of ~/.ssh/config so that plain "ssh web.vm" works;
 			if install && uninstall {
 				return flagErrorf("ssh-config: --install and --uninstall do not go together")
 			}
-			home, err := os.UserHomeDir()
+			user, err := userSSHConfig()
 			if err != nil {
 				return err
 			}
-			user := filepath.Join(home, ".ssh", "config")
-			d := sshDir(f)
 			if uninstall {
 				changed, err := sshconf.Uninstall(user)
 				if err != nil {
@@ -48,26 +46,13 @@ line at the top of ~/.ssh/config so that plain "ssh web.vm" works;
 				}
 				return nil
 			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			proxy := self + " ssh-proxy"
-			if h := os.Getenv("BANGER_HOME"); h != "" {
-				// The proxy must find the same installation.
-				proxy = "env BANGER_HOME=" + h + " " + proxy
-			}
-			if err := d.WriteConfig(proxy); err != nil {
-				return err
-			}
+			d := sshDir(f)
 			if install {
-				changed, err := sshconf.Install(user, d.Config())
-				if err != nil {
+				if err := installSSHInclude(f, user); err != nil {
 					return err
 				}
-				if changed {
-					fmt.Fprintf(f.IO.ErrOut, "added an Include of banger's config to %s (remove with --uninstall)\n", user)
-				}
+			} else if err := writeSSHConfig(d); err != nil {
+				return err
 			}
 			fmt.Fprintln(f.IO.Out, d.Config())
 			return nil
@@ -76,6 +61,47 @@ line at the top of ~/.ssh/config so that plain "ssh web.vm" works;
 	cmd.Flags().BoolVar(&install, "install", false, "add one fenced Include line to ~/.ssh/config")
 	cmd.Flags().BoolVar(&uninstall, "uninstall", false, "remove banger's block from ~/.ssh/config")
 	return cmd
+}
+
+// userSSHConfig is the user's ~/.ssh/config.
+func userSSHConfig() (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find ~/.ssh/config: %w", err)
+	}
+	return filepath.Join(home, ".ssh", "config"), nil
+}
+
+// writeSSHConfig writes banger's ssh_config, whose ProxyCommand is this
+// very binary.
+func writeSSHConfig(d *sshconf.Dir) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	proxy := self + " ssh-proxy"
+	if h := os.Getenv("BANGER_HOME"); h != "" {
+		// The proxy must find the same installation.
+		proxy = "env BANGER_HOME=" + h + " " + proxy
+	}
+	return d.WriteConfig(proxy)
+}
+
+// installSSHInclude is ssh-config --install (and doctor --fix): banger's
+// ssh_config written, and one fenced Include of it in user.
+func installSSHInclude(f *Factory, user string) error {
+	d := sshDir(f)
+	if err := writeSSHConfig(d); err != nil {
+		return err
+	}
+	changed, err := sshconf.Install(user, d.Config())
+	if err != nil {
+		return err
+	}
+	if changed {
+		fmt.Fprintf(f.IO.ErrOut, "added an Include of banger's config to %s (remove with --uninstall)\n", user)
+	}
+	return nil
 }
 
 // newSSHProxyCmd is the ProxyCommand of banger's ssh_config: it connects

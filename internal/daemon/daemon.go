@@ -78,14 +78,20 @@ func Run(ctx context.Context, c Config) error {
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
 	engs, choose, engInfo := engines(ctx, c.Settings, l.State, log)
 	log.Info("engine", "default", engInfo.Default, "reason", engInfo.Reason)
-	netw, netErr := setupNetwork(ctx, db, c.Settings, log)
+	var netInfo api.NetworkInfo
+	netw, netErr := setupNetwork(ctx, db, c.Settings, log, &netInfo)
+	netInfo.Enabled = netw != nil
 	switch {
 	case netErr != nil:
 		// VMs without a network still run; asking for one gets this
 		// error.
 		log.Error("host networking unavailable", "err", netErr)
+		netInfo.Reason = netErr.Error()
+		netInfo.DNSRouteReason = "host networking is unavailable"
 	case netw == nil:
-		log.Info("host networking is off (config network = false or BANGER_NETWORK=off): VMs get no NIC")
+		netInfo.Reason = networkOffReason()
+		netInfo.DNSRouteReason = "host networking is off"
+		log.Info("host networking is off: VMs get no NIC", "reason", netInfo.Reason)
 	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
@@ -98,16 +104,23 @@ func Run(ctx context.Context, c Config) error {
 	dnsSrv, err := dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
 	if err != nil {
 		log.Warn("no .vm DNS server", "err", err)
+		netInfo.DNSError = err.Error()
+		if netw != nil {
+			netInfo.DNSRouteReason = "no .vm DNS server to route to"
+		}
 	} else {
 		go dnsSrv.Serve(ctx)
 		defer dnsSrv.Close()
-		log.Info("dns server", "addr", dnsSrv.Addr().String())
+		netInfo.DNSAddr = dnsSrv.Addr().String()
+		log.Info("dns server", "addr", netInfo.DNSAddr)
 		if netw != nil {
 			// Deferred after Close, so it runs first: the resolver stops
 			// asking before the server goes.
-			if revert := routeDNS(ctx, netw, dnsSrv.Addr(), log); revert != nil {
+			revert, whyNot := routeDNS(ctx, netw, dnsSrv.Addr(), log)
+			if revert != nil {
 				defer revert()
 			}
+			netInfo.DNSRouted, netInfo.DNSRouteReason = revert != nil, whyNot
 		}
 	}
 
@@ -127,7 +140,7 @@ func Run(ctx context.Context, c Config) error {
 	defer stop()
 	srv := &http.Server{
 		Handler: apiserver.New(apiserver.Config{
-			Images: images, Kernels: kernels, VMs: vms, Engine: engInfo, Log: log, Shutdown: stop,
+			Images: images, Kernels: kernels, VMs: vms, Engine: engInfo, Network: netInfo, Log: log, Shutdown: stop,
 			Version: api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version, PID: pid},
 		}),
 		ConnContext: apiserver.PeerCheck(log),

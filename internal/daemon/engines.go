@@ -28,6 +28,11 @@ func engines(ctx context.Context, s config.Config, state string, log *slog.Logge
 	} else {
 		qs.Available, qs.Note = false, err.Error()
 	}
+	if v, err := q.Version(ctx); err != nil {
+		qs.Available, qs.Note = false, err.Error()
+	} else {
+		qs.Version = v
+	}
 	fc := firecrackerEngine(ctx, s, filepath.Join(state, "jail"), log, &h)
 	if fc.engine != nil {
 		all[engine.Firecracker] = fc.engine

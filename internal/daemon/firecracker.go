@@ -20,8 +20,8 @@ type fcResult struct {
 }
 
 // firecrackerEngine finds Firecracker (and its jailer, unless config
-// jailer = false), checks its version, and records in h why it cannot be
-// used when it cannot.
+// jailer = false), checks that its version is supported, and records in h
+// why it cannot be used when it cannot.
 func firecrackerEngine(ctx context.Context, s config.Config, chrootBase string, log *slog.Logger, h *engine.Host) fcResult {
 	st := api.EngineStatus{Name: engine.Firecracker}
 	fail := func(err error) fcResult {
@@ -53,7 +53,13 @@ func firecrackerEngine(ctx context.Context, s config.Config, chrootBase string, 
 	if err != nil {
 		return fail(err)
 	}
-	st.Available, st.Version, st.Accel = true, v, string(engine.AccelKVM)
+	st.Version = v
+	// Checked here, not only at boot, so that a too old Firecracker is
+	// never chosen and banger engine and doctor say why.
+	if err := firecracker.Supported(v); err != nil {
+		return fail(err)
+	}
+	st.Available, st.Accel = true, string(engine.AccelKVM)
 	// A Firecracker-compatible test double boots under QEMU and needs no
 	// KVM; it is only ever selected by tests that set this.
 	if os.Getenv("BANGER_TEST_FIRECRACKER_DOUBLE") == "1" {

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +27,7 @@ func Main(args []string) int {
 	}
 	fs := flag.NewFlagSet("bangerd", flag.ContinueOnError)
 	checkMigrations := fs.Bool("check-migrations", false, "report whether the state store needs migrations: exit 0 up to date, 1 pending, 2 store is newer than this binary")
+	asJSON := fs.Bool("json", false, "with --check-migrations: print {\"current\": N, \"latest\": M} (current 0: no store yet)")
 	logFile := fs.String("log-file", "", "log file (default: bangerd.log in the state dir; - for stderr)")
 	version := fs.Bool("version", false, "print the version and exit")
 	fs.Bool("root-helper", false, "run as the root helper instead (see bangerd --root-helper -h)")
@@ -38,7 +40,7 @@ func Main(args []string) int {
 		return 0
 	}
 	if *checkMigrations {
-		return runCheckMigrations(layout)
+		return runCheckMigrations(layout, *asJSON)
 	}
 	settings, err := config.Load(layout.ConfigFile())
 	if err != nil {
@@ -77,10 +79,22 @@ func Main(args []string) int {
 	return 0
 }
 
-func runCheckMigrations(layout paths.Layout) int {
+func runCheckMigrations(layout paths.Layout, asJSON bool) int {
+	// The JSON form is for banger doctor, which reads the numbers instead
+	// of linking SQLite into the CLI.
+	report := func(cur, latest, code int, text string) int {
+		if asJSON {
+			json.NewEncoder(os.Stdout).Encode(struct {
+				Current int `json:"current"`
+				Latest  int `json:"latest"`
+			}{cur, latest})
+		} else {
+			fmt.Println(text)
+		}
+		return code
+	}
 	if _, err := os.Stat(layout.DB()); os.IsNotExist(err) {
-		fmt.Printf("no state store at %s yet: it is created when bangerd starts\n", layout.DB())
-		return 1
+		return report(0, store.LatestMigration(), 1, fmt.Sprintf("no state store at %s yet: it is created when bangerd starts", layout.DB()))
 	}
 	st, err := store.CheckMigrations(context.Background(), layout.DB())
 	if err != nil {
@@ -89,12 +103,9 @@ func runCheckMigrations(layout paths.Layout) int {
 	}
 	switch {
 	case st.Newer():
-		fmt.Printf("state store is at migration %d, newer than this binary's %d: upgrade banger\n", st.Current, st.Latest)
-		return 2
+		return report(st.Current, st.Latest, 2, fmt.Sprintf("state store is at migration %d, newer than this binary's %d: upgrade banger", st.Current, st.Latest))
 	case st.Pending():
-		fmt.Printf("state store is at migration %d of %d: migrations pending (applied when bangerd starts)\n", st.Current, st.Latest)
-		return 1
+		return report(st.Current, st.Latest, 1, fmt.Sprintf("state store is at migration %d of %d: migrations pending (applied when bangerd starts)", st.Current, st.Latest))
 	}
-	fmt.Printf("state store is up to date (migration %d)\n", st.Current)
-	return 0
+	return report(st.Current, st.Latest, 0, fmt.Sprintf("state store is up to date (migration %d)", st.Current))
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/roothelper"
@@ -18,25 +19,35 @@ import (
 // setupNetwork prepares banger's bridge, subnet and forwarding, when the
 // daemon can (root). The subnet is chosen once, avoiding every route and
 // address the host has, and then kept in the state store; a later
-// conflict is reported rather than silently moved.
-func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *slog.Logger) (*vm.Network, error) {
+// conflict is reported rather than silently moved. What it found and did
+// goes into info, for GET /v1/network (banger doctor), as far as it got.
+func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *slog.Logger, info *api.NetworkInfo) (*vm.Network, error) {
+	info.Configured = s.Network
 	if !s.Network {
 		return nil, nil // off by choice: VMs get no NIC, and that is no error
 	}
+	info.Bridge = s.Bridge
 	var ops network.Ops = network.Local{}
+	info.Ops = api.OpsLocal
 	if os.Geteuid() != 0 {
 		// An unprivileged daemon asks the root helper; without one, VMs
 		// get no NIC.
+		info.Ops, info.RootHelper = api.OpsRootHelper, s.RootHelper
 		if _, err := os.Stat(s.RootHelper); err != nil {
 			return nil, fmt.Errorf("bangerd is not root and no root helper answers at %s (config root_helper): start one as root with bangerd --root-helper --owner %d, or run bangerd as root", s.RootHelper, os.Getuid())
 		}
 		ops = roothelper.New(s.RootHelper)
 	}
 	subnet, err := chooseSubnet(ctx, db, s)
+	if subnet.IsValid() {
+		// Known even when it now conflicts, so doctor can name it.
+		info.Subnet = subnet.String()
+	}
 	if err != nil {
 		return nil, err
 	}
 	gw := network.Gateway(subnet)
+	info.Gateway = gw.Addr().String()
 	if err := ops.EnsureBridge(ctx, s.Bridge, gw); err != nil {
 		return nil, fmt.Errorf("bridge %s with subnet %s: %w", s.Bridge, subnet, err)
 	}
@@ -44,6 +55,7 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 	if err != nil {
 		return nil, err
 	}
+	info.ForwardingWasOn = wasOn
 	if !wasOn {
 		log.Info("turned on IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic")
 	}
@@ -59,6 +71,15 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 		Ops:      ops,
 		OwnerUID: os.Getuid(),
 	}, nil
+}
+
+// networkOffReason says who turned host networking off, for
+// NetworkInfo.Reason: the environment overrides the config file.
+func networkOffReason() string {
+	if os.Getenv("BANGER_NETWORK") == "off" {
+		return "host networking is off: BANGER_NETWORK=off in bangerd's environment"
+	}
+	return "host networking is off: network = false in config.toml"
 }
 
 func chooseSubnet(ctx context.Context, db *store.Store, s config.Config) (netip.Prefix, error) {
@@ -84,7 +105,7 @@ func chooseSubnet(ctx context.Context, db *store.Store, s config.Config) (netip.
 		// host since (a VPN, a Docker bridge) is reported, not moved
 		// around silently.
 		if c := network.Conflicts(p, nets, s.Bridge); len(c) > 0 {
-			return p, fmt.Errorf("banger's subnet %s now overlaps %v on this host: VMs would be unreachable or shadow that network; set subnet = \"<free /24>\" in config.toml (or remove the conflicting network) and restart bangerd", p, c)
+			return p, fmt.Errorf("banger's subnet %s now overlaps %v on this host: VMs would be unreachable or shadow that network; %s", p, c, network.SubnetConflictFix)
 		}
 		return p, nil
 	}
@@ -100,10 +121,10 @@ const dnsRevertTimeout = 10 * time.Second
 
 // routeDNS has the host's resolver send queries for .vm names to banger's
 // DNS server at addr (automatic where systemd-resolved runs) and returns
-// what reverts it at shutdown, or nil when nothing was routed. It only
-// logs: .vm names still resolve at addr itself, and the daemon runs on.
-// Routing again after a crash just sets the same settings.
-func routeDNS(ctx context.Context, netw *vm.Network, addr netip.AddrPort, log *slog.Logger) (revert func()) {
+// what reverts it at shutdown, or nil and why not when nothing was routed.
+// It only logs: .vm names still resolve at addr itself, and the daemon
+// runs on. Routing again after a crash just sets the same settings.
+func routeDNS(ctx context.Context, netw *vm.Network, addr netip.AddrPort, log *slog.Logger) (revert func(), whyNot string) {
 	server := addr
 	if a := addr.Addr(); a.IsUnspecified() {
 		// Listening on every address, loopback among them.
@@ -117,10 +138,10 @@ func routeDNS(ctx context.Context, netw *vm.Network, addr netip.AddrPort, log *s
 	switch {
 	case err != nil:
 		log.Warn(".vm names are not routed through systemd-resolved: point your resolver at banger's DNS server for the vm domain (README, DNS)", "dns", server.String(), "err", err)
-		return nil
+		return nil, err.Error()
 	case !r.Routed:
 		log.Info(".vm names are not routed system-wide: point your resolver at banger's DNS server for the vm domain (README, DNS)", "dns", server.String(), "reason", r.Reason)
-		return nil
+		return nil, r.Reason
 	}
 	log.Info("routing .vm through systemd-resolved", "link", netw.Bridge, "dns", server.String())
 	return func() {
@@ -131,5 +152,5 @@ func routeDNS(ctx context.Context, netw *vm.Network, addr netip.AddrPort, log *s
 			return
 		}
 		log.Info("reverted .vm routing in systemd-resolved", "link", netw.Bridge)
-	}
+	}, ""
 }

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/network/nettest"
 	"github.com/bangervm/banger/internal/vm"
@@ -58,7 +60,11 @@ func TestRouteDNS(t *testing.T) {
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
 			ops := tc.ops
-			revert := routeDNS(context.Background(), &vm.Network{Bridge: "banger0", Ops: &ops}, netip.MustParseAddrPort(tc.addr), log)
+			revert, whyNot := routeDNS(context.Background(), &vm.Network{Bridge: "banger0", Ops: &ops}, netip.MustParseAddrPort(tc.addr), log)
+			// A reason exactly when not routed, and the one the log gave.
+			if (whyNot == "") != tc.revert || !strings.Contains(logs.String(), whyNot) {
+				t.Errorf("whyNot = %q (routed: %v), log:\n%s", whyNot, tc.revert, logs.String())
+			}
 			if ops.server.String() != tc.server {
 				t.Errorf("RouteDNS got server %s, want %s", ops.server, tc.server)
 			}
@@ -161,6 +167,13 @@ func TestDaemonRoutesDNS(t *testing.T) {
 	cmd, done := start()
 	if !routed() || logged(routing) != 1 {
 		t.Fatalf("not routed after start")
+	}
+	// What banger doctor reads: as set up, through the API.
+	info, err := client.New(filepath.Join(home, "run", "bangerd.sock")).Network(context.Background())
+	want := api.NetworkInfo{Configured: true, Enabled: true, Bridge: "banger0", Subnet: "172.30.9.0/24", Gateway: "172.30.9.1",
+		Ops: api.OpsLocal, ForwardingWasOn: info.ForwardingWasOn, DNSAddr: "127.0.0.1:42069", DNSRouted: true}
+	if err != nil || info != want {
+		t.Errorf("GET /v1/network = %+v, %v\nwant %+v", info, err, want)
 	}
 	stop(cmd, done, syscall.SIGTERM)
 	if routed() || logged(reverted) != 1 {

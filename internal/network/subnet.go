@@ -199,6 +199,10 @@ func Conflicts(subnet netip.Prefix, nets []HostNet, bridge string) []HostNet {
 	return out
 }
 
+// SubnetConflictFix is what to do when banger's subnet overlaps another
+// network of the host.
+const SubnetConflictFix = `set subnet = "<free /24>" in config.toml (or remove the conflicting network) and restart bangerd`
+
 // CheckSubnetFree refuses subnet for bridge if it overlaps an address or a
 // route of another interface of the calling thread's network namespace: a
 // bridge there would shadow that network (the user's LAN, a VPN, a Docker
@@ -210,8 +214,8 @@ func CheckSubnetFree(ctx context.Context, bridge string, subnet netip.Prefix) er
 		return fmt.Errorf("bridge %s: %w", bridge, err)
 	}
 	if c := Conflicts(subnet, nets, bridge); len(c) > 0 {
-		return fmt.Errorf("bridge %s: subnet %s overlaps %s on this host, which the bridge would shadow: set subnet = \"<free /24>\" in config.toml (or remove the conflicting network) and restart bangerd: %w",
-			bridge, subnet, joinNets(c), errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("bridge %s: subnet %s overlaps %s on this host, which the bridge would shadow: %s: %w",
+			bridge, subnet, joinNets(c), SubnetConflictFix, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }

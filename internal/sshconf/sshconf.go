@@ -209,6 +209,29 @@ func Install(userConfig, include string) (changed bool, err error) {
 	return true, writeAtomic(userConfig, append([]byte(block), b...), mode)
 }
 
+// Included returns the file that banger's fenced block in the user's ssh
+// config includes, or "" when there is no such block (or no file).
+func Included(userConfig string) (string, error) {
+	b, err := os.ReadFile(userConfig)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	_, block, ok := strings.Cut(string(b), fenceBegin)
+	if !ok {
+		return "", nil
+	}
+	block, _, _ = strings.Cut(block, fenceEnd)
+	for _, line := range strings.Split(block, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "Include "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`), nil
+		}
+	}
+	return "", nil
+}
+
 // Uninstall removes exactly the fenced block Install added.
 func Uninstall(userConfig string) (changed bool, err error) {
 	b, err := os.ReadFile(userConfig)

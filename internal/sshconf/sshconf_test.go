@@ -55,8 +55,14 @@ func TestInstallUninstall(t *testing.T) {
 	if st, _ := os.Stat(user); st.Mode().Perm() != 0o640 {
 		t.Errorf("mode changed to %v", st.Mode().Perm())
 	}
+	if inc, err := Included(user); inc != "/x/banger/ssh/config" || err != nil {
+		t.Errorf("Included = %q, %v", inc, err)
+	}
 	if changed, err := Uninstall(user); !changed || err != nil {
 		t.Fatal(changed, err)
+	}
+	if inc, err := Included(user); inc != "" || err != nil {
+		t.Errorf("Included after uninstall = %q, %v", inc, err)
 	}
 	if b, _ := os.ReadFile(user); string(b) != orig {
 		t.Errorf("uninstall left %q, want the original", b)
@@ -66,8 +72,14 @@ func TestInstallUninstall(t *testing.T) {
 	if changed, _ := Uninstall(other); changed {
 		t.Error("uninstall of a missing file changed something")
 	}
-	if _, err := Install(other, "/inc"); err != nil {
+	if inc, err := Included(other); inc != "" || err != nil {
+		t.Errorf("Included of a missing file = %q, %v", inc, err)
+	}
+	if _, err := Install(other, "/a dir/inc"); err != nil {
 		t.Fatal(err)
+	}
+	if inc, _ := Included(other); inc != "/a dir/inc" {
+		t.Errorf("Included of a quoted path = %q", inc)
 	}
 }
 

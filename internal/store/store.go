@@ -67,6 +67,9 @@ func (m MigrationStatus) Pending() bool { return m.Current < m.Latest }
 // Newer reports whether the database is ahead of this binary.
 func (m MigrationStatus) Newer() bool { return m.Current > m.Latest }
 
+// LatestMigration is the highest migration this binary knows.
+func LatestMigration() int { return len(migrations) }
+
 // CheckMigrations inspects the database at path without changing it.
 func CheckMigrations(ctx context.Context, path string) (MigrationStatus, error) {
 	s, err := open(path)
@@ -78,7 +81,7 @@ func CheckMigrations(ctx context.Context, path string) (MigrationStatus, error) 
 	if err != nil {
 		return MigrationStatus{}, err
 	}
-	return MigrationStatus{Current: cur, Latest: len(migrations)}, nil
+	return MigrationStatus{Current: cur, Latest: LatestMigration()}, nil
 }
 
 func (s *Store) currentVersion(ctx context.Context) (int, error) {

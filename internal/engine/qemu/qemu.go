@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,6 +134,29 @@ func (e *Engine) binary() (string, error) {
 		return "", fmt.Errorf("%s not found (install the Debian package qemu-system-x86, or set the QEMU path in the config): %w", b, errdefs.ErrFailedPrecondition)
 	}
 	return filepath.Abs(p)
+}
+
+var versionRE = regexp.MustCompile(`QEMU emulator version (\S+)`)
+
+// Version runs the QEMU binary with --version and returns its version
+// ("7.2.22"). A missing binary is errdefs.ErrFailedPrecondition naming
+// the package to install.
+func (e *Engine) Version(ctx context.Context) (string, error) {
+	bin, err := e.binary()
+	if err != nil {
+		return "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w: %s", bin, err, strings.TrimSpace(string(out)))
+	}
+	m := versionRE.FindStringSubmatch(string(out))
+	if m == nil {
+		return "", fmt.Errorf("%s --version: no \"QEMU emulator version\" in %q", bin, strings.TrimSpace(string(out)))
+	}
+	return m[1], nil
 }
 
 // Start boots spec. See engine.Engine.

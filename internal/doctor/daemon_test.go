@@ -1,0 +1,115 @@
+package doctor
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/store"
+)
+
+func TestDaemonCheck(t *testing.T) {
+	env, d := testEnv(t)
+	expect(t, one(t, env, "daemon"), Pass, "bangerd v1 (commit c1) answers on "+env.Layout.Socket()+", pid 42", "")
+	d.version.Commit = "c0"
+	expect(t, one(t, env, "daemon"), Warn, "but this banger is v1 (commit c1)", "banger daemon stop")
+	env.Daemon, env.DaemonErr = nil, fmt.Errorf("this banger speaks API v1 but the running bangerd speaks v0: %w", errdefs.ErrVersionMismatch)
+	expect(t, one(t, env, "daemon"), Fail, "speaks v0", "banger daemon stop")
+	env.DaemonErr = errors.New("bangerd not found beside banger or in PATH")
+	expect(t, one(t, env, "daemon"), Fail, "cannot reach or start bangerd: bangerd not found", env.Layout.DaemonLog())
+}
+
+func TestSocket(t *testing.T) {
+	t.Run("private", func(t *testing.T) {
+		env, _ := testEnv(t)
+		expect(t, one(t, env, "socket"), Pass, env.Layout.Socket()+" 0600", "")
+	})
+	t.Run("open to others", func(t *testing.T) {
+		env, _ := testEnv(t)
+		os.Chmod(env.Layout.Runtime, 0o750)
+		os.Chmod(env.Layout.Socket(), 0o666)
+		r := one(t, env, "socket")
+		expect(t, r, Fail, env.Layout.Socket()+" has mode 0666", "chmod 700 "+env.Layout.Runtime+" && chmod 600 "+env.Layout.Socket())
+		if r.autofix == nil {
+			t.Fatal("no automatic fix for modes the user can change")
+		}
+		if err := r.autofix(); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, one(t, env, "socket"), Pass, "", "")
+	})
+	t.Run("owned by another user", func(t *testing.T) {
+		env, _ := testEnv(t)
+		env.UID = os.Getuid() + 1000
+		r := one(t, env, "socket")
+		expect(t, r, Fail, fmt.Sprintf("owned by uid %d, not you (uid %d)", os.Getuid(), env.UID), fmt.Sprintf("sudo chown %d ", env.UID))
+		if r.autofix != nil {
+			t.Error("doctor offers to fix files it does not own")
+		}
+	})
+	t.Run("not created yet", func(t *testing.T) {
+		env, _ := testEnv(t)
+		os.RemoveAll(env.Layout.Runtime)
+		expect(t, one(t, env, "socket"), Skip, "does not exist yet", "")
+	})
+}
+
+func TestStoreCheck(t *testing.T) {
+	ctx := context.Background()
+	env, _ := testEnv(t)
+	db := env.Layout.DB()
+	expect(t, one(t, env, "state-store"), Warn, "no state store", "banger vm list")
+	if _, err := os.Stat(db); err == nil {
+		t.Fatal("the check created the store")
+	}
+
+	// Pending: a store an older banger left at migration 1.
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{
+		`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT)`,
+		`INSERT INTO schema_migrations(version) VALUES (1)`,
+	} {
+		if _, err := raw.Exec(q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+	st, _ := store.CheckMigrations(ctx, db)
+	expect(t, one(t, env, "state-store"), Warn, fmt.Sprintf("at migration 1 of %d", st.Latest), "banger daemon stop")
+
+	// Up to date once the daemon (store.Open) migrated it.
+	s, err := store.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	expect(t, one(t, env, "state-store"), Pass, fmt.Sprintf("up to date (migration %d)", st.Latest), "")
+
+	// Newer: a later banger migrated further.
+	raw, _ = sql.Open("sqlite", db)
+	if _, err := raw.Exec(`INSERT INTO schema_migrations(version) VALUES (?)`, st.Latest+1); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	expect(t, one(t, env, "state-store"), Fail, fmt.Sprintf("migration %d, newer than this banger's %d", st.Latest+1, st.Latest), "update banger")
+
+	// Not a database at all.
+	writeFile(t, db, "not sqlite, just text that is long enough to have a header", 0o600)
+	os.Remove(db + "-wal")
+	os.Remove(db + "-shm")
+	expect(t, one(t, env, "state-store"), Fail, "cannot read the state store", env.Layout.DaemonLog())
+}
+
+func TestNotInstalled(t *testing.T) {
+	env, _ := testEnv(t)
+	for _, n := range []string{"install-drift", "unit-hardening"} {
+		expect(t, one(t, env, n), Skip, "not installed as a system service (system install is not implemented yet)", "")
+	}
+}
