@@ -99,6 +99,9 @@ type PruneVMsResult struct {
 // VMStats is a VM's resource use: the engine process on the host, and the
 // guest's view when its agent answers.
 type VMStats struct {
+	// SampledAt is when the daemon read the counters; rates are the
+	// difference of two samples over the difference of their times.
+	SampledAt    time.Time   `json:"sampledAt"`
 	CPUSeconds   float64     `json:"cpuSeconds"`   // engine process CPU time
 	HostRSSBytes uint64      `json:"hostRssBytes"` // engine process RSS
 	Guest        *GuestStats `json:"guest,omitempty"`
@@ -114,6 +117,12 @@ type GuestStats struct {
 	UptimeSeconds     float64 `json:"uptimeSeconds"`
 	RootTotalBytes    uint64  `json:"rootTotalBytes"`
 	RootUsedBytes     uint64  `json:"rootUsedBytes"`
+	// Cumulative since boot: bytes read from and written to the guest's
+	// disks, and received and sent on its network interfaces (lo aside).
+	DiskReadBytes  uint64 `json:"diskReadBytes"`
+	DiskWriteBytes uint64 `json:"diskWriteBytes"`
+	NetRxBytes     uint64 `json:"netRxBytes"`
+	NetTxBytes     uint64 `json:"netTxBytes"`
 }
 
 // ExecRequest is the first message of an exec connection.

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -182,13 +184,37 @@ func TestVMExecAndPersistence(t *testing.T) {
 		t.Errorf("after restart: %q", out)
 	}
 	// stats and logs.
-	var st struct {
+	type stats struct {
+		SampledAt    time.Time
 		HostRssBytes uint64
-		Guest        *struct{ MemTotalBytes uint64 }
+		Guest        *struct{ MemTotalBytes, DiskReadBytes, DiskWriteBytes uint64 }
 	}
+	var st stats
 	json.Unmarshal([]byte(e.ok("vm", "stats", "box", "--json")), &st)
-	if st.HostRssBytes == 0 || st.Guest == nil || st.Guest.MemTotalBytes == 0 {
+	// The guest read its image and wrote its disk while booting.
+	if st.HostRssBytes == 0 || st.Guest == nil || st.Guest.MemTotalBytes == 0 || st.Guest.DiskReadBytes == 0 || st.Guest.DiskWriteBytes == 0 {
 		t.Errorf("stats: %+v", st)
+	}
+	// Followed: one JSON sample per line until the command is stopped.
+	ctx, cancel := context.WithCancel(context.Background())
+	follow := e.cmd(ctx, "vm", "stats", "box", "--stream", "--json", "--interval", "200ms")
+	pipe, _ := follow.StdoutPipe()
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var samples []stats
+	sc := bufio.NewScanner(pipe)
+	for len(samples) < 3 && sc.Scan() {
+		var s stats
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			t.Errorf("stats --stream --json line %q: %v", sc.Text(), err)
+		}
+		samples = append(samples, s)
+	}
+	cancel()
+	follow.Wait()
+	if len(samples) != 3 || !samples[2].SampledAt.After(samples[0].SampledAt) {
+		t.Errorf("followed stats: %+v", samples)
 	}
 	if out := e.ok("vm", "logs", "box"); !strings.Contains(out, "banger-agent") {
 		t.Errorf("logs lack the agent's lines: %q", out[max(0, len(out)-300):])

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -130,7 +131,66 @@ func (h *Handler) Stats(ctx context.Context) (agentproto.Stats, error) {
 			s.Disk = &d
 		}
 	}
+	// Counters are extras: a guest kernel without them still reports the
+	// rest.
+	s.Block, _ = readDiskstats(filepath.Join(h.cfg.ProcDir, "diskstats"))
+	s.Net, _ = readNetDev(filepath.Join(h.cfg.ProcDir, "net", "dev"))
 	return s, nil
+}
+
+// virtioDisk matches whole virtio block devices (vda, not vda1), the only
+// disks banger gives a guest.
+var virtioDisk = regexp.MustCompile(`^vd[a-z]+$`)
+
+// readDiskstats returns the bytes read and written of each virtio disk.
+// A line is "major minor name reads merged sectors-read ms writes merged
+// sectors-written ..."; sectors are 512 bytes whatever the device's block
+// size (Documentation/admin-guide/iostats.rst).
+func readDiskstats(path string) ([]agentproto.IOCounter, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []agentproto.IOCounter
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || !virtioDisk.MatchString(f[2]) {
+			continue
+		}
+		rd, err1 := strconv.ParseUint(f[5], 10, 64)
+		wr, err2 := strconv.ParseUint(f[9], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, agentproto.IOCounter{Name: f[2], In: rd * 512, Out: wr * 512})
+	}
+	return out, nil
+}
+
+// readNetDev returns the bytes received and sent of each interface but lo.
+// After two header lines, a line is "name: rx-bytes packets errs drop fifo
+// frame compressed multicast tx-bytes ...".
+func readNetDev(path string) ([]agentproto.IOCounter, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []agentproto.IOCounter
+	for _, line := range strings.Split(string(b), "\n") {
+		name, rest, ok := strings.Cut(line, ":")
+		name = strings.TrimSpace(name)
+		f := strings.Fields(rest)
+		if !ok || name == "lo" || len(f) < 9 {
+			continue
+		}
+		rx, err1 := strconv.ParseUint(f[0], 10, 64)
+		tx, err2 := strconv.ParseUint(f[8], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		out = append(out, agentproto.IOCounter{Name: name, In: rx, Out: tx})
+	}
+	return out, nil
 }
 
 // readMeminfo returns MemTotal and MemAvailable in bytes.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -330,5 +331,40 @@ func TestMergeEnv(t *testing.T) {
 		if got := mergeEnv(tt.base, tt.over); strings.Join(got, ",") != strings.Join(tt.want, ",") {
 			t.Errorf("mergeEnv(%v, %v) = %v, want %v", tt.base, tt.over, got, tt.want)
 		}
+	}
+}
+
+func TestIOCounters(t *testing.T) {
+	proc := t.TempDir()
+	// As a guest with two virtio disks (one partitioned) and a NIC shows them.
+	os.WriteFile(filepath.Join(proc, "diskstats"), []byte(`
+ 254       0 vda 1200 0 20480 300 0 0 0 0 0 400 300 0 0 0 0 0 0
+ 254       1 vda1 1000 0 16384 200 0 0 0 0 0 300 200 0 0 0 0 0 0
+ 254      16 vdb 50 1 800 10 70 5 1600 40 0 100 50 0 0 0 0 0 0
+   7       0 loop0 9 0 72 1 0 0 0 0 0 1 1 0 0 0 0 0 0
+`), 0o644)
+	os.MkdirAll(filepath.Join(proc, "net"), 0o755)
+	os.WriteFile(filepath.Join(proc, "net", "dev"), []byte(`Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo:     200       2    0    0    0     0          0         0      200       2    0    0    0     0       0          0
+  eth0: 1048576     800    0    0    0     0          0         0    65536     300    0    0    0     0       0          0
+`), 0o644)
+	block, err := readDiskstats(filepath.Join(proc, "diskstats"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []agentproto.IOCounter{{Name: "vda", In: 20480 * 512}, {Name: "vdb", In: 800 * 512, Out: 1600 * 512}}
+	if fmt.Sprint(block) != fmt.Sprint(want) {
+		t.Errorf("block = %+v, want %+v", block, want)
+	}
+	net, err := readNetDev(filepath.Join(proc, "net", "dev"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []agentproto.IOCounter{{Name: "eth0", In: 1048576, Out: 65536}}; fmt.Sprint(net) != fmt.Sprint(want) {
+		t.Errorf("net = %+v, want %+v", net, want)
+	}
+	if _, err := readDiskstats(filepath.Join(proc, "missing")); err == nil {
+		t.Error("missing diskstats: no error")
 	}
 }

@@ -29,6 +29,19 @@ type Stats struct {
 	Uptime       time.Duration `json:"uptime"`
 	Root         DiskUsage     `json:"root"`           // the guest's /
 	Disk         *DiskUsage    `json:"disk,omitempty"` // the per-VM disk, when mounted
+	// Block and Net are cumulative I/O counters since boot: the guest's
+	// virtio disks (from /proc/diskstats) and its network interfaces but
+	// lo (from /proc/net/dev). Older agents send neither.
+	Block []IOCounter `json:"block,omitempty"`
+	Net   []IOCounter `json:"net,omitempty"`
+}
+
+// IOCounter is one device's bytes in and out since boot: read and written
+// for a disk, received and sent for a network interface.
+type IOCounter struct {
+	Name string `json:"name"`
+	In   uint64 `json:"in"`
+	Out  uint64 `json:"out"`
 }
 
 // DiskUsage is the size and use of one file system.

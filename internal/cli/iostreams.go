@@ -17,11 +17,14 @@ type IOStreams struct {
 	ErrOut io.Writer
 	// ErrTTY is true when ErrOut is a terminal.
 	ErrTTY bool
+	// OutTTY is true when Out is a terminal: commands that can follow
+	// something (vm stats) do so only then, unless told.
+	OutTTY bool
 }
 
 // System returns the process's own streams.
 func System() *IOStreams {
-	return &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, ErrTTY: term.IsTerminal(int(os.Stderr.Fd()))}
+	return &IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr, ErrTTY: term.IsTerminal(int(os.Stderr.Fd())), OutTTY: term.IsTerminal(int(os.Stdout.Fd()))}
 }
 
 // TestStreams returns streams backed by buffers, for tests.

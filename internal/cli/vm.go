@@ -421,34 +421,3 @@ func newVMLogsCmd(f *Factory) *cobra.Command {
 	return cmd
 }
 
-func newVMStatsCmd(f *Factory) *cobra.Command {
-	var asJSON bool
-	cmd := &cobra.Command{
-		Use:   "stats VM",
-		Short: "Show a running VM's CPU, memory and disk use",
-		Args:  exactArgs(1, "one VM"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			s, err := c.VMStats(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(f, s)
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
-			fmt.Fprintf(tw, "engine cpu:\t%.2fs\nengine rss:\t%s\n", s.CPUSeconds, humanBytes(int64(s.HostRSSBytes)))
-			if g := s.Guest; g != nil {
-				fmt.Fprintf(tw, "guest memory:\t%s used of %s\nguest load:\t%.2f %.2f %.2f\nguest disk /:\t%s used of %s\nguest uptime:\t%.0fs\n",
-					humanBytes(int64(g.MemTotalBytes-g.MemAvailableBytes)), humanBytes(int64(g.MemTotalBytes)), g.Load1, g.Load5, g.Load15,
-					humanBytes(int64(g.RootUsedBytes)), humanBytes(int64(g.RootTotalBytes)), g.UptimeSeconds)
-			}
-			return tw.Flush()
-		},
-	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
-	return cmd
-}

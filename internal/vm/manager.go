@@ -1021,13 +1021,22 @@ func (m *Manager) Stats(ctx context.Context, ref string) (api.VMStats, error) {
 	if err != nil {
 		return api.VMStats{}, err
 	}
-	out := api.VMStats{CPUSeconds: es.CPUTime().Seconds(), HostRSSBytes: es.RSSBytes}
+	out := api.VMStats{SampledAt: time.Now().UTC(), CPUSeconds: es.CPUTime().Seconds(), HostRSSBytes: es.RSSBytes}
 	if c, err := m.connectAgent(ctx, &v, h, 5*time.Second); err == nil {
 		if gs, err := c.Stats(ctx); err == nil {
-			out.Guest = &api.GuestStats{
+			g := &api.GuestStats{
 				MemTotalBytes: gs.MemTotal, MemAvailableBytes: gs.MemAvailable, Load1: gs.Load1, Load5: gs.Load5, Load15: gs.Load15,
 				UptimeSeconds: gs.Uptime.Seconds(), RootTotalBytes: gs.Root.Total, RootUsedBytes: gs.Root.Used,
 			}
+			for _, b := range gs.Block {
+				g.DiskReadBytes += b.In
+				g.DiskWriteBytes += b.Out
+			}
+			for _, n := range gs.Net {
+				g.NetRxBytes += n.In
+				g.NetTxBytes += n.Out
+			}
+			out.Guest = g
 		}
 	}
 	return out, nil
