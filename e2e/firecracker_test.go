@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,16 +14,8 @@ import (
 // speaks Firecracker's command line, API and hybrid-vsock protocol and
 // boots the guest under QEMU (no Firecracker can be had here).
 func TestFirecrackerThroughDouble(t *testing.T) {
-	shared := sharedVMEnv(t)
-	e := newEnv(t)
-	os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
-	os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(
-		"engine = \"firecracker\"\nfirecracker_bin = \""+filepath.Join(binDir, "firecracker")+"\"\njailer = false\n"), 0o600)
-	e.extra = []string{"BANGER_TEST_FIRECRACKER_DOUBLE=1"}
-	var k struct{ Vmlinux, Initrd string }
-	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
-	e.ok("kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "debian-cloud")
-	e.ok("image", "register", "--name", "bb", "--rootfs", shared.rootfs, "--kernel", "debian-cloud")
+	e := newVMEnvWith(t, "engine = \"firecracker\"\nfirecracker_bin = \""+filepath.Join(binDir, "firecracker")+"\"\njailer = false\n",
+		"BANGER_TEST_FIRECRACKER_DOUBLE=1")
 
 	var info struct {
 		Default string

@@ -104,6 +104,23 @@ func sharedVMEnv(t *testing.T) *vmEnv {
 	return &vmEnv{env: &e, image: vmShared.image, rootfs: vmShared.rootfs}
 }
 
+// newVMEnvWith returns a banger home of its own whose config.toml is
+// toml, written before its daemon starts (with extra environment), holding
+// the shared env's kernel as debian-cloud and its busybox image as bb.
+func newVMEnvWith(t *testing.T, toml string, extra ...string) *env {
+	t.Helper()
+	shared := sharedVMEnv(t)
+	e := newEnv(t)
+	os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
+	os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(toml), 0o600)
+	e.extra = append(e.extra, extra...)
+	var k struct{ Vmlinux, Initrd string }
+	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
+	e.ok("kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "debian-cloud")
+	e.ok("image", "register", "--name", "bb", "--rootfs", shared.rootfs, "--kernel", "debian-cloud")
+	return e
+}
+
 func sha(t *testing.T, path string) string {
 	f, err := os.Open(path)
 	if err != nil {
@@ -355,14 +372,7 @@ func (e *env) qemuProcesses() int {
 // TestVMEngineMissing: with the engine binary missing, vm run fails with
 // an error that names the fix, and leaves nothing behind.
 func TestVMEngineMissing(t *testing.T) {
-	shared := sharedVMEnv(t)
-	e := newEnv(t)
-	os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
-	os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte("qemu_bin = \"/nonexistent/qemu-system-x86_64\"\n"), 0o600)
-	var k struct{ Vmlinux, Initrd string }
-	json.Unmarshal([]byte(shared.ok("kernel", "show", "debian-cloud", "--json")), &k)
-	e.ok("kernel", "import", k.Vmlinux, "--initrd", k.Initrd, "--name", "k")
-	e.ok("image", "register", "--name", "bb", "--rootfs", shared.rootfs, "--kernel", "k")
+	e := newVMEnvWith(t, "qemu_bin = \"/nonexistent/qemu-system-x86_64\"\n")
 	r := e.run("vm", "run", "--rm", "--image", "bb", "--", "true")
 	if r.code != 125 || !strings.Contains(r.err, "qemu") || !strings.Contains(r.err, "qemu-system-x86") {
 		t.Errorf("exit %d stderr %q; want an error naming QEMU and its package", r.code, r.err)

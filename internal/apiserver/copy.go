@@ -38,11 +38,12 @@ func (s *server) getArchive(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ac, _, err := s.c.VMs.Agent(r.Context(), r.PathValue("ref"))
+	ac, v, err := s.c.VMs.Agent(r.Context(), r.PathValue("ref"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer s.c.VMs.Session(v.ID)()
 	rc, err := ac.TarOut(r.Context(), p)
 	if err != nil {
 		writeError(w, err)
@@ -66,10 +67,11 @@ func (s *server) putArchive(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	ac, _, err := s.c.VMs.Agent(r.Context(), r.PathValue("ref"))
+	ac, v, err := s.c.VMs.Agent(r.Context(), r.PathValue("ref"))
 	if err != nil {
 		writeError(w, err)
 		return
 	}
+	defer s.c.VMs.Session(v.ID)()
 	reply(w, struct{}{}, ac.TarIn(r.Context(), dir, r.Body))
 }

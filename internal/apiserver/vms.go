@@ -37,6 +37,10 @@ type VMs interface {
 	Stats(ctx context.Context, ref string) (api.VMStats, error)
 	ConsoleLog(ctx context.Context, ref string) (string, api.VM, error)
 	Agent(ctx context.Context, ref string) (*agentproto.Client, api.VM, error)
+	// Session marks an exec or copy session with VM id as open until the
+	// returned func is called: an open session keeps the VM from being
+	// stopped as idle.
+	Session(id string) (done func())
 	Ports(ctx context.Context, ref string) ([]api.Port, error)
 	Forwards(ctx context.Context, ref string) ([]api.Forward, error)
 	AddForward(ctx context.Context, ref string, f api.Forward) (api.Forward, error)
@@ -239,6 +243,7 @@ func (s *server) exec(w http.ResponseWriter, r *http.Request, ref string) {
 		writeError(w, err)
 		return
 	}
+	defer s.c.VMs.Session(v.ID)()
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		writeError(w, errors.New("exec: connection cannot be upgraded"))

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -52,8 +53,22 @@ type Config struct {
 	// that overlaps no existing route or address, then kept.
 	Subnet string `toml:"subnet"`
 	// DNSAddr is where the .vm DNS server listens.
-	DNSAddr string     `toml:"dns_addr"`
-	VM      VMDefaults `toml:"vm"`
+	DNSAddr string `toml:"dns_addr"`
+	// AutoStop stops a running VM after it has been idle this long (a Go
+	// duration: "30m", "2h"); empty or "0" never does. See vm.StopIdle
+	// for what counts as activity.
+	AutoStop string     `toml:"auto_stop"`
+	VM       VMDefaults `toml:"vm"`
+}
+
+// MinAutoStop is the shortest auto_stop accepted.
+const MinAutoStop = time.Second
+
+// AutoStopAfter is AutoStop as a duration, 0 when off. validate has
+// checked it.
+func (c Config) AutoStopAfter() time.Duration {
+	d, _ := time.ParseDuration(c.AutoStop)
+	return d
 }
 
 // VMDefaults sizes VMs when a command gives no flags.
@@ -146,6 +161,12 @@ func (c *Config) validate() error {
 	}
 	if c.VM.MemoryMB < 64 {
 		return fmt.Errorf("vm.memory %d MiB: want at least 64: %w", c.VM.MemoryMB, errdefs.ErrInvalidArgument)
+	}
+	if c.AutoStop != "" {
+		d, err := time.ParseDuration(c.AutoStop)
+		if err != nil || (d != 0 && d < MinAutoStop) || d < 0 {
+			return fmt.Errorf("auto_stop %q: want a duration such as \"30m\" or \"2h\" (at least %s), or \"0\" for never: %w", c.AutoStop, MinAutoStop, errdefs.ErrInvalidArgument)
+		}
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bangervm/banger/errdefs"
 )
@@ -31,6 +32,19 @@ func TestLoad(t *testing.T) {
 		{name: "bad type", toml: "[vm]\nmemory = \"lots\"\n", wantErr: "line 2"},
 		{name: "bad level", toml: "log_level = \"loud\"\n", wantErr: `log_level "loud"`},
 		{name: "bad syntax", toml: "log_level = \n", wantErr: "line 1"},
+		{name: "auto_stop", toml: "auto_stop = \"30m\"\n", check: func(t *testing.T, c Config) {
+			if c.AutoStopAfter() != 30*time.Minute {
+				t.Errorf("AutoStopAfter = %s", c.AutoStopAfter())
+			}
+		}},
+		{name: "auto_stop off", toml: "auto_stop = \"0\"\n", check: func(t *testing.T, c Config) {
+			if c.AutoStopAfter() != 0 || Default().AutoStopAfter() != 0 {
+				t.Errorf("AutoStopAfter = %s", c.AutoStopAfter())
+			}
+		}},
+		{name: "auto_stop not a duration", toml: "auto_stop = \"soon\"\n", wantErr: `auto_stop "soon": want a duration`},
+		{name: "auto_stop too short", toml: "auto_stop = \"10ms\"\n", wantErr: `auto_stop "10ms"`},
+		{name: "auto_stop negative", toml: "auto_stop = \"-1h\"\n", wantErr: `auto_stop "-1h"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -101,6 +101,10 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
+	if d := c.Settings.AutoStopAfter(); d > 0 {
+		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", d)
+		go vms.StopIdle(ctx, d)
+	}
 	dnsSrv, err := dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
 	if err != nil {
 		log.Warn("no .vm DNS server", "err", err)

@@ -104,6 +104,11 @@ type handle struct {
 	inst     engine.Instance
 	agent    *agentproto.Client
 	stopping bool // a stop/kill by us is under way: exits are expected
+	// sessions are the exec and copy sessions in flight, lastActive when
+	// the VM was last seen in use (see StopIdle).
+	sessions   int
+	lastActive time.Time
+	cpuPrev    cpuSample // the guest's CPU counters at the last idle check
 }
 
 // spec is what a VM was created from, kept in its record.

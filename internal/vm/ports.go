@@ -60,7 +60,35 @@ func (m *Manager) Ports(ctx context.Context, ref string) ([]api.Port, error) {
 
 // parseProcNet reads the listening sockets of /proc/net/tcp or tcp6.
 func parseProcNet(r io.Reader, proto string) ([]api.Port, error) {
+	rows, err := procNetRows(r)
 	var out []api.Port
+	for _, row := range rows {
+		if row.state == tcpListen {
+			out = append(out, api.Port{Proto: proto, Address: row.addr.String(), Port: row.port})
+		}
+	}
+	return out, err
+}
+
+// TCP states in /proc/net/tcp (include/net/tcp_states.h).
+const (
+	tcpEstablished = "01"
+	tcpListen      = "0A"
+)
+
+// procNetRow is a socket of /proc/net/tcp{,6}: its state, local end and
+// remote address.
+type procNetRow struct {
+	state  string
+	addr   netip.Addr
+	port   int
+	remote netip.Addr
+}
+
+// procNetRows reads /proc/net/tcp or tcp6: after a header line,
+// "sl local_address rem_address st ...", addresses as HEX:PORT.
+func procNetRows(r io.Reader) ([]procNetRow, error) {
+	var out []procNetRow
 	sc := bufio.NewScanner(r)
 	first := true
 	for sc.Scan() {
@@ -69,7 +97,7 @@ func parseProcNet(r io.Reader, proto string) ([]api.Port, error) {
 			continue
 		}
 		f := strings.Fields(sc.Text())
-		if len(f) < 4 || f[3] != "0A" { // 0A: TCP_LISTEN
+		if len(f) < 4 {
 			continue
 		}
 		hostHex, portHex, ok := strings.Cut(f[1], ":")
@@ -84,7 +112,9 @@ func parseProcNet(r io.Reader, proto string) ([]api.Port, error) {
 		if err != nil {
 			continue
 		}
-		out = append(out, api.Port{Proto: proto, Address: addr.String(), Port: int(port)})
+		remHex, _, _ := strings.Cut(f[2], ":")
+		remote, _ := procAddr(remHex)
+		out = append(out, procNetRow{state: f[3], addr: addr, port: int(port), remote: remote})
 	}
 	return out, sc.Err()
 }
