@@ -420,4 +420,3 @@ func newVMLogsCmd(f *Factory) *cobra.Command {
 	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return cmd
 }
-
