@@ -81,6 +81,8 @@ func (v agentVMs) Agent(ctx context.Context, ref string) (*agentproto.Client, ap
 	return v.ac, api.VM{Name: ref}, nil
 }
 
+func (v agentVMs) Session(string) func() { return func() {} }
+
 // serveCp returns a client of an API server whose VM "box" is this
 // machine, through a real agent handler.
 func serveCp(t *testing.T) *client.Client {
