@@ -71,8 +71,7 @@ func TestDoctor(t *testing.T) {
 	home := doctorHome(e)
 	// A DNS port of its own: other daemons on this host may hold the
 	// default one.
-	os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
-	os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte("dns_addr = \"127.0.0.1:0\"\n"), 0o600)
+	e.writeConfig("dns_addr = \"127.0.0.1:0\"\n")
 
 	c := e.doctor()
 	expectCheck(t, c["daemon"], "pass", "answers on "+filepath.Join(e.home, "run", "bangerd.sock"))

@@ -87,6 +87,18 @@ type result struct {
 	code     int
 }
 
+// writeConfig writes e's config.toml; call it before e's daemon starts.
+func (e *env) writeConfig(toml string) {
+	e.t.Helper()
+	dir := filepath.Join(e.home, "config")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(toml), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) cmd(ctx context.Context, args ...string) *exec.Cmd {
 	argv := append(append(append([]string{}, e.wrap...), filepath.Join(binDir, "banger")), args...)
 	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)

@@ -92,8 +92,7 @@ func newNetEnvAs(t *testing.T, unprivileged bool, beforeDaemon func(host string)
 	e.wrap = []string{"ip", "netns", "exec", host}
 	e.extra = []string{"BANGER_NETWORK=on"}
 	for _, c := range cfg {
-		os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
-		os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(c.toml), 0o600)
+		e.writeConfig(c.toml)
 		e.extra = append(e.extra, c.env...)
 	}
 	var k struct{ Vmlinux, Initrd string }

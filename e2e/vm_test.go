@@ -111,8 +111,7 @@ func newVMEnvWith(t *testing.T, toml string, extra ...string) *env {
 	t.Helper()
 	shared := sharedVMEnv(t)
 	e := newEnv(t)
-	os.MkdirAll(filepath.Join(e.home, "config"), 0o700)
-	os.WriteFile(filepath.Join(e.home, "config", "config.toml"), []byte(toml), 0o600)
+	e.writeConfig(toml)
 	e.extra = append(e.extra, extra...)
 	var k struct{ Vmlinux, Initrd string }
 	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)

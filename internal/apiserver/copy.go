@@ -7,6 +7,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/agentproto"
 )
 
 // The archive routes follow api.PathVM+"{ref}" (see api.ActionArchive).
@@ -33,17 +34,12 @@ func archivePath(r *http.Request) (string, error) {
 // aborts the response, so the client sees a broken stream rather than a
 // short archive.
 func (s *server) getArchive(w http.ResponseWriter, r *http.Request) {
-	p, err := archivePath(r)
+	ac, p, done, err := s.archiveSession(r)
 	if err != nil {
 		writeError(w, err)
 		return
 	}
-	ac, v, err := s.c.VMs.Agent(r.Context(), r.PathValue("ref"))
-	if err != nil {
-		writeError(w, err)
-		return
-	}
-	defer s.c.VMs.Session(v.ID)()
+	defer done()
 	rc, err := ac.TarOut(r.Context(), p)
 	if err != nil {
 		writeError(w, err)
@@ -62,16 +58,24 @@ func (s *server) getArchive(w http.ResponseWriter, r *http.Request) {
 
 // putArchive extracts the request body into a guest directory.
 func (s *server) putArchive(w http.ResponseWriter, r *http.Request) {
-	dir, err := archivePath(r)
+	ac, dir, done, err := s.archiveSession(r)
 	if err != nil {
 		writeError(w, err)
 		return
+	}
+	defer done()
+	reply(w, struct{}{}, ac.TarIn(r.Context(), dir, r.Body))
+}
+
+// archiveSession reads an archive request's guest path and opens a
+// session with its VM's agent; done ends the session.
+func (s *server) archiveSession(r *http.Request) (ac *agentproto.Client, path string, done func(), err error) {
+	if path, err = archivePath(r); err != nil {
+		return nil, "", nil, err
 	}
 	ac, v, err := s.c.VMs.Agent(r.Context(), r.PathValue("ref"))
 	if err != nil {
-		writeError(w, err)
-		return
+		return nil, "", nil, err
 	}
-	defer s.c.VMs.Session(v.ID)()
-	reply(w, struct{}{}, ac.TarIn(r.Context(), dir, r.Body))
+	return ac, path, s.c.VMs.Session(v.ID), nil
 }

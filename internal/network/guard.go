@@ -78,7 +78,7 @@ func addGuard(ctx context.Context, vm VMRules) error {
 	if err := ensureGuard(ctx); err != nil {
 		return err
 	}
-	if err := removeGuard(ctx, vm.Tap); err != nil {
+	if err := unpin(ctx, vm.Tap); err != nil {
 		return err
 	}
 	if err := hostcmd.NFT(ctx, guardElems("add", vm.Tap, vm.Addr, MACFor(id))); err != nil {
@@ -93,6 +93,12 @@ func removeGuard(ctx context.Context, tap string) error {
 	if !hostcmd.NFTTableExists(ctx, guardFamily, GuardTable) {
 		return nil
 	}
+	return unpin(ctx, tap)
+}
+
+// unpin removes every element of tap from the guard's sets, which must
+// exist.
+func unpin(ctx context.Context, tap string) error {
 	var script strings.Builder
 	for _, set := range []string{guardAddrs, guardMACs} {
 		elems, err := hostcmd.NFTSetElems(ctx, guardFamily, GuardTable, set)

@@ -323,7 +323,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	if err != nil {
 		return nil, err
 	}
-	if live, _ := e.find(spec.Dir); live != nil {
+	if _, live, _ := e.find(spec.Dir); live != nil {
 		return nil, fmt.Errorf("a firecracker process (pid %d) already runs for %s: %w", live.PID(), spec.Dir, errdefs.ErrAlreadyExists)
 	}
 	if st.JailDir != "" {
@@ -485,11 +485,7 @@ func (e *Engine) attach(ctx context.Context, spec engine.Spec) (*Instance, error
 	if err != nil {
 		return nil, err
 	}
-	st, err := readState(dir)
-	if err != nil {
-		return nil, err
-	}
-	p, err := e.find(dir)
+	st, p, err := e.find(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -511,14 +507,15 @@ func (e *Engine) attach(ctx context.Context, spec engine.Spec) (*Instance, error
 	return inst, nil
 }
 
-// find returns the live firecracker process of dir, or an ErrNotFound error.
-func (e *Engine) find(dir string) (*proc.Process, error) {
+// find returns the state firecracker left in dir and its live process,
+// or an ErrNotFound error.
+func (e *Engine) find(dir string) (state, *proc.Process, error) {
 	st, err := readState(dir)
 	if err != nil {
-		return nil, err
+		return st, nil, err
 	}
 	if p, err := proc.FindOwned(st.PIDFile, st.ours); err != nil || p != nil {
-		return p, err
+		return st, p, err
 	}
-	return nil, fmt.Errorf("no firecracker process for %s: %w", dir, errdefs.ErrNotFound)
+	return st, nil, fmt.Errorf("no firecracker process for %s: %w", dir, errdefs.ErrNotFound)
 }

@@ -194,7 +194,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 			cc.VsockCID = deriveCID(spec.ID)
 		}
 	}
-	if live, _ := e.find(spec.Dir); live != nil {
+	if _, live, _ := e.find(spec.Dir); live != nil {
 		return nil, fmt.Errorf("a QEMU process (pid %d) already runs for %s: %w", live.PID(), spec.Dir, errdefs.ErrAlreadyExists)
 	}
 
@@ -350,11 +350,7 @@ func (e *Engine) attach(spec engine.Spec) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := readState(dir)
-	if err != nil {
-		return nil, err
-	}
-	p, err := e.find(dir)
+	st, p, err := e.find(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -367,20 +363,21 @@ func (e *Engine) attach(spec engine.Spec) (*Instance, error) {
 	return inst, nil
 }
 
-// find returns the live QEMU process of dir, or an ErrNotFound error.
-func (e *Engine) find(dir string) (*proc.Process, error) {
+// find returns the state QEMU left in dir and its live process, or an
+// ErrNotFound error.
+func (e *Engine) find(dir string) (state, *proc.Process, error) {
 	st, err := readState(dir)
 	if err != nil {
-		return nil, err
+		return st, nil, err
 	}
 	ours := func(argv []string) bool {
 		return len(argv) > 0 && strings.Contains(filepath.Base(argv[0]), "qemu") &&
 			slices.Contains(argv, "unix:"+opt(st.QMPSocket)+",server=on,wait=off")
 	}
 	if p, err := proc.FindOwned(st.PIDFile, ours); err != nil || p != nil {
-		return p, err
+		return st, p, err
 	}
-	return nil, fmt.Errorf("no QEMU process for %s: %w", dir, errdefs.ErrNotFound)
+	return st, nil, fmt.Errorf("no QEMU process for %s: %w", dir, errdefs.ErrNotFound)
 }
 
 func readState(dir string) (state, error) {
