@@ -769,9 +769,7 @@ func shorten(s string, n int) string {
 
 func mustLook(b *testing.B, bin string) string {
 	p, err := exec.LookPath(bin)
-	if err != nil {
-		b.Skipf("%s not found", bin)
-	}
+	testutil.Require(b, err == nil, bin+" in PATH")
 	return p
 }
 

@@ -103,6 +103,34 @@ func versionMismatch(daemon string) error {
 		api.Version, daemon, errdefs.ErrVersionMismatch)
 }
 
+// get, post, stream and decode return a fresh T filled by the call. They
+// exist because `return out, c.getJSON(ctx, p, &out)` would leave it to the
+// compiler whether out is read before or after the call fills it: the Go
+// spec orders function calls in an expression, not variable reads.
+func get[T any](ctx context.Context, c *Client, path string) (T, error) {
+	var out T
+	err := c.getJSON(ctx, path, &out)
+	return out, err
+}
+
+func post[T any](ctx context.Context, c *Client, path string, in any) (T, error) {
+	var out T
+	err := c.postJSON(ctx, path, in, &out)
+	return out, err
+}
+
+func stream[T any](ctx context.Context, c *Client, path string, in any, progress func(api.Event)) (T, error) {
+	var out T
+	err := c.stream(ctx, path, in, &out, progress)
+	return out, err
+}
+
+func decode[T any](r io.Reader) (T, error) {
+	var out T
+	err := json.NewDecoder(r).Decode(&out)
+	return out, err
+}
+
 func (c *Client) getJSON(ctx context.Context, path string, out any) error {
 	resp, err := c.do(ctx, http.MethodGet, path, nil)
 	if err != nil {
@@ -192,14 +220,12 @@ func (c *Client) Shutdown(ctx context.Context) error {
 
 // Images lists images.
 func (c *Client) Images(ctx context.Context) ([]api.Image, error) {
-	var out []api.Image
-	return out, c.getJSON(ctx, api.PathImages, &out)
+	return get[[]api.Image](ctx, c, api.PathImages)
 }
 
 // Image returns one image by exact name.
 func (c *Client) Image(ctx context.Context, name string) (api.Image, error) {
-	var out api.Image
-	return out, c.getJSON(ctx, api.PathImage+url.PathEscape(name), &out)
+	return get[api.Image](ctx, c, api.PathImage+url.PathEscape(name))
 }
 
 // DeleteImage deletes an image by exact name.
@@ -209,38 +235,32 @@ func (c *Client) DeleteImage(ctx context.Context, name string) error {
 
 // PullImage pulls an OCI ref or catalog name, reporting progress.
 func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest, progress func(api.Event)) (api.Image, error) {
-	var out api.Image
-	return out, c.stream(ctx, api.PathImagePull, req, &out, progress)
+	return stream[api.Image](ctx, c, api.PathImagePull, req, progress)
 }
 
 // RegisterImage adopts an ext4 file as an image.
 func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest, progress func(api.Event)) (api.Image, error) {
-	var out api.Image
-	return out, c.stream(ctx, api.PathImageRegister, req, &out, progress)
+	return stream[api.Image](ctx, c, api.PathImageRegister, req, progress)
 }
 
 // ImageCache lists the layer-blob cache.
 func (c *Client) ImageCache(ctx context.Context) ([]api.CachedBlob, error) {
-	var out []api.CachedBlob
-	return out, c.getJSON(ctx, api.PathImageCache, &out)
+	return get[[]api.CachedBlob](ctx, c, api.PathImageCache)
 }
 
 // PruneImageCache removes cached blobs.
 func (c *Client) PruneImageCache(ctx context.Context, req api.PruneCacheRequest) (api.PruneCacheResult, error) {
-	var out api.PruneCacheResult
-	return out, c.postJSON(ctx, api.PathImageCachePrune, req, &out)
+	return post[api.PruneCacheResult](ctx, c, api.PathImageCachePrune, req)
 }
 
 // Kernels lists kernels.
 func (c *Client) Kernels(ctx context.Context) ([]api.Kernel, error) {
-	var out []api.Kernel
-	return out, c.getJSON(ctx, api.PathKernels, &out)
+	return get[[]api.Kernel](ctx, c, api.PathKernels)
 }
 
 // Kernel returns one kernel by exact name.
 func (c *Client) Kernel(ctx context.Context, name string) (api.Kernel, error) {
-	var out api.Kernel
-	return out, c.getJSON(ctx, api.PathKernel+url.PathEscape(name), &out)
+	return get[api.Kernel](ctx, c, api.PathKernel+url.PathEscape(name))
 }
 
 // DeleteKernel deletes a kernel by exact name.
@@ -250,12 +270,10 @@ func (c *Client) DeleteKernel(ctx context.Context, name string) error {
 
 // ImportKernel imports kernel files from the host.
 func (c *Client) ImportKernel(ctx context.Context, req api.ImportKernelRequest, progress func(api.Event)) (api.Kernel, error) {
-	var out api.Kernel
-	return out, c.stream(ctx, api.PathKernelImport, req, &out, progress)
+	return stream[api.Kernel](ctx, c, api.PathKernelImport, req, progress)
 }
 
 // PullKernel fetches a kernel by catalog name or OCI ref.
 func (c *Client) PullKernel(ctx context.Context, req api.PullKernelRequest, progress func(api.Event)) (api.Kernel, error) {
-	var out api.Kernel
-	return out, c.stream(ctx, api.PathKernelPull, req, &out, progress)
+	return stream[api.Kernel](ctx, c, api.PathKernelPull, req, progress)
 }

@@ -27,44 +27,37 @@ func vmPath(ref string, action ...string) string {
 
 // VMs lists VMs.
 func (c *Client) VMs(ctx context.Context) ([]api.VM, error) {
-	var out []api.VM
-	return out, c.getJSON(ctx, api.PathVMs, &out)
+	return get[[]api.VM](ctx, c, api.PathVMs)
 }
 
 // VM returns one VM by name, id or unique id prefix.
 func (c *Client) VM(ctx context.Context, ref string) (api.VM, error) {
-	var out api.VM
-	return out, c.getJSON(ctx, vmPath(ref), &out)
+	return get[api.VM](ctx, c, vmPath(ref))
 }
 
 // CreateVM creates and (unless req.NoStart) boots a VM.
 func (c *Client) CreateVM(ctx context.Context, req api.CreateVMRequest, progress func(api.Event)) (api.VM, error) {
-	var out api.VM
-	return out, c.stream(ctx, api.PathVMs, req, &out, progress)
+	return stream[api.VM](ctx, c, api.PathVMs, req, progress)
 }
 
 // StartVM boots a stopped VM.
 func (c *Client) StartVM(ctx context.Context, ref string, progress func(api.Event)) (api.VM, error) {
-	var out api.VM
-	return out, c.stream(ctx, vmPath(ref, api.ActionStart), struct{}{}, &out, progress)
+	return stream[api.VM](ctx, c, vmPath(ref, api.ActionStart), struct{}{}, progress)
 }
 
 // RestartVM stops and starts a VM.
 func (c *Client) RestartVM(ctx context.Context, ref string, progress func(api.Event)) (api.VM, error) {
-	var out api.VM
-	return out, c.stream(ctx, vmPath(ref, api.ActionRestart), struct{}{}, &out, progress)
+	return stream[api.VM](ctx, c, vmPath(ref, api.ActionRestart), struct{}{}, progress)
 }
 
 // StopVM stops a VM with its data flushed.
 func (c *Client) StopVM(ctx context.Context, ref string) (api.StopResult, error) {
-	var out api.StopResult
-	return out, c.postJSON(ctx, vmPath(ref, api.ActionStop), struct{}{}, &out)
+	return post[api.StopResult](ctx, c, vmPath(ref, api.ActionStop), struct{}{})
 }
 
 // KillVM stops a VM at once.
 func (c *Client) KillVM(ctx context.Context, ref string) (api.StopResult, error) {
-	var out api.StopResult
-	return out, c.postJSON(ctx, vmPath(ref, api.ActionKill), struct{}{}, &out)
+	return post[api.StopResult](ctx, c, vmPath(ref, api.ActionKill), struct{}{})
 }
 
 // DeleteVM deletes a VM; force kills a running one first.
@@ -83,20 +76,17 @@ func (c *Client) UpdateVM(ctx context.Context, ref string, req api.UpdateVMReque
 		return api.VM{}, err
 	}
 	defer resp.Body.Close()
-	var out api.VM
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	return decode[api.VM](resp.Body)
 }
 
 // PruneVMs deletes every VM that is not running.
 func (c *Client) PruneVMs(ctx context.Context) (api.PruneVMsResult, error) {
-	var out api.PruneVMsResult
-	return out, c.postJSON(ctx, api.PathVMPrune, struct{}{}, &out)
+	return post[api.PruneVMsResult](ctx, c, api.PathVMPrune, struct{}{})
 }
 
 // VMStats returns a running VM's resource use.
 func (c *Client) VMStats(ctx context.Context, ref string) (api.VMStats, error) {
-	var out api.VMStats
-	return out, c.getJSON(ctx, vmPath(ref, api.ActionStats), &out)
+	return get[api.VMStats](ctx, c, vmPath(ref, api.ActionStats))
 }
 
 // VMLogs copies a VM's console log to w; with follow it keeps copying
@@ -223,7 +213,8 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest, stdi
 			errw.Write(p)
 		case api.FrameExit:
 			var st api.ExitStatus
-			return st, json.Unmarshal(p, &st)
+			err := json.Unmarshal(p, &st)
+			return st, err
 		case api.FrameError:
 			var e api.Error
 			if json.Unmarshal(p, &e) != nil {
@@ -236,20 +227,17 @@ func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest, stdi
 
 // VMPorts lists the TCP ports listening in a running VM.
 func (c *Client) VMPorts(ctx context.Context, ref string) ([]api.Port, error) {
-	var out []api.Port
-	return out, c.getJSON(ctx, vmPath(ref, api.ActionPorts), &out)
+	return get[[]api.Port](ctx, c, vmPath(ref, api.ActionPorts))
 }
 
 // VMForwards lists a VM's port forwards.
 func (c *Client) VMForwards(ctx context.Context, ref string) ([]api.Forward, error) {
-	var out []api.Forward
-	return out, c.getJSON(ctx, vmPath(ref, api.ActionForwards), &out)
+	return get[[]api.Forward](ctx, c, vmPath(ref, api.ActionForwards))
 }
 
 // AddVMForward relays a host port to a VM's port.
 func (c *Client) AddVMForward(ctx context.Context, ref string, f api.Forward) (api.Forward, error) {
-	var out api.Forward
-	return out, c.postJSON(ctx, vmPath(ref, api.ActionForwards), f, &out)
+	return post[api.Forward](ctx, c, vmPath(ref, api.ActionForwards), f)
 }
 
 // RemoveVMForward removes a VM's forward of hostPort.
@@ -259,15 +247,13 @@ func (c *Client) RemoveVMForward(ctx context.Context, ref string, hostPort int) 
 
 // Engine reports which engine new VMs get and why.
 func (c *Client) Engine(ctx context.Context) (api.EngineInfo, error) {
-	var out api.EngineInfo
-	return out, c.getJSON(ctx, api.PathEngine, &out)
+	return get[api.EngineInfo](ctx, c, api.PathEngine)
 }
 
 // Network reports host networking and .vm DNS as the daemon set them up
 // when it started.
 func (c *Client) Network(ctx context.Context) (api.NetworkInfo, error) {
-	var out api.NetworkInfo
-	return out, c.getJSON(ctx, api.PathNetwork, &out)
+	return get[api.NetworkInfo](ctx, c, api.PathNetwork)
 }
 
 // SetVMWorkspace records the guest path of a VM's workspace.
@@ -277,6 +263,5 @@ func (c *Client) SetVMWorkspace(ctx context.Context, ref, path string) (api.VM, 
 		return api.VM{}, err
 	}
 	defer resp.Body.Close()
-	var out api.VM
-	return out, json.NewDecoder(resp.Body).Decode(&out)
+	return decode[api.VM](resp.Body)
 }

@@ -22,10 +22,7 @@ import (
 // prerequisite is a broken setup rather than a reason to skip.
 func requireOr(t *testing.T, format string, args ...any) {
 	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf(format, args...)
-	}
-	t.Skipf(format, args...)
+	testutil.Missing(t, format, args...)
 }
 
 func debianCloudDeb(t *testing.T) string {
@@ -201,9 +198,7 @@ func (g *guest) dial(t *testing.T) *agentproto.Client {
 }
 
 func TestRealGuest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots a VM")
-	}
+	testutil.SkipShort(t, "boots a VM")
 	g := bootGuest(t)
 	baseSum := sha256File(t, g.base)
 	start := time.Now()

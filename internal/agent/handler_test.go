@@ -20,6 +20,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // newClient serves a real Handler in-process over a pipe and returns a
@@ -178,9 +179,8 @@ func TestExecCancel(t *testing.T) {
 }
 
 func TestExecTTY(t *testing.T) {
-	if _, err := os.Stat("/dev/ptmx"); err != nil {
-		t.Skip("no /dev/ptmx")
-	}
+	_, err := os.Stat("/dev/ptmx")
+	testutil.Require(t, err == nil, "/dev/ptmx")
 	c := newClient(t, HandlerConfig{})
 	t.Run("tty", func(t *testing.T) {
 		var out syncBuffer
@@ -228,9 +228,7 @@ func waitFor(t *testing.T, cond func() bool) {
 }
 
 func TestExecUser(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to change user")
-	}
+	testutil.RequireRoot(t) // to change user
 	etc := t.TempDir()
 	os.WriteFile(filepath.Join(etc, "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nalice:x:1234:2345:Alice:/tmp:/bin/sh\n"), 0o644)
 	os.WriteFile(filepath.Join(etc, "group"), []byte("root:x:0:\nalice:x:2345:\nextra:x:3456:alice,bob\n"), 0o644)

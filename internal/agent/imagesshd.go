@@ -612,7 +612,8 @@ func (r *tree) stat(p string) (unix.Stat_t, error) {
 		return st, err
 	}
 	defer f.Close()
-	return st, unix.Fstat(int(f.Fd()), &st)
+	err = unix.Fstat(int(f.Fd()), &st)
+	return st, err
 }
 
 // glob returns the files matching pat, an image path whose last element

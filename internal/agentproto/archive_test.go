@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // makeTree builds a tree with nested dirs, odd modes, a symlink, a hard
@@ -160,9 +161,7 @@ func TestTarRoundTrip(t *testing.T) {
 }
 
 func TestTarOwnership(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequireRoot(t)
 	src := t.TempDir()
 	f := filepath.Join(src, "owned")
 	if err := os.WriteFile(f, nil, 0o644); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/network/nettest"
+	"github.com/bangervm/banger/internal/testutil"
 	"github.com/bangervm/banger/internal/vm"
 )
 
@@ -95,7 +96,7 @@ const envDaemon = "BANGER_DAEMON_TEST_PROCESS"
 // It logs to bangerd.log in $BANGER_HOME/state.
 func TestDaemonProcess(t *testing.T) {
 	if os.Getenv(envDaemon) == "" {
-		t.Skip("daemon process only")
+		testutil.NotApplicable(t, "the daemon process of the tests below")
 	}
 	os.Exit(Main(nil))
 }

@@ -13,10 +13,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bangervm/banger/errdefs"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
 	"github.com/ulikunitz/xz/lzma"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 const testVersion = "6.1.0-99-test-amd64"
@@ -52,9 +54,7 @@ func TestImportKernelImage(t *testing.T) {
 		return sizeAppended(b.Bytes(), len(d))
 	}
 	bzip2Data := func(d []byte) []byte {
-		if _, err := exec.LookPath("bzip2"); err != nil {
-			t.Skip("bzip2 not installed")
-		}
+		testutil.RequireTool(t, "bzip2", "bzip2")
 		cmd := exec.Command("bzip2", "-9c")
 		cmd.Stdin = bytes.NewReader(d)
 		out, err := cmd.Output()

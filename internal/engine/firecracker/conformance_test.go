@@ -10,6 +10,7 @@ import (
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/enginetest"
 	"github.com/bangervm/banger/internal/engine/firecracker"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // TestConformance runs the engine conformance suite (boot, agent channel,
@@ -17,9 +18,7 @@ import (
 // restart) through the Firecracker engine against the Firecracker test
 // double, which boots the guests under QEMU.
 func TestConformance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots real guests")
-	}
+	testutil.SkipShort(t, "boots real guests")
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		enginetest.Require(t, "qemu-system-x86_64 not installed (Debian package qemu-system-x86)")
 	}

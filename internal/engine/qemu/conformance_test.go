@@ -7,12 +7,11 @@ import (
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/enginetest"
 	"github.com/bangervm/banger/internal/engine/qemu"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 func TestConformance(t *testing.T) {
-	if testing.Short() {
-		t.Skip("boots real guests")
-	}
+	testutil.SkipShort(t, "boots real guests")
 	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
 		enginetest.Require(t, "%s not installed (Debian package qemu-system-x86)", qemu.DefaultBinary)
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -15,15 +14,14 @@ import (
 	"testing"
 
 	"github.com/bangervm/banger/internal/hostcmd"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // RequireTools skips the test when e2fsprogs is not installed.
 func RequireTools(t testing.TB) {
 	t.Helper()
 	for _, tool := range []string{"mke2fs", "debugfs", "e2fsck"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s not installed (apt-get install e2fsprogs)", tool)
-		}
+		testutil.RequireTool(t, tool, "e2fsprogs")
 	}
 }
 

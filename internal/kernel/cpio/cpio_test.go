@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 type entry struct {
@@ -88,9 +90,7 @@ func TestRoundTrip(t *testing.T) {
 
 // TestHostCpio checks the format against GNU cpio, when installed.
 func TestHostCpio(t *testing.T) {
-	if _, err := exec.LookPath("cpio"); err != nil {
-		t.Skip("cpio not installed")
-	}
+	testutil.RequireTool(t, "cpio", "cpio")
 	archive := writeSample(t, sample)
 	list := exec.Command("cpio", "-it", "--quiet")
 	list.Stdin = bytes.NewReader(archive)
