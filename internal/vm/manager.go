@@ -29,6 +29,7 @@ import (
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/guestdata"
 	"github.com/bangervm/banger/internal/hostcmd"
 	"github.com/bangervm/banger/internal/names"
 	"github.com/bangervm/banger/internal/network"
@@ -108,7 +109,7 @@ type handle struct {
 	// the VM was last seen in use (see StopIdle).
 	sessions   int
 	lastActive time.Time
-	cpuPrev    cpuSample // the guest's CPU counters at the last idle check
+	cpuPrev    guestdata.CPU // the guest's CPU counters at the last idle check
 }
 
 // spec is what a VM was created from, kept in its record.
@@ -1028,7 +1029,9 @@ func (m *Manager) Stats(ctx context.Context, ref string) (api.VMStats, error) {
 	}
 	out := api.VMStats{SampledAt: time.Now().UTC(), CPUSeconds: es.CPUTime().Seconds(), HostRSSBytes: es.RSSBytes}
 	if c, err := m.connectAgent(ctx, &v, h, 5*time.Second); err == nil {
-		if gs, err := c.Stats(ctx); err == nil {
+		if gs, err := guestStats(ctx, c); err != nil {
+			m.log.Warn("guest stats", "vm", v.ID, "err", err)
+		} else {
 			g := &api.GuestStats{
 				MemTotalBytes: gs.MemTotal, MemAvailableBytes: gs.MemAvailable, Load1: gs.Load1, Load5: gs.Load5, Load15: gs.Load15,
 				UptimeSeconds: gs.Uptime.Seconds(), RootTotalBytes: gs.Root.Total, RootUsedBytes: gs.Root.Used,
