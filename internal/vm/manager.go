@@ -28,6 +28,7 @@ import (
 	"github.com/bangervm/banger/internal/agent"
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/guestdata"
 	"github.com/bangervm/banger/internal/hostcmd"
@@ -621,7 +622,7 @@ func (m *Manager) consoleTail(inst engine.Instance, dir string) string {
 	if cl, ok := inst.(engine.ConsoleLogger); ok {
 		path = cl.ConsoleLog()
 	}
-	b, err := os.ReadFile(path)
+	b, err := consolelog.Tail(path, 64<<10)
 	if err != nil || len(b) == 0 {
 		return ""
 	}

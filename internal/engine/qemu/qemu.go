@@ -232,7 +232,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if spec.Net != nil && spec.Net.TapFD != nil {
 		extra = append(extra, spec.Net.TapFD)
 	}
-	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.StderrLog, ExtraFiles: extra})
+	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.StderrLog, Console: st.ConsoleLog, ExtraFiles: extra})
 	if err != nil {
 		return nil, err
 	}
