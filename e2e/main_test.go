@@ -20,6 +20,9 @@ import (
 
 var binDir string
 
+// hostileAgent is the test-only hostile banger-agent, for BANGER_AGENT.
+var hostileAgent string
+
 func TestMain(m *testing.M) {
 	// Daemons the tests start outside a namespace of their own must never
 	// set up banger's bridge and NAT on the host; the network tests turn
@@ -34,6 +37,14 @@ func TestMain(m *testing.M) {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// The hostile test agent (see internal/agent/hostile.go).
+	hostileAgent = filepath.Join(dir, "hostile", "banger-agent")
+	ha := exec.Command("go", "build", "-tags", "hostileagent", "-o", hostileAgent, "../cmd/banger-agent")
+	ha.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := ha.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the hostile agent: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	// The Firecracker test double, under the name the engine looks for.

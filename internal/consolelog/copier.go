@@ -24,11 +24,14 @@ func init() {
 
 // StartCopier starts a copier process that appends what is written to
 // each returned pipe to the log of the same index in paths, each capped at
-// max bytes (Writer). Give the pipes to the process whose output they
+// max bytes (Writer; 0 means DefaultMax). Give the pipes to the process whose output they
 // carry, then close them: the copier exits once every writer of every pipe
 // has closed it. The copier runs in its own session, like the engines, and
 // outlives the caller.
 func StartCopier(paths []string, max int64) ([]*os.File, error) {
+	if max <= 0 {
+		max = DefaultMax
+	}
 	if len(paths) == 0 {
 		return nil, fmt.Errorf("console log copier: no paths")
 	}

@@ -34,6 +34,8 @@ type StartOptions struct {
 	// Console, when set, receives the process's stdout: the guest console
 	// of an engine that prints it there.
 	Console string
+	// LogMax caps Log and Console each; 0 means consolelog.DefaultMax.
+	LogMax int64
 	// ExtraFiles become fds 3, 4, ... in the child.
 	ExtraFiles []*os.File
 	// Env replaces the environment when non-nil.
@@ -72,7 +74,7 @@ func Start(argv []string, opts StartOptions) (*Process, error) {
 	if opts.Console != "" {
 		logs = []string{opts.Console, opts.Log}
 	}
-	pipes, err := consolelog.StartCopier(logs, consolelog.DefaultMax)
+	pipes, err := consolelog.StartCopier(logs, opts.LogMax)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
