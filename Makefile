@@ -23,6 +23,7 @@ test: build
 	# cores; run in parallel they starve each other's guests of CPU.
 	BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=20s ./internal/image/flatten
+	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10s ./internal/termtext
 	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=10s ./internal/workspace
 
 bench: build
