@@ -129,7 +129,8 @@ if [ -z "$base" ]; then
 	git rev-parse -q --verify "$base^{commit}" >/dev/null ||
 		die "$top has no ` + ShippedRef + ` (shipped by an older banger); pass --base-commit $(cat .git/` + BaseFile + ` 2>/dev/null || echo COMMIT) for the full diff from the shipped HEAD"
 fi
-base=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
+commit=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
+base=$commit
 objects=$(cd "$(git rev-parse --git-path objects)" && pwd)
 index=$(git rev-parse --git-path index)
 tmp=$(mktemp -d)
