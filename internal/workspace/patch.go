@@ -3,6 +3,8 @@ package workspace
 import (
 	"bufio"
 	"bytes"
+	"compress/zlib"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -531,6 +533,9 @@ func (c *patchChecker) binary() error {
 
 // binaryHunk checks "literal N" or "delta N", base-85 lines and the empty
 // line that ends them. An optional hunk that is not there is no error.
+// N is the size of the hunk's data inflated; a delta's data starts with
+// the size of its result, which git apply also holds in memory: both
+// count against MaxInflatedSize.
 func (c *patchChecker) binaryHunk(required bool) error {
 	line, err := c.lr.header()
 	if errors.Is(err, io.EOF) && !required {
@@ -552,9 +557,10 @@ func (c *patchChecker) binaryHunk(required bool) error {
 	if err != nil || !isDigits(size) {
 		return fmt.Errorf("bad binary hunk size %.30q", size)
 	}
-	if c.inflated += n; c.inflated > MaxInflatedSize {
-		return fmt.Errorf("binary hunks inflate to more than %d MiB", MaxInflatedSize>>20)
+	if err := c.inflate(n); err != nil {
+		return err
 	}
+	var deflated []byte // the start of a delta's data, for its header
 	for {
 		line, err := c.lr.next()
 		if errors.Is(err, io.EOF) {
@@ -564,12 +570,57 @@ func (c *patchChecker) binaryHunk(required bool) error {
 			return err
 		}
 		if len(line) == 0 {
-			return nil
+			break
 		}
 		if err := checkBase85Line(line, c.lr.long); err != nil {
 			return err
 		}
+		if isDelta && len(deflated) < maxDeltaPrefix {
+			deflated = decodeBase85Line(deflated, line)
+		}
 	}
+	if !isDelta {
+		return nil
+	}
+	result, err := deltaResultSize(deflated)
+	if err != nil {
+		return err
+	}
+	return c.inflate(result)
+}
+
+func (c *patchChecker) inflate(n int64) error {
+	if c.inflated += n; n < 0 || c.inflated > MaxInflatedSize {
+		return fmt.Errorf("binary hunks inflate to more than %d MiB", MaxInflatedSize>>20)
+	}
+	return nil
+}
+
+// maxDeltaPrefix is how much of a delta's deflated data is decoded to
+// read the sizes at its start; a deflate stream yields its first bytes
+// long before that.
+const maxDeltaPrefix = 64 << 10
+
+// deltaResultSize reads the result size from the header of a git delta
+// (two little-endian base-128 numbers: source size, result size) at the
+// start of zlib data.
+func deltaResultSize(deflated []byte) (int64, error) {
+	zr, err := zlib.NewReader(bytes.NewReader(deflated))
+	if err != nil {
+		return 0, fmt.Errorf("binary delta: %w", err)
+	}
+	defer zr.Close()
+	br := bufio.NewReaderSize(zr, 16)
+	var sizes [2]uint64
+	for i := range sizes {
+		if sizes[i], err = binary.ReadUvarint(br); err != nil {
+			return 0, fmt.Errorf("binary delta header: %w", err)
+		}
+	}
+	if sizes[1] > MaxInflatedSize {
+		return 0, fmt.Errorf("binary hunks inflate to more than %d MiB", MaxInflatedSize>>20)
+	}
+	return int64(sizes[1]), nil
 }
 
 // checkBase85Line checks one line of a binary hunk: a length character
@@ -578,15 +629,7 @@ func checkBase85Line(line []byte, long bool) error {
 	if long || len(line) < 6 || (len(line)-1)%5 != 0 {
 		return fmt.Errorf("bad binary hunk line %.80q", line)
 	}
-	var n int
-	switch l := line[0]; {
-	case 'A' <= l && l <= 'Z':
-		n = int(l-'A') + 1
-	case 'a' <= l && l <= 'z':
-		n = int(l-'a') + 27
-	default:
-		return fmt.Errorf("bad binary hunk line %.80q", line)
-	}
+	n := base85LineLen(line[0])
 	if max := (len(line) - 1) / 5 * 4; n > max || n <= max-4 {
 		return fmt.Errorf("bad binary hunk line %.80q", line)
 	}
@@ -596,6 +639,33 @@ func checkBase85Line(line []byte, long bool) error {
 		}
 	}
 	return nil
+}
+
+// base85LineLen is the number of bytes a binary hunk line encodes, 0 for
+// a bad length character.
+func base85LineLen(l byte) int {
+	switch {
+	case 'A' <= l && l <= 'Z':
+		return int(l-'A') + 1
+	case 'a' <= l && l <= 'z':
+		return int(l-'a') + 27
+	}
+	return 0
+}
+
+// decodeBase85Line appends the bytes of a line checkBase85Line accepted.
+func decodeBase85Line(dst, line []byte) []byte {
+	n := base85LineLen(line[0])
+	for g := line[1:]; len(g) >= 5 && n > 0; g = g[5:] {
+		var v uint32
+		for _, d := range g[:5] {
+			v = v*85 + uint32(strings.IndexByte(base85, d))
+		}
+		b := binary.BigEndian.AppendUint32(nil, v)
+		k := min(n, 4)
+		dst, n = append(dst, b[:k]...), n-k
+	}
+	return dst
 }
 
 const base85 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!#$%&()*+-;<=>?@^_`{|}~"

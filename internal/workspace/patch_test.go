@@ -2,7 +2,9 @@ package workspace
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"path/filepath"
@@ -33,6 +35,11 @@ func gitPatches(t testing.TB) [][]byte {
 		put(n, strings.Repeat("line\n", i+3), 0o644)
 	}
 	put("bin.dat", "\x00\x01\x02binary\xff", 0o644)
+	big := make([]byte, 64<<10)
+	for i := range big {
+		big[i] = byte(i * 7919 >> 3)
+	}
+	put("big.bin", string(big), 0o644)
 	put("gone", "", 0o644)
 	if err := os.Symlink("plain", filepath.Join(dir, "link")); err != nil {
 		t.Fatal(err)
@@ -59,6 +66,8 @@ func gitPatches(t testing.TB) [][]byte {
 		}
 	}
 	put("bin.dat", "\x00\x01\x02binary\xff changed", 0o644)
+	big[100] ^= 0xff
+	put("big.bin", string(big), 0o644)
 	put("new bin", "\x00\xfe", 0o755)
 	put("empty new", "", 0o644)
 	os.Remove(filepath.Join(dir, "gone"))
@@ -83,7 +92,7 @@ func TestCheckPatchAcceptsGitDiff(t *testing.T) {
 		if err := CheckPatch(bytes.NewReader(p)); err != nil {
 			t.Errorf("CheckPatch: %v\n%s", err, p)
 		}
-		for _, want := range []string{"rename from", "GIT binary patch", "new file mode 120000", "deleted file mode", "old mode"} {
+		for _, want := range []string{"rename from", "GIT binary patch", "\ndelta ", "\nliteral ", "new file mode 120000", "deleted file mode", "old mode"} {
 			if !bytes.Contains(p, []byte(want)) {
 				t.Errorf("the test patch lacks %q", want)
 			}
@@ -158,7 +167,55 @@ func (e *endless) Read(p []byte) (int, error) {
 	return copy(p, e.line), nil
 }
 
+// base85Lines encodes data as the lines of a binary hunk.
+func base85Lines(data []byte) string {
+	var b strings.Builder
+	for len(data) > 0 {
+		n := min(len(data), 52)
+		if n <= 26 {
+			b.WriteByte(byte('A' + n - 1))
+		} else {
+			b.WriteByte(byte('a' + n - 27))
+		}
+		chunk := append([]byte(nil), data[:n]...)
+		for len(chunk)%4 != 0 {
+			chunk = append(chunk, 0)
+		}
+		for i := 0; i < len(chunk); i += 4 {
+			v := uint32(chunk[i])<<24 | uint32(chunk[i+1])<<16 | uint32(chunk[i+2])<<8 | uint32(chunk[i+3])
+			var g [5]byte
+			for j := 4; j >= 0; j-- {
+				g[j] = base85[v%85]
+				v /= 85
+			}
+			b.Write(g[:])
+		}
+		b.WriteByte('\n')
+		data = data[n:]
+	}
+	return b.String()
+}
+
 func TestCheckPatchBounds(t *testing.T) {
+	// A delta whose header claims an 8 GiB result: git apply would
+	// allocate it.
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(binary.AppendUvarint(binary.AppendUvarint(nil, 1), 8<<30))
+	zw.Close()
+	delta := "diff --git a/x b/x\nindex 1..2 100644\nGIT binary patch\ndelta 20\n" + base85Lines(z.Bytes()) + "\n"
+	if err := CheckPatch(strings.NewReader(delta)); err == nil || !strings.Contains(err.Error(), "inflate") {
+		t.Errorf("delta bomb: %v", err)
+	}
+	z.Reset()
+	zw = zlib.NewWriter(&z)
+	zw.Write(binary.AppendUvarint(binary.AppendUvarint(nil, 1), 2))
+	zw.Close()
+	small := "diff --git a/x b/x\nindex 1..2 100644\nGIT binary patch\ndelta 20\n" + base85Lines(z.Bytes()) + "\n"
+	if err := CheckPatch(strings.NewReader(small)); err != nil {
+		t.Errorf("small delta: %v", err)
+	}
+
 	r := &endless{head: []byte("diff --git a/x b/x\nnew file mode 100644\n--- /dev/null\n+++ b/x\n@@ -0,0 +1,2000000000 @@\n")}
 	if err := CheckPatch(r); !errors.Is(err, ErrPatchTooLarge) {
 		t.Errorf("endless patch: %v, want ErrPatchTooLarge", err)
