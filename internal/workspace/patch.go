@@ -144,14 +144,14 @@ func (c *patchChecker) check() error {
 
 // filePatch is what the header of one file's patch says.
 type filePatch struct {
-	def                    string // the name on the "diff --git" line, as git apply reads it; "" if none
-	minus, plus            *string
-	minusNull, plusNull    bool
-	from, to               *string // rename or copy
-	isNew, isDelete        bool
-	isRename, isCopy       bool
-	oldMode, newMode, mode uint32 // mode: from the index line
-	seen                   map[string]bool
+	def                 string // the name on the "diff --git" line, as git apply reads it; "" if none
+	minus, plus         *string
+	minusNull, plusNull bool
+	from, to            *string // rename or copy
+	isNew, isDelete     bool
+	isRename, isCopy    bool
+	newMode, mode       uint32 // mode: from the index line
+	seen                map[string]bool
 }
 
 // file checks one file's patch, from its "diff --git" line to the line
@@ -253,12 +253,12 @@ func (f *filePatch) headerLine(line string) error {
 	var err error
 	switch key {
 	case "old mode ":
-		f.oldMode, err = parseMode(rest)
+		_, err = parseMode(rest)
 	case "new mode ":
 		f.newMode, err = parseMode(rest)
 	case "deleted file mode ":
 		f.isDelete = true
-		f.oldMode, err = parseMode(rest)
+		_, err = parseMode(rest)
 	case "new file mode ":
 		f.isNew = true
 		f.newMode, err = parseMode(rest)
