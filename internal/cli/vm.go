@@ -212,7 +212,7 @@ func forEach(f *Factory, refs []string, op func(ref string) (string, error)) err
 		r := <-ch
 		if r.err != nil {
 			r.msg = ""
-			fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", r.err)
+			printError(f.IO.ErrOut, r.err)
 			failed = append(failed, refs[i])
 			continue
 		}
@@ -400,23 +400,5 @@ func newVMSetCmd(f *Factory) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&req.VCPU, "vcpu", 0, "virtual CPUs")
 	cmd.Flags().IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB")
-	return cmd
-}
-
-func newVMLogsCmd(f *Factory) *cobra.Command {
-	var follow bool
-	cmd := &cobra.Command{
-		Use:   "logs VM",
-		Short: "Print a VM's console log (kernel and agent messages)",
-		Args:  exactArgs(1, "one VM"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return c.VMLogs(cmd.Context(), args[0], follow, f.IO.Out)
-		},
-	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return cmd
 }
