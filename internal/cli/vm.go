@@ -11,6 +11,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 func newVMCmd(f *Factory) *cobra.Command {
@@ -174,7 +175,8 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
 			fmt.Fprintf(tw, "name:\t%s\nid:\t%s\nstate:\t%s\n", v.Name, v.ID, v.State)
 			if v.Reason != "" {
-				fmt.Fprintf(tw, "reason:\t%s\n", v.Reason)
+				// A failed boot's reason quotes the guest's console.
+				fmt.Fprintf(tw, "reason:\t%s\n", termtext.Escape(v.Reason))
 			}
 			fmt.Fprintf(tw, "net:\t%s %s\n", v.Net, v.IP)
 			fmt.Fprintf(tw, "image:\t%s\nkernel:\t%s\nengine:\t%s (%s)\nvcpu:\t%d\nmemory:\t%d MiB\ndisk:\t%s\ndir:\t%s\ncreated:\t%s\n",

@@ -33,6 +33,10 @@ func (v hostileVMs) ConsoleLog(ctx context.Context, ref string) (string, api.VM,
 	return v.console, api.VM{Name: ref}, nil
 }
 
+func (v hostileVMs) Get(ctx context.Context, ref string) (api.VM, error) {
+	return api.VM{Name: ref, State: api.VMError, Reason: "vm " + ref + " did not boot\nguest console (last lines):\n" + hostile}, nil
+}
+
 func (v hostileVMs) Stop(ctx context.Context, ref string) (api.StopResult, error) {
 	return api.StopResult{}, fmt.Errorf("vm %s did not stop; guest console:\n%s", ref, hostile)
 }
@@ -120,6 +124,17 @@ func TestErrorTextEscaped(t *testing.T) {
 		t.Fatalf("exit %d, want %d", code, ExitFailure)
 	}
 	checkEscaped(t, "stderr", errOut.String())
+}
+
+// A failed boot's reason, shown by vm show, quotes the console.
+func TestVMShowReasonEscaped(t *testing.T) {
+	f := serveHostile(t)
+	var out strings.Builder
+	f.IO.Out = &out
+	if code := Run(f, []string{"vm", "show", "box"}); code != ExitOK {
+		t.Fatalf("exit %d", code)
+	}
+	checkEscaped(t, "vm show", out.String())
 }
 
 func TestProgressEscaped(t *testing.T) {
