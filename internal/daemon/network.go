@@ -76,7 +76,8 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 // reboot, forwarding found on is someone else's choice.
 const settingForwardingBoot = "forwarding_boot"
 
-const bootIDPath = "/proc/sys/kernel/random/boot_id"
+// bootIDPath is a variable for tests.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
 
 // ensureForwarding turns IPv4 forwarding on (see network.EnsureForwarding)
 // and records in the state store when bangerd is the one that did.
