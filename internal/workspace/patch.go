@@ -250,6 +250,14 @@ func (f *filePatch) headerLine(line string) error {
 		return fmt.Errorf("%.80q: a --- line must come last but one, followed by +++", line)
 	}
 	f.seen[key] = true
+	err := f.headerValue(key, rest)
+	if errors.Is(err, errGitlink) && f.def != "" {
+		return fmt.Errorf("%q is %w", f.def, err)
+	}
+	return err
+}
+
+func (f *filePatch) headerValue(key, rest string) error {
 	var err error
 	switch key {
 	case "old mode ":
@@ -320,6 +328,10 @@ func cutHeader(line string) (key, rest string, ok bool) {
 	return "", "", false
 }
 
+// errGitlink refuses a submodule, or a repository the guest made inside
+// the workspace, which git diff shows as a commit id.
+var errGitlink = errors.New("a submodule or nested repository (mode 160000), which export does not carry; remove it in the guest or list it in .gitignore there")
+
 func parseMode(s string) (uint32, error) {
 	m, err := strconv.ParseUint(s, 8, 32)
 	if err != nil {
@@ -329,7 +341,7 @@ func parseMode(s string) (uint32, error) {
 	case modeFile, modeExec, modeSymlink:
 		return uint32(m), nil
 	case modeGitlink:
-		return 0, errors.New("the patch adds or changes a submodule (mode 160000), which export does not carry")
+		return 0, errGitlink
 	}
 	return 0, fmt.Errorf("file mode %o is not a plain file, executable or symbolic link", m)
 }
