@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -243,7 +242,7 @@ func exportPatch(ctx context.Context, c *client.Client, v api.VM, o exportOption
 	if _, err := patch.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("export from vm %s: %w", v.Name, err)
 	}
-	if err := workspace.CheckPatch(bufio.NewReader(patch)); err != nil {
+	if err := workspace.CheckPatch(patch); err != nil {
 		return fmt.Errorf("export from vm %s: refusing the guest's patch: %w", v.Name, err)
 	}
 	if _, err := patch.Seek(0, io.SeekStart); err != nil {
