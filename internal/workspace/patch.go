@@ -17,9 +17,10 @@ const (
 	// MaxPatchSize bounds the patch itself. git apply refuses patches
 	// of 1023 MiB and more anyway.
 	MaxPatchSize = 1 << 30
-	// MaxInflatedSize bounds the sum of the sizes binary hunks declare:
-	// git apply inflates every binary hunk into memory before applying
-	// anything, so a small patch could otherwise claim terabytes.
+	// MaxInflatedSize bounds the sum of the sizes binary hunks declare,
+	// inflated, and of the results binary deltas declare: git apply
+	// holds them in memory, so a small patch could otherwise make it
+	// allocate terabytes.
 	MaxInflatedSize = 4 << 30
 	// maxHeaderLine bounds a header line: two quoted names of PATH_MAX
 	// bytes, each byte quoted as up to four.
@@ -33,8 +34,8 @@ var ErrPatchTooLarge = fmt.Errorf("patch is larger than %d MiB", MaxPatchSize>>2
 // is written anywhere or applied: at most MaxPatchSize bytes; exactly the
 // syntax `git diff --binary` writes (a "diff --git" header per file,
 // known extended header lines with plain file modes, unified hunks whose
-// line counts match, binary hunks in base-85), with nothing else in
-// between; and every path it names, however git apply would read it,
+// line counts match, binary hunks in base-85 within MaxInflatedSize),
+// with nothing else in between; and every path it names, however git apply would read it,
 // relative and inside the repository: no absolute path, no "." or ".."
 // component, no ".git" component (in any case), no empty component, no
 // NUL. Nothing may be written under a path the patch makes a symbolic
@@ -185,11 +186,11 @@ func (c *patchChecker) file(diffLine []byte) error {
 	if err := f.finish(); err != nil {
 		return err
 	}
-	if f.isDelete {
-		// Nothing is written.
-	} else if mode := f.resultMode(); mode == modeSymlink {
+	switch {
+	case f.isDelete: // nothing is written
+	case f.resultMode() == modeSymlink:
 		c.symlinks[f.newName()] = true
-	} else {
+	default:
 		c.written = append(c.written, f.newName())
 	}
 
