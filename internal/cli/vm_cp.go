@@ -9,18 +9,24 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/untar"
 )
 
 // cpOptions is one vm cp: exactly one of Src and Dst is in a VM.
 type cpOptions struct {
 	Src, Dst cpEndpoint
+	// Archive keeps the guest's uid and gid on files copied out (-a).
+	Archive bool
 }
 
 // cpEndpoint is a cp argument: a host path, or a path in VM.
@@ -81,7 +87,8 @@ func parseCpArgs(src, dst string) (cpOptions, error) {
 }
 
 func newVMCpCmd(f *Factory) *cobra.Command {
-	return &cobra.Command{
+	var archive bool
+	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy files and directories between the host and a running VM",
 		Long: `Copy a file or directory tree between the host and a running VM; one of
@@ -90,10 +97,20 @@ copied as links, never followed), and so is ownership inside the VM.
 
 If DST is an existing directory, SRC is copied into it under its own name;
 otherwise DST's parent must exist and the copy is named DST. Works with any
-image: the VM's agent does the work, no tar or cp needed in the guest.`,
+image: the VM's agent does the work, no tar or cp needed in the guest.
+
+Copying out of a VM treats what the VM sends as hostile: only SRC and what
+is below it lands, nothing is written through or onto a symbolic link that
+exists under DST, modes of existing directories stay, hard links only join
+files of the same copy. Device nodes, FIFOs and sockets are never created
+and setuid, setgid and sticky bits are dropped; files belong to you (to
+root under sudo), or with -a keep the VM's uid and gid (setuid still
+dropped). Each entry not copied is named on stderr and the exit status is
+1; the rest is copied.`,
 		Example: `  banger vm cp ./site box:/srv/
   banger vm cp box:/var/log/app.log .
-  banger vm cp box:/etc ./box-etc`,
+  banger vm cp box:/etc ./box-etc
+  sudo banger vm cp -a box:/srv/data /srv/  # keep the VM's owners`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return flagErrorf("vm cp: want SRC and DST: banger vm cp SRC VM:PATH or banger vm cp VM:PATH DST")
@@ -105,16 +122,20 @@ image: the VM's agent does the work, no tar or cp needed in the guest.`,
 			if err != nil {
 				return err
 			}
+			opts.Archive = archive
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return runVMCp(cmd.Context(), c, opts)
+			return runVMCp(cmd.Context(), c, opts, f.IO.ErrOut)
 		},
 	}
+	cmd.Flags().BoolVarP(&archive, "archive", "a", false, "copying out: keep the VM's uid and gid (needs root for other ids); copying in always keeps them")
+	return cmd
 }
 
-func runVMCp(ctx context.Context, c *client.Client, o cpOptions) error {
+// runVMCp copies; warnings about entries not copied out go to errOut.
+func runVMCp(ctx context.Context, c *client.Client, o cpOptions, errOut io.Writer) error {
 	// A missing VM is told apart from a missing path in it.
 	if _, err := c.VM(ctx, o.Src.VM+o.Dst.VM); err != nil {
 		return err
@@ -122,7 +143,7 @@ func runVMCp(ctx context.Context, c *client.Client, o cpOptions) error {
 	if o.Dst.VM != "" {
 		return copyToVM(ctx, c, o.Src.Path, o.Dst)
 	}
-	return copyFromVM(ctx, c, o.Src, o.Dst.Path)
+	return copyFromVM(ctx, c, o.Src, o.Dst.Path, o.Archive, errOut)
 }
 
 // guestNotFound turns a not-found error about p in vm into a clear one.
@@ -219,8 +240,11 @@ func firstHeader(ctx context.Context, c *client.Client, vm, p string) (*tar.Head
 	return hdr, nil
 }
 
-func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst string) error {
-	opts := agentproto.ExtractOptions{}
+// copyFromVM extracts the guest tree src under dst as "cp -r" would place
+// it. The archive comes from the guest, so it is extracted Strict: entries
+// that could harm the host are refused and each is named on errOut.
+func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst string, keepOwner bool, errOut io.Writer) error {
+	opts := untar.Options{Policy: untar.Strict, Top: agentproto.TarName(src.Path), KeepOwner: keepOwner}
 	dir := dst
 	fi, err := os.Stat(dst)
 	switch {
@@ -241,13 +265,40 @@ func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst strin
 	default:
 		return err
 	}
+	opts.Refused = func(r untar.Refusal) {
+		fmt.Fprintf(errOut, "banger: vm cp: not copied: %s\n", escapeTerm(r.String()))
+	}
 	rc, err := c.CopyFromVM(ctx, src.VM, src.Path)
 	if err != nil {
 		return guestNotFound(err, src.VM, src.Path)
 	}
 	defer rc.Close()
-	if err := agentproto.ExtractTar(ctx, dir, rc, opts); err != nil {
+	if err := untar.Extract(ctx, dir, rc, opts); err != nil {
+		var re *untar.RefusedError
+		if errors.As(err, &re) {
+			return fmt.Errorf("copy %s to %s: %w (named above); the rest was copied", src, dst, err)
+		}
 		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
 	}
 	return nil
+}
+
+// escapeTerm makes guest-controlled text safe to print on a terminal:
+// control characters and invalid UTF-8 are written as Go escapes.
+func escapeTerm(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			fmt.Fprintf(&b, "\\x%02x", s[0])
+		case unicode.IsControl(r):
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		default:
+			b.WriteString(s[:n])
+		}
+		s = s[n:]
+	}
+	return b.String()
 }
