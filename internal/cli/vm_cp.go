@@ -274,11 +274,13 @@ func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst strin
 	}
 	defer rc.Close()
 	if err := untar.Extract(ctx, dir, rc, opts); err != nil {
+		msg := fmt.Sprintf("copy %s to %s: %v", src, dst, err)
 		var re *untar.RefusedError
 		if errors.As(err, &re) {
-			return fmt.Errorf("copy %s to %s: %w (named above); the rest was copied", src, dst, err)
+			msg += " (named above); the rest was copied"
 		}
-		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+		// The message may quote the guest's entry names.
+		return errdefs.WithClass(escapeTerm(msg), errdefs.Class(err))
 	}
 	return nil
 }

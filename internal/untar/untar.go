@@ -204,11 +204,15 @@ type extractor struct {
 	dirs []pendingDir
 }
 
-// pendingDir is a directory this extraction created: its mode, owner and
-// times are set once everything below it is written.
+// pendingDir is a directory whose mode, owner and times are set once
+// everything below it is written. It holds only what that needs: a
+// header's other fields (PAX records) could be large.
 type pendingDir struct {
-	elems []string
-	hdr   *tar.Header
+	hdr *tar.Header
+}
+
+func newPendingDir(hdr *tar.Header) pendingDir {
+	return pendingDir{hdr: &tar.Header{Name: hdr.Name, Mode: hdr.Mode, Uid: hdr.Uid, Gid: hdr.Gid, ModTime: hdr.ModTime}}
 }
 
 // streamReader remembers a failure of the archive stream, which ends an
@@ -262,7 +266,10 @@ func (x *extractor) run(ctx context.Context, r io.Reader) error {
 	// them would change their mtime, and a read-only mode would stop them.
 	for i := len(x.dirs) - 1; i >= 0; i-- {
 		d := x.dirs[i]
-		err := x.dirMeta(d.elems, d.hdr)
+		elems, err := x.target(d.hdr.Name)
+		if err == nil {
+			err = x.dirMeta(elems, d.hdr)
+		}
 		var rf *refusal
 		switch {
 		case err == nil:
@@ -336,7 +343,7 @@ func (x *extractor) target(name string) ([]string, error) {
 	}
 	if top != "." {
 		if len(elems) == 0 || elems[0] != top {
-			return nil, refusef("not inside %s, the source copied", top)
+			return nil, refusef("not inside %q, the source copied", top)
 		}
 		elems = elems[1:]
 	}
@@ -369,9 +376,9 @@ func (x *extractor) openDir(elems []string, create bool) (int, error) {
 		if err != nil {
 			p := path.Join(elems[:i+1]...)
 			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-				return -1, refusef("%s is a symbolic link or not a directory", p)
+				return -1, refusef("%q is a symbolic link or not a directory", p)
 			}
-			return -1, fmt.Errorf("open %s: %w", p, classify(err))
+			return -1, fmt.Errorf("open %q: %w", p, classify(err))
 		}
 		fd = nfd
 	}
@@ -455,16 +462,16 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return classify(err)
 	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		if !isDir {
-			return refusef("cannot overwrite directory %s with a non-directory", rel)
+			return refusef("cannot overwrite directory %q with a non-directory", rel)
 		}
 		existingDir = true
 	case isDir:
-		return refusef("cannot overwrite non-directory %s with a directory", rel)
+		return refusef("cannot overwrite non-directory %q with a directory", rel)
 	case x.strict && st.Mode&unix.S_IFMT == unix.S_IFLNK:
-		return refusef("%s is an existing symbolic link, not replaced", rel)
+		return refusef("%q is an existing symbolic link, not replaced", rel)
 	default:
 		if err := unix.Unlinkat(parent, name, 0); err != nil {
-			return fmt.Errorf("replace %s: %w", rel, classify(err))
+			return fmt.Errorf("replace %q: %w", rel, classify(err))
 		}
 	}
 
@@ -474,14 +481,14 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		x.seen[rel] = false
 		if existingDir {
 			if !x.strict {
-				x.dirs = append(x.dirs, pendingDir{elems: elems, hdr: hdr})
+				x.dirs = append(x.dirs, newPendingDir(hdr))
 			}
 			return nil
 		}
 		if err := unix.Mkdirat(parent, name, 0o700); err != nil {
 			return classify(err)
 		}
-		x.dirs = append(x.dirs, pendingDir{elems: elems, hdr: hdr})
+		x.dirs = append(x.dirs, newPendingDir(hdr))
 		return nil
 	case tar.TypeReg:
 		if err := x.writeFile(parent, name, rel, hdr, r, mode); err != nil {
@@ -577,7 +584,7 @@ func (x *extractor) hardLink(parent int, name, rel string, hdr *tar.Header) erro
 	err = unix.Linkat(tparent, telems[len(telems)-1], parent, name, 0)
 	unix.Close(tparent)
 	if err != nil {
-		return fmt.Errorf("hard link to %s: %w", path.Join(telems...), classify(err))
+		return fmt.Errorf("hard link to %q: %w", path.Join(telems...), classify(err))
 	}
 	x.seen[rel] = true
 	return nil // the target carries the metadata
