@@ -16,7 +16,8 @@ build:
 
 # The whole suite: unit tests, integration tests on real parts (registry,
 # SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
-# fuzz runs of the layer flattener and of the extractor of guests' archives.
+# fuzz runs of the layer flattener, the extractor of guests' archives and
+# the escaping of guest text.
 # Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
@@ -25,6 +26,7 @@ test: build
 	BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=20s ./internal/image/flatten
 	$(GO) test -run=NONE -fuzz=FuzzStrict -fuzztime=15s ./internal/untar
+	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10s ./internal/termtext
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

@@ -9,16 +9,14 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/termtext"
 	"github.com/bangervm/banger/internal/untar"
 )
 
@@ -285,22 +283,8 @@ func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst strin
 	return nil
 }
 
-// escapeTerm makes guest-controlled text safe to print on a terminal:
-// control characters and invalid UTF-8 are written as Go escapes.
+// escapeTerm makes guest-controlled text safe to print on a terminal, on
+// one line: a newline in an entry name could fake a line of output.
 func escapeTerm(s string) string {
-	var b strings.Builder
-	for len(s) > 0 {
-		r, n := utf8.DecodeRuneInString(s)
-		switch {
-		case r == utf8.RuneError && n == 1:
-			fmt.Fprintf(&b, "\\x%02x", s[0])
-		case unicode.IsControl(r):
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-		default:
-			b.WriteString(s[:n])
-		}
-		s = s[n:]
-	}
-	return b.String()
+	return termtext.Escape(strings.ReplaceAll(s, "\n", `\n`))
 }

@@ -215,6 +215,7 @@ func TestVMCpFromHostileVM(t *testing.T) {
 		E{Name: "src/../../escape", Body: "x"},
 		E{Name: "src/fifo\x1b]0;pwned\x07", Type: tar.TypeFifo},
 		E{Name: "src/null", Type: tar.TypeChar, Mode: 0o666},
+		E{Name: "src/x\nbanger: all copied", Type: tar.TypeFifo},
 	)
 	c := serveCpWith(t, hostileAgent{Handler: agent.NewHandler(agent.HandlerConfig{}), tar: tb})
 	ios, _, stderr := TestStreams()
@@ -230,11 +231,14 @@ func TestVMCpFromHostileVM(t *testing.T) {
 		"]0;pwned",
 		": FIFO not extracted",
 		"not copied: src/null: character device not extracted",
-		"4 entries refused",
+		"5 entries refused",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stderr lacks %q:\n%s", want, out)
 		}
+	}
+	if strings.Contains(out, "\nbanger: all copied") {
+		t.Errorf("an entry name forged a line of output:\n%s", out)
 	}
 	if strings.ContainsAny(out, "\x1b\x07") {
 		t.Errorf("raw control characters on stderr: %q", out)
