@@ -131,6 +131,15 @@ func refusef(format string, args ...any) error {
 	return &refusal{reason: fmt.Sprintf(format, args...)}
 }
 
+// reason is the text of an entry's failure for its Refusal.
+func reason(err error) string {
+	var rf *refusal
+	if errors.As(err, &rf) {
+		return rf.reason
+	}
+	return err.Error()
+}
+
 // Extract extracts the tar stream r into the existing directory dir. No
 // entry lands outside dir or is written through a symbolic link: every
 // parent directory is opened with O_NOFOLLOW from dir down. A directory
@@ -254,8 +263,10 @@ func (x *extractor) run(ctx context.Context, r io.Reader) error {
 		var rf *refusal
 		switch {
 		case err == nil:
-		case x.strict && errors.As(err, &rf):
-			x.refuse(hdr.Name, rf.reason)
+		case x.strict:
+			// Like cp, go on with the next entry; only a broken stream or
+			// a limit ends a Strict extraction.
+			x.refuse(hdr.Name, reason(err))
 		case errors.As(err, &rf):
 			return fmt.Errorf("extract %q: %s: %w", hdr.Name, rf.reason, errdefs.ErrInvalidArgument)
 		default:
@@ -270,11 +281,10 @@ func (x *extractor) run(ctx context.Context, r io.Reader) error {
 		if err == nil {
 			err = x.dirMeta(elems, d.hdr)
 		}
-		var rf *refusal
 		switch {
 		case err == nil:
-		case x.strict && errors.As(err, &rf):
-			x.refuse(d.hdr.Name, rf.reason)
+		case x.strict:
+			x.refuse(d.hdr.Name, reason(err))
 		default:
 			return fmt.Errorf("extract %q: %w", x.shortName(d.hdr.Name), err)
 		}
@@ -507,8 +517,8 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		x.seen[rel] = false
 		if x.o.KeepOwner {
-			if err := unix.Fchownat(parent, name, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return x.ownerErr(hdr, err)
+			if err := x.owner(hdr, func(uid, gid int) error { return unix.Fchownat(parent, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
+				return err
 			}
 		}
 	case tar.TypeLink:
@@ -521,8 +531,8 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		}
 		x.seen[rel] = false
 		if x.o.KeepOwner {
-			if err := unix.Fchownat(parent, name, hdr.Uid, hdr.Gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-				return fmt.Errorf("chown: %w", err)
+			if err := x.owner(hdr, func(uid, gid int) error { return unix.Fchownat(parent, name, uid, gid, unix.AT_SYMLINK_NOFOLLOW) }); err != nil {
+				return err
 			}
 		}
 		if err := unix.Fchmodat(parent, name, mode, 0); err != nil {
@@ -590,6 +600,22 @@ func (x *extractor) hardLink(parent int, name, rel string, hdr *tar.Header) erro
 	return nil // the target carries the metadata
 }
 
+// maxID is the largest uid or gid: -1 (all ones) means "unchanged" to
+// chown.
+const maxID = 1<<32 - 2
+
+// owner gives an entry the header's uid and gid through chown. A failure,
+// or under Strict an id out of range, is reported by ownerErr.
+func (x *extractor) owner(hdr *tar.Header, chown func(uid, gid int) error) error {
+	if x.strict && (hdr.Uid < 0 || hdr.Uid > maxID || hdr.Gid < 0 || hdr.Gid > maxID) {
+		return x.ownerErr(hdr, errors.New("id out of range"))
+	}
+	if err := chown(hdr.Uid, hdr.Gid); err != nil {
+		return x.ownerErr(hdr, err)
+	}
+	return nil
+}
+
 // ownerErr is a failed chown: Strict reports the entry (which stays, owned
 // by the caller), Permissive fails.
 func (x *extractor) ownerErr(hdr *tar.Header, err error) error {
@@ -604,8 +630,8 @@ func (x *extractor) ownerErr(hdr *tar.Header, err error) error {
 func (x *extractor) fileMeta(fd int, hdr *tar.Header, mode uint32) error {
 	var owner error
 	if x.o.KeepOwner {
-		if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
-			if owner = x.ownerErr(hdr, err); !x.strict {
+		if err := x.owner(hdr, func(uid, gid int) error { return unix.Fchown(fd, uid, gid) }); err != nil {
+			if owner = err; !x.strict {
 				return owner
 			}
 		}

@@ -245,6 +245,25 @@ func TestOwnership(t *testing.T) {
 	}
 }
 
+// TestStrictOwnerOutOfRange: a uid chown would read as "unchanged" (or
+// truncate) is refused, not passed on.
+func TestStrictOwnerOutOfRange(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	tb := testutil.Tar(t, testutil.TarEntry{Name: "f", Body: "x", UID: 1<<32 - 1}, testutil.TarEntry{Name: "g", Body: "x", UID: 1<<32 + 5})
+	var got []untar.Refusal
+	err := untar.Extract(context.Background(), dir, bytes.NewReader(tb), untar.Options{Policy: untar.Strict, Top: ".", KeepOwner: true, Refused: func(r untar.Refusal) { got = append(got, r) }})
+	var re *untar.RefusedError
+	if !errors.As(err, &re) || len(got) != 2 || !strings.Contains(got[0].Reason, "out of range") {
+		t.Fatalf("err = %v, refused %v", err, got)
+	}
+	for _, n := range []string{"f", "g"} {
+		if fi, err := os.Stat(filepath.Join(dir, n)); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+			t.Errorf("%s: %v %v", n, fi, err)
+		}
+	}
+}
+
 // TestStrictKeepOwnerUnprivileged: an id the caller may not give is
 // reported; the file lands, the caller's.
 func TestStrictKeepOwnerUnprivileged(t *testing.T) {
@@ -512,6 +531,12 @@ func TestStrictHostile(t *testing.T) {
 		{name: "control characters", tar: testutil.Tar(t, E{Name: "top/\x1b[2J\x1b]0;owned\x07", Type: tar.TypeFifo}), refused: []string{"top/\x1b[2J\x1b]0;owned\x07"}},
 		{name: "long names", tar: testutil.Tar(t, file("top/"+strings.Repeat("n", 40)), E{Name: "top/l", Linkname: strings.Repeat("t", 40), Type: tar.TypeSymlink}, file("top/ok")),
 			limits: untar.Limits{NameLen: 32}, refused: []string{"top/" + strings.Repeat("n", 28) + "...", "top/l"}},
+		{name: "an entry the file system refuses", tar: testutil.Tar(t, file("top/"+strings.Repeat("n", 300)), file("top/after")), refused: []string{"top/" + strings.Repeat("n", 300)},
+			check: func(t *testing.T, dir string) {
+				if _, err := os.Stat(filepath.Join(dir, "top", "after")); err != nil {
+					t.Error(err)
+				}
+			}},
 		{name: "too many entries", tar: testutil.Tar(t, file("top/1"), file("top/2"), file("top/3"), file("top/4")), limits: untar.Limits{Entries: 3}, fatal: true},
 		{name: "too many name bytes", tar: testutil.Tar(t, file("top/1"), file("top/2"), file("top/3"), file("top/4")), limits: untar.Limits{NameBytes: 16}, fatal: true},
 		{name: "sparse", tar: concat(gnuSparse("top/big", 1<<32, "tail"), testutil.Tar(t, file("top/after"))), refused: []string{"top/big"},
