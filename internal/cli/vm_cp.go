@@ -108,7 +108,7 @@ dropped). Each entry not copied is named on stderr and the exit status is
 		Example: `  banger vm cp ./site box:/srv/
   banger vm cp box:/var/log/app.log .
   banger vm cp box:/etc ./box-etc
-  sudo banger vm cp -a box:/srv/data /srv/  # keep the VM's owners`,
+  banger vm cp -a box:/srv/data .   # run as root: keep the VM's owners`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return flagErrorf("vm cp: want SRC and DST: banger vm cp SRC VM:PATH or banger vm cp VM:PATH DST")

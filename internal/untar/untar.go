@@ -501,10 +501,11 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		x.dirs = append(x.dirs, newPendingDir(hdr))
 		return nil
 	case tar.TypeReg:
-		if err := x.writeFile(parent, name, rel, hdr, r, mode); err != nil {
-			return err
+		err := x.writeFile(parent, name, rel, hdr, r, mode)
+		if err == nil {
+			x.seen[rel] = true
 		}
-		x.seen[rel] = true
+		return err
 	case tar.TypeSymlink:
 		if hdr.Linkname == "" {
 			return refusef("symbolic link without a target")
@@ -543,7 +544,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 }
 
 // writeFile creates the regular file name in parent with exactly the
-// header's size from r; a file cut short is removed.
+// header's size from r, and its metadata; a file cut short is removed.
 func (x *extractor) writeFile(parent int, name, rel string, hdr *tar.Header, r io.Reader, mode uint32) error {
 	fd, err := unix.Openat(parent, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
