@@ -76,6 +76,8 @@ type Writer struct {
 	buf     []byte
 }
 
+var _ io.WriteCloser = (*Writer)(nil)
+
 // NewWriter returns a Writer passing escaped text on to w. Close it to flush
 // the held-back bytes; closing does not close w.
 func NewWriter(w io.Writer) *Writer {
