@@ -16,8 +16,8 @@ build:
 
 # The whole suite: unit tests, integration tests on real parts (registry,
 # SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
-# fuzz runs of the layer flattener, the extractor of guests' archives and
-# the escaping of guest text.
+# fuzz runs of the layer flattener, the extractor of guests' archives, the
+# escaping of guest text and the check of patches exported from guests.
 # Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
