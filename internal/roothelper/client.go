@@ -77,7 +77,7 @@ func (c *Client) call(ctx context.Context, req *request) (response, *os.File, er
 		for _, f := range files {
 			f.Close()
 		}
-		return resp, nil, classError("root helper: "+resp.Error, resp.Class)
+		return resp, nil, errdefs.FromCode(resp.Class, "root helper: "+resp.Error)
 	}
 	if len(files) > 1 || resp.FD != (len(files) == 1) {
 		for _, f := range files {
