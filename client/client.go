@@ -22,6 +22,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // Client talks to one daemon over its unix socket.
@@ -30,12 +31,15 @@ type Client struct {
 	http   *http.Client
 }
 
-// New returns a client for the daemon listening on socket.
+// New returns a client for the daemon listening on socket. Before sending
+// anything on a connection it checks that the socket and the process
+// answering on it belong to this user or root, so a socket another user
+// planted is refused (errdefs.ErrPermissionDenied) instead of being told
+// what the caller asked for.
 func New(socket string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return safesocket.Dial(ctx, socket)
 		},
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,

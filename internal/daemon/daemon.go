@@ -28,6 +28,7 @@ import (
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/safesocket"
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
@@ -128,7 +129,7 @@ func Run(ctx context.Context, c Config) error {
 		}
 	}
 
-	ln, err := listen(l.Socket())
+	ln, err := safesocket.Listen(l.Socket(), 0o600)
 	if err != nil {
 		return err
 	}
@@ -178,26 +179,6 @@ func Run(ctx context.Context, c Config) error {
 	images.Close()
 	log.Info("bangerd stopped", "err", err)
 	return nil
-}
-
-// listen creates the API socket: umask first so the socket is never, even
-// briefly, accessible to others; a stale socket from a crashed daemon is
-// removed (the lock proves nobody serves it).
-func listen(path string) (net.Listener, error) {
-	old := unix.Umask(0o077)
-	defer unix.Umask(old)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return ln, nil
 }
 
 func takeLock(path string) (*os.File, error) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // opTimeout bounds one operation; they run a few ip/iptables commands.
@@ -90,33 +91,18 @@ func Serve(ctx context.Context, ln *net.UnixListener, cfg ServerConfig) error {
 	}
 }
 
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
-}
-
 func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	cred, err := peerCred(conn)
+	cred, err := safesocket.PeerCred(conn)
 	if err != nil {
 		s.log.Warn("peer credentials", "err", err)
 		return
 	}
 	uid := int(cred.Uid)
 	log := s.log.With("uid", uid, "pid", cred.Pid)
-	if uid != 0 && uid != s.owner {
+	if !safesocket.Allowed(cred.Uid, s.owner) {
 		log.Warn("refused peer")
 		err := fmt.Errorf("root helper: uid %d may not call: %w", uid, errdefs.ErrPermissionDenied)
 		writeMsg(conn, errResponse(err), nil)
