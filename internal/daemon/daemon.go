@@ -62,6 +62,13 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	defer lock.Close()
+	// Written as soon as the lock is held, so that banger daemon stop
+	// finds a daemon that is still starting.
+	pid := os.Getpid()
+	if err := writePIDFile(l.PIDFile(), pid); err != nil {
+		return err
+	}
+	defer os.Remove(l.PIDFile())
 	log := c.Log
 	if err := clearDir(l.Tmp()); err != nil {
 		return err
@@ -133,13 +140,7 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil {
 		return err
 	}
-	pid := os.Getpid()
-	if err := os.WriteFile(l.PIDFile(), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("write pidfile: %w", err)
-	}
-	defer os.Remove(l.PIDFile())
-	defer os.Remove(l.Socket())
+	defer ln.Close()
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -181,8 +182,23 @@ func Run(ctx context.Context, c Config) error {
 	return nil
 }
 
+func writePIDFile(path string, pid int) error {
+	f, err := paths.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("pidfile: %w", err)
+	}
+	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("write pidfile %s: %w", path, err)
+	}
+	return nil
+}
+
 func takeLock(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := paths.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}
