@@ -79,6 +79,10 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", errdefs.ErrCanceled, ctx.Err())
 		}
+		// A refused socket or peer (safesocket.Dial) says all there is.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) && errdefs.Class(ue.Err) != nil {
+			return nil, ue.Err
+		}
 		return nil, fmt.Errorf("bangerd at %s: %w", c.socket, err)
 	}
 	if resp.StatusCode >= 400 {
