@@ -154,6 +154,9 @@ func TestHostileGuestBounded(t *testing.T) {
 	if out := e.ok("vm", "stats", "evil", "--json"); strings.Contains(out, "memTotalBytes") || strings.Contains(out, "\\u001b") {
 		t.Errorf("vm stats shows a hostile guest's answer: %.300s", out)
 	}
+	if log := e.daemonLog(); !strings.Contains(log, "net devices") {
+		t.Errorf("the daemon log does not say why the guest's stats were refused:\n%s", log)
+	}
 	if rss := rssMiB(t, e.daemonPID()); rss > base+maxGrowth {
 		t.Errorf("bangerd RSS %d MiB at the end, %d at the start", rss, base)
 	}
