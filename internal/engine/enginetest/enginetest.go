@@ -166,7 +166,7 @@ func (s *suite) testStartMissingKernel(t *testing.T) {
 		t.Fatal("Start with a missing kernel succeeded")
 	}
 	t.Logf("Start: %v", err)
-	assertNoProcess(t, spec.Dir)
+	AssertNoProcess(t, spec.Dir)
 	if _, err := e.Attach(context.Background(), spec); !errdefs.IsNotFound(err) {
 		t.Errorf("Attach after a failed Start: %v, want NotFound", err)
 	}
@@ -400,13 +400,13 @@ func (s *suite) assertGone(t *testing.T, inst engine.Instance, spec engine.Spec)
 			t.Errorf("process %d still exists: %q", inst.PID(), argv)
 		}
 	}
-	assertNoProcess(t, spec.Dir)
+	AssertNoProcess(t, spec.Dir)
 }
 
-// assertNoProcess checks that no live process mentions dir in its argv.
-// Helpers of the engine process (its console log copier) end once it has
-// ended and closed its output: they get a few seconds to.
-func assertNoProcess(t *testing.T, dir string) {
+// AssertNoProcess checks that no live process mentions dir in its argv.
+// Helpers of the engine process (its console log copier) end once it and
+// its children have closed their output: they get a few seconds to.
+func AssertNoProcess(t *testing.T, dir string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
