@@ -28,6 +28,7 @@ import (
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/sdnotify"
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
@@ -155,6 +156,11 @@ func Run(ctx context.Context, c Config) error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("bangerd started", "pid", pid, "socket", l.Socket(), "version", buildinfo.Version)
+	// Under systemd (Type=notify), `systemctl start` returns once the
+	// socket is listening.
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("tell systemd bangerd is ready", "err", err)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	serveErr := make(chan error, 1)
