@@ -16,10 +16,11 @@ import (
 )
 
 // connect returns a client for the daemon of layout, starting the daemon
-// first when none answers. Starting is safe when two CLIs race: the loser's
-// daemon finds the lock taken and exits, and both CLIs end up talking to
-// the winner.
-func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
+// first when none answers and autostart is set (not for a system
+// install, whose daemon systemd runs). Starting is safe when two CLIs
+// race: the loser's daemon finds the lock taken and exits, and both CLIs
+// end up talking to the winner.
+func connect(ctx context.Context, layout paths.Layout, autostart bool) (*client.Client, error) {
 	if err := layout.Check(); err != nil {
 		return nil, err
 	}
@@ -31,6 +32,8 @@ func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
 		switch {
 		case err == nil:
 			return c, nil
+		case client.IsDaemonDown(err) && !autostart:
+			return nil, fmt.Errorf("the installed bangerd does not answer on %s: sudo systemctl restart bangerd; journalctl -u bangerd says why (%w)", layout.Socket(), err)
 		case client.IsDaemonDown(err) && !started:
 			if err := startDaemon(layout); err != nil {
 				return nil, err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/install"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/termtext"
 )
@@ -41,7 +42,10 @@ type Factory struct {
 
 // NewFactory returns the factory for a real run.
 func NewFactory() *Factory {
-	layout := paths.FromEnv()
+	layout, installed := installedLayout(install.RecordPath, os.Getenv("BANGER_HOME") != "", os.Getuid())
+	if !installed {
+		layout = paths.FromEnv()
+	}
 	var c *client.Client
 	return &Factory{
 		IO:     System(),
@@ -51,10 +55,25 @@ func NewFactory() *Factory {
 				return c, nil
 			}
 			var err error
-			c, err = connect(ctx, layout)
+			c, err = connect(ctx, layout, !installed)
 			return c, err
 		},
 	}
+}
+
+// installedLayout returns the owner's layout of a system install when
+// the CLI should talk to the installed daemon: installed, BANGER_HOME not
+// set (development and tests keep their own daemon), and run by the
+// owner or root. Then the CLI never starts a daemon of its own.
+func installedLayout(record string, bangerHome bool, uid int) (paths.Layout, bool) {
+	if bangerHome {
+		return paths.Layout{}, false
+	}
+	r, err := install.Read(record)
+	if err != nil || (uid != 0 && uid != r.Owner.UID) {
+		return paths.Layout{}, false
+	}
+	return r.Owner.Layout(r.Paths), true
 }
 
 // FlagError is a usage mistake: exit status 2 and a hint to see --help.
@@ -80,7 +99,7 @@ network — in seconds, from any OCI image.`,
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
-	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f))
+	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f), newSystemCmd(f))
 	return root
 }
 

@@ -1,14 +1,16 @@
 // Package install is banger's system install as data: where `banger
 // system install` puts the binaries, the install record and the two
 // systemd units; the record itself (/etc/banger/install.toml); and the
-// units rendered for an owner. It decides nothing at run time and runs
-// nothing: the CLI's system command copies, writes and calls systemctl.
+// units rendered for an owner; and Install and Uninstall, which put them in
+// place (rolling back on failure) and drive systemd through a small
+// interface that hostcmd.Systemctl implements.
 package install
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -36,18 +38,18 @@ const RecordPath = "/etc/banger/install.toml"
 
 // Paths are the files and directories an install owns.
 type Paths struct {
-	CLI          string `toml:"cli"`           // banger
-	Daemon       string `toml:"daemon"`        // bangerd, also the root helper
-	Agent        string `toml:"agent"`         // banger-agent, put into every guest's boot
-	ConfigDir    string `toml:"config_dir"`    // /etc/banger
-	Record       string `toml:"record"`        // install.toml
-	UnitDir      string `toml:"unit_dir"`      // where the two units go
-	HelperSocket string `toml:"helper_socket"` // the root helper's socket
+	CLI          string `toml:"cli" json:"cli"`                    // banger
+	Daemon       string `toml:"daemon" json:"daemon"`              // bangerd, also the root helper
+	Agent        string `toml:"agent" json:"agent"`                // banger-agent, put into every guest's boot
+	ConfigDir    string `toml:"config_dir" json:"configDir"`       // /etc/banger
+	Record       string `toml:"record" json:"record"`              // install.toml
+	UnitDir      string `toml:"unit_dir" json:"unitDir"`           // where the two units go
+	HelperSocket string `toml:"helper_socket" json:"helperSocket"` // the root helper's socket
 	// DaemonRuntime is the XDG_RUNTIME_DIR the daemon's unit gives it:
 	// a directory systemd creates for the owner (0700) and keeps across
 	// restarts. The daemon's socket is in its banger/ subdirectory, as
 	// in a login session.
-	DaemonRuntime string `toml:"daemon_runtime"`
+	DaemonRuntime string `toml:"daemon_runtime" json:"daemonRuntime"`
 }
 
 // DefaultPaths are the paths of a system install.
@@ -80,10 +82,10 @@ func (p Paths) DaemonSocket() string { return paths.Layout{Runtime: p.Runtime()}
 // Owner is the user the daemon runs as and the only one, besides root,
 // that the daemon and the helper serve.
 type Owner struct {
-	UID  int    `toml:"uid"`
-	GID  int    `toml:"gid"`
-	Name string `toml:"name"`
-	Home string `toml:"home"`
+	UID  int    `toml:"uid" json:"uid"`
+	GID  int    `toml:"gid" json:"gid"`
+	Name string `toml:"name" json:"name"`
+	Home string `toml:"home" json:"home"`
 }
 
 // Layout is where the owner's data lives when the installed daemon runs:
@@ -145,12 +147,12 @@ func LookupOwner(nameOrUID string) (Owner, error) {
 // Record is install.toml: who the install is for, what was installed and
 // where.
 type Record struct {
-	Schema    int    `toml:"schema"`
-	Version   string `toml:"version"`
-	Commit    string `toml:"commit"`
-	BuildTime string `toml:"build_time"`
-	Owner     Owner  `toml:"owner"`
-	Paths     Paths  `toml:"paths"`
+	Schema    int    `toml:"schema" json:"schema"`
+	Version   string `toml:"version" json:"version"`
+	Commit    string `toml:"commit" json:"commit"`
+	BuildTime string `toml:"build_time" json:"buildTime"`
+	Owner     Owner  `toml:"owner" json:"owner"`
+	Paths     Paths  `toml:"paths" json:"paths"`
 }
 
 // Read reads the record at path; errdefs.ErrNotFound when banger is not
@@ -182,34 +184,22 @@ func Read(path string) (Record, error) {
 // find the daemon) through a temporary file and a rename, so a reader
 // never sees half a record.
 func Write(path string, r Record) error {
+	var u undo
+	if err := u.replace(path, 0o644, func(w io.Writer) error { return encodeRecord(w, r) }); err != nil {
+		return err
+	}
+	return u.commit()
+}
+
+func encodeRecord(w io.Writer, r Record) error {
 	r.Schema = Schema
 	b, err := toml.Marshal(r)
 	if err != nil {
 		return err
 	}
-	b = append([]byte("# Written by `banger system install`; read by banger to find the installed daemon.\n"), b...)
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".install.toml.*")
-	if err != nil {
+	if _, err := io.WriteString(w, "# Written by `banger system install`; read by banger to find the installed daemon.\n"); err != nil {
 		return err
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	_, err = w.Write(b)
+	return err
 }
