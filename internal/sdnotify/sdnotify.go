@@ -9,9 +9,13 @@ import (
 	"os"
 )
 
-// Ready sends READY=1 to $NOTIFY_SOCKET. Outside systemd (no
-// NOTIFY_SOCKET) it does nothing and returns nil.
+// Ready sends READY=1 to $NOTIFY_SOCKET and removes the variable from
+// the environment, so that the programs the service runs later do not
+// inherit it (systemd logs every message from a pid that is not the main
+// one). Outside systemd (no NOTIFY_SOCKET) it does nothing and returns
+// nil.
 func Ready() error {
+	defer os.Unsetenv("NOTIFY_SOCKET")
 	return send("READY=1")
 }
 

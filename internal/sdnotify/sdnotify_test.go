@@ -2,6 +2,7 @@ package sdnotify
 
 import (
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 )
@@ -24,6 +25,9 @@ func TestReadySendsREADY(t *testing.T) {
 	}
 	if got := string(buf[:n]); got != "READY=1" {
 		t.Fatalf("got %q, want READY=1", got)
+	}
+	if v, ok := os.LookupEnv("NOTIFY_SOCKET"); ok {
+		t.Fatalf("NOTIFY_SOCKET=%q left for child processes to inherit", v)
 	}
 }
 
