@@ -182,8 +182,9 @@ const (
 
 // TestSystemInstall: under a real systemd, system install for an owner
 // gives two active, verified units; the owner runs VMs with no sudo
-// (networked, through the hardened root helper); restarting the daemon
-// keeps a running VM running and usable; uninstall refuses while it runs,
+// (networked, through the hardened root helper); system restart and
+// kill -9 of the daemon keep a running VM running and usable; doctor's
+// install checks pass; uninstall refuses while it runs,
 // then with --force leaves no banger unit or binary; installing again
 // works and finds the owner's data.
 func TestSystemInstall(t *testing.T) {
@@ -235,12 +236,42 @@ func TestSystemInstall(t *testing.T) {
 		return v.PID
 	}
 	before := pidOf()
-	c.ok(0, "systemctl", "restart", install.DaemonUnitName)
-	if out := c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "echo", "still-here"); strings.TrimSpace(out) != "still-here" {
-		t.Fatalf("exec after restart: %q", out)
+	stillRunning := func(after string) {
+		t.Helper()
+		if out := c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "echo", "still-here"); strings.TrimSpace(out) != "still-here" {
+			t.Fatalf("exec after %s: %q", after, out)
+		}
+		if pid := pidOf(); pid != before || before == 0 {
+			t.Fatalf("VM engine pid %d before %s, %d after: want the same process", before, after, pid)
+		}
 	}
-	if after := pidOf(); after != before || before == 0 {
-		t.Fatalf("VM engine pid %d before the restart, %d after: want the same process", before, after)
+	c.ok(0, "banger", "system", "restart")
+	stillRunning("system restart")
+
+	// kill -9 of the daemon: systemd starts another, which re-attaches.
+	daemonPID := func() string {
+		return strings.TrimSpace(c.ok(0, "systemctl", "show", "--property=MainPID", "--value", install.DaemonUnitName))
+	}
+	killed := daemonPID()
+	c.ok(0, "kill", "-9", killed)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		if pid := daemonPID(); pid != killed && pid != "0" && c.run(sdOwnerUID, "banger", "system", "status").code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("bangerd not back 90s after kill -9: %s", c.run(sdOwnerUID, "banger", "system", "status").out)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	stillRunning("kill -9 of bangerd")
+
+	var checks []struct{ Name, Status, Detail string }
+	testutilJSON(t, c.run(sdOwnerUID, "banger", "doctor", "--json").out, &checks)
+	for _, ch := range checks {
+		if (ch.Name == "install-drift" || ch.Name == "unit-hardening") && ch.Status != "pass" {
+			t.Errorf("doctor %s: %s %s", ch.Name, ch.Status, ch.Detail)
+		}
 	}
 
 	if r := c.run(0, "banger", "system", "uninstall"); r.code == 0 || !strings.Contains(r.err, "running") {

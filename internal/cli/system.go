@@ -30,7 +30,7 @@ the root helper that does only what needs root (bridge, taps, banger's
 firewall rules). The owner then uses banger without sudo; other users cannot
 reach either service.`,
 	}
-	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f))
+	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f))
 	return cmd
 }
 
@@ -305,4 +305,30 @@ func renderSystemStatus(f *Factory, st install.Status) error {
 		fmt.Fprintf(w, "drift\t%s\n", d)
 	}
 	return w.Flush()
+}
+
+func newSystemRestartCmd(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart",
+		Short: "Restart the root helper and the daemon; running VMs keep running",
+		Long: `Restart bangerd-root.service, then bangerd.service, and wait until both
+answer. Only the services' own processes are signalled: running VMs keep
+running and the new daemon re-attaches to them.`,
+		Example: `  sudo banger system restart`,
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireSystemd("restart"); err != nil {
+				return err
+			}
+			rec, err := install.Read(install.RecordPath)
+			if err != nil {
+				return err
+			}
+			if err := install.Restart(cmd.Context(), hostcmd.Systemctl{}, rec.Paths); err != nil {
+				return fmt.Errorf("system restart: %w", err)
+			}
+			fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)
+			return nil
+		},
+	}
 }

@@ -23,6 +23,9 @@ type UnitState struct {
 	SubState      string `json:"subState"`      // running, dead, ...
 	UnitFileState string `json:"unitFileState"` // enabled, disabled, ""
 	MainPID       int    `json:"mainPID"`
+	// DropIns are drop-in files that amend the unit (and may weaken its
+	// hardening).
+	DropIns []string `json:"dropIns,omitempty"`
 }
 
 // Booted reports whether systemd is the init system here (sd_booted's
@@ -48,7 +51,7 @@ func SystemctlArgs(verb string, units ...string) ([]string, error) {
 	case "restart", "stop", "start":
 		args = []string{verb}
 	case "show":
-		args = []string{verb, "--property=Id,LoadState,ActiveState,SubState,UnitFileState,MainPID"}
+		args = []string{verb, "--property=Id,LoadState,ActiveState,SubState,UnitFileState,MainPID,DropInPaths"}
 	default:
 		return nil, fmt.Errorf("systemctl %q: not a verb banger uses: %w", verb, errdefs.ErrInvalidArgument)
 	}
@@ -132,6 +135,8 @@ func ParseSystemctlShow(out string) (UnitState, error) {
 				return UnitState{}, fmt.Errorf("systemctl show: MainPID=%q: %w", v, errdefs.ErrInvalidArgument)
 			}
 			st.MainPID = pid
+		case "DropInPaths":
+			st.DropIns = strings.Fields(v)
 		}
 	}
 	if st.Name == "" || st.LoadState == "" {

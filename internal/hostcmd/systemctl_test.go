@@ -15,7 +15,7 @@ func TestSystemctlArgs(t *testing.T) {
 		{"enable", []string{"bangerd-root.service", "bangerd.service"}, []string{"enable", "--now", "--", "bangerd-root.service", "bangerd.service"}},
 		{"disable", []string{"bangerd.service"}, []string{"disable", "--now", "--", "bangerd.service"}},
 		{"restart", []string{"bangerd.service"}, []string{"restart", "--", "bangerd.service"}},
-		{"show", []string{"bangerd.service"}, []string{"show", "--property=Id,LoadState,ActiveState,SubState,UnitFileState,MainPID", "--", "bangerd.service"}},
+		{"show", []string{"bangerd.service"}, []string{"show", "--property=Id,LoadState,ActiveState,SubState,UnitFileState,MainPID,DropInPaths", "--", "bangerd.service"}},
 		{"daemon-reload", []string{"x.service"}, nil},
 		{"enable", nil, nil},
 		{"mask", []string{"bangerd.service"}, nil},
@@ -38,12 +38,13 @@ func TestSystemctlArgs(t *testing.T) {
 }
 
 func TestParseSystemctlShow(t *testing.T) {
-	st, err := ParseSystemctlShow("Id=bangerd.service\nLoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\nMainPID=4242\n")
+	st, err := ParseSystemctlShow("Id=bangerd.service\nLoadState=loaded\nActiveState=active\nSubState=running\nUnitFileState=enabled\nMainPID=4242\nDropInPaths=/etc/systemd/system/bangerd.service.d/a.conf /run/systemd/system/bangerd.service.d/b.conf\n")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := UnitState{Name: "bangerd.service", LoadState: "loaded", ActiveState: "active", SubState: "running", UnitFileState: "enabled", MainPID: 4242}
-	if st != want {
+	want := UnitState{Name: "bangerd.service", LoadState: "loaded", ActiveState: "active", SubState: "running", UnitFileState: "enabled", MainPID: 4242,
+		DropIns: []string{"/etc/systemd/system/bangerd.service.d/a.conf", "/run/systemd/system/bangerd.service.d/b.conf"}}
+	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("got %+v, want %+v", st, want)
 	}
 	st, err = ParseSystemctlShow("Id=bangerd.service\nLoadState=not-found\nActiveState=inactive\nSubState=dead\nUnitFileState=\nMainPID=0\n")

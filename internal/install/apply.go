@@ -137,21 +137,31 @@ func Install(ctx context.Context, o Options) (err error) {
 		return err
 	}
 	// enable --now leaves running units as they were: restart them onto
-	// the new binaries and units (helper first, the daemon needs it).
-	if err := o.Systemd.Restart(ctx, HelperUnitName); err != nil {
-		return err
-	}
-	if err := o.Systemd.Restart(ctx, DaemonUnitName); err != nil {
-		return err
-	}
-	timeout := o.Timeout
-	if timeout == 0 {
-		timeout = 60 * time.Second
-	}
-	if err := WaitAnswering(ctx, p, timeout); err != nil {
+	// the new binaries and units.
+	if err := restart(ctx, o.Systemd, p, o.Timeout); err != nil {
 		return err
 	}
 	return u.commit()
+}
+
+// Restart restarts the helper, then the daemon (which needs the helper),
+// and waits until both answer. With KillMode=process, running VMs are
+// not signalled.
+func Restart(ctx context.Context, sd Systemd, p Paths) error {
+	return restart(ctx, sd, p, 0)
+}
+
+func restart(ctx context.Context, sd Systemd, p Paths, timeout time.Duration) error {
+	if err := sd.Restart(ctx, HelperUnitName); err != nil {
+		return err
+	}
+	if err := sd.Restart(ctx, DaemonUnitName); err != nil {
+		return err
+	}
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	return WaitAnswering(ctx, p, timeout)
 }
 
 // WaitAnswering waits until the helper accepts connections and the daemon
