@@ -170,7 +170,8 @@ func (c *sdContainer) ok(uid int, argv ...string) string {
 	r := c.run(uid, argv...)
 	if r.code != 0 {
 		j := c.run(0, "journalctl", "--no-pager", "-n", "60", "-u", install.DaemonUnitName, "-u", install.HelperUnitName)
-		c.t.Fatalf("%s (uid %d): exit %d\nstdout: %s\nstderr: %s\njournal:\n%s", strings.Join(argv, " "), uid, r.code, r.out, r.err, j.out)
+		log, _ := os.ReadFile(filepath.Join(c.root, "home", sdOwner, ".local/state/banger/bangerd.log"))
+		c.t.Fatalf("%s (uid %d): exit %d\nstdout: %s\nstderr: %s\njournal:\n%s\nbangerd.log (tail):\n%s", strings.Join(argv, " "), uid, r.code, r.out, r.err, j.out, tail(log, 3000))
 	}
 	return r.out
 }

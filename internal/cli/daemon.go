@@ -11,6 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/install"
 )
 
 func newDaemonCmd(f *Factory) *cobra.Command {
@@ -46,6 +48,9 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 		Short: "Stop bangerd; operations in flight are cancelled and rolled back",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.Installed {
+				return fmt.Errorf("bangerd runs as %s under systemd: sudo systemctl stop %s (or sudo banger system restart): %w", install.DaemonUnitName, install.DaemonUnitName, errdefs.ErrFailedPrecondition)
+			}
 			// Signal by pidfile rather than through the API, so that a
 			// daemon speaking another API version can be stopped too.
 			b, err := os.ReadFile(f.Layout.PIDFile())

@@ -36,6 +36,9 @@ const (
 type Factory struct {
 	IO     *IOStreams
 	Layout paths.Layout
+	// Installed: Layout is a system install's, whose daemon systemd
+	// runs; the CLI neither starts nor stops it.
+	Installed bool
 	// Client returns a connected client, starting the daemon if needed.
 	Client func(ctx context.Context) (*client.Client, error)
 }
@@ -48,8 +51,9 @@ func NewFactory() *Factory {
 	}
 	var c *client.Client
 	return &Factory{
-		IO:     System(),
-		Layout: layout,
+		IO:        System(),
+		Layout:    layout,
+		Installed: installed,
 		Client: func(ctx context.Context) (*client.Client, error) {
 			if c != nil {
 				return c, nil

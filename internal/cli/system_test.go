@@ -75,3 +75,14 @@ func TestInstalledLayout(t *testing.T) {
 		}
 	}
 }
+
+// The installed daemon is systemd's: daemon stop says how to stop it
+// instead of signalling it (systemd would not restart a clean exit, and
+// the CLI no longer starts one).
+func TestDaemonStopRefusedWhenInstalled(t *testing.T) {
+	io, _, errOut := TestStreams()
+	f := &Factory{IO: io, Layout: paths.Under(t.TempDir()), Installed: true}
+	if code := Run(f, []string{"daemon", "stop"}); code != ExitFailure || !strings.Contains(errOut.String(), "sudo systemctl stop bangerd.service") {
+		t.Fatalf("exit %d, stderr %q; want a refusal naming systemctl stop", code, errOut.String())
+	}
+}

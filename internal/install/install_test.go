@@ -129,7 +129,7 @@ func TestUnits(t *testing.T) {
 		want string
 	}{
 		{d, "daemon", "User", "dev"},
-		{d, "daemon", "ExecStart", "/usr/local/bin/bangerd --log-file=-"},
+		{d, "daemon", "ExecStart", "/usr/local/bin/bangerd"},
 		{d, "daemon", "Environment", "XDG_RUNTIME_DIR=/run/bangerd"},
 		{d, "daemon", "RuntimeDirectory", "bangerd"},
 		{d, "daemon", "RuntimeDirectoryMode", "0700"},
