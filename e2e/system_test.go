@@ -190,25 +190,7 @@ const (
 // works and finds the owner's data.
 func TestSystemInstall(t *testing.T) {
 	testutil.SkipShort(t, "boots a systemd container and guests")
-	shared := sharedVMEnv(t)
-	var k struct{ Vmlinux, Initrd string }
-	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
-	c := bootSystemd(t, func(root string) {
-		for dir, files := range map[string][]string{
-			"srv/banger-src":      {filepath.Join(binDir, "banger"), filepath.Join(binDir, "bangerd"), filepath.Join(binDir, "banger-agent")},
-			"srv/banger-fixtures": {k.Vmlinux, k.Initrd, shared.rootfs},
-		} {
-			dst := filepath.Join(root, dir)
-			if err := os.MkdirAll(dst, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			args := append(append([]string{"--sparse=always", "--no-preserve=ownership"}, files...), dst+"/")
-			if out, err := exec.Command("cp", args...).CombinedOutput(); err != nil {
-				t.Fatalf("cp %v: %v %s", files, err, out)
-			}
-		}
-	})
-	c.ok(0, "chmod", "-R", "a+rX", "/srv/banger-src", "/srv/banger-fixtures")
+	c, fx := bootWithBanger(t)
 	c.ok(0, "useradd", "-m", "-u", strconv.Itoa(sdOwnerUID), "-U", sdOwner)
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
@@ -226,9 +208,7 @@ func TestSystemInstall(t *testing.T) {
 	}
 
 	// The owner, no sudo.
-	f := "/srv/banger-fixtures/"
-	c.ok(sdOwnerUID, "banger", "kernel", "import", f+filepath.Base(k.Vmlinux), "--initrd", f+filepath.Base(k.Initrd), "--name", "debian-cloud")
-	c.ok(sdOwnerUID, "banger", "image", "register", "--name", "bb", "--rootfs", f+filepath.Base(shared.rootfs), "--kernel", "debian-cloud")
+	fx.importAs(c, sdOwnerUID)
 	c.ok(sdOwnerUID, "banger", "vm", "run", "--rm", "--image", "bb", "--", "true")
 	c.ok(sdOwnerUID, "banger", "vm", "run", "-d", "--name", "keep", "--image", "bb")
 	pidOf := func() int {
@@ -302,4 +282,63 @@ func TestSystemInstall(t *testing.T) {
 		t.Fatalf("the owner's image is gone after reinstall: %q", out)
 	}
 	c.ok(sdOwnerUID, "banger", "vm", "run", "--rm", "--image", "bb", "--", "true")
+}
+
+// sdFixtures are the kernel and image files put into the container.
+type sdFixtures struct{ vmlinux, initrd, rootfs string }
+
+// bootWithBanger boots a container holding the built binaries in
+// /srv/banger-src and the shared VM env's kernel and busybox image in
+// /srv/banger-fixtures.
+func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
+	t.Helper()
+	shared := sharedVMEnv(t)
+	var k struct{ Vmlinux, Initrd string }
+	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
+	c := bootSystemd(t, func(root string) {
+		for dir, files := range map[string][]string{
+			"srv/banger-src":      {filepath.Join(binDir, "banger"), filepath.Join(binDir, "bangerd"), filepath.Join(binDir, "banger-agent")},
+			"srv/banger-fixtures": {k.Vmlinux, k.Initrd, shared.rootfs},
+		} {
+			dst := filepath.Join(root, dir)
+			if err := os.MkdirAll(dst, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			args := append(append([]string{"--sparse=always", "--no-preserve=ownership"}, files...), dst+"/")
+			if out, err := exec.Command("cp", args...).CombinedOutput(); err != nil {
+				t.Fatalf("cp %v: %v %s", files, err, out)
+			}
+		}
+	})
+	c.ok(0, "chmod", "-R", "a+rX", "/srv/banger-src", "/srv/banger-fixtures")
+	f := "/srv/banger-fixtures/"
+	return c, sdFixtures{vmlinux: f + filepath.Base(k.Vmlinux), initrd: f + filepath.Base(k.Initrd), rootfs: f + filepath.Base(shared.rootfs)}
+}
+
+// importAs imports the kernel as debian-cloud and registers the image as
+// bb, as uid.
+func (fx sdFixtures) importAs(c *sdContainer, uid int) {
+	c.ok(uid, "banger", "kernel", "import", fx.vmlinux, "--initrd", fx.initrd, "--name", "debian-cloud")
+	c.ok(uid, "banger", "image", "register", "--name", "bb", "--rootfs", fx.rootfs, "--kernel", "debian-cloud")
+}
+
+// TestSystemInstallForRoot: on a machine without sudo, install for root
+// (--owner root). The daemon's unit keeps no capability, so even as root
+// it asks the helper, and networked VMs work.
+func TestSystemInstallForRoot(t *testing.T) {
+	testutil.SkipShort(t, "boots a systemd container and a guest")
+	c, fx := bootWithBanger(t)
+	if r := c.run(0, "/srv/banger-src/banger", "system", "install"); r.code != 2 || !strings.Contains(r.err, "--owner root") {
+		t.Fatalf("install as root without --owner: exit %d %s; want a usage error naming --owner root", r.code, r.err)
+	}
+	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", "root")
+	fx.importAs(c, 0)
+	c.ok(0, "banger", "vm", "run", "--rm", "--image", "bb", "--", "true")
+	var checks []struct{ Name, Status, Detail string }
+	testutilJSON(t, c.run(0, "banger", "doctor", "--json").out, &checks)
+	for _, ch := range checks {
+		if ch.Name == "network" && (ch.Status != "pass" || !strings.Contains(ch.Detail, "through the root helper")) {
+			t.Errorf("doctor network: %s %s; want a pass through the root helper", ch.Status, ch.Detail)
+		}
+	}
 }
