@@ -255,6 +255,10 @@ func TestSystemInstall(t *testing.T) {
 		}
 	}
 
+	// Root's CLI talks to the owner's daemon too.
+	if out := c.ok(0, "banger", "vm", "list"); !strings.Contains(out, "keep") {
+		t.Fatalf("root's vm list: %q, want the owner's VM", out)
+	}
 	if r := c.run(0, "banger", "system", "uninstall"); r.code == 0 || !strings.Contains(r.err, "running") {
 		t.Fatalf("uninstall with a VM running: exit %d %s %s; want a refusal", r.code, r.out, r.err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,18 +14,29 @@ import (
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // connect returns a client for the daemon of layout, starting the daemon
-// first when none answers and autostart is set (not for a system
-// install, whose daemon systemd runs). Starting is safe when two CLIs
-// race: the loser's daemon finds the lock taken and exits, and both CLIs
-// end up talking to the winner.
-func connect(ctx context.Context, layout paths.Layout, autostart bool) (*client.Client, error) {
-	if err := layout.Check(); err != nil {
-		return nil, err
+// first when none answers. Starting is safe when two CLIs race: the
+// loser's daemon finds the lock taken and exits, and both CLIs end up
+// talking to the winner. installedOwner >= 0 is a system install's
+// daemon, which systemd runs as that uid: it is never started here, and
+// its runtime directory and socket must be that uid's.
+func connect(ctx context.Context, layout paths.Layout, installedOwner int) (*client.Client, error) {
+	autostart := installedOwner < 0
+	var c *client.Client
+	if autostart {
+		if err := layout.Check(); err != nil {
+			return nil, err
+		}
+		c = client.New(layout.Socket())
+	} else {
+		if err := safesocket.CheckDir(layout.Runtime, installedOwner); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("the installed daemon's runtime directory: %w", err)
+		}
+		c = client.NewFor(layout.Socket(), installedOwner)
 	}
-	c := client.New(layout.Socket())
 	started := false
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -88,10 +100,10 @@ func startDaemon(layout paths.Layout) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(layout.State, 0o700); err != nil {
+	if err := layout.Ensure(); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(layout.DaemonLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	logf, err := paths.OpenFile(layout.DaemonLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("open daemon log: %w", err)
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/install"
+	"github.com/bangervm/banger/internal/paths"
 )
 
 func newDaemonCmd(f *Factory) *cobra.Command {
@@ -27,6 +29,9 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := client.New(f.Layout.Socket())
+			if f.Installed {
+				c = client.NewFor(f.Layout.Socket(), f.InstalledOwner)
+			}
 			v, err := c.Version(cmd.Context())
 			if err != nil {
 				if client.IsDaemonDown(err) {
@@ -53,7 +58,12 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 			}
 			// Signal by pidfile rather than through the API, so that a
 			// daemon speaking another API version can be stopped too.
-			b, err := os.ReadFile(f.Layout.PIDFile())
+			// The pid names the process to signal: read it only from
+			// this user's own runtime directory, not through a symlink.
+			if err := f.Layout.Check(); err != nil {
+				return err
+			}
+			b, err := readFile(f.Layout.PIDFile())
 			if err != nil {
 				fmt.Fprintln(f.IO.Out, "bangerd is not running")
 				return nil
@@ -78,4 +88,13 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 	}
 	cmd.AddCommand(status, stop)
 	return cmd
+}
+
+func readFile(path string) ([]byte, error) {
+	fh, err := paths.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return io.ReadAll(io.LimitReader(fh, 64))
 }

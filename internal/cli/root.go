@@ -37,29 +37,31 @@ type Factory struct {
 	IO     *IOStreams
 	Layout paths.Layout
 	// Installed: Layout is a system install's, whose daemon systemd
-	// runs; the CLI neither starts nor stops it.
-	Installed bool
+	// runs as InstalledOwner; the CLI neither starts nor stops it.
+	Installed      bool
+	InstalledOwner int
 	// Client returns a connected client, starting the daemon if needed.
 	Client func(ctx context.Context) (*client.Client, error)
 }
 
 // NewFactory returns the factory for a real run.
 func NewFactory() *Factory {
-	layout, installed := installedLayout(install.RecordPath, os.Getenv("BANGER_HOME") != "", os.Getuid())
+	layout, owner, installed := installedLayout(install.RecordPath, os.Getenv("BANGER_HOME") != "", os.Getuid())
 	if !installed {
-		layout = paths.FromEnv()
+		layout, owner = paths.FromEnv(), -1
 	}
 	var c *client.Client
 	return &Factory{
-		IO:        System(),
-		Layout:    layout,
-		Installed: installed,
+		IO:             System(),
+		Layout:         layout,
+		Installed:      installed,
+		InstalledOwner: owner,
 		Client: func(ctx context.Context) (*client.Client, error) {
 			if c != nil {
 				return c, nil
 			}
 			var err error
-			c, err = connect(ctx, layout, !installed)
+			c, err = connect(ctx, layout, owner)
 			return c, err
 		},
 	}
@@ -68,16 +70,17 @@ func NewFactory() *Factory {
 // installedLayout returns the owner's layout of a system install when
 // the CLI should talk to the installed daemon: installed, BANGER_HOME not
 // set (development and tests keep their own daemon), and run by the
-// owner or root. Then the CLI never starts a daemon of its own.
-func installedLayout(record string, bangerHome bool, uid int) (paths.Layout, bool) {
+// owner or root. Then the CLI never starts a daemon of its own. owner is
+// the uid the daemon runs as.
+func installedLayout(record string, bangerHome bool, uid int) (l paths.Layout, owner int, ok bool) {
 	if bangerHome {
-		return paths.Layout{}, false
+		return paths.Layout{}, -1, false
 	}
 	r, err := install.Read(record)
 	if err != nil || (uid != 0 && uid != r.Owner.UID) {
-		return paths.Layout{}, false
+		return paths.Layout{}, -1, false
 	}
-	return r.Owner.Layout(r.Paths), true
+	return r.Owner.Layout(r.Paths), r.Owner.UID, true
 }
 
 // FlagError is a usage mistake: exit status 2 and a hint to see --help.

@@ -189,7 +189,7 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err != nil {
 		return err
 	}
-	if err := stopVMsForUninstall(ctx, f, client.New(rec.Paths.DaemonSocket()), opts.Force); err != nil {
+	if err := stopVMsForUninstall(ctx, f, install.DaemonClient(rec), opts.Force); err != nil {
 		return err
 	}
 	err = install.Uninstall(ctx, install.UninstallOptions{
@@ -324,7 +324,7 @@ running and the new daemon re-attaches to them.`,
 			if err != nil {
 				return err
 			}
-			if err := install.Restart(cmd.Context(), hostcmd.Systemctl{}, rec.Paths); err != nil {
+			if err := install.Restart(cmd.Context(), hostcmd.Systemctl{}, rec); err != nil {
 				return fmt.Errorf("system restart: %w", err)
 			}
 			fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)

@@ -53,7 +53,7 @@ func TestSystemInstallWithoutOwnerIsAUsageError(t *testing.T) {
 // installed daemon; anyone else, and BANGER_HOME, keeps their own.
 func TestInstalledLayout(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "install.toml")
-	if _, ok := installedLayout(record, false, 1000); ok {
+	if _, _, ok := installedLayout(record, false, 1000); ok {
 		t.Fatal("installed mode without an install record")
 	}
 	r := install.Record{Version: "v1", Owner: install.Owner{UID: 1000, GID: 1000, Name: "dev", Home: "/home/dev"}, Paths: install.DefaultPaths()}
@@ -65,12 +65,12 @@ func TestInstalledLayout(t *testing.T) {
 		uid        int
 		want       bool
 	}{{false, 1000, true}, {false, 0, true}, {false, 1001, false}, {true, 1000, false}} {
-		l, ok := installedLayout(record, tc.bangerHome, tc.uid)
+		l, owner, ok := installedLayout(record, tc.bangerHome, tc.uid)
 		if ok != tc.want {
 			t.Errorf("BANGER_HOME %v, uid %d: installed %v, want %v", tc.bangerHome, tc.uid, ok, tc.want)
 			continue
 		}
-		if ok && (l.Socket() != "/run/bangerd/banger/bangerd.sock" || l.State != "/home/dev/.local/state/banger") {
+		if ok && (l.Socket() != "/run/bangerd/banger/bangerd.sock" || l.State != "/home/dev/.local/state/banger" || owner != 1000) {
 			t.Errorf("uid %d: layout %+v, want the owner's dirs and the unit's socket", tc.uid, l)
 		}
 	}

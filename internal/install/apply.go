@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/hostcmd"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // Systemd is what installing needs from the service manager;
@@ -138,7 +138,7 @@ func Install(ctx context.Context, o Options) (err error) {
 	}
 	// enable --now leaves running units as they were: restart them onto
 	// the new binaries and units.
-	if err := restart(ctx, o.Systemd, p, o.Timeout); err != nil {
+	if err := restart(ctx, o.Systemd, r, o.Timeout); err != nil {
 		return err
 	}
 	return u.commit()
@@ -147,11 +147,11 @@ func Install(ctx context.Context, o Options) (err error) {
 // Restart restarts the helper, then the daemon (which needs the helper),
 // and waits until both answer. With KillMode=process, running VMs are
 // not signalled.
-func Restart(ctx context.Context, sd Systemd, p Paths) error {
-	return restart(ctx, sd, p, 0)
+func Restart(ctx context.Context, sd Systemd, r Record) error {
+	return restart(ctx, sd, r, 0)
 }
 
-func restart(ctx context.Context, sd Systemd, p Paths, timeout time.Duration) error {
+func restart(ctx context.Context, sd Systemd, r Record, timeout time.Duration) error {
 	if err := sd.Restart(ctx, HelperUnitName); err != nil {
 		return err
 	}
@@ -161,19 +161,20 @@ func restart(ctx context.Context, sd Systemd, p Paths, timeout time.Duration) er
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
-	return WaitAnswering(ctx, p, timeout)
+	return WaitAnswering(ctx, r, timeout)
 }
 
 // WaitAnswering waits until the helper accepts connections and the daemon
 // answers a version request on their sockets.
-func WaitAnswering(ctx context.Context, p Paths, timeout time.Duration) error {
+func WaitAnswering(ctx context.Context, r Record, timeout time.Duration) error {
+	p := r.Paths
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var helperErr, daemonErr error
 	for {
 		helperErr = HelperAnswers(ctx, p.HelperSocket)
 		if helperErr == nil {
-			_, daemonErr = client.New(p.DaemonSocket()).Version(ctx)
+			_, daemonErr = DaemonClient(r).Version(ctx)
 			if daemonErr == nil {
 				return nil
 			}
@@ -187,11 +188,16 @@ func WaitAnswering(ctx context.Context, p Paths, timeout time.Duration) error {
 	}
 }
 
-// HelperAnswers reports whether the root helper accepts a connection on
-// socket.
+// DaemonClient is a client of the installed daemon, which runs as the
+// owner, for the owner or root.
+func DaemonClient(r Record) *client.Client {
+	return client.NewFor(r.Paths.DaemonSocket(), r.Owner.UID)
+}
+
+// HelperAnswers reports whether root's helper accepts a connection on
+// socket (checked as safesocket.DialRoot checks it).
 func HelperAnswers(ctx context.Context, socket string) error {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", socket)
+	c, err := safesocket.DialRoot(ctx, socket)
 	if err != nil {
 		return err
 	}

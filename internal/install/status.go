@@ -7,7 +7,6 @@ import (
 	"os"
 
 	"github.com/bangervm/banger/api"
-	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/hostcmd"
 )
 
@@ -74,7 +73,7 @@ func GetStatus(ctx context.Context, r Record, sd Systemd, cli api.VersionInfo) S
 	} else {
 		st.HelperAnswering = true
 	}
-	if v, err := client.New(p.DaemonSocket()).Version(ctx); err != nil {
+	if v, err := DaemonClient(r).Version(ctx); err != nil {
 		st.DaemonError = err.Error()
 	} else {
 		st.Daemon = &v
