@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -186,12 +187,24 @@ const (
 // (networked, through the hardened root helper); system restart and
 // kill -9 of the daemon keep a running VM running and usable; doctor's
 // install checks pass; uninstall refuses while it runs,
-// then with --force leaves no banger unit or binary; installing again
+// then with --force leaves no banger unit or binary and the network as
+// before install (links, iptables, nftables, forwarding); installing again
 // works and finds the owner's data.
 func TestSystemInstall(t *testing.T) {
 	testutil.SkipShort(t, "boots a systemd container and guests")
 	c, fx := bootWithBanger(t)
 	c.ok(0, "useradd", "-m", "-u", strconv.Itoa(sdOwnerUID), "-U", sdOwner)
+
+	// Forwarding off, as on a host that never routed: banger turns it on
+	// and uninstall must turn it off again.
+	c.ok(0, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+	// The chains banger jumps from exist, as on any host that ran
+	// iptables; uninstall leaves iptables' own tables and chains alone
+	// (another tool may have made or use them).
+	for _, argv := range [][]string{{"-P", "INPUT", "ACCEPT"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-P", "POSTROUTING", "ACCEPT"}} {
+		c.ok(0, append([]string{"iptables"}, argv...)...)
+	}
+	netBefore := c.netState()
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
 	if out := c.ok(0, "systemctl", "is-active", install.HelperUnitName, install.DaemonUnitName); out != "active\nactive\n" {
@@ -280,6 +293,9 @@ func TestSystemInstall(t *testing.T) {
 	if r := c.run(0, "pgrep", "-x", "qemu-system-x86"); r.code == 0 {
 		t.Errorf("engine processes left after uninstall --force: %s", r.out)
 	}
+	if after := c.netState(); after != netBefore {
+		t.Errorf("network after uninstall differs from before install:\n%s\nbefore:\n%s", after, netBefore)
+	}
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
 	if out := c.ok(sdOwnerUID, "banger", "image", "list"); !strings.Contains(out, "bb") {
@@ -345,4 +361,23 @@ func TestSystemInstallForRoot(t *testing.T) {
 			t.Errorf("doctor network: %s %s; want a pass through the root helper", ch.Status, ch.Detail)
 		}
 	}
+}
+
+// counters are iptables-save's packet and byte counts.
+var counters = regexp.MustCompile(`\[\d+:\d+\]`)
+
+// netState is what banger may change on the host's network: links,
+// iptables rules and policies, the nftables ruleset and IPv4 forwarding.
+func (c *sdContainer) netState() string {
+	c.t.Helper()
+	var b strings.Builder
+	for _, argv := range [][]string{{"ip", "-o", "link"}, {"iptables-save"}, {"nft", "list", "ruleset"}, {"sysctl", "net.ipv4.ip_forward"}} {
+		fmt.Fprintf(&b, "$ %s\n", strings.Join(argv, " "))
+		for _, line := range strings.Split(c.ok(0, argv...), "\n") {
+			if !strings.HasPrefix(line, "#") {
+				b.WriteString(counters.ReplaceAllString(line, "[]") + "\n")
+			}
+		}
+	}
+	return b.String()
 }

@@ -164,10 +164,13 @@ func newSystemUninstallCmd(f *Factory) *cobra.Command {
 	var opts systemUninstallOptions
 	cmd := &cobra.Command{
 		Use:   "uninstall [--purge] [--force]",
-		Short: "Stop and remove banger's services, binaries and /etc/banger",
+		Short: "Stop and remove banger's services, binaries, /etc/banger and host networking",
 		Long: `Stop and disable bangerd.service and bangerd-root.service and remove them,
-the binaries and /etc/banger. Refuses while VMs run, unless --force, which
-stops them first. The owner's images, kernels, VMs and config stay (their
+the binaries and /etc/banger, and return the host's network to what it was
+before banger: the bridge, banger's iptables chains and their jumps, its
+nftables table and systemd-resolved settings removed, and IPv4 forwarding
+off again if banger turned it on. Refuses while VMs run, unless --force,
+which stops them first. The owner's images, kernels, VMs and config stay (their
 directories are printed) unless --purge.`,
 		Example: `  sudo banger system uninstall
   sudo banger system uninstall --force --purge`,
@@ -189,11 +192,20 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err != nil {
 		return err
 	}
-	if err := stopVMsForUninstall(ctx, f, install.DaemonClient(rec), opts.Force); err != nil {
+	c := install.DaemonClient(rec)
+	if err := stopVMsForUninstall(ctx, f, c, opts.Force); err != nil {
 		return err
 	}
+	// What the daemon set up on the host, asked while it runs; a daemon
+	// that does not answer leaves the network as it is, and says so.
+	var teardown func(context.Context) error
+	if n, err := c.Network(ctx); err == nil {
+		teardown = func(ctx context.Context) error { return install.TeardownNetwork(ctx, n) }
+	} else {
+		fmt.Fprintf(f.IO.ErrOut, "banger: the daemon did not say what it set up on the host network (%v): bridge, firewall chains and forwarding are left as they are\n", err)
+	}
 	err = install.Uninstall(ctx, install.UninstallOptions{
-		Record: rec, Systemd: hostcmd.Systemctl{}, Purge: opts.Purge,
+		Record: rec, Systemd: hostcmd.Systemctl{}, Purge: opts.Purge, TeardownNetwork: teardown,
 		RemoveOwnerDirs: func(ctx context.Context, o install.Owner, dirs ...string) error {
 			return hostcmd.RemoveAllAs(ctx, o.UID, o.GID, dirs...)
 		},
@@ -201,7 +213,7 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err != nil {
 		return fmt.Errorf("system uninstall: %w", err)
 	}
-	fmt.Fprintln(f.IO.Out, "banger's services, binaries and /etc/banger are removed")
+	fmt.Fprintln(f.IO.Out, "banger's services, binaries, /etc/banger and its host networking are removed")
 	if data := install.OwnerData(rec); len(data) > 0 {
 		fmt.Fprintf(f.IO.Out, "%s's banger data is kept in:\n  %s\n(remove with: sudo banger system uninstall --purge, before uninstalling; or rm -rf them)\n", rec.Owner.Name, strings.Join(data, "\n  "))
 	}

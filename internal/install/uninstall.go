@@ -17,10 +17,14 @@ type UninstallOptions struct {
 	// cannot turn root's removal elsewhere).
 	Purge           bool
 	RemoveOwnerDirs func(ctx context.Context, o Owner, dirs ...string) error
+	// TeardownNetwork, when set, runs once both units are stopped
+	// (TeardownNetwork with what the daemon reported it set up).
+	TeardownNetwork func(ctx context.Context) error
 }
 
-// Uninstall stops and disables both units and removes them, the binaries,
-// the install record and its directory, and the runtime directories. It
+// Uninstall stops and disables both units, undoes the host networking
+// (TeardownNetwork), and removes the units, the binaries, the install
+// record and its directory, and the runtime directories. It
 // does every step it can and joins the errors. The owner's data stays
 // unless Purge; OwnerData names it.
 func Uninstall(ctx context.Context, o UninstallOptions) error {
@@ -34,6 +38,11 @@ func Uninstall(ctx context.Context, o UninstallOptions) error {
 	}
 	if len(present) > 0 {
 		errs = append(errs, o.Systemd.Disable(ctx, present...))
+	}
+	if o.TeardownNetwork != nil {
+		if err := o.TeardownNetwork(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("return the host's network to before banger: %w", err))
+		}
 	}
 	for _, f := range []string{p.DaemonUnit(), p.HelperUnit(), p.CLI, p.Daemon, p.Agent} {
 		errs = append(errs, removeFile(f), removeFile(f+".previous"))
