@@ -302,6 +302,15 @@ func TestSystemInstall(t *testing.T) {
 		t.Fatalf("the owner's image is gone after reinstall: %q", out)
 	}
 	c.ok(sdOwnerUID, "banger", "vm", "run", "--rm", "--image", "bb", "--", "true")
+
+	// The VM uninstall stopped is the owner's data too: it starts again.
+	// Installing again, from the installed banger itself, upgrades in
+	// place; the running VM keeps running.
+	c.ok(sdOwnerUID, "banger", "vm", "start", "keep")
+	before = pidOf()
+	c.ok(0, "banger", "system", "install", "--owner", sdOwner)
+	stillRunning("installing again")
+	c.ok(sdOwnerUID, "banger", "vm", "delete", "-f", "keep")
 }
 
 // sdFixtures are the kernel and image files put into the container.
