@@ -152,7 +152,10 @@ type Record struct {
 	Commit    string `toml:"commit" json:"commit"`
 	BuildTime string `toml:"build_time" json:"buildTime"`
 	Owner     Owner  `toml:"owner" json:"owner"`
-	Paths     Paths  `toml:"paths" json:"paths"`
+	// KVMGroup is the group that may open /dev/kvm (udev's "kvm"), given
+	// to the daemon as a supplementary group; empty where there is none.
+	KVMGroup string `toml:"kvm_group" json:"kvmGroup,omitempty"`
+	Paths    Paths  `toml:"paths" json:"paths"`
 }
 
 // Read reads the record at path; errdefs.ErrNotFound when banger is not
@@ -202,4 +205,13 @@ func encodeRecord(w io.Writer, r Record) error {
 	}
 	_, err = w.Write(b)
 	return err
+}
+
+// KVMGroup returns the name of the group that may open /dev/kvm ("kvm",
+// as udev sets it up) if it exists here, else "".
+func KVMGroup() string {
+	if g, err := user.LookupGroup("kvm"); err == nil && userName.MatchString(g.Name) {
+		return g.Name
+	}
+	return ""
 }

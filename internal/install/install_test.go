@@ -168,6 +168,31 @@ func TestUnits(t *testing.T) {
 	}
 }
 
+// Where udev made a kvm group, the daemon gets it, so its QEMU can open
+// /dev/kvm; where there is none, nothing is named.
+func TestUnitsKVMGroup(t *testing.T) {
+	r := testRecord()
+	daemon, _, err := Units(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := directives(daemon)["SupplementaryGroups"]; len(g) != 0 {
+		t.Fatalf("no kvm group: SupplementaryGroups=%q", g)
+	}
+	r.KVMGroup = "kvm"
+	daemon, _, err = Units(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := directives(daemon)["SupplementaryGroups"]; len(g) != 1 || g[0] != "kvm" {
+		t.Fatalf("kvm group: SupplementaryGroups=%q, want kvm", g)
+	}
+	r.KVMGroup = "kvm\nUser=root"
+	if _, _, err := Units(r); err == nil {
+		t.Fatal("rendered a group name with a newline")
+	}
+}
+
 // Every capability the helper keeps is explained in a comment of its unit.
 func TestHelperCapabilitiesJustified(t *testing.T) {
 	_, helper, err := Units(testRecord())
@@ -221,6 +246,7 @@ func TestUnitsVerify(t *testing.T) {
 	r.Paths.Daemon = filepath.Join(dir, "bangerd")
 	r.Paths.Agent = filepath.Join(dir, "banger-agent")
 	r.Paths.CLI = filepath.Join(dir, "banger")
+	r.KVMGroup = "kvm"
 	// Any executable will do: verify checks that ExecStart's is one.
 	self, err := os.Executable()
 	if err != nil {

@@ -29,6 +29,9 @@ func Units(r Record) (daemon, helper []byte, err error) {
 	if err := r.Owner.Check(); err != nil {
 		return nil, nil, err
 	}
+	if r.KVMGroup != "" && !userName.MatchString(r.KVMGroup) {
+		return nil, nil, fmt.Errorf("kvm group %q: not a plain group name: %w", r.KVMGroup, errdefs.ErrInvalidArgument)
+	}
 	p := r.Paths
 	for _, path := range []string{p.CLI, p.Daemon, p.Agent, p.HelperSocket, p.DaemonRuntime} {
 		if !safePath.MatchString(path) || filepath.Clean(path) != path {
