@@ -364,7 +364,10 @@ func newVMPruneCmd(f *Factory) *cobra.Command {
 				}
 				var doomed []string
 				for _, v := range vms {
-					if v.State != api.VMRunning {
+					// What the daemon prunes: VMs not running and not
+					// in the middle of a create, start or stop.
+					switch v.State {
+					case api.VMStopped, api.VMCreated, api.VMError:
 						doomed = append(doomed, v.Name)
 					}
 				}
