@@ -15,14 +15,18 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/ ./cmd/...
 
 # The whole suite: unit tests, integration tests on real parts (registry,
-# SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and a short
-# fuzz run of the layer flattener. Needs the packages in .ci/install-deps.
+# SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
+# fuzz runs of the layer flattener, the extractor of guests' archives and
+# the escaping of guest text.
+# Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
 	# -p 1: the suites boot real guests under software emulation on two
 	# cores; run in parallel they starve each other's guests of CPU.
 	BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=20s ./internal/image/flatten
+	$(GO) test -run=NONE -fuzz=FuzzStrict -fuzztime=15s ./internal/untar
+	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10s ./internal/termtext
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

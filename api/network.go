@@ -24,9 +24,14 @@ type NetworkInfo struct {
 	// or OpsRootHelper (through the helper at RootHelper).
 	Ops        string `json:"ops,omitempty"`
 	RootHelper string `json:"rootHelper,omitempty"`
-	// ForwardingWasOn: net.ipv4.ip_forward was already 1; false means
-	// bangerd turned it on.
+	// ForwardingWasOn: net.ipv4.ip_forward was already 1, and not by
+	// bangerd; false means bangerd turned it on (in this boot).
 	ForwardingWasOn bool `json:"forwardingWasOn"`
+	// ForwardPolicyDrop: because bangerd turned forwarding on, it set the
+	// iptables FORWARD chain's policy to DROP, so the host forwards only
+	// what a rule accepts (banger's for its bridge, other tools' for
+	// theirs). Forwarding that was already on keeps its policy.
+	ForwardPolicyDrop bool `json:"forwardPolicyDrop"`
 	// DNSAddr is where the .vm DNS server listens; empty when it could
 	// not listen, and DNSError says why.
 	DNSAddr  string `json:"dnsAddr,omitempty"`

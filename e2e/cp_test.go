@@ -4,7 +4,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // TestVMCp copies files and directories both ways with any image (the
@@ -39,6 +42,48 @@ func TestVMCp(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(back, "marker.txt")); string(b) != "from the image\n" {
 		t.Errorf("file copied back: %q", b)
 	}
+	t.Run("from a hostile guest", func(t *testing.T) {
+		// As root, the CLI could create what the guest sends: a device
+		// node, a FIFO, a setuid program owned by anyone.
+		testutil.RequireRoot(t)
+		e := *e.env
+		e.t = t
+		e.ok("vm", "exec", "cpbox", "--", "sh", "-c", `set -e; mkdir /tmp/bad; cd /tmp/bad
+mknod sda b 8 0; chmod 666 sda; mknod mem c 1 1; mkfifo fifo
+echo '#!/bin/sh' > suid; chown 1234:1234 suid; chmod 4755 suid; echo ok > ok`)
+		dst := t.TempDir()
+		r := e.run("vm", "cp", "cpbox:/tmp/bad", dst)
+		if r.code != 1 {
+			t.Errorf("vm cp: exit %d, want 1; stderr %q", r.code, r.err)
+		}
+		for _, name := range []string{"bad/sda: block device", "bad/mem: character device", "bad/fifo: FIFO"} {
+			if !strings.Contains(r.err, "not copied: "+name) {
+				t.Errorf("stderr lacks %q: %q", name, r.err)
+			}
+		}
+		ents, _ := os.ReadDir(filepath.Join(dst, "bad"))
+		var names []string
+		for _, ent := range ents {
+			names = append(names, ent.Name())
+		}
+		if strings.Join(names, " ") != "ok suid" {
+			t.Errorf("copied %v, want ok and suid", names)
+		}
+		checkOwner := func(p string, uid uint32) {
+			t.Helper()
+			fi, err := os.Lstat(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := fi.Sys().(*syscall.Stat_t); fi.Mode() != 0o755 || st.Uid != uid {
+				t.Errorf("%s: mode %v owner %d, want -rwxr-xr-x and %d", p, fi.Mode(), st.Uid, uid)
+			}
+		}
+		checkOwner(filepath.Join(dst, "bad", "suid"), 0)
+		// -a keeps the owner, never the setuid bit.
+		e.ok("vm", "cp", "-a", "cpbox:/tmp/bad/suid", filepath.Join(dst, "kept"))
+		checkOwner(filepath.Join(dst, "kept"), 1234)
+	})
 	for _, tc := range []struct {
 		args []string
 		code int

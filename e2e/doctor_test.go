@@ -123,6 +123,12 @@ func TestDoctorNetwork(t *testing.T) {
 	c := e.doctor()
 	expectCheck(t, c["network"], "pass", "bridge banger0, subnet ")
 	expectCheck(t, c["network"], "pass", "root operations in-process")
+	// The namespace starts with forwarding off: bangerd turns it on, the
+	// FORWARD policy DROP.
+	expectCheck(t, c["network"], "pass", "IPv4 forwarding turned on by bangerd, with the iptables FORWARD policy DROP")
+	if out, err := nettest.Exec(ns, "iptables", "-w", "-S", "FORWARD"); err != nil || !strings.HasPrefix(out, "-P FORWARD DROP\n") {
+		t.Errorf("iptables -S FORWARD in the daemon's namespace: %q, %v; want the policy DROP", out, err)
+	}
 	expectCheck(t, c["network-tools"], "pass", "ip, iptables and nft found")
 	expectCheck(t, c["tun"], "pass", "present")
 	expectCheck(t, c["subnet"], "pass", "on banger0 overlaps no other network")

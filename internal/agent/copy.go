@@ -9,6 +9,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/untar"
 )
 
 var _ agentproto.Archiver = (*Handler)(nil)
@@ -58,7 +59,7 @@ func (h *Handler) TarIn(ctx context.Context, dir string) (agentproto.PendingFile
 	x := &pendingTar{pw: pw, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(x.done)
-		x.err = agentproto.ExtractTar(ctx, dir, pr, agentproto.ExtractOptions{Chown: os.Geteuid() == 0})
+		x.err = untar.Extract(ctx, dir, pr, untar.Options{Policy: untar.Permissive, KeepOwner: os.Geteuid() == 0})
 		// Unblock a writer the extraction stopped listening to: it gets
 		// the error, or io.ErrClosedPipe after the archive's end.
 		pr.CloseWithError(x.err)

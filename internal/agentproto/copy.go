@@ -9,7 +9,7 @@ import (
 )
 
 // Archiver is an optional Handler interface: copying file trees as tar
-// streams (see WriteTar and ExtractTar). A Handler without it answers
+// streams (see WriteTar and untar.Extract). A Handler without it answers
 // tarOut and tarIn with ErrFailedPrecondition.
 type Archiver interface {
 	// TarOut checks path (absolute; a missing one is ErrNotFound) and
@@ -78,8 +78,9 @@ func (c *Client) TarOut(ctx context.Context, path string) (io.ReadCloser, error)
 }
 
 // TarIn extracts the tar stream r into the guest directory dir (absolute,
-// existing: else ErrNotFound or ErrInvalidArgument) with ExtractTar's rules,
-// keeping the archive's ownership. It returns once the agent has extracted
+// existing: else ErrNotFound or ErrInvalidArgument) with untar.Extract's
+// Permissive policy, keeping the archive's ownership (the archive is the
+// host's: the guest trusts it). It returns once the agent has extracted
 // everything, or with the first error (a hostile entry is
 // ErrInvalidArgument); entries extracted before an error stay.
 func (c *Client) TarIn(ctx context.Context, dir string, r io.Reader) error {

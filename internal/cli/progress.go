@@ -6,10 +6,13 @@ import (
 	"sync"
 
 	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 // progressPrinter renders a stream of progress events: a bar redrawn in
 // place on a terminal, or one plain line per step otherwise (logs, CI).
+// Messages are escaped for the terminal: they can quote what a guest or a
+// registry sent.
 type progressPrinter struct {
 	io    *IOStreams
 	mu    sync.Mutex
@@ -33,7 +36,7 @@ func (p *progressPrinter) event(ev api.Event) {
 	case ev.Phase == "layer" && ev.Current == 0:
 		line = ""
 	case ev.Message != "":
-		line = ev.Message
+		line = termtext.Escape(ev.Message)
 	}
 	if line != "" && line != p.last {
 		fmt.Fprintln(p.io.ErrOut, line)
@@ -56,12 +59,12 @@ func (p *progressPrinter) bar(ev api.Event) {
 		}
 		line = fmt.Sprintf("%-12s [%s%s] %s / %s", label, strings.Repeat("=", n), strings.Repeat(" ", width-n), humanBytes(ev.Current), humanBytes(ev.Total))
 	} else if ev.Message != "" {
-		line = ev.Message
+		line = termtext.Escape(ev.Message)
 	} else {
 		return
 	}
-	if len(line) > 100 {
-		line = line[:100]
+	if r := []rune(line); len(r) > 100 {
+		line = string(r[:100])
 	}
 	fmt.Fprintf(p.io.ErrOut, "\r\033[K%s", line)
 	p.drawn = true

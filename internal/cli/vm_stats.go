@@ -101,7 +101,7 @@ func runVMStats(ctx context.Context, f *Factory, sample func(context.Context) (a
 			if ctx.Err() != nil {
 				return nil
 			}
-			fmt.Fprintf(f.IO.ErrOut, "banger: vm stats: %v\n", err)
+			printError(f.IO.ErrOut, fmt.Errorf("vm stats: %w", err))
 			return nil
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/bangervm/banger/api"
@@ -51,13 +52,8 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 	if err := ops.EnsureBridge(ctx, s.Bridge, gw); err != nil {
 		return nil, fmt.Errorf("bridge %s with subnet %s: %w", s.Bridge, subnet, err)
 	}
-	wasOn, err := ops.EnsureForwarding(ctx)
-	if err != nil {
+	if err := ensureForwarding(ctx, db, ops, log, info); err != nil {
 		return nil, err
-	}
-	info.ForwardingWasOn = wasOn
-	if !wasOn {
-		log.Info("turned on IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic")
 	}
 	fw := network.Firewall{Bridge: s.Bridge, Subnet: subnet}
 	if err := ops.EnsureFirewall(ctx, fw); err != nil {
@@ -71,6 +67,44 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 		Ops:      ops,
 		OwnerUID: os.Getuid(),
 	}, nil
+}
+
+// settingForwardingBoot is the settings key holding the kernel boot id
+// (/proc/sys/kernel/random/boot_id) of the boot in which bangerd turned IPv4
+// forwarding on. Within that boot, forwarding found on after a daemon
+// restart is still banger's, and keeps the FORWARD policy DROP; after a
+// reboot, forwarding found on is someone else's choice.
+const settingForwardingBoot = "forwarding_boot"
+
+// bootIDPath is a variable for tests.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+// ensureForwarding turns IPv4 forwarding on (see network.EnsureForwarding)
+// and records in the state store when bangerd is the one that did.
+func ensureForwarding(ctx context.Context, db *store.Store, ops network.Ops, log *slog.Logger, info *api.NetworkInfo) error {
+	b, err := os.ReadFile(bootIDPath)
+	if err != nil {
+		return fmt.Errorf("read boot id: %w", err)
+	}
+	boot := strings.TrimSpace(string(b))
+	recorded, err := db.Setting(ctx, settingForwardingBoot)
+	if err != nil {
+		return err
+	}
+	ours := recorded == boot
+	st, err := ops.EnsureForwarding(ctx, ours)
+	if err != nil {
+		return err
+	}
+	info.ForwardingWasOn = st.WasOn && !ours
+	info.ForwardPolicyDrop = st.PolicyDrop
+	if !st.WasOn {
+		if err := db.SetSetting(ctx, settingForwardingBoot, boot); err != nil {
+			return fmt.Errorf("record that bangerd turned on IPv4 forwarding: %w", err)
+		}
+		log.Info("turned on IPv4 forwarding (net.ipv4.ip_forward=1) for VM traffic, with the iptables FORWARD policy DROP: the host forwards only what a rule accepts")
+	}
+	return nil
 }
 
 // networkOffReason says who turned host networking off, for

@@ -52,7 +52,7 @@ func testEnv(t *testing.T) (Env, *fakeDaemon) {
 			{Name: "qemu", Available: true, Version: "7.2.22", Accel: "kvm", Note: "KVM available"},
 		}},
 		net: api.NetworkInfo{
-			Configured: true, Enabled: true, Bridge: "banger0", Subnet: "172.30.0.0/24", Gateway: "172.30.0.1",
+			Configured: true, Enabled: true, Bridge: "banger0", Subnet: "172.30.0.0/24", Gateway: "172.30.0.1", ForwardPolicyDrop: true,
 			// Nothing listens there: no test queries a DNS server it did
 			// not start.
 			Ops: api.OpsLocal, DNSAddr: closedUDPPort(t), DNSRouted: true,

@@ -37,8 +37,11 @@ func checkNetwork(_ context.Context, f *facts) Result {
 		ops = "root operations through the root helper at " + n.RootHelper
 	}
 	fwd := "IPv4 forwarding turned on by bangerd"
-	if n.ForwardingWasOn {
-		fwd = "IPv4 forwarding was already on"
+	switch {
+	case n.ForwardingWasOn:
+		fwd = "IPv4 forwarding was already on, its FORWARD policy left as it was"
+	case n.ForwardPolicyDrop:
+		fwd += ", with the iptables FORWARD policy DROP (the host forwards only what a rule accepts)"
 	}
 	return pass("bridge %s, subnet %s, gateway %s; %s; %s", n.Bridge, n.Subnet, n.Gateway, ops, fwd)
 }

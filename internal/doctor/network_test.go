@@ -16,9 +16,9 @@ import (
 
 func TestNetworkCheck(t *testing.T) {
 	env, d := testEnv(t)
-	expect(t, one(t, env, "network"), Pass, "bridge banger0, subnet 172.30.0.0/24, gateway 172.30.0.1; root operations in-process (bangerd is root); IPv4 forwarding turned on by bangerd", "")
-	d.net.Ops, d.net.RootHelper, d.net.ForwardingWasOn = api.OpsRootHelper, "/run/banger/root.sock", true
-	expect(t, one(t, env, "network"), Pass, "through the root helper at /run/banger/root.sock; IPv4 forwarding was already on", "")
+	expect(t, one(t, env, "network"), Pass, "bridge banger0, subnet 172.30.0.0/24, gateway 172.30.0.1; root operations in-process (bangerd is root); IPv4 forwarding turned on by bangerd, with the iptables FORWARD policy DROP", "")
+	d.net.Ops, d.net.RootHelper, d.net.ForwardingWasOn, d.net.ForwardPolicyDrop = api.OpsRootHelper, "/run/banger/root.sock", true, false
+	expect(t, one(t, env, "network"), Pass, "through the root helper at /run/banger/root.sock; IPv4 forwarding was already on, its FORWARD policy left as it was", "")
 
 	d.net = api.NetworkInfo{Reason: "host networking is off: BANGER_NETWORK=off in bangerd's environment"}
 	expect(t, one(t, env, "network"), Warn, "BANGER_NETWORK=off", "unset BANGER_NETWORK")

@@ -102,3 +102,32 @@ func SplitIPTablesLine(line string) ([]string, error) {
 	}
 	return args, nil
 }
+
+// IPTablesPolicy returns the policy of built-in chain in table: ACCEPT or
+// DROP.
+func IPTablesPolicy(ctx context.Context, table, chain string) (string, error) {
+	out, err := Run(ctx, Cmd{Name: "iptables", Args: []string{"-w", "-t", table, "-S", chain}, Package: "iptables"})
+	if err != nil {
+		return "", err
+	}
+	return parsePolicy(string(out), chain)
+}
+
+// parsePolicy finds "-P CHAIN POLICY" in iptables -S output.
+func parsePolicy(out, chain string) (string, error) {
+	for _, line := range strings.Split(out, "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "-P" && f[1] == chain {
+			return f[2], nil
+		}
+	}
+	return "", fmt.Errorf("iptables -S %s: no policy line (is %s a built-in chain?)", chain, chain)
+}
+
+// SetIPTablesPolicy sets the policy of built-in chain in table to ACCEPT
+// or DROP.
+func SetIPTablesPolicy(ctx context.Context, table, chain, policy string) error {
+	if policy != "ACCEPT" && policy != "DROP" {
+		return fmt.Errorf("iptables policy %q: want ACCEPT or DROP", policy)
+	}
+	return IPTables(ctx, table, "-P", chain, policy)
+}

@@ -28,3 +28,13 @@ func TestSplitIPTablesLine(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePolicy(t *testing.T) {
+	out := "-P FORWARD DROP\n-N DOCKER\n-A FORWARD -j BANGER-FORWARD\n"
+	if got, err := parsePolicy(out, "FORWARD"); err != nil || got != "DROP" {
+		t.Errorf("parsePolicy = %q, %v; want DROP", got, err)
+	}
+	if got, err := parsePolicy("-N BANGER-FORWARD\n-A BANGER-FORWARD -j DROP\n", "BANGER-FORWARD"); err == nil {
+		t.Errorf("parsePolicy of a user chain = %q, want an error", got)
+	}
+}

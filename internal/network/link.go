@@ -2,14 +2,10 @@ package network
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
-	"strings"
 
-	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/hostcmd"
 )
 
@@ -140,26 +136,4 @@ func DeleteTap(ctx context.Context, tap string) error {
 		return fmt.Errorf("delete tap %s: %w", tap, err)
 	}
 	return nil
-}
-
-const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
-
-// EnsureForwarding turns on IPv4 forwarding in the calling thread's network
-// namespace and reports whether it was on before.
-func EnsureForwarding() (wasOn bool, err error) {
-	b, err := os.ReadFile(ipForwardPath)
-	if err != nil {
-		return false, fmt.Errorf("read %s: %w", ipForwardPath, err)
-	}
-	wasOn = strings.TrimSpace(string(b)) == "1"
-	if wasOn {
-		return true, nil
-	}
-	if err := os.WriteFile(ipForwardPath, []byte("1\n"), 0o644); err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			err = fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-		}
-		return false, fmt.Errorf("enable ip forwarding: %w", err)
-	}
-	return false, nil
 }

@@ -231,8 +231,8 @@ func TestTopology(t *testing.T) {
 		if err := EnsureBridge(ctx, fw.Bridge, gw); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := EnsureForwarding(); err != nil {
-			t.Fatal(err)
+		if st, err := EnsureForwarding(ctx, false); err != nil || !st.PolicyDrop {
+			t.Fatalf("EnsureForwarding = %+v, %v; want the FORWARD policy DROP", st, err)
 		}
 		for _, vm := range vms {
 			if err := AttachPort(ctx, vm.Tap, fw.Bridge); err != nil {
@@ -304,7 +304,8 @@ func TestTopology(t *testing.T) {
 	checkGuard(t, host, inet, lan, vm1, vm2, vms[vm1].Addr, vms[vm2].Addr)
 
 	// Removing one VM leaves the other's rules; removing all and tearing
-	// down restores the namespace exactly.
+	// down restores the namespace exactly, but for forwarding: banger
+	// turned it on, and leaves it on with the FORWARD policy DROP.
 	nettest.Do(t, host, func() {
 		if err := fw.RemoveVMRules(ctx, full); err != nil {
 			t.Fatal(err)
@@ -339,6 +340,8 @@ func TestTopology(t *testing.T) {
 			t.Fatalf("second Teardown: %v", err)
 		}
 	})
+	before = strings.NewReplacer(":FORWARD ACCEPT\n", ":FORWARD DROP\n",
+		"hook forward priority filter; policy accept;", "hook forward priority filter; policy drop;").Replace(before)
 	if after := snapshot(t, host); after != before {
 		t.Errorf("namespace changed by banger:\n--- before\n%s\n--- after\n%s", before, after)
 	}

@@ -10,6 +10,11 @@
 // requests. Operations act on
 // the network namespace of the calling OS thread.
 //
+// Forwarding: IPv4 forwarding is one switch for every interface, so when
+// banger turns it on it sets the FORWARD chain's policy to DROP, as Docker
+// does, and the host forwards only what a rule accepts: BANGER-FORWARD for
+// banger's bridge, other tools' rules for theirs (see EnsureForwarding).
+//
 // VM-to-VM isolation: every tap is an isolated bridge port (ip link set
 // dev TAP type bridge_slave isolated on), so the bridge never forwards
 // frames between two VMs whatever br_netfilter does, in every mode. In

@@ -11,8 +11,10 @@ import (
 // unprivileged daemon, behind the same validation.
 type Ops interface {
 	EnsureBridge(ctx context.Context, name string, gateway netip.Prefix) error
-	// EnsureForwarding turns IPv4 forwarding on and says whether it was.
-	EnsureForwarding(ctx context.Context) (wasOn bool, err error)
+	// EnsureForwarding turns IPv4 forwarding on, with the FORWARD policy
+	// DROP when banger turns it on (see the function EnsureForwarding);
+	// ours says bangerd turned it on earlier in this boot.
+	EnsureForwarding(ctx context.Context, ours bool) (Forwarding, error)
 	EnsureFirewall(ctx context.Context, fw Firewall) error
 	// CreateTap creates the VM's tap on bridge, owned by uid. It returns
 	// an open file for the tap when the caller may not be able to open it
@@ -40,7 +42,9 @@ func (Local) EnsureBridge(ctx context.Context, name string, gw netip.Prefix) err
 }
 
 // EnsureForwarding implements Ops.
-func (Local) EnsureForwarding(ctx context.Context) (bool, error) { return EnsureForwarding() }
+func (Local) EnsureForwarding(ctx context.Context, ours bool) (Forwarding, error) {
+	return EnsureForwarding(ctx, ours)
+}
 
 // EnsureFirewall implements Ops.
 func (Local) EnsureFirewall(ctx context.Context, fw Firewall) error { return fw.Ensure(ctx) }

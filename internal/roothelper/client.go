@@ -102,9 +102,9 @@ func (c *Client) EnsureBridge(ctx context.Context, name string, gateway netip.Pr
 }
 
 // EnsureForwarding implements network.Ops.
-func (c *Client) EnsureForwarding(ctx context.Context) (bool, error) {
-	resp, _, err := c.call(ctx, &request{Op: OpEnsureForwarding})
-	return resp.WasOn, err
+func (c *Client) EnsureForwarding(ctx context.Context, ours bool) (network.Forwarding, error) {
+	resp, _, err := c.call(ctx, &request{Op: OpEnsureForwarding, Ours: ours})
+	return network.Forwarding{WasOn: resp.WasOn, PolicyDrop: resp.PolicyDrop}, err
 }
 
 // EnsureFirewall implements network.Ops.

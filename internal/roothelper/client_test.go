@@ -57,8 +57,8 @@ func TestClientRoundTrip(t *testing.T) {
 	if err := c.EnsureBridge(ctx, "banger0", testGW); err != nil {
 		t.Fatal(err)
 	}
-	if on, err := c.EnsureForwarding(ctx); err != nil || !on {
-		t.Fatalf("EnsureForwarding = %v, %v", on, err)
+	if st, err := c.EnsureForwarding(ctx, false); err != nil || !st.WasOn {
+		t.Fatalf("EnsureForwarding = %+v, %v", st, err)
 	}
 	if err := c.EnsureFirewall(ctx, fw); err != nil {
 		t.Fatal(err)

@@ -44,8 +44,8 @@ func (f *fakeOps) EnsureBridge(context.Context, string, netip.Prefix) error {
 	return f.record(OpEnsureBridge)
 }
 
-func (f *fakeOps) EnsureForwarding(context.Context) (bool, error) {
-	return true, f.record(OpEnsureForwarding)
+func (f *fakeOps) EnsureForwarding(context.Context, bool) (network.Forwarding, error) {
+	return network.Forwarding{WasOn: true}, f.record(OpEnsureForwarding)
 }
 
 func (f *fakeOps) EnsureFirewall(context.Context, network.Firewall) error {

@@ -134,11 +134,11 @@ func TestNetnsRoundTrip(t *testing.T) {
 	if out := nettest.MustIP(t, ns, "-o", "addr", "show", "dev", bridge); !strings.Contains(out, "172.30.77.1/24") {
 		t.Fatalf("bridge address: %s", out)
 	}
-	if on, err := c.EnsureForwarding(ctx); err != nil || on {
-		t.Fatalf("EnsureForwarding = %v, %v; want off before", on, err)
+	if st, err := c.EnsureForwarding(ctx, false); err != nil || st.WasOn || !st.PolicyDrop {
+		t.Fatalf("EnsureForwarding = %+v, %v; want off before, then on with the FORWARD policy DROP", st, err)
 	}
-	if on, err := c.EnsureForwarding(ctx); err != nil || !on {
-		t.Fatalf("EnsureForwarding again = %v, %v", on, err)
+	if st, err := c.EnsureForwarding(ctx, false); err != nil || !st.WasOn || st.PolicyDrop {
+		t.Fatalf("EnsureForwarding again = %+v, %v; want on, policy untouched", st, err)
 	}
 	if err := c.EnsureFirewall(ctx, fw); err != nil {
 		t.Fatal(err)

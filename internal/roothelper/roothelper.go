@@ -28,7 +28,8 @@
 // with only the fields its op uses; ops are ensureBridge, ensureForwarding,
 // ensureFirewall, createTap, deleteTap, applyVMRules, removeVMRules,
 // routeDNS and unrouteDNS. A reply is {"error": "...", "class": "permission
-// denied", "wasOn": true, "fd": true, "routed": true, "reason": "..."}:
+// denied", "wasOn": true, "policyDrop": true, "fd": true, "routed": true,
+// "reason": "..."}:
 // class is the errdefs class's text, so the client rebuilds an error that
 // errdefs.Is* recognise. A createTap reply carries the open tap (see
 // OpenTap) as an SCM_RIGHTS control message on its bytes.
@@ -81,6 +82,7 @@ type request struct {
 	Server   netip.AddrPort `json:"server,omitzero"`
 	Firewall *firewall      `json:"firewall,omitempty"`
 	VM       *vmRules       `json:"vm,omitempty"`
+	Ours     bool           `json:"ours,omitempty"` // ensureForwarding: see network.EnsureForwarding
 }
 
 type firewall struct {
@@ -100,8 +102,10 @@ type vmRules struct {
 type response struct {
 	Error string `json:"error,omitempty"`
 	Class string `json:"class,omitempty"`
-	WasOn bool   `json:"wasOn,omitempty"`
-	FD    bool   `json:"fd,omitempty"`
+	// WasOn and PolicyDrop are ensureForwarding's network.Forwarding.
+	WasOn      bool `json:"wasOn,omitempty"`
+	PolicyDrop bool `json:"policyDrop,omitempty"`
+	FD         bool `json:"fd,omitempty"`
 	// Routed and Reason are routeDNS's network.DNSRoute.
 	Routed bool   `json:"routed,omitempty"`
 	Reason string `json:"reason,omitempty"`

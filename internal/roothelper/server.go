@@ -175,7 +175,9 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 	case OpEnsureBridge:
 		err = s.ops.EnsureBridge(ctx, req.Bridge, req.Gateway)
 	case OpEnsureForwarding:
-		resp.WasOn, err = s.ops.EnsureForwarding(ctx)
+		var st network.Forwarding
+		st, err = s.ops.EnsureForwarding(ctx, req.Ours)
+		resp.WasOn, resp.PolicyDrop = st.WasOn, st.PolicyDrop
 	case OpEnsureFirewall:
 		err = s.ops.EnsureFirewall(ctx, req.Firewall.network())
 	case OpCreateTap:

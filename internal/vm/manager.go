@@ -36,6 +36,7 @@ import (
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 // Images is what the manager needs of the image store.
@@ -385,7 +386,7 @@ func (m *Manager) consoleTail(inst engine.Instance, dir string) string {
 	if len(lines) > 15 {
 		lines = lines[len(lines)-15:]
 	}
-	return "\nguest console (last lines):\n  " + strings.Join(lines, "\n  ")
+	return "\nguest console (last lines):\n  " + termtext.Escape(strings.Join(lines, "\n  "))
 }
 
 // SetWorkspace records the guest path of the repository shipped into a VM.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 // WriteFileAtomic writes via a temporary file, fsync and rename, so readers
@@ -58,7 +60,8 @@ func FileExists(p string) bool {
 	return err == nil
 }
 
-// QuoteTail returns "; <what>: <last lines of path after off>" or "".
+// QuoteTail returns "; <what>: <last lines of path after off>" or "", the
+// lines escaped for the terminal: the file can hold what a guest printed.
 func QuoteTail(what, path string, off int64) string {
 	const max = 2000
 	f, err := os.Open(path)
@@ -76,5 +79,5 @@ func QuoteTail(what, path string, off int64) string {
 	if s == "" {
 		return ""
 	}
-	return "; " + what + ":\n" + s
+	return "; " + what + ":\n" + termtext.Escape(s)
 }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/ext4"
+	"github.com/bangervm/banger/internal/untar"
 )
 
 const (
@@ -599,23 +600,9 @@ func (w fdWriter) Seek(off int64, whence int) (int64, error) {
 	return unix.Seek(int(w), off, whence)
 }
 
-// isSparse reports whether hdr may describe a sparse file (GNU old or PAX
-// sparse formats).
-func isSparse(hdr *tar.Header) bool {
-	if hdr.Typeflag == tar.TypeGNUSparse {
-		return true
-	}
-	for k := range hdr.PAXRecords {
-		if strings.HasPrefix(k, "GNU.sparse.") {
-			return true
-		}
-	}
-	return false
-}
-
 // copyContent writes the entry's content r to the new file fd.
 func (t *Tree) copyContent(hdr *tar.Header, fd int, r io.Reader) error {
-	if isSparse(hdr) {
+	if untar.Sparse(hdr) {
 		// io.Copy hands f to the tar reader's WriteTo, which seeks over
 		// the holes of sparse entries instead of writing zeros.
 		_, err := io.Copy(fdWriter(fd), r)

@@ -32,7 +32,10 @@ func Require(t testing.TB) {
 }
 
 // NewNS creates a network namespace named Prefix+random with lo up and
-// deletes it when the test ends.
+// IPv4 forwarding off, and deletes it when the test ends. A new namespace
+// copies net.ipv4.ip_forward from the host's (net.core.devconf_inherit_init_net
+// 0, the default), so without the reset a test's start would depend on the
+// machine it runs on.
 func NewNS(t testing.TB) string {
 	t.Helper()
 	b := make([]byte, 4)
@@ -48,7 +51,35 @@ func NewNS(t testing.TB) string {
 		}
 	})
 	MustIP(t, name, "link", "set", "lo", "up")
+	SetForwarding(t, name, false)
 	return name
+}
+
+// SetForwarding sets net.ipv4.ip_forward in namespace ns.
+func SetForwarding(t testing.TB, ns string, on bool) {
+	t.Helper()
+	v := "0\n"
+	if on {
+		v = "1\n"
+	}
+	Do(t, ns, func() {
+		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(v), 0o644); err != nil {
+			t.Fatalf("ip_forward in %s: %v", ns, err)
+		}
+	})
+}
+
+// Forwarding reports net.ipv4.ip_forward in namespace ns.
+func Forwarding(t testing.TB, ns string) bool {
+	t.Helper()
+	var b []byte
+	Do(t, ns, func() {
+		var err error
+		if b, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err != nil {
+			t.Fatal(err)
+		}
+	})
+	return strings.TrimSpace(string(b)) == "1"
 }
 
 // Do runs fn on the calling goroutine with its OS thread switched into
