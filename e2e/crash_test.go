@@ -179,7 +179,8 @@ func nsRun(t *testing.T, pid int, argv ...string) string {
 // in a mount namespace of the test's own) that fills while the guest
 // writes. QEMU pauses the guest rather than failing its write; vm show and
 // vm list say paused and why; vm start resumes it once space is freed and
-// the write completes; on a paused VM kill, stop and delete work.
+// the write completes; on a paused VM kill, stop (synced once space is
+// freed, else killed) and delete work.
 func TestDiskFull(t *testing.T) {
 	shared := sharedVMEnv(t)
 	requireRootE2E(t)
@@ -263,10 +264,21 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("after kill: %+v, %d QEMU processes", v, e.qemuProcesses())
 	}
 
-	// Round 3: stop on a paused VM, then delete with the disk still full.
+	// Round 3: space is freed, then vm stop resumes the guest and stops it
+	// with its data synced.
 	resize(256 << 20)
 	e.ok("vm", "start", "full")
 	done = fill(3)
+	resize(256 << 20)
+	if out := e.ok("vm", "stop", "full"); !strings.Contains(out, "synced") {
+		t.Errorf("stop of a paused VM after space was freed: %q, want a synced stop", out)
+	}
+	<-done
+
+	// Round 4: stop on a paused VM whose disk is still full kills it;
+	// delete works with the disk still full.
+	e.ok("vm", "start", "full")
+	done = fill(4)
 	if out := e.ok("vm", "stop", "full"); !strings.Contains(out, "paused") {
 		t.Errorf("stop of a paused VM: %q, want it to say the guest was paused", out)
 	}

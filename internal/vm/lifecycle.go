@@ -444,9 +444,9 @@ func (m *Manager) adopt(ctx context.Context, v *store.VM, h *handle, inst engine
 // Stop stops a VM with its data flushed: the agent syncs and unmounts and
 // confirms, the guest powers off; only if that fails does the engine stop
 // it (ACPI/QMP), and only as a last resort is it killed. A VM its engine
-// paused cannot flush and is killed at once. The result says which path
-// was taken. An engine process found running is stopped whatever the
-// record says.
+// paused is resumed first; if it pauses again (the disk is still full) it
+// cannot flush and is killed. The result says which path was taken. An
+// engine process found running is stopped whatever the record says.
 func (m *Manager) Stop(ctx context.Context, ref string) (api.StopResult, error) {
 	v, h, unlock, err := m.lockVM(ctx, ref)
 	if err != nil {
@@ -483,8 +483,8 @@ func (m *Manager) stop(ctx context.Context, v *store.VM, h *handle) (string, err
 }
 
 func (m *Manager) stopInstance(ctx context.Context, v *store.VM, h *handle, inst engine.Instance) string {
-	if why := m.pauseReason(ctx, inst); why != "" {
-		// A paused guest cannot sync or hear the power button.
+	if why := m.pauseReason(ctx, inst); why != "" && !m.resumeForStop(ctx, *v, inst) {
+		// A paused guest can neither sync nor hear the power button.
 		m.log.Warn("killing paused vm", "vm", v.ID, "reason", why)
 		m.endInstance(ctx, h, inst)
 		return "killed-paused"
@@ -512,6 +512,26 @@ func (m *Manager) stopInstance(ctx context.Context, v *store.VM, h *handle, inst
 	m.log.Warn("engine shutdown", "vm", v.ID, "err", err)
 	m.endInstance(ctx, h, inst)
 	return "killed"
+}
+
+// pauseGrace is how long a paused VM resumed for a stop must keep running
+// to be stopped gracefully: a write that still fails pauses it again at
+// once.
+const pauseGrace = time.Second
+
+// resumeForStop resumes a paused VM so that it can sync and power off,
+// and reports whether it stayed running (space was freed meanwhile).
+func (m *Manager) resumeForStop(ctx context.Context, v store.VM, inst engine.Instance) bool {
+	if err := m.resume(ctx, v, inst); err != nil {
+		m.log.Warn("resume for stop", "vm", v.ID, "err", err)
+		return false
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(pauseGrace):
+	}
+	return m.pauseReason(ctx, inst) == ""
 }
 
 // Kill stops a VM at once, without flushing the guest's data; an engine
