@@ -16,8 +16,8 @@ build:
 
 # The whole suite: unit tests, integration tests on real parts (registry,
 # SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
-# fuzz runs of the layer flattener, the extractor of guests' archives and
-# the escaping of guest text.
+# fuzz runs of the layer flattener, the extractor of guests' archives, the
+# escaping of guest text and the check of patches exported from guests.
 # Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
@@ -27,6 +27,7 @@ test: build
 	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=20s ./internal/image/flatten
 	$(GO) test -run=NONE -fuzz=FuzzStrict -fuzztime=15s ./internal/untar
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10s ./internal/termtext
+	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=10s ./internal/workspace
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

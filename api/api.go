@@ -173,17 +173,6 @@ type Error struct {
 	Class   string `json:"class,omitempty"`
 }
 
-var classNames = map[error]string{
-	errdefs.ErrNotFound:           "not_found",
-	errdefs.ErrAlreadyExists:      "already_exists",
-	errdefs.ErrInvalidArgument:    "invalid_argument",
-	errdefs.ErrFailedPrecondition: "failed_precondition",
-	errdefs.ErrUnavailable:        "unavailable",
-	errdefs.ErrPermissionDenied:   "permission_denied",
-	errdefs.ErrCanceled:           "canceled",
-	errdefs.ErrVersionMismatch:    "version_mismatch",
-}
-
 var classStatus = map[error]int{
 	errdefs.ErrNotFound:           http.StatusNotFound,
 	errdefs.ErrAlreadyExists:      http.StatusConflict,
@@ -197,7 +186,7 @@ var classStatus = map[error]int{
 
 // ErrorFrom turns err into its wire form.
 func ErrorFrom(err error) *Error {
-	return &Error{Message: err.Error(), Class: classNames[errdefs.Class(err)]}
+	return &Error{Message: err.Error(), Class: errdefs.Code(err)}
 }
 
 // Status returns the HTTP status for err's class, 500 when it has none.
@@ -211,10 +200,5 @@ func Status(err error) int {
 // Err rebuilds an error from its wire form, keeping its class so that the
 // errdefs.Is helpers work on the client side.
 func (e *Error) Err() error {
-	for class, name := range classNames {
-		if name == e.Class {
-			return errdefs.WithClass(e.Message, class)
-		}
-	}
-	return errdefs.WithClass(e.Message, nil)
+	return errdefs.FromCode(e.Class, e.Message)
 }

@@ -22,6 +22,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // Client talks to one daemon over its unix socket.
@@ -30,12 +31,15 @@ type Client struct {
 	http   *http.Client
 }
 
-// New returns a client for the daemon listening on socket.
+// New returns a client for the daemon listening on socket. Before sending
+// anything on a connection it checks that the socket and the process
+// answering on it belong to this user or root, so a socket another user
+// planted is refused (errdefs.ErrPermissionDenied) instead of being told
+// what the caller asked for.
 func New(socket string) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
+			return safesocket.Dial(ctx, socket)
 		},
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
@@ -74,6 +78,10 @@ func (c *Client) do(ctx context.Context, method, path string, body any) (*http.R
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %w", errdefs.ErrCanceled, ctx.Err())
+		}
+		// A refused socket or peer (safesocket.Dial) says all there is.
+		if ue := (*url.Error)(nil); errors.As(err, &ue) && errdefs.Class(ue.Err) != nil {
+			return nil, ue.Err
 		}
 		return nil, fmt.Errorf("bangerd at %s: %w", c.socket, err)
 	}

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 func vmPath(ref string, action ...string) string {
@@ -119,8 +119,7 @@ type ExecIO struct {
 
 // Exec runs a process in a VM and returns how it ended.
 func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest, stdio ExecIO) (api.ExitStatus, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", c.socket)
+	conn, err := safesocket.Dial(ctx, c.socket)
 	if err != nil {
 		return api.ExitStatus{}, fmt.Errorf("bangerd at %s: %w", c.socket, err)
 	}

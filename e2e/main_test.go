@@ -21,6 +21,9 @@ import (
 var binDir string
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(envFakeDaemon); dir != "" {
+		os.Exit(fakeDaemon(dir)) // a child of TestPlantedRuntimeDirCLI
+	}
 	// Daemons the tests start outside a namespace of their own must never
 	// set up banger's bridge and NAT on the host; the network tests turn
 	// it on inside their namespaces.

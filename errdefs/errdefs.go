@@ -68,10 +68,53 @@ func WithClass(msg string, class error) error {
 	return &classError{msg: msg, class: class}
 }
 
+// codes names each class on the wire. The order is Classes' order.
+var codes = []struct {
+	class error
+	code  string
+}{
+	{ErrNotFound, "not_found"},
+	{ErrAlreadyExists, "already_exists"},
+	{ErrInvalidArgument, "invalid_argument"},
+	{ErrFailedPrecondition, "failed_precondition"},
+	{ErrUnavailable, "unavailable"},
+	{ErrPermissionDenied, "permission_denied"},
+	{ErrCanceled, "canceled"},
+	{ErrVersionMismatch, "version_mismatch"},
+}
+
 // Classes lists every class, for mapping tables that must cover them all.
 func Classes() []error {
-	return []error{ErrNotFound, ErrAlreadyExists, ErrInvalidArgument, ErrFailedPrecondition,
-		ErrUnavailable, ErrPermissionDenied, ErrCanceled, ErrVersionMismatch}
+	out := make([]error, len(codes))
+	for i, c := range codes {
+		out[i] = c.class
+	}
+	return out
+}
+
+// Code returns the wire name of err's class ("not_found"), or "" when err
+// has none. Every protocol banger speaks (the API, the root helper's, the
+// guest agent's) carries classes as these codes.
+func Code(err error) string {
+	for _, c := range codes {
+		if errors.Is(err, c.class) {
+			return c.code
+		}
+	}
+	return ""
+}
+
+// FromCode rebuilds an error received as text msg and class code, so that
+// the Is helpers work on it. An empty or unknown code gives a plain error.
+// A class's text ("not found") is accepted as its code too: root helpers
+// and guest agents built before the codes were shared send that.
+func FromCode(code, msg string) error {
+	for _, c := range codes {
+		if code != "" && (code == c.code || code == c.class.Error()) {
+			return WithClass(msg, c.class)
+		}
+	}
+	return WithClass(msg, nil)
 }
 
 // Class returns the first class err matches, or nil.

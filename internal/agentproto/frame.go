@@ -77,21 +77,10 @@ type wireError struct {
 }
 
 func toWire(err error) wireError {
-	we := wireError{Message: err.Error()}
-	if c := errdefs.Class(err); c != nil {
-		we.Class = c.Error()
-	}
-	return we
+	return wireError{Message: err.Error(), Class: errdefs.Code(err)}
 }
 
-func (we wireError) err() error {
-	for _, c := range errdefs.Classes() {
-		if c.Error() == we.Class {
-			return errdefs.WithClass(we.Message, c)
-		}
-	}
-	return errors.New(we.Message)
-}
+func (we wireError) err() error { return errdefs.FromCode(we.Class, we.Message) }
 
 // frameWriter serialises frames from several goroutines onto one stream.
 type frameWriter struct {

@@ -7,7 +7,6 @@ package apiserver
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,10 +14,9 @@ import (
 	"os"
 	"sync"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // Images is what the API needs of the image store.
@@ -270,33 +268,16 @@ func (s *server) pullKernel(w http.ResponseWriter, r *http.Request) {
 // 0600 mode already keeps others out; this holds even if the mode is
 // loosened by mistake.
 func PeerCheck(log *slog.Logger) func(ctx context.Context, c net.Conn) context.Context {
-	self := uint32(os.Getuid())
+	self := os.Getuid()
 	return func(ctx context.Context, c net.Conn) context.Context {
-		uc, ok := c.(*net.UnixConn)
-		if !ok {
+		if _, ok := c.(*net.UnixConn); !ok {
 			return ctx
 		}
-		uid, err := peerUID(uc)
-		if err != nil || (uid != 0 && uid != self) {
-			log.Warn("refused connection", "uid", uid, "err", err)
+		cred, err := safesocket.PeerCred(c)
+		if err != nil || !safesocket.Allowed(cred.Uid, self) {
+			log.Warn("refused connection", "uid", cred.Uid, "pid", cred.Pid, "err", err)
 			c.Close()
 		}
 		return ctx
 	}
-}
-
-func peerUID(c *net.UnixConn) (uint32, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return 0, err
-	}
-	var cred *unix.Ucred
-	var serr error
-	err = raw.Control(func(fd uintptr) {
-		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if err = errors.Join(err, serr); err != nil {
-		return 0, fmt.Errorf("SO_PEERCRED: %w", err)
-	}
-	return cred.Uid, nil
 }

@@ -85,10 +85,10 @@ func startDaemon(layout paths.Layout) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(layout.State, 0o700); err != nil {
+	if err := layout.Ensure(); err != nil {
 		return err
 	}
-	logf, err := os.OpenFile(layout.DaemonLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	logf, err := paths.OpenFile(layout.DaemonLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return fmt.Errorf("open daemon log: %w", err)
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/paths"
 )
 
 func newDaemonCmd(f *Factory) *cobra.Command {
@@ -48,7 +50,12 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Signal by pidfile rather than through the API, so that a
 			// daemon speaking another API version can be stopped too.
-			b, err := os.ReadFile(f.Layout.PIDFile())
+			// The pid names the process to signal: read it only from
+			// this user's own runtime directory, not through a symlink.
+			if err := f.Layout.Check(); err != nil {
+				return err
+			}
+			b, err := readFile(f.Layout.PIDFile())
 			if err != nil {
 				fmt.Fprintln(f.IO.Out, "bangerd is not running")
 				return nil
@@ -73,4 +80,13 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 	}
 	cmd.AddCommand(status, stop)
 	return cmd
+}
+
+func readFile(path string) ([]byte, error) {
+	fh, err := paths.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	return io.ReadAll(io.LimitReader(fh, 64))
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/atomicfile"
+	"github.com/bangervm/banger/internal/termtext"
 	"github.com/bangervm/banger/internal/workspace"
 )
 
@@ -78,7 +80,7 @@ func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m works
 	go func() { pw.CloseWithError(workspace.Pack(ctx, m, cw)) }()
 	var stderr bytes.Buffer
 	st, err := c.Exec(ctx, ref, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestPrepareScript(guest, branch)}, Dir: "/"},
-		client.ExecIO{Stdin: pr, Stdout: io.Discard, Stderr: &stderr})
+		client.ExecIO{Stdin: pr, Stdout: io.Discard, Stderr: &capWriter{w: &stderr, max: maxGuestStderr}})
 	pr.Close()
 	if err != nil {
 		return fmt.Errorf("ship %s: %w", m.Repo.Root, err)
@@ -88,7 +90,8 @@ func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m works
 		if v, err := c.VM(ctx, ref); err == nil {
 			image = "image " + v.Image
 		}
-		return fmt.Errorf("ship %s into vm %s failed (guest exit %d): %s; %s needs git, sh and tar in the guest: use an image that has them, such as debian-bookworm", m.Repo.Root, ref, st.Code, bytes.TrimSpace(stderr.Bytes()), image)
+		return fmt.Errorf("ship %s into vm %s failed (guest exit %d): %s; %s needs git, sh and tar in the guest: use an image that has them, such as debian-bookworm",
+			m.Repo.Root, ref, st.Code, termtext.Escape(string(bytes.TrimSpace(stderr.Bytes()))), image)
 	}
 	if _, err := c.SetVMWorkspace(ctx, ref, guest); err != nil {
 		return err
@@ -128,48 +131,30 @@ func newVMWorkspaceCmd(f *Factory) *cobra.Command {
 	prepare.Flags().StringVar(&o.GuestPath, "guest-path", workspace.DefaultGuestPath, "where the checkout goes in the guest")
 	prepare.Flags().BoolVar(&dryRun, "dry-run", false, "list what would be shipped, ship nothing")
 
-	var base, output string
+	var eo exportOptions
 	export := &cobra.Command{
 		Use:   "export VM",
-		Short: "Print a binary patch of everything changed in the guest since the shipped HEAD (committed or not)",
+		Short: "Print a binary patch of everything changed in the guest since it was shipped (committed or not)",
+		Long: `Print a binary patch of everything changed in the guest's workspace since it
+was shipped, committed or not, untracked files included: ` + "`git apply`" + ` on the
+checkout it was shipped from, still holding the uncommitted changes that were
+shipped, reproduces the guest's tree. --base-commit gives the full diff from a
+commit instead, for a clean checkout of it.
+
+The patch comes from the guest: it is checked (at most 1 GiB, git diff syntax
+only, every path inside the repository and outside .git) before anything is
+printed or written.`,
 		Example: `  banger vm workspace export box | git apply
-  banger vm workspace export box --output changes.patch`,
+  banger vm workspace export box --output changes.patch
+  banger vm workspace export box --base-commit HEAD~3 | git apply`,
 		Args: exactArgs(1, "one VM"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, v, err := vmWorkspace(cmd.Context(), f, args[0])
-			if err != nil {
-				return err
-			}
-			out := f.IO.Out
-			var file *os.File
-			if output != "" {
-				tmp := output + ".tmp"
-				if file, err = os.Create(tmp); err != nil {
-					return err
-				}
-				defer os.Remove(tmp)
-				out = file
-			}
-			var stderr bytes.Buffer
-			st, err := c.Exec(cmd.Context(), v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestExportScript(v.Workspace, base)}, Dir: "/"},
-				client.ExecIO{Stdout: out, Stderr: &stderr})
-			if err != nil {
-				return err
-			}
-			if st.Code != 0 || st.Signal != 0 {
-				return fmt.Errorf("export from vm %s failed (guest exit %d): %s", v.Name, st.Code, bytes.TrimSpace(stderr.Bytes()))
-			}
-			if file != nil {
-				if err := file.Close(); err != nil {
-					return err
-				}
-				return os.Rename(output+".tmp", output)
-			}
-			return nil
+			eo.VM = args[0]
+			return runWorkspaceExport(cmd.Context(), f, eo)
 		},
 	}
-	export.Flags().StringVar(&base, "base-commit", "", "diff against this guest commit (default: the HEAD that was shipped)")
-	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to this file instead of stdout")
+	export.Flags().StringVar(&eo.BaseCommit, "base-commit", "", "diff against this guest commit (default: the tree as shipped, HEAD with your uncommitted changes)")
+	export.Flags().StringVarP(&eo.Output, "output", "o", "", "write the patch to this file (replaced in one step, never written through a symlink) instead of stdout")
 
 	status := &cobra.Command{
 		Use:   "status VM",
@@ -185,6 +170,114 @@ func newVMWorkspaceCmd(f *Factory) *cobra.Command {
 	}
 	cmd.AddCommand(prepare, export, status)
 	return cmd
+}
+
+// exportOptions are vm workspace export's arguments.
+type exportOptions struct {
+	VM         string
+	BaseCommit string // "" for the tree as shipped
+	Output     string // "" for standard output
+}
+
+// maxGuestStderr bounds what of a guest script's standard error is kept
+// for an error message.
+const maxGuestStderr = 8 << 10
+
+func runWorkspaceExport(ctx context.Context, f *Factory, o exportOptions) error {
+	c, v, err := vmWorkspace(ctx, f, o.VM)
+	if err != nil {
+		return err
+	}
+	return exportPatch(ctx, c, v, o, f.IO.Out)
+}
+
+// exportPatch fetches the patch of v's workspace from the guest into a
+// file (the replacement for --output, or a temporary one), at most
+// workspace.MaxPatchSize bytes, checks it with workspace.CheckPatch, and
+// only then commits the --output file or copies the patch to stdout:
+// nothing the check refuses reaches the user's files or a pipe into git
+// apply.
+func exportPatch(ctx context.Context, c *client.Client, v api.VM, o exportOptions, stdout io.Writer) error {
+	var patch *os.File
+	var publish func() error
+	if o.Output != "" {
+		af, err := atomicfile.Create(o.Output, 0o666)
+		if err != nil {
+			return err
+		}
+		defer af.Close()
+		patch, publish = af.File, af.Commit
+	} else {
+		tmp, err := os.CreateTemp("", "banger-export-*.patch")
+		if err != nil {
+			return fmt.Errorf("export from vm %s: %w", v.Name, err)
+		}
+		defer os.Remove(tmp.Name())
+		defer tmp.Close()
+		patch = tmp
+		publish = func() error {
+			_, err := io.Copy(stdout, tmp)
+			return err
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	out := &capWriter{w: patch, max: workspace.MaxPatchSize, over: cancel}
+	var stderr bytes.Buffer
+	st, err := c.Exec(ctx, v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestExportScript(v.Workspace, o.BaseCommit)}, Dir: "/"},
+		client.ExecIO{Stdout: out, Stderr: &capWriter{w: &stderr, max: maxGuestStderr}})
+	if out.exceeded {
+		return fmt.Errorf("export from vm %s: %w; commit in the guest and fetch with git instead", v.Name, workspace.ErrPatchTooLarge)
+	}
+	if err != nil {
+		return err
+	}
+	if out.err != nil {
+		return fmt.Errorf("export from vm %s: %w", v.Name, out.err)
+	}
+	if st.Code != 0 || st.Signal != 0 {
+		return fmt.Errorf("export from vm %s failed (guest exit %d): %s", v.Name, st.Code, termtext.Escape(string(bytes.TrimSpace(stderr.Bytes()))))
+	}
+	if _, err := patch.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("export from vm %s: %w", v.Name, err)
+	}
+	if err := workspace.CheckPatch(patch); err != nil {
+		return fmt.Errorf("export from vm %s: refusing the guest's patch: %w", v.Name, err)
+	}
+	if _, err := patch.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("export from vm %s: %w", v.Name, err)
+	}
+	return publish()
+}
+
+// capWriter passes at most max bytes on to w; at the first byte over, it
+// sets exceeded and calls over (if set) once, and drops the rest. Write
+// never fails, so that a stream into it keeps draining; the first error
+// of w is kept in err.
+type capWriter struct {
+	w        io.Writer
+	n, max   int64
+	over     func()
+	exceeded bool
+	err      error
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	room := c.max - c.n
+	if int64(len(p)) > room {
+		if !c.exceeded && c.over != nil {
+			c.over()
+		}
+		c.exceeded = true
+		p = p[:max(room, 0)]
+	}
+	c.n += int64(len(p))
+	if c.err == nil && len(p) > 0 {
+		_, c.err = c.w.Write(p)
+	}
+	return n, nil
 }
 
 // shipProgress reports how much of the workspace stream has been sent, at

@@ -28,6 +28,7 @@ import (
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/safesocket"
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
@@ -61,6 +62,13 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	defer lock.Close()
+	// Written as soon as the lock is held, so that banger daemon stop
+	// finds a daemon that is still starting.
+	pid := os.Getpid()
+	if err := writePIDFile(l.PIDFile(), pid); err != nil {
+		return err
+	}
+	defer os.Remove(l.PIDFile())
 	log := c.Log
 	if err := clearDir(l.Tmp()); err != nil {
 		return err
@@ -131,17 +139,11 @@ func Run(ctx context.Context, c Config) error {
 		}
 	}
 
-	ln, err := listen(l.Socket())
+	ln, err := safesocket.Listen(l.Socket(), 0o600)
 	if err != nil {
 		return err
 	}
-	pid := os.Getpid()
-	if err := os.WriteFile(l.PIDFile(), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
-		ln.Close()
-		return fmt.Errorf("write pidfile: %w", err)
-	}
-	defer os.Remove(l.PIDFile())
-	defer os.Remove(l.Socket())
+	defer ln.Close()
 
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
@@ -183,28 +185,23 @@ func Run(ctx context.Context, c Config) error {
 	return nil
 }
 
-// listen creates the API socket: umask first so the socket is never, even
-// briefly, accessible to others; a stale socket from a crashed daemon is
-// removed (the lock proves nobody serves it).
-func listen(path string) (net.Listener, error) {
-	old := unix.Umask(0o077)
-	defer unix.Umask(old)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale socket: %w", err)
-	}
-	ln, err := net.Listen("unix", path)
+func writePIDFile(path string, pid int) error {
+	f, err := paths.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		return fmt.Errorf("pidfile: %w", err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, err
+	_, err = f.WriteString(strconv.Itoa(pid) + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return ln, nil
+	if err != nil {
+		return fmt.Errorf("write pidfile %s: %w", path, err)
+	}
+	return nil
 }
 
 func takeLock(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := paths.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)
 	}

@@ -53,11 +53,11 @@ func Main(args []string) int {
 		if path == "" {
 			path = layout.DaemonLog()
 		}
-		if err := os.MkdirAll(layout.State, 0o700); err != nil {
+		if err := layout.Ensure(); err != nil {
 			fmt.Fprintln(os.Stderr, "bangerd:", err)
 			return 1
 		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+		f, err := paths.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bangerd:", err)
 			return 1

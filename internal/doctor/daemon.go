@@ -65,8 +65,9 @@ func checkSocket(_ context.Context, f *facts) Result {
 		}
 		owner := int(st.Sys().(*syscall.Stat_t).Uid)
 		if owner != f.UID {
-			problems = append(problems, fmt.Sprintf("%s is owned by uid %d, not you (uid %d)", p.path, owner, f.UID))
-			fixes = append(fixes, fmt.Sprintf("sudo chown %d %s", f.UID, p.path))
+			// Not chown: what another user planted inside would stay.
+			problems = append(problems, fmt.Sprintf("%s is owned by uid %d, not you (uid %d): another user may have planted it", p.path, owner, f.UID))
+			fixes = append(fixes, fmt.Sprintf("check it, then sudo rm -rf %s", p.path))
 			continue
 		}
 		if mode := st.Mode().Perm(); mode&0o077 != 0 {

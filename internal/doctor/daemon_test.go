@@ -46,7 +46,7 @@ func TestSocket(t *testing.T) {
 		env, _ := testEnv(t)
 		env.UID = os.Getuid() + 1000
 		r := one(t, env, "socket")
-		expect(t, r, Fail, fmt.Sprintf("owned by uid %d, not you (uid %d)", os.Getuid(), env.UID), fmt.Sprintf("sudo chown %d ", env.UID))
+		expect(t, r, Fail, fmt.Sprintf("owned by uid %d, not you (uid %d)", os.Getuid(), env.UID), "sudo rm -rf "+env.Layout.Runtime)
 		if r.autofix != nil {
 			t.Error("doctor offers to fix files it does not own")
 		}

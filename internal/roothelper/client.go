@@ -3,13 +3,13 @@ package roothelper
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"time"
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // Client performs network.Ops through the root helper listening on a unix
@@ -46,15 +46,16 @@ func (c *Client) Path() string {
 // it, if any.
 func (c *Client) call(ctx context.Context, req *request) (response, *os.File, error) {
 	path := c.Path()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", path)
+	uc, err := safesocket.DialRoot(ctx, path)
 	if err != nil {
+		if errdefs.Class(err) != nil {
+			return response{}, nil, fmt.Errorf("root helper %s: %w", req.Op, err)
+		}
 		if ctx.Err() != nil {
 			return response{}, nil, fmt.Errorf("root helper %s: %w: %w", req.Op, ctx.Err(), errdefs.ErrCanceled)
 		}
 		return response{}, nil, fmt.Errorf("root helper %s: %w: %w", req.Op, err, errdefs.ErrUnavailable)
 	}
-	uc := conn.(*net.UnixConn)
 	defer uc.Close()
 	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Now()) })
 	defer stop()
@@ -77,7 +78,7 @@ func (c *Client) call(ctx context.Context, req *request) (response, *os.File, er
 		for _, f := range files {
 			f.Close()
 		}
-		return resp, nil, classError("root helper: "+resp.Error, resp.Class)
+		return resp, nil, errdefs.FromCode(resp.Class, "root helper: "+resp.Error)
 	}
 	if len(files) > 1 || resp.FD != (len(files) == 1) {
 		for _, f := range files {

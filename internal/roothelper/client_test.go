@@ -164,7 +164,7 @@ func TestMalformedRequest(t *testing.T) {
 	if _, err := readMsg(conn, &resp); err != nil {
 		t.Fatal(err)
 	}
-	if !errdefs.IsInvalidArgument(classError(resp.Error, resp.Class)) {
+	if !errdefs.IsInvalidArgument(errdefs.FromCode(resp.Class, resp.Error)) {
 		t.Fatalf("reply %+v", resp)
 	}
 	if _, err := readMsg(conn, &resp); !errors.Is(err, io.EOF) {

@@ -2,7 +2,6 @@ package roothelper
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,10 +12,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
-	"time"
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
@@ -96,41 +95,22 @@ func run(args []string, stderr io.Writer) int {
 	return 0
 }
 
-// Listen creates the helper's socket at path: its directory (0755, so
-// that only root can replace the socket), a stale socket removed, and the
-// socket itself owned by owner with mode 0600. Only root and owner can
-// connect at all; Serve's SO_PEERCRED check is the second guard, and the
-// one that counts in the moment between bind and chmod, when the socket's
-// mode comes from the umask. It refuses if another helper answers on path
-// (errdefs.ErrAlreadyExists) or if path is something other than a socket.
-// Closing the listener removes the socket.
+// Listen creates the helper's socket at path: its directory (0755 and
+// root's, so that only root can replace the socket; checked as
+// safesocket.EnsureDir does), a stale socket removed, and the socket
+// itself owned by owner with mode 0600. Only root and owner can connect at
+// all; Serve's SO_PEERCRED check is the second guard. It refuses if
+// another helper answers on path (errdefs.ErrAlreadyExists) or if path is
+// something other than a socket. Closing the listener removes the socket.
 func Listen(path string, owner int) (*net.UnixListener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := safesocket.EnsureDir(filepath.Dir(path), os.Geteuid(), 0o755); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Lstat(path); err == nil {
-		if fi.Mode().Type() != os.ModeSocket {
-			return nil, fmt.Errorf("socket %s: exists and is not a socket: %w", path, errdefs.ErrFailedPrecondition)
-		}
-		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("socket %s: another root helper is serving: %w", path, errdefs.ErrAlreadyExists)
-		}
-		if err := os.Remove(path); err != nil {
-			return nil, fmt.Errorf("remove stale socket: %w", err)
-		}
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
-	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	ln, err := safesocket.Listen(path, 0o600)
 	if err != nil {
 		return nil, err
 	}
 	if err := os.Chown(path, owner, -1); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -70,33 +69,6 @@ func helperClient(sock string) int {
 	return 0
 }
 
-// copyTestBinary copies the test binary into dir, which other users can
-// read, so that a child running as nobody can execute it.
-func copyTestBinary(t *testing.T, dir string) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	src, err := os.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	bin := filepath.Join(dir, "roothelper.test")
-	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		t.Fatal(err)
-	}
-	if err := dst.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
-
 // TestPeerCredentials runs the server as root in this process and calls
 // it from a child running as nobody.
 func TestPeerCredentials(t *testing.T) {
@@ -107,10 +79,12 @@ func TestPeerCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o777); err != nil {
+	// Searchable by nobody, writable only by root: safesocket.Listen
+	// refuses a socket directory others could write to.
+	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	bin := copyTestBinary(t, dir)
+	bin := testutil.SharedTestBinary(t)
 
 	for _, tc := range []struct {
 		name  string
@@ -124,10 +98,7 @@ func TestPeerCredentials(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sdir := filepath.Join(dir, fmt.Sprint(tc.owner))
-			if err := os.Mkdir(sdir, 0o777); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Chmod(sdir, 0o777); err != nil {
+			if err := os.Mkdir(sdir, 0o755); err != nil {
 				t.Fatal(err)
 			}
 			ops := &fakeOps{}

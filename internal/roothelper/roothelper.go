@@ -214,24 +214,6 @@ func ParseAllowedSubnet(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// classError rebuilds an error from a reply, keeping its class.
-func classError(msg, class string) error {
-	var c error
-	for _, k := range errdefs.Classes() {
-		if k.Error() == class {
-			c = k
-		}
-	}
-	return errdefs.WithClass(msg, c)
-}
-
-func className(err error) string {
-	if c := errdefs.Class(err); c != nil {
-		return c.Error()
-	}
-	return ""
-}
-
 // writeMsg sends v as one frame, with f's descriptor attached if f is not
 // nil.
 func writeMsg(c *net.UnixConn, v any, f *os.File) error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // opTimeout bounds one operation; they run a few ip/iptables commands.
@@ -90,36 +91,21 @@ func Serve(ctx context.Context, ln *net.UnixListener, cfg ServerConfig) error {
 	}
 }
 
-func peerCred(c *net.UnixConn) (*unix.Ucred, error) {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return nil, err
-	}
-	return cred, cerr
-}
-
 func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	cred, err := peerCred(conn)
+	cred, err := safesocket.PeerCred(conn)
 	if err != nil {
 		s.log.Warn("peer credentials", "err", err)
 		return
 	}
 	uid := int(cred.Uid)
 	log := s.log.With("uid", uid, "pid", cred.Pid)
-	if uid != 0 && uid != s.owner {
+	if !safesocket.Allowed(cred.Uid, s.owner) {
 		log.Warn("refused peer")
 		err := fmt.Errorf("root helper: uid %d may not call: %w", uid, errdefs.ErrPermissionDenied)
-		writeMsg(conn, response{Error: err.Error(), Class: className(err)}, nil)
+		writeMsg(conn, errResponse(err), nil)
 		return
 	}
 	for {
@@ -132,13 +118,13 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Warn("read request", "err", err)
 				err = fmt.Errorf("root helper: %w: %w", err, errdefs.ErrInvalidArgument)
-				writeMsg(conn, response{Error: err.Error(), Class: className(err)}, nil)
+				writeMsg(conn, errResponse(err), nil)
 			}
 			return
 		}
 		if len(files) > 0 {
 			err := fmt.Errorf("refused %s: descriptors sent with request: %w", req.Op, errdefs.ErrInvalidArgument)
-			writeMsg(conn, response{Error: err.Error(), Class: className(err)}, nil)
+			writeMsg(conn, errResponse(err), nil)
 			return
 		}
 		resp, f := s.handle(ctx, log, uid, &req)
@@ -158,7 +144,7 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request) (response, *os.File) {
 	if err := validate(req, peerUID, s.allowed); err != nil {
 		log.Warn("refused request", "op", req.Op, "err", err)
-		return response{Error: err.Error(), Class: className(err)}, nil
+		return errResponse(err), nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -203,7 +189,7 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 			f.Close()
 		}
 		log.Warn("operation", "op", req.Op, "tap", req.Tap, "err", err)
-		return response{Error: err.Error(), Class: className(err)}, nil
+		return errResponse(err), nil
 	}
 	if req.Op == OpRouteDNS {
 		log = log.With("server", req.Server.String(), "routed", resp.Routed, "reason", resp.Reason)
@@ -211,4 +197,9 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 	log.Info("operation", "op", req.Op, "tap", req.Tap, "bridge", req.Bridge)
 	resp.FD = f != nil
 	return resp, f
+}
+
+// errResponse is the reply carrying err, its class kept.
+func errResponse(err error) response {
+	return response{Error: err.Error(), Class: errdefs.Code(err)}
 }

@@ -93,7 +93,7 @@ func TestRefusedBeforeAnyOp(t *testing.T) {
 			if calls := ops.Calls(); len(calls) > 0 {
 				t.Fatalf("ops ran: %v", calls)
 			}
-			err := classError(resp.Error, resp.Class)
+			err := errdefs.FromCode(resp.Class, resp.Error)
 			if resp.Error == "" || !errors.Is(err, tc.class) {
 				t.Fatalf("reply %+v: want class %v", resp, tc.class)
 			}
@@ -178,7 +178,7 @@ func TestAllowSubnet(t *testing.T) {
 		if tc.ok && resp.Error != "" {
 			t.Errorf("%s: %s", tc.req.Op, resp.Error)
 		}
-		if !tc.ok && (resp.Error == "" || !errors.Is(classError(resp.Error, resp.Class), errdefs.ErrPermissionDenied)) {
+		if !tc.ok && (resp.Error == "" || !errors.Is(errdefs.FromCode(resp.Class, resp.Error), errdefs.ErrPermissionDenied)) {
 			t.Errorf("%s: reply %+v, want permission denied", tc.req.Op, resp)
 		}
 	}

@@ -16,12 +16,14 @@ const DefaultGuestPath = "/root/repo"
 // the export script.
 const (
 	// BaseFile holds the commit the guest checkout started from: the
-	// host's HEAD. Export diffs against it unless told otherwise.
+	// host's HEAD. `--base-commit $(cat .git/banger-base)` exports the
+	// full diff from it.
 	BaseFile = "banger-base"
 	// ShippedRef is a guest-only commit on top of the base holding the
-	// tree as shipped (with the host's uncommitted changes). Exporting
-	// with --base-commit refs/banger/shipped gives only the guest's own
-	// changes, which apply to the host's still-dirty working tree.
+	// tree as shipped (with the host's uncommitted changes). Export diffs
+	// against it by default, so the patch holds only the guest's own
+	// changes and applies to the host's working tree, which still has the
+	// uncommitted changes that were shipped.
 	ShippedRef = "refs/banger/shipped"
 	// BaseRef keeps the base commit reachable whatever the guest does to
 	// its branches.
@@ -102,8 +104,10 @@ made=
 // prints to standard output a binary-safe patch (adds, deletes, renames,
 // mode changes, binary files, any file name) from baseCommit to the
 // working tree at guestPath: committed and uncommitted changes, untracked
-// files that are not ignored included. An empty baseCommit means the base
-// recorded by the prepare script. The patch is empty when nothing changed.
+// files that are not ignored included. An empty baseCommit means the tree
+// as shipped (ShippedRef), HEAD with the host's uncommitted changes: the
+// patch then applies to the host's unchanged checkout. The patch is empty
+// when nothing changed. It comes from the guest: check it with CheckPatch.
 //
 // The guest's index and object store are not written either: the script
 // stages into a temporary index whose blobs go to a temporary object
@@ -121,10 +125,12 @@ git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$dest is not a git c
 top=$(git rev-parse --show-toplevel)
 cd "$top"
 if [ -z "$base" ]; then
-	[ -f .git/` + BaseFile + ` ] || die "no recorded base in $top/.git/` + BaseFile + `; pass --base-commit"
-	base=$(cat .git/` + BaseFile + `)
+	base=` + ShippedRef + `
+	git rev-parse -q --verify "$base^{commit}" >/dev/null ||
+		die "$top has no ` + ShippedRef + ` (shipped by an older banger); pass --base-commit $(cat .git/` + BaseFile + ` 2>/dev/null || echo COMMIT) for the full diff from the shipped HEAD"
 fi
-base=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
+commit=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
+base=$commit
 objects=$(cd "$(git rev-parse --git-path objects)" && pwd)
 index=$(git rev-parse --git-path index)
 tmp=$(mktemp -d)

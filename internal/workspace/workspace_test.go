@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -20,7 +21,7 @@ import (
 // The guest scripts run on the host with sh in temporary directories: the
 // same git and sh a Debian guest has.
 
-func setupEnv(t *testing.T) {
+func setupEnv(t testing.TB) {
 	t.Helper()
 	home := t.TempDir()
 	t.Setenv("HOME", home)
@@ -50,7 +51,7 @@ func runSh(t *testing.T, script string, stdin []byte) ([]byte, error) {
 	return hostcmd.Run(context.Background(), hostcmd.Cmd{Name: "sh", Args: []string{"-c", script}, Stdin: bytes.NewReader(stdin)})
 }
 
-func write(t *testing.T, root, rel string, data []byte, mode os.FileMode) {
+func write(t testing.TB, root, rel string, data []byte, mode os.FileMode) {
 	t.Helper()
 	p := filepath.Join(root, rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -328,12 +329,11 @@ func TestRoundTrip(t *testing.T) {
 			if !bytes.Contains(patch, []byte("rename from")) || !bytes.Contains(patch, []byte("GIT binary patch")) {
 				t.Errorf("patch lacks a rename or a binary hunk:\n%s", patch)
 			}
-			if err := Apply(ctx, pristine, bytes.NewReader(patch)); err != nil {
-				t.Fatal(err)
+			if err := CheckPatch(bytes.NewReader(patch)); err != nil {
+				t.Errorf("CheckPatch refuses the export: %v", err)
 			}
 			wantGuest := tree(t, guest)
 			delete(wantGuest, ".env")
-			diffMaps(t, "host after apply", tree(t, pristine), wantGuest)
 
 			// The user's repository is as it was.
 			diffMaps(t, "host .git at end", snapshot(t, filepath.Join(host, ".git")), before)
@@ -343,13 +343,44 @@ func TestRoundTrip(t *testing.T) {
 			if got := run(t, host, "count-objects", "-v"); got != countBefore {
 				t.Errorf("object count changed:\n%s\n%s", got, countBefore)
 			}
+
+			// Applied to the user's checkout, which still has the
+			// uncommitted changes that were shipped, the patch gives the
+			// guest's tree; what was not shipped (ignored files, and
+			// untracked ones unless asked) stays as it was.
+			wantHost := maps.Clone(wantGuest)
+			hostTree := tree(t, host)
+			for _, p := range []string{".env", "build/out.o", "notes/todo ü.txt", "untracked.bin", "new näme.txt"} {
+				if _, shipped := want[p]; !shipped {
+					wantHost[p] = hostTree[p]
+				}
+			}
+			if err := Apply(ctx, host, bytes.NewReader(patch)); err != nil {
+				t.Fatal(err)
+			}
+			diffMaps(t, "host checkout after apply", tree(t, host), wantHost)
+
+			// The full diff from the shipped HEAD applies to a clean
+			// checkout of it.
+			full, err := runSh(t, GuestExportScript(guest, repo.Head), nil)
+			if err != nil {
+				t.Fatalf("export --base-commit: %v\n%s", err, full)
+			}
+			if err := CheckPatch(bytes.NewReader(full)); err != nil {
+				t.Errorf("CheckPatch refuses the full export: %v", err)
+			}
+			if err := Apply(ctx, pristine, bytes.NewReader(full)); err != nil {
+				t.Fatal(err)
+			}
+			diffMaps(t, "clean checkout after applying the full diff", tree(t, pristine), wantGuest)
 		})
 	}
 }
 
-func TestExportShippedBase(t *testing.T) {
-	// Against refs/banger/shipped the patch holds only the guest's own
-	// changes and applies to the host's still-dirty working tree.
+// TestExportOlderWorkspace: a workspace without ShippedRef (shipped by an
+// older banger) is refused with a message naming --base-commit, which
+// still works.
+func TestExportOlderWorkspace(t *testing.T) {
 	setupEnv(t)
 	ctx := context.Background()
 	host := makeHostRepo(t)
@@ -369,24 +400,13 @@ func TestExportShippedBase(t *testing.T) {
 	if out, err := runSh(t, GuestPrepareScript(guest, ""), stream.Bytes()); err != nil {
 		t.Fatalf("prepare: %v\n%s", err, out)
 	}
-	write(t, guest, "README.md", []byte("hello\nworld\nuncommitted\nguest\n"), 0o644)
-	patch, err := runSh(t, GuestExportScript(guest, ShippedRef), nil)
-	if err != nil {
-		t.Fatalf("export: %v\n%s", err, patch)
+	run(t, guest, "update-ref", "-d", ShippedRef)
+	if _, err := runSh(t, GuestExportScript(guest, ""), nil); err == nil || !strings.Contains(err.Error(), "--base-commit "+repo.Head) {
+		t.Errorf("export without %s: %v", ShippedRef, err)
 	}
-	if err := Apply(ctx, host, bytes.NewReader(patch)); err != nil {
-		t.Fatal(err)
-	}
-	if b, _ := os.ReadFile(filepath.Join(host, "README.md")); string(b) != "hello\nworld\nuncommitted\nguest\n" {
-		t.Errorf("README.md = %q", b)
-	}
-	// Nothing changed: an empty patch that applies as no change.
-	patch, err = runSh(t, GuestExportScript(guest, "HEAD"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(patch) == 0 {
-		t.Error("expected changes since HEAD")
+	patch, err := runSh(t, GuestExportScript(guest, "HEAD"), nil)
+	if err != nil || !bytes.Contains(patch, []byte("uncommitted")) {
+		t.Errorf("export --base-commit HEAD: %v\n%s", err, patch)
 	}
 }
 
