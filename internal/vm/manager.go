@@ -10,10 +10,10 @@
 // the next one to finish or undo it (see Reconcile). Each VM has a lock:
 // one lifecycle operation at a time per VM, any number across VMs.
 //
-// Files: manager.go (the Manager, queries), lifecycle.go (create, start,
-// stop, kill), teardown.go (stopped and deleted VMs, exits), reconcile.go
-// (after a restart), agentconn.go (the one agent session per VM),
-// initrd.go (boot initrd), network.go, ssh.go, ports.go, idle.go.
+// Files: manager.go (the Manager, queries), create.go, lifecycle.go
+// (start, stop, kill), teardown.go (stopped and deleted VMs, exits),
+// reconcile.go (after a restart), agentconn.go (the one agent session per
+// VM), initrd.go (boot initrd), network.go, ssh.go, ports.go, idle.go.
 package vm
 
 import (
