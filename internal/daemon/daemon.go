@@ -102,18 +102,21 @@ func Run(ctx context.Context, c Config) error {
 		netInfo.DNSRouteReason = "host networking is off"
 		log.Info("host networking is off: VMs get no NIC", "reason", netInfo.Reason)
 	}
+	autoStop := c.Settings.AutoStopAfter()
+	if autoStop > 0 {
+		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", autoStop)
+	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
-		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")},
+		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")}, AutoStop: autoStop,
 	})
 	if err != nil {
 		return err
 	}
-	if d := c.Settings.AutoStopAfter(); d > 0 {
-		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", d)
-		go vms.StopIdle(ctx, d)
-	}
+	// Deferred after the store's Close, so it runs first: the manager's
+	// goroutines write to the store.
+	defer vms.Close()
 	dnsSrv, err := dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
 	if err != nil {
 		log.Warn("no .vm DNS server", "err", err)
