@@ -213,6 +213,10 @@ func TestSystemInstall(t *testing.T) {
 	if r := c.run(0, "systemd-analyze", "verify", install.HelperUnitName, install.DaemonUnitName); r.code != 0 || strings.TrimSpace(r.out+r.err) != "" {
 		t.Fatalf("systemd-analyze verify: exit %d: %s%s", r.code, r.out, r.err)
 	}
+	for _, u := range []string{install.HelperUnitName, install.DaemonUnitName} {
+		out := strings.TrimSpace(c.ok(0, "systemd-analyze", "security", "--no-pager", u))
+		t.Logf("systemd-analyze security %s: %s", u, out[strings.LastIndex(out, "\n")+1:])
+	}
 	var st install.Status
 	testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
 	if len(st.Units) != 2 || st.Units[0].ActiveState != "active" || st.Units[1].ActiveState != "active" || !st.Units[0].Current || !st.Units[1].Current ||
