@@ -112,6 +112,9 @@ func runSystemInstall(ctx context.Context, f *Factory, opts systemInstallOptions
 	if src, err = stageIfInstalled(src, p); err != nil {
 		return err
 	}
+	if err := install.CheckNoDevDaemon(ctx, owner, install.DevSockets(owner)); err != nil {
+		return err
+	}
 	rec := install.Record{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, Owner: owner, Paths: p, KVMGroup: install.KVMGroup()}
 	fmt.Fprintf(f.IO.ErrOut, "installing banger %s for %s (uid %d)\n", rec.Version, owner.Name, owner.UID)
 	err = install.Install(ctx, install.Options{

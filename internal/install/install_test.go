@@ -3,9 +3,12 @@ package install
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -268,5 +271,25 @@ func TestUnitsVerify(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+func TestCheckNoDevDaemon(t *testing.T) {
+	o := testRecord().Owner
+	sock := filepath.Join(t.TempDir(), "bangerd.sock")
+	if err := CheckNoDevDaemon(context.Background(), o, []string{sock}); err != nil {
+		t.Fatalf("nothing listening: %v", err)
+	}
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if err := CheckNoDevDaemon(context.Background(), o, []string{"/nonexistent/x.sock", sock}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "banger daemon stop") {
+		t.Fatalf("a daemon listening: %v, want a refusal naming banger daemon stop", err)
+	}
+	want := []string{"/run/user/1000/banger/bangerd.sock", filepath.Join(os.TempDir(), "banger-1000", "bangerd.sock")}
+	if got := DevSockets(o); !reflect.DeepEqual(got, want) {
+		t.Fatalf("DevSockets = %v, want %v", got, want)
 	}
 }
