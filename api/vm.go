@@ -9,12 +9,21 @@ const (
 	NetFull   = "full"
 )
 
-// VM states.
+// VM states. Creating, starting and stopping are recorded before the
+// daemon acts, so a daemon killed mid-way knows at its next start what was
+// under way (a create is rolled back, a start adopted or undone, a stop
+// finished). Paused is never recorded: it is what the engine reports for a
+// running VM it has paused (QEMU, after a disk write found the host full),
+// with Reason saying why.
 const (
-	VMCreated = "created"
-	VMRunning = "running"
-	VMStopped = "stopped"
-	VMError   = "error"
+	VMCreating = "creating"
+	VMCreated  = "created"
+	VMStarting = "starting"
+	VMRunning  = "running"
+	VMPaused   = "paused"
+	VMStopping = "stopping"
+	VMStopped  = "stopped"
+	VMError    = "error"
 )
 
 // VM routes.
@@ -40,7 +49,7 @@ type VM struct {
 	ID        string      `json:"id"`
 	Name      string      `json:"name"`
 	State     string      `json:"state"`
-	Reason    string      `json:"reason,omitempty"` // why it is in state error
+	Reason    string      `json:"reason,omitempty"` // why it is in state error, paused or stopped by itself
 	Image     string      `json:"image"`
 	Kernel    string      `json:"kernel"`
 	Engine    string      `json:"engine"`

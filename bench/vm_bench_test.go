@@ -24,11 +24,11 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/bangervm/banger/internal/agent"
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/enginetest"
 	"github.com/bangervm/banger/internal/engine/qemu"
+	"github.com/bangervm/banger/internal/initrd"
 	"github.com/bangervm/banger/internal/kernel/cpio"
 	"github.com/bangervm/banger/internal/testutil"
 )
@@ -356,7 +356,7 @@ func main() {
 	// The per-VM agent initramfs bangerd writes (agent binary + boot
 	// config), for the variant that unpacks the same bytes as a VM.
 	var ag bytes.Buffer
-	must(agent.WriteInitramfs(&ag, filepath.Join(v.bin, "banger-agent"), agentproto.BootConfig{Hostname: "raw"}))
+	must(initrd.WriteInitramfs(&ag, filepath.Join(v.bin, "banger-agent"), agentproto.BootConfig{Hostname: "raw"}))
 	write := func(name string, parts ...[]byte) string {
 		p := filepath.Join(dir, name)
 		must(os.WriteFile(p, bytes.Join(parts, nil), 0o644))

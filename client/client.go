@@ -37,9 +37,20 @@ type Client struct {
 // planted is refused (errdefs.ErrPermissionDenied) instead of being told
 // what the caller asked for.
 func New(socket string) *Client {
+	return newClient(socket)
+}
+
+// NewFor returns a client for a daemon that runs as uid, such as root's
+// CLI talking to a system install's daemon, which runs as its owner: the
+// socket and the process answering must be uid's or root's.
+func NewFor(socket string, uid int) *Client {
+	return newClient(socket, uid)
+}
+
+func newClient(socket string, uids ...int) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return safesocket.Dial(ctx, socket)
+			return safesocket.Dial(ctx, socket, uids...)
 		},
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,

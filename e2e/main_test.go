@@ -50,6 +50,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build the hostile agent: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// A bangerd that kills itself at the crash point named in
+	// $BANGER_CRASH_AT, for TestCrashRecovery.
+	crash := exec.Command("go", "build", "-tags", "crashpoint", "-o", filepath.Join(dir, "bangerd-crash"), "../cmd/bangerd")
+	crash.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := crash.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the crashpoint bangerd: %v\n%s", err, out)
+		os.Exit(1)
+	}
 	// The Firecracker test double, under the name the engine looks for.
 	dbl := exec.Command("go", "build", "-o", filepath.Join(dir, "firecracker"), "../internal/engine/firecracker/fcdouble")
 	dbl.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -2,8 +2,8 @@
 // PID 1 of the initramfs it loads modules, mounts the copy-on-write root and
 // switches to it, then stays init (or hands PID 1 to the image's own init
 // and keeps serving from a child), and serves the host over the agent
-// channel (package agentproto). It also builds, on the host, the initramfs
-// that carries it (WriteInitramfs).
+// channel (package agentproto). The host builds the initramfs that carries
+// it with package initrd; bangerd never imports this package.
 package agent
 
 import (

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/initrd"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/testutil"
 )
@@ -117,22 +118,22 @@ func bootGuest(t *testing.T) *guest {
 	run(t, "mke2fs", "-q", "-F", "-t", "ext4", "-E", "lazy_itable_init=1,lazy_journal_init=1", g.disk)
 
 	// The initrd: the kernel's modules archive, then the agent's.
-	initrd := filepath.Join(g.dir, "initrd")
+	initrdPath := filepath.Join(g.dir, "initrd")
 	kinitrd, err := os.ReadFile(filepath.Join(stage, kernel.InitrdFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
 	buf.Write(kinitrd)
-	cfg := BootConfig{
+	cfg := agentproto.BootConfig{
 		Hostname: "agent-test",
 		Env:      []string{"PATH=/bin:/sbin:/usr/bin:/usr/sbin", "IMAGE_ENV=1"},
 		Root:     &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
 	}
-	if err := WriteInitramfs(&buf, agentBin, cfg); err != nil {
+	if err := initrd.WriteInitramfs(&buf, agentBin, cfg); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(initrd, buf.Bytes(), 0o644)
+	os.WriteFile(initrdPath, buf.Bytes(), 0o644)
 	t.Logf("prepared in %s", time.Since(start).Round(time.Millisecond))
 
 	// Short socket path: unix sockets are limited to 108 bytes.
@@ -145,7 +146,7 @@ func bootGuest(t *testing.T) *guest {
 	g.console = filepath.Join(g.dir, "console.log")
 	g.qemu = exec.Command("qemu-system-x86_64",
 		"-accel", "tcg", "-M", "microvm,x-option-roms=off", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-		"-m", "256M", "-kernel", filepath.Join(stage, kernel.VmlinuxFile), "-initrd", initrd,
+		"-m", "256M", "-kernel", filepath.Join(stage, kernel.VmlinuxFile), "-initrd", initrdPath,
 		"-serial", "file:"+g.console,
 		"-drive", "id=img,file="+g.base+",format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=img",
 		"-drive", "id=rw,file="+g.disk+",format=raw,if=none", "-device", "virtio-blk-device,drive=rw",

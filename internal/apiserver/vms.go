@@ -216,7 +216,7 @@ func (s *server) vmLogs(w http.ResponseWriter, r *http.Request) {
 		// Every few seconds check that the VM still runs.
 		if idle++; idle%25 == 0 {
 			cur, err := s.c.VMs.Get(r.Context(), v.ID)
-			if err != nil || cur.State != api.VMRunning {
+			if err != nil || (cur.State != api.VMRunning && cur.State != api.VMPaused) {
 				return
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,17 +14,29 @@ import (
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/safesocket"
 )
 
 // connect returns a client for the daemon of layout, starting the daemon
-// first when none answers. Starting is safe when two CLIs race: the loser's
-// daemon finds the lock taken and exits, and both CLIs end up talking to
-// the winner.
-func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
-	if err := layout.Check(); err != nil {
-		return nil, err
+// first when none answers. Starting is safe when two CLIs race: the
+// loser's daemon finds the lock taken and exits, and both CLIs end up
+// talking to the winner. installedOwner >= 0 is a system install's
+// daemon, which systemd runs as that uid: it is never started here, and
+// its runtime directory and socket must be that uid's.
+func connect(ctx context.Context, layout paths.Layout, installedOwner int) (*client.Client, error) {
+	autostart := installedOwner < 0
+	var c *client.Client
+	if autostart {
+		if err := layout.Check(); err != nil {
+			return nil, err
+		}
+		c = client.New(layout.Socket())
+	} else {
+		if err := safesocket.CheckDir(layout.Runtime, installedOwner); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("the installed daemon's runtime directory: %w", err)
+		}
+		c = client.NewFor(layout.Socket(), installedOwner)
 	}
-	c := client.New(layout.Socket())
 	started := false
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -31,6 +44,8 @@ func connect(ctx context.Context, layout paths.Layout) (*client.Client, error) {
 		switch {
 		case err == nil:
 			return c, nil
+		case client.IsDaemonDown(err) && !autostart:
+			return nil, fmt.Errorf("the installed bangerd does not answer on %s: sudo systemctl restart bangerd; journalctl -u bangerd says why (%w)", layout.Socket(), err)
 		case client.IsDaemonDown(err) && !started:
 			if err := startDaemon(layout); err != nil {
 				return nil, err

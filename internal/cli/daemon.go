@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/install"
 	"github.com/bangervm/banger/internal/paths"
 )
 
@@ -27,6 +29,9 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c := client.New(f.Layout.Socket())
+			if f.Installed {
+				c = client.NewFor(f.Layout.Socket(), f.InstalledOwner)
+			}
 			v, err := c.Version(cmd.Context())
 			if err != nil {
 				if client.IsDaemonDown(err) {
@@ -48,6 +53,9 @@ func newDaemonCmd(f *Factory) *cobra.Command {
 		Short: "Stop bangerd; operations in flight are cancelled and rolled back",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if f.Installed {
+				return fmt.Errorf("bangerd runs as %s under systemd: sudo systemctl stop %s (or sudo banger system restart): %w", install.DaemonUnitName, install.DaemonUnitName, errdefs.ErrFailedPrecondition)
+			}
 			// Signal by pidfile rather than through the API, so that a
 			// daemon speaking another API version can be stopped too.
 			// The pid names the process to signal: read it only from

@@ -13,8 +13,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/doctor"
+	"github.com/bangervm/banger/internal/hostcmd"
+	"github.com/bangervm/banger/internal/install"
 )
 
 func newDoctorCmd(f *Factory) *cobra.Command {
@@ -25,7 +29,8 @@ func newDoctorCmd(f *Factory) *cobra.Command {
 		Long: `Check everything banger depends on: architecture, config, the daemon and its
 socket, KVM, the engines and their versions, vhost-vsock, tun, host
 networking (tools, subnet conflicts, the .vm DNS server and its routing),
-the ssh-config Include, the state store and its migrations, and disk space.
+the ssh-config Include, the state store and its migrations, disk space, and
+for a system install its drift and the units' hardening.
 
 Each check prints PASS, WARN, FAIL or SKIP (does not apply here), and every
 finding that is not a pass has a one-line fix. With --fix, the safe fixes are
@@ -74,6 +79,10 @@ func doctorEnv(ctx context.Context, f *Factory) doctor.Env {
 		env.Daemon = c
 	}
 	env.Migrations = checkMigrations
+	if rec, err := install.Read(install.RecordPath); err == nil {
+		st := install.GetStatus(ctx, rec, hostcmd.Systemctl{}, api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit})
+		env.Install = &st
+	}
 	env.SSHInclude = sshDir(f).Config()
 	if user, err := userSSHConfig(); err == nil {
 		env.SSHConfig = user

@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/install"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/termtext"
 )
@@ -35,26 +36,51 @@ const (
 type Factory struct {
 	IO     *IOStreams
 	Layout paths.Layout
+	// Installed: Layout is a system install's, whose daemon systemd
+	// runs as InstalledOwner; the CLI neither starts nor stops it.
+	Installed      bool
+	InstalledOwner int
 	// Client returns a connected client, starting the daemon if needed.
 	Client func(ctx context.Context) (*client.Client, error)
 }
 
 // NewFactory returns the factory for a real run.
 func NewFactory() *Factory {
-	layout := paths.FromEnv()
+	layout, owner, installed := installedLayout(install.RecordPath, os.Getenv("BANGER_HOME") != "", os.Getuid())
+	if !installed {
+		layout, owner = paths.FromEnv(), -1
+	}
 	var c *client.Client
 	return &Factory{
-		IO:     System(),
-		Layout: layout,
+		IO:             System(),
+		Layout:         layout,
+		Installed:      installed,
+		InstalledOwner: owner,
 		Client: func(ctx context.Context) (*client.Client, error) {
 			if c != nil {
 				return c, nil
 			}
 			var err error
-			c, err = connect(ctx, layout)
+			c, err = connect(ctx, layout, owner)
 			return c, err
 		},
 	}
+}
+
+// installedLayout returns the owner's layout of a system install when
+// the CLI should talk to the installed daemon: installed, BANGER_HOME not
+// set (development and tests keep their own daemon), and run by the
+// owner or root. Then the CLI never starts a daemon of its own. owner is
+// the uid the daemon runs as.
+func installedLayout(record string, bangerHome bool, uid int) (l paths.Layout, owner int, ok bool) {
+	if bangerHome {
+		return paths.Layout{}, -1, false
+	}
+	r, err := install.Read(record)
+	if err != nil || (uid != 0 && uid != r.Owner.UID) {
+		return paths.Layout{}, -1, false
+	}
+	return r.Owner.Layout(r.Paths), r.Owner.UID, true
 }
 
 // FlagError is a usage mistake: exit status 2 and a hint to see --help.
@@ -80,7 +106,7 @@ network — in seconds, from any OCI image.`,
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
-	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f))
+	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f), newSystemCmd(f))
 	return root
 }
 

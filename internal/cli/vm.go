@@ -122,7 +122,7 @@ func newVMListCmd(f *Factory, use string) *cobra.Command {
 			if use == "ps" && !all {
 				var running []api.VM
 				for _, v := range vms {
-					if v.State == api.VMRunning {
+					if v.State == api.VMRunning || v.State == api.VMPaused {
 						running = append(running, v)
 					}
 				}
@@ -143,7 +143,16 @@ func newVMListCmd(f *Factory, use string) *cobra.Command {
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, v.ID, v.State, v.Image, ip, v.VCPU, v.MemoryMiB, strings.TrimSuffix(ago(v.CreatedAt), " ago"))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			// A paused VM needs the user: say why under the table.
+			for _, v := range vms {
+				if v.State == api.VMPaused {
+					fmt.Fprintf(f.IO.Out, "vm %s is paused: %s\n", v.Name, v.Reason)
+				}
+			}
+			return nil
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -312,6 +321,8 @@ func stopMethod(m string) string {
 		return "the guest agent did not answer: stopped through the engine"
 	case "killed":
 		return "killed: the guest did not stop in time, recent writes may be lost"
+	case "killed-paused":
+		return "killed: the guest was paused by its engine and could not sync, recent writes may be lost"
 	}
 	return m
 }
@@ -355,7 +366,10 @@ func newVMPruneCmd(f *Factory) *cobra.Command {
 				}
 				var doomed []string
 				for _, v := range vms {
-					if v.State != api.VMRunning {
+					// What the daemon prunes: VMs not running and not
+					// in the middle of a create, start or stop.
+					switch v.State {
+					case api.VMStopped, api.VMCreated, api.VMError:
 						doomed = append(doomed, v.Name)
 					}
 				}

@@ -29,6 +29,7 @@ import (
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/safesocket"
+	"github.com/bangervm/banger/internal/sdnotify"
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
@@ -101,18 +102,21 @@ func Run(ctx context.Context, c Config) error {
 		netInfo.DNSRouteReason = "host networking is off"
 		log.Info("host networking is off: VMs get no NIC", "reason", netInfo.Reason)
 	}
+	autoStop := c.Settings.AutoStopAfter()
+	if autoStop > 0 {
+		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", autoStop)
+	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
-		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")},
+		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")}, AutoStop: autoStop,
 	})
 	if err != nil {
 		return err
 	}
-	if d := c.Settings.AutoStopAfter(); d > 0 {
-		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", d)
-		go vms.StopIdle(ctx, d)
-	}
+	// Deferred after the store's Close, so it runs first: the manager's
+	// goroutines write to the store.
+	defer vms.Close()
 	dnsSrv, err := dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
 	if err != nil {
 		log.Warn("no .vm DNS server", "err", err)
@@ -157,6 +161,11 @@ func Run(ctx context.Context, c Config) error {
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	log.Info("bangerd started", "pid", pid, "socket", l.Socket(), "version", buildinfo.Version)
+	// Under systemd (Type=notify), `systemctl start` returns once the
+	// socket is listening.
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("tell systemd bangerd is ready", "err", err)
+	}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	serveErr := make(chan error, 1)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,9 +31,10 @@ func setupNetwork(ctx context.Context, db *store.Store, s config.Config, log *sl
 	info.Bridge = s.Bridge
 	var ops network.Ops = network.Local{}
 	info.Ops = api.OpsLocal
-	if os.Geteuid() != 0 {
+	if os.Geteuid() != 0 || !effectiveCap(capNetAdmin) {
 		// An unprivileged daemon asks the root helper; without one, VMs
-		// get no NIC.
+		// get no NIC. So does root without CAP_NET_ADMIN: the daemon of
+		// a system install for root, whose unit keeps no capability.
 		info.Ops, info.RootHelper = api.OpsRootHelper, s.RootHelper
 		if _, err := os.Stat(s.RootHelper); err != nil {
 			return nil, fmt.Errorf("bangerd is not root and no root helper answers at %s (config root_helper): start one as root with bangerd --root-helper --owner %d, or run bangerd as root", s.RootHelper, os.Getuid())
@@ -187,4 +189,27 @@ func routeDNS(ctx context.Context, netw *vm.Network, addr netip.AddrPort, log *s
 		}
 		log.Info("reverted .vm routing in systemd-resolved", "link", netw.Bridge)
 	}, ""
+}
+
+// capNetAdmin is CAP_NET_ADMIN's bit in the capability sets.
+const capNetAdmin = 12
+
+// effectiveCap reports whether this process has capability bit in its
+// effective set (the CapEff line of /proc/self/status).
+func effectiveCap(bit uint) bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	return capInStatus(string(b), bit)
+}
+
+func capInStatus(status string, bit uint) bool {
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			set, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			return err == nil && set&(1<<bit) != 0
+		}
+	}
+	return false
 }

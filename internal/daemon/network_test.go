@@ -202,3 +202,24 @@ func TestDaemonRoutesDNS(t *testing.T) {
 		t.Fatalf("still routed after SIGTERM")
 	}
 }
+
+func TestCapInStatus(t *testing.T) {
+	status := "Name:\tbangerd\nCapInh:\t0000000000000000\nCapPrm:\t%s\nCapEff:\t%s\nCapBnd:\t000001ffffffffff\n"
+	for _, tc := range []struct {
+		eff  string
+		want bool
+	}{
+		{"000001ffffffffff", true},  // root with every capability
+		{"0000000000001000", true},  // CAP_NET_ADMIN alone
+		{"0000000000000000", false}, // root in a unit with CapabilityBoundingSet= empty
+		{"0000000000002000", false}, // CAP_NET_RAW only
+		{"zz", false},
+	} {
+		if got := capInStatus(fmt.Sprintf(status, tc.eff, tc.eff), capNetAdmin); got != tc.want {
+			t.Errorf("CapEff %s: %v, want %v", tc.eff, got, tc.want)
+		}
+	}
+	if capInStatus("Name:\tx\n", capNetAdmin) {
+		t.Error("no CapEff line: reported the capability")
+	}
+}

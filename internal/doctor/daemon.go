@@ -118,9 +118,44 @@ func checkStore(ctx context.Context, f *facts) Result {
 	return pass("%s is up to date (migration %d)", path, st.Current)
 }
 
-// checkNotInstalled stands for the checks of a system install (files
-// drifting from install.toml, the units' hardening), which cannot apply
-// before `banger system install` exists.
-func checkNotInstalled(context.Context, *facts) Result {
-	return skip("banger is not installed as a system service (system install is not implemented yet)")
+const notInstalled = "banger is not installed as a system service (sudo banger system install)"
+
+// checkInstallDrift: the installed binaries, units and running services
+// agree with install.toml and with this banger.
+func checkInstallDrift(_ context.Context, f *facts) Result {
+	st := f.Install
+	if st == nil {
+		return skip(notInstalled)
+	}
+	if len(st.Drift) > 0 {
+		return warn(strings.Join(st.Drift, "; "), "sudo banger system install (installs this banger again and refreshes both units)")
+	}
+	return pass("banger %s installed for %s: units current and active, daemon and helper answer", st.Install.Version, st.Install.Owner.Name)
+}
+
+// checkUnitHardening: both units are what this banger writes, hardening
+// included, and no drop-in amends them.
+func checkUnitHardening(_ context.Context, f *facts) Result {
+	st := f.Install
+	if st == nil {
+		return skip(notInstalled)
+	}
+	var problems []string
+	var dropIns []string
+	for _, u := range st.Units {
+		if !u.Current {
+			problems = append(problems, fmt.Sprintf("%s differs from what this banger installs, so its hardening may too", u.File))
+		}
+		if len(u.DropIns) > 0 {
+			problems = append(problems, fmt.Sprintf("%s is amended by %s, which may weaken its hardening", u.Name, strings.Join(u.DropIns, ", ")))
+			dropIns = append(dropIns, u.DropIns...)
+		}
+	}
+	switch {
+	case len(dropIns) > 0:
+		return warn(strings.Join(problems, "; "), "review or remove "+strings.Join(dropIns, " ")+", then sudo systemctl daemon-reload and sudo banger system install")
+	case len(problems) > 0:
+		return warn(strings.Join(problems, "; "), "sudo banger system install")
+	}
+	return pass("both units are as this banger installs them (systemd-analyze security shows their exposure), no drop-ins")
 }

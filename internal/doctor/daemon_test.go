@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/bangervm/banger/internal/install"
 	"os"
 	"testing"
 
@@ -110,6 +111,36 @@ func TestStoreCheck(t *testing.T) {
 func TestNotInstalled(t *testing.T) {
 	env, _ := testEnv(t)
 	for _, n := range []string{"install-drift", "unit-hardening"} {
-		expect(t, one(t, env, n), Skip, "not installed as a system service (system install is not implemented yet)", "")
+		expect(t, one(t, env, n), Skip, "not installed as a system service (sudo banger system install)", "")
 	}
+}
+
+func TestInstalled(t *testing.T) {
+	env, _ := testEnv(t)
+	unit := func(name string) install.UnitStatus {
+		u := install.UnitStatus{File: "/etc/systemd/system/" + name, Current: true}
+		u.Name, u.ActiveState = name, "active"
+		return u
+	}
+	healthy := func() *install.Status {
+		return &install.Status{
+			Install: &install.Record{Version: "v1", Owner: install.Owner{Name: "dev"}},
+			Units:   []install.UnitStatus{unit(install.HelperUnitName), unit(install.DaemonUnitName)},
+		}
+	}
+	env.Install = healthy()
+	expect(t, one(t, env, "install-drift"), Pass, "banger v1 installed for dev", "")
+	expect(t, one(t, env, "unit-hardening"), Pass, "as this banger installs them", "")
+
+	env.Install = healthy()
+	env.Install.Drift = []string{"the daemon runs v0 (a), the install is v1 (b): sudo systemctl restart bangerd.service"}
+	expect(t, one(t, env, "install-drift"), Warn, "the daemon runs v0", "sudo banger system install")
+
+	env.Install = healthy()
+	env.Install.Units[1].Current = false
+	expect(t, one(t, env, "unit-hardening"), Warn, "bangerd.service differs from what this banger installs", "sudo banger system install")
+
+	env.Install = healthy()
+	env.Install.Units[0].DropIns = []string{"/etc/systemd/system/bangerd-root.service.d/open.conf"}
+	expect(t, one(t, env, "unit-hardening"), Warn, "bangerd-root.service is amended by /etc/systemd/system/bangerd-root.service.d/open.conf", "review or remove /etc/systemd/system/bangerd-root.service.d/open.conf")
 }

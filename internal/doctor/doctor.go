@@ -13,6 +13,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/install"
 	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/paths"
 )
@@ -100,6 +101,10 @@ type Env struct {
 	LookPath func(file string) (string, error)
 	HostNets func(ctx context.Context) ([]network.HostNet, error)
 	Statfs   func(path string) (Space, error)
+
+	// Install is the status of the system install (banger system
+	// status), nil when banger is not installed as a system service.
+	Install *install.Status
 }
 
 // MigrationLevel is the state store's migration and the latest one known.
@@ -169,8 +174,8 @@ var checks = []check{
 	{"ssh-config", checkSSHConfig},
 	{"state-store", checkStore},
 	{"disk-space", checkDisk},
-	{"install-drift", checkNotInstalled},
-	{"unit-hardening", checkNotInstalled},
+	{"install-drift", checkInstallDrift},
+	{"unit-hardening", checkUnitHardening},
 }
 
 // Names lists every check, in the order Run reports them.

@@ -81,6 +81,10 @@ type Instance interface {
 	// Wait blocks until the engine process is gone or ctx is done. It
 	// works for processes the caller did not start (after Attach).
 	Wait(ctx context.Context) error
+	// Exited reports whether the engine process is gone. A live process
+	// may hold a guest that is dead or paused (see Status): it still has
+	// to be stopped.
+	Exited() bool
 	// Status reports the VM state, from the engine's control socket when
 	// it answers.
 	Status(ctx context.Context) (State, error)
@@ -211,6 +215,19 @@ type Features struct {
 	HasVsock bool
 	// AgentTransport is how DialAgent reaches the guest.
 	AgentTransport AgentTransport
+}
+
+// Pauser is implemented by instances whose engine pauses a guest by
+// itself: QEMU stops a guest whose disk write failed for lack of space on
+// the host (rather than failing the write inside the guest), and the guest
+// can go on once space is freed. Callers find it by type assertion.
+type Pauser interface {
+	// PauseReason says, in words for users, why the VM is paused ("no
+	// space left on the host for disk ..."); "" when it is not paused.
+	PauseReason(ctx context.Context) (string, error)
+	// Resume lets a paused VM go on; a write that still fails pauses it
+	// again.
+	Resume(ctx context.Context) error
 }
 
 // ConsoleLogger is implemented by instances whose guest console goes to a

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os/exec"
 	"strings"
+	"syscall"
 )
 
 // ErrToolMissing marks an error caused by a host program that is not
@@ -32,6 +33,11 @@ type Cmd struct {
 	// Package is the Debian package that provides the program, named in
 	// the error when it is missing.
 	Package string
+	// Credential, when set, runs the program as that user (the caller
+	// must be root): for work root must not do on a user's behalf, such
+	// as creating directories in their home, where a planted symlink
+	// would redirect root.
+	Credential *syscall.Credential
 }
 
 // Run runs c and returns its standard output. On failure the error holds the
@@ -51,6 +57,9 @@ func Run(ctx context.Context, c Cmd) ([]byte, error) {
 		cmd.Env = append(cmd.Environ(), c.Env...)
 	}
 	cmd.Stdin = c.Stdin
+	if c.Credential != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c.Credential}
+	}
 	var stdout, stderr bytes.Buffer
 	if c.Stdout != nil {
 		cmd.Stdout = c.Stdout

@@ -59,3 +59,17 @@ func EnsureForwarding(ctx context.Context, ours bool) (Forwarding, error) {
 	}
 	return st, nil
 }
+
+// RestoreForwarding undoes EnsureForwarding when it turned forwarding on:
+// forwarding off, then the FORWARD policy back to ACCEPT, iptables'
+// default, which it was while forwarding was off. Off first, so the host
+// never routes everything in between.
+func RestoreForwarding(ctx context.Context) error {
+	if err := os.WriteFile(ipForwardPath, []byte("0\n"), 0o644); err != nil {
+		return fmt.Errorf("turn ip forwarding off: %w", err)
+	}
+	if err := hostcmd.SetIPTablesPolicy(ctx, "filter", "FORWARD", "ACCEPT"); err != nil {
+		return fmt.Errorf("set the iptables FORWARD policy back to ACCEPT: %w", err)
+	}
+	return nil
+}

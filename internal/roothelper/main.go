@@ -16,6 +16,7 @@ import (
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/safesocket"
+	"github.com/bangervm/banger/internal/sdnotify"
 )
 
 // Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
@@ -85,6 +86,9 @@ func run(args []string, stderr io.Writer) int {
 		allowed = network.DefaultRanges()
 	}
 	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed))
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("tell systemd the helper is ready", "err", err)
+	}
 	err = Serve(ctx, ln, ServerConfig{Owner: o.owner, AllowedSubnets: allowed, Log: log})
 	ln.Close()
 	if err != nil {

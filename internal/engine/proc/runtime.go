@@ -86,6 +86,9 @@ func (c *slotConn) Close() error {
 	return err
 }
 
+// Exited reports whether the engine process is gone.
+func (r *Runtime) Exited() bool { return r.P.Exited() }
+
 // Kill sends SIGKILL to the engine process.
 func (r *Runtime) Kill() error {
 	if err := r.P.Signal(syscall.SIGKILL); err != nil {

@@ -95,6 +95,12 @@ func Cmdline(cfg CmdlineConfig) []string {
 		drive := "id=" + id + ",file=" + opt(d.Path) + ",format=raw,if=none"
 		if d.ReadOnly {
 			drive += ",readonly=on"
+		} else {
+			// A write that finds the host's file system full pauses the
+			// guest (status io-error) instead of failing inside it: once
+			// space is freed the write is retried and nothing is lost.
+			// Other errors reach the guest as I/O errors.
+			drive += ",werror=enospc,rerror=report"
 		}
 		add("-drive", drive, "-device", "virtio-blk-device,drive="+id)
 	}

@@ -81,7 +81,7 @@ func TestCmdline(t *testing.T) {
 					"-append", "console=ttyS0 quiet panic=-1"},
 				console,
 				[]string{"-drive", "id=disk0,file=/img/base.ext4,format=raw,if=none,readonly=on", "-device", "virtio-blk-device,drive=disk0",
-					"-drive", "id=disk1,file=/vm/disk,,1.ext4,format=raw,if=none", "-device", "virtio-blk-device,drive=disk1",
+					"-drive", "id=disk1,file=/vm/disk,,1.ext4,format=raw,if=none,werror=enospc,rerror=report", "-device", "virtio-blk-device,drive=disk1",
 					"-netdev", "tap,id=net0,ifname=bgtap0,script=no,downscript=no", "-device", "virtio-net-device,netdev=net0,mac=52:54:00:12:34:56",
 					"-device", "vhost-vsock-device,guest-cid=42"},
 				qmp),
@@ -139,9 +139,35 @@ func TestMapStatus(t *testing.T) {
 		{qmpStatus{Status: "prelaunch"}, engine.StatePaused},
 		{qmpStatus{Status: "shutdown"}, engine.StateExited},
 		{qmpStatus{Status: "guest-panicked"}, engine.StateExited},
+		// A disk write failed (the host is full): the guest waits to be
+		// resumed, it has not exited.
+		{qmpStatus{Status: "io-error"}, engine.StatePaused},
 	} {
 		if got := mapStatus(tt.in); got != tt.want {
 			t.Errorf("mapStatus(%+v) = %s, want %s", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestIOErrorReason(t *testing.T) {
+	file := func(f string) *struct {
+		File string `json:"file"`
+	} {
+		return &struct {
+			File string `json:"file"`
+		}{f}
+	}
+	for _, tt := range []struct {
+		in   []qmpBlock
+		want string
+	}{
+		{[]qmpBlock{{Device: "disk0", IOStatus: "ok", Inserted: file("/img")}, {Device: "disk1", IOStatus: "nospace", Inserted: file("/vm/disk.ext4")}},
+			"paused by QEMU: no space left on the host's file system for disk /vm/disk.ext4"},
+		{[]qmpBlock{{Device: "disk1", IOStatus: "failed"}}, "paused by QEMU: a host I/O error on disk disk1"},
+		{nil, "paused by QEMU after a disk I/O error"},
+	} {
+		if got := ioErrorReason(tt.in); got != tt.want {
+			t.Errorf("ioErrorReason(%+v) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }

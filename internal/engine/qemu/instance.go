@@ -33,6 +33,7 @@ func newInstance(id string, st state, p *proc.Process, log *slog.Logger) *Instan
 var (
 	_ engine.Instance      = (*Instance)(nil)
 	_ engine.ConsoleLogger = (*Instance)(nil)
+	_ engine.Pauser        = (*Instance)(nil)
 )
 
 // ConsoleLog is the path of the guest console log (engine.ConsoleLogger).
@@ -132,7 +133,7 @@ func mapStatus(st qmpStatus) engine.State {
 	switch {
 	case st.Running:
 		return engine.StateRunning
-	case st.Status == "shutdown" || st.Status == "guest-panicked" || st.Status == "internal-error" || st.Status == "io-error":
+	case st.Status == "shutdown" || st.Status == "guest-panicked" || st.Status == "internal-error":
 		return engine.StateExited
 	}
 	return engine.StatePaused
@@ -194,3 +195,59 @@ type vsockAddr struct{ cid, port uint32 }
 
 func (a vsockAddr) Network() string { return "vsock" }
 func (a vsockAddr) String() string  { return fmt.Sprintf("%d:%d", a.cid, a.port) }
+
+// qmpBlock is one entry of query-block's reply.
+type qmpBlock struct {
+	Device   string `json:"device"`
+	IOStatus string `json:"io-status"` // ok, failed, nospace; absent when not tracked
+	Inserted *struct {
+		File string `json:"file"`
+	} `json:"inserted"`
+}
+
+// PauseReason asks QMP why the guest is paused (engine.Pauser): for a disk
+// error (status io-error), query-block names the disk and whether the host
+// ran out of space.
+func (i *Instance) PauseReason(ctx context.Context) (string, error) {
+	var st qmpStatus
+	if err := qmpCall(ctx, i.st.QMPSocket, "query-status", nil, &st); err != nil {
+		return "", fmt.Errorf("vm %s: status: %w", i.ID, err)
+	}
+	if mapStatus(st) != engine.StatePaused {
+		return "", nil
+	}
+	if st.Status != "io-error" {
+		return "paused by QEMU (status " + st.Status + ")", nil
+	}
+	var blocks []qmpBlock
+	if err := qmpCall(ctx, i.st.QMPSocket, "query-block", nil, &blocks); err != nil {
+		return "", fmt.Errorf("vm %s: block status: %w", i.ID, err)
+	}
+	return ioErrorReason(blocks), nil
+}
+
+// ioErrorReason explains an io-error pause from query-block's reply.
+func ioErrorReason(blocks []qmpBlock) string {
+	for _, b := range blocks {
+		file := b.Device
+		if b.Inserted != nil && b.Inserted.File != "" {
+			file = b.Inserted.File
+		}
+		switch b.IOStatus {
+		case "nospace":
+			return "paused by QEMU: no space left on the host's file system for disk " + file
+		case "failed":
+			return "paused by QEMU: a host I/O error on disk " + file
+		}
+	}
+	return "paused by QEMU after a disk I/O error"
+}
+
+// Resume continues a paused guest with QMP cont (engine.Pauser); QEMU
+// retries the write that failed.
+func (i *Instance) Resume(ctx context.Context) error {
+	if err := qmpCall(ctx, i.st.QMPSocket, "cont", nil, nil); err != nil {
+		return fmt.Errorf("vm %s: resume: %w", i.ID, err)
+	}
+	return nil
+}

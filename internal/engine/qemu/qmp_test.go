@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -97,5 +98,40 @@ func TestQMP(t *testing.T) {
 	}
 	if err := qmpCall(ctx, filepath.Join(t.TempDir(), "none.sock"), "query-status", nil, nil); err == nil {
 		t.Error("no socket: no error")
+	}
+}
+
+// TestPauseReasonAndResume: a guest QEMU paused after a write found the
+// host full is reported paused with the disk named; cont resumes it.
+func TestPauseReasonAndResume(t *testing.T) {
+	var running atomic.Bool
+	sock := fakeQMP(t, func(cmd string) string {
+		switch cmd {
+		case "query-status":
+			if running.Load() {
+				return `{"return": {"status": "running", "singlestep": false, "running": true}}`
+			}
+			return `{"return": {"status": "io-error", "singlestep": false, "running": false}}`
+		case "query-block":
+			// Trimmed from QEMU 7.2's reply.
+			return `{"return": [{"io-status": "ok", "device": "disk0", "locked": false, "removable": false, "inserted": {"ro": true, "drv": "raw", "file": "/img/rootfs.ext4"}, "qdev": "/machine/peripheral-anon/device[0]/virtio-backend", "type": "unknown"}, ` +
+				`{"io-status": "nospace", "device": "disk1", "locked": false, "removable": false, "inserted": {"ro": false, "drv": "raw", "file": "/vm/disk.ext4"}, "type": "unknown"}]}`
+		case "cont":
+			running.Store(true)
+			return `{"return": {}}`
+		}
+		return `{"error": {"class": "CommandNotFound", "desc": "no"}}`
+	})
+	inst := &Instance{st: state{QMPSocket: sock}}
+	ctx := context.Background()
+	why, err := inst.PauseReason(ctx)
+	if err != nil || why != "paused by QEMU: no space left on the host's file system for disk /vm/disk.ext4" {
+		t.Errorf("PauseReason = %q, %v", why, err)
+	}
+	if err := inst.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if why, err := inst.PauseReason(ctx); err != nil || why != "" {
+		t.Errorf("after Resume: PauseReason = %q, %v; want not paused", why, err)
 	}
 }

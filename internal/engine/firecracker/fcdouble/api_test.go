@@ -542,7 +542,7 @@ func TestQEMUArgv(t *testing.T) {
 		"-append console=ttyS0 root=/dev/vda ro tsc_early_khz=2596150 ",
 		"-chardev stdio,id=console,signal=off -serial chardev:console",
 		"id=disk0,file=/d/root.ext4,format=raw,if=none,readonly=on",
-		"id=disk1,file=/d/rw.ext4,format=raw,if=none -device",
+		"id=disk1,file=/d/rw.ext4,format=raw,if=none,werror=enospc,rerror=report -device",
 		"-netdev tap,id=net0,ifname=tap3,script=no,downscript=no",
 		"mac=06:00:00:00:00:01",
 		"-chardev socket,id=agent,path=/run/x/agent.sock,server=on,wait=off",

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bangervm/banger/internal/agent"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/initrd"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/kernel/cpio"
 	"github.com/bangervm/banger/internal/testutil"
@@ -89,7 +89,7 @@ func writeGuestInitrd(t *testing.T, path, kernelInitrd, agentBin string) {
 	}
 	buf.Write(k)
 	pad(&buf)
-	if err := agent.WriteAgentArchive(&buf, agentBin); err != nil {
+	if err := initrd.WriteAgentArchive(&buf, agentBin); err != nil {
 		t.Fatal(err)
 	}
 	pad(&buf)
@@ -112,7 +112,7 @@ func writeGuestInitrd(t *testing.T, path, kernelInitrd, agentBin string) {
 	}
 	must(cw.Close())
 	pad(&buf)
-	must(agent.WriteBootConfigArchive(&buf, agentproto.BootConfig{Hostname: "fcdouble"}))
+	must(initrd.WriteBootConfigArchive(&buf, agentproto.BootConfig{Hostname: "fcdouble"}))
 	must(os.WriteFile(path, buf.Bytes(), 0o644))
 }
 

@@ -1,4 +1,4 @@
-package agent
+package initrd
 
 import (
 	"bytes"
@@ -19,7 +19,7 @@ func TestWriteInitramfs(t *testing.T) {
 	if err := os.WriteFile(bin, payload, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cfg := BootConfig{Hostname: "h", Root: &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"}, Init: "/sbin/init"}
+	cfg := agentproto.BootConfig{Hostname: "h", Root: &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"}, Init: "/sbin/init"}
 	// The per-boot initramfs is the agent archive followed by the boot
 	// config archive; WriteInitramfs gzips the two together.
 	var agentPart, bootPart, whole bytes.Buffer
@@ -71,7 +71,7 @@ func TestWriteInitramfs(t *testing.T) {
 	if !bytes.Equal(data["init"], payload) {
 		t.Error("init differs from the agent binary")
 	}
-	var back BootConfig
+	var back agentproto.BootConfig
 	if err := json.Unmarshal(data["etc/banger/boot.json"], &back); err != nil || back.Hostname != "h" || back.Root == nil || back.Init != "/sbin/init" {
 		t.Errorf("boot.json: %+v %v", back, err)
 	}

@@ -1,7 +1,12 @@
-package agent
+// Package initrd builds, on the host, the initramfs archives that put
+// banger-agent into a guest's boot: the agent archive (the binary as
+// /init) and the per-boot configuration. It is host-side code: bangerd
+// imports it, never the guest agent itself.
+package initrd
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"encoding/json"
 	"fmt"
@@ -13,14 +18,11 @@ import (
 	"github.com/bangervm/banger/internal/kernel/cpio"
 )
 
-// BootConfig is the agent's boot configuration (see agentproto.BootConfig).
-type BootConfig = agentproto.BootConfig
-
 // WriteInitramfs writes the per-VM agent initramfs to w as one
 // gzip-compressed newc cpio: the agent archive (see WriteAgentArchive)
 // followed by the boot configuration. The kernel unpacks it over the
 // kernel's module initramfs when the two are concatenated, this one last.
-func WriteInitramfs(w io.Writer, agentBinary string, cfg BootConfig) error {
+func WriteInitramfs(w io.Writer, agentBinary string, cfg agentproto.BootConfig) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	zw, err := gzip.NewWriterLevel(bw, gzip.BestSpeed)
 	if err != nil {
@@ -80,7 +82,7 @@ func WriteAgentArchive(w io.Writer, agentBinary string) error {
 
 // WriteBootConfigArchive writes the per-boot part of the initramfs: an
 // uncompressed newc cpio holding /etc/banger/boot.json.
-func WriteBootConfigArchive(w io.Writer, cfg BootConfig) error {
+func WriteBootConfigArchive(w io.Writer, cfg agentproto.BootConfig) error {
 	conf, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
 		return fmt.Errorf("agent initramfs: encode boot config: %w", err)
@@ -97,4 +99,12 @@ func WriteBootConfigArchive(w io.Writer, cfg BootConfig) error {
 		return fmt.Errorf("agent initramfs: %w", err)
 	}
 	return nil
+}
+
+// Pad writes zeros to b up to the next 512-byte boundary: the kernel looks
+// for the next of several concatenated archives only at aligned offsets.
+func Pad(b *bytes.Buffer) {
+	if r := b.Len() % 512; r != 0 {
+		b.Write(make([]byte, 512-r))
+	}
 }

@@ -1,0 +1,349 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/buildinfo"
+	"github.com/bangervm/banger/internal/hostcmd"
+	"github.com/bangervm/banger/internal/install"
+)
+
+func newSystemCmd(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "system",
+		Short: "Install banger as systemd services, show their status, uninstall",
+		Long: `banger system install puts banger on this machine for one user, the owner:
+the binaries in /usr/local, /etc/banger/install.toml, and two systemd units —
+bangerd.service, the daemon, running as the owner, and bangerd-root.service,
+the root helper that does only what needs root (bridge, taps, banger's
+firewall rules). The owner then uses banger without sudo; other users cannot
+reach either service.`,
+	}
+	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f))
+	return cmd
+}
+
+type systemInstallOptions struct {
+	Owner string
+}
+
+func newSystemInstallCmd(f *Factory) *cobra.Command {
+	var opts systemInstallOptions
+	cmd := &cobra.Command{
+		Use:   "install [--owner USER]",
+		Short: "Install banger's binaries and services, or upgrade them in place",
+		Long: `Copy banger, bangerd and banger-agent from beside this banger to
+/usr/local/bin and /usr/local/lib/banger, write /etc/banger/install.toml and
+the units bangerd.service (the daemon, as the owner) and bangerd-root.service
+(the root helper), enable and start both, and wait until both answer.
+
+The owner is the user behind sudo unless --owner names one; installing for
+root needs --owner root. Installing again upgrades in place: files are
+replaced and both services restarted; running VMs keep running. If a step
+fails, what the install did is undone.`,
+		Example: `  sudo banger system install
+  sudo banger system install --owner alice
+  banger system install --owner root      # as root, on a machine without sudo`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSystemInstall(cmd.Context(), f, opts)
+		},
+	}
+	cmd.Flags().StringVar(&opts.Owner, "owner", "", "the user the daemon runs as and serves (default: the user behind sudo)")
+	return cmd
+}
+
+// installOwner decides whom to install for: --owner, else the user behind
+// sudo; root only when named.
+func installOwner(flag, sudoUID string) (string, error) {
+	switch {
+	case flag != "":
+		return flag, nil
+	case sudoUID != "" && sudoUID != "0":
+		return sudoUID, nil
+	}
+	return "", flagErrorf("no owner: run through sudo as the user who will use banger, or name one with --owner USER (--owner root to install for root)")
+}
+
+func requireSystemd(what string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("banger system %s needs root: run it with sudo: %w", what, errdefs.ErrPermissionDenied)
+	}
+	if !hostcmd.Booted() {
+		return fmt.Errorf("banger system %s needs systemd as the init system, and this machine does not run it (no /run/systemd/system): run bangerd by hand instead (README, \"Install\"): %w", what, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+func runSystemInstall(ctx context.Context, f *Factory, opts systemInstallOptions) error {
+	who, err := installOwner(opts.Owner, os.Getenv("SUDO_UID"))
+	if err != nil {
+		return err
+	}
+	if err := requireSystemd("install"); err != nil {
+		return err
+	}
+	owner, err := install.LookupOwner(who)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	p := install.DefaultPaths()
+	src, err := install.SourcesBeside(filepath.Dir(self), p)
+	if err != nil {
+		return err
+	}
+	// Installing from the installed banger copies files onto
+	// themselves: stage them first.
+	if src, err = stageIfInstalled(src, p); err != nil {
+		return err
+	}
+	if err := install.CheckNoDevDaemon(ctx, owner, install.DevSockets(owner)); err != nil {
+		return err
+	}
+	rec := install.Record{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, Owner: owner, Paths: p, KVMGroup: install.KVMGroup()}
+	fmt.Fprintf(f.IO.ErrOut, "installing banger %s for %s (uid %d)\n", rec.Version, owner.Name, owner.UID)
+	err = install.Install(ctx, install.Options{
+		Record: rec, Sources: src, Systemd: hostcmd.Systemctl{},
+		MakeOwnerDirs: func(ctx context.Context, o install.Owner, dirs ...string) error {
+			return hostcmd.MkdirAs(ctx, o.UID, o.GID, dirs...)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("system install: %w", err)
+	}
+	fmt.Fprintf(f.IO.Out, "banger %s installed: %s and %s answer\n%s can now run banger without sudo, e.g. banger vm run --rm -- uname -a\n",
+		rec.Version, install.HelperUnitName, install.DaemonUnitName, owner.Name)
+	return nil
+}
+
+// stageIfInstalled copies sources that are the installed files themselves
+// to a temporary directory.
+func stageIfInstalled(src install.Sources, p install.Paths) (install.Sources, error) {
+	same := func(a, b string) bool {
+		ai, aerr := os.Stat(a)
+		bi, berr := os.Stat(b)
+		return aerr == nil && berr == nil && os.SameFile(ai, bi)
+	}
+	if !same(src.CLI, p.CLI) && !same(src.Daemon, p.Daemon) && !same(src.Agent, p.Agent) {
+		return src, nil
+	}
+	dir, err := os.MkdirTemp("", "banger-install-")
+	if err != nil {
+		return src, err
+	}
+	out := install.Sources{CLI: filepath.Join(dir, "banger"), Daemon: filepath.Join(dir, "bangerd"), Agent: filepath.Join(dir, "banger-agent")}
+	for _, c := range [][2]string{{src.CLI, out.CLI}, {src.Daemon, out.Daemon}, {src.Agent, out.Agent}} {
+		b, err := os.ReadFile(c[0])
+		if err == nil {
+			err = os.WriteFile(c[1], b, 0o755)
+		}
+		if err != nil {
+			return src, err
+		}
+	}
+	return out, nil
+}
+
+type systemUninstallOptions struct {
+	Purge, Force bool
+}
+
+func newSystemUninstallCmd(f *Factory) *cobra.Command {
+	var opts systemUninstallOptions
+	cmd := &cobra.Command{
+		Use:   "uninstall [--purge] [--force]",
+		Short: "Stop and remove banger's services, binaries, /etc/banger and host networking",
+		Long: `Stop and disable bangerd.service and bangerd-root.service and remove them,
+the binaries and /etc/banger, and return the host's network to what it was
+before banger: the bridge, banger's iptables chains and their jumps, its
+nftables table and systemd-resolved settings removed, and IPv4 forwarding
+off again if banger turned it on. Refuses while VMs run, unless --force,
+which stops them first. The owner's images, kernels, VMs and config stay (their
+directories are printed) unless --purge.`,
+		Example: `  sudo banger system uninstall
+  sudo banger system uninstall --force --purge`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runSystemUninstall(cmd.Context(), f, opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.Purge, "purge", false, "also remove the owner's banger data (images, kernels, VMs, config)")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "stop running VMs instead of refusing")
+	return cmd
+}
+
+func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOptions) error {
+	if err := requireSystemd("uninstall"); err != nil {
+		return err
+	}
+	rec, err := install.Read(install.RecordPath)
+	if err != nil {
+		return err
+	}
+	c := install.DaemonClient(rec)
+	if err := stopVMsForUninstall(ctx, f, c, opts.Force); err != nil {
+		return err
+	}
+	// What the daemon set up on the host, asked while it runs; a daemon
+	// that does not answer leaves the network as it is, and says so.
+	var teardown func(context.Context) error
+	if n, err := c.Network(ctx); err == nil {
+		teardown = func(ctx context.Context) error { return install.TeardownNetwork(ctx, n) }
+	} else {
+		fmt.Fprintf(f.IO.ErrOut, "banger: the daemon did not say what it set up on the host network (%v): bridge, firewall chains and forwarding are left as they are\n", err)
+	}
+	err = install.Uninstall(ctx, install.UninstallOptions{
+		Record: rec, Systemd: hostcmd.Systemctl{}, Purge: opts.Purge, TeardownNetwork: teardown,
+		RemoveOwnerDirs: func(ctx context.Context, o install.Owner, dirs ...string) error {
+			return hostcmd.RemoveAllAs(ctx, o.UID, o.GID, dirs...)
+		},
+	})
+	if err != nil {
+		return fmt.Errorf("system uninstall: %w", err)
+	}
+	fmt.Fprintln(f.IO.Out, "banger's services, binaries, /etc/banger and its host networking are removed")
+	if data := install.OwnerData(rec); len(data) > 0 {
+		fmt.Fprintf(f.IO.Out, "%s's banger data is kept in:\n  %s\n(remove with: sudo banger system uninstall --purge, before uninstalling; or rm -rf them)\n", rec.Owner.Name, strings.Join(data, "\n  "))
+	}
+	return nil
+}
+
+// stopVMsForUninstall refuses while VMs run, or with force stops them.
+// A daemon that does not answer has no VMs to stop.
+func stopVMsForUninstall(ctx context.Context, f *Factory, c *client.Client, force bool) error {
+	vms, err := c.VMs(ctx)
+	if err != nil {
+		if client.IsDaemonDown(err) {
+			return nil
+		}
+		return fmt.Errorf("list VMs before uninstalling: %w (--force does not help while the daemon errors; fix it or stop the unit first)", err)
+	}
+	var running []api.VM
+	for _, v := range vms {
+		if v.State == api.VMRunning {
+			running = append(running, v)
+		}
+	}
+	if len(running) == 0 {
+		return nil
+	}
+	if !force {
+		names := make([]string, len(running))
+		for i, v := range running {
+			names[i] = v.Name
+		}
+		return fmt.Errorf("%d VMs are running (%s): stop them first, or uninstall with --force to stop them: %w", len(running), strings.Join(names, ", "), errdefs.ErrFailedPrecondition)
+	}
+	var errs []error
+	for _, v := range running {
+		fmt.Fprintf(f.IO.ErrOut, "stopping %s\n", v.Name)
+		if _, err := c.StopVM(ctx, v.ID); err != nil {
+			errs = append(errs, fmt.Errorf("stop %s: %w", v.Name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func newSystemStatusCmd(f *Factory) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "status [--json]",
+		Short: "Show the installed services, their versions and sockets, and any drift",
+		Long: `Show what system install put in place: both units (state, main PID, whether
+the unit file is what this banger would write), the versions of this banger,
+the install and the running daemon, whether the daemon and the helper answer
+on their sockets, and every disagreement with its fix. Exits 1 when banger is
+not installed or anything drifts.`,
+		Example: `  banger system status
+  banger system status --json | jq .drift`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := install.Read(install.RecordPath)
+			if err != nil {
+				return err
+			}
+			cli := api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version}
+			st := install.GetStatus(cmd.Context(), rec, hostcmd.Systemctl{}, cli)
+			if asJSON {
+				err = printJSON(f, st)
+			} else {
+				err = renderSystemStatus(f, st)
+			}
+			if err == nil && len(st.Drift) > 0 {
+				return &ExitError{Code: ExitFailure}
+			}
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	return cmd
+}
+
+func renderSystemStatus(f *Factory, st install.Status) error {
+	r := st.Install
+	w := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(w, "install\t%s (%s, built %s) for %s (uid %d)\n", r.Version, r.Commit, r.BuildTime, r.Owner.Name, r.Owner.UID)
+	fmt.Fprintf(w, "cli\t%s (%s)\n", st.CLI.Version, st.CLI.Commit)
+	for _, u := range st.Units {
+		cur := "current"
+		if !u.Current {
+			cur = "differs"
+		}
+		fmt.Fprintf(w, "%s\t%s/%s, %s, pid %d, unit file %s\n", u.Name, u.ActiveState, u.SubState, u.UnitFileState, u.MainPID, cur)
+	}
+	if st.Daemon != nil {
+		fmt.Fprintf(w, "daemon\t%s (%s), pid %d, answering on %s\n", st.Daemon.Version, st.Daemon.Commit, st.Daemon.PID, st.DaemonSocket)
+	} else {
+		fmt.Fprintf(w, "daemon\tnot answering on %s: %s\n", st.DaemonSocket, st.DaemonError)
+	}
+	if st.HelperAnswering {
+		fmt.Fprintf(w, "helper\tanswering on %s\n", st.HelperSocket)
+	} else {
+		fmt.Fprintf(w, "helper\tnot answering on %s: %s\n", st.HelperSocket, st.HelperError)
+	}
+	for _, d := range st.Drift {
+		fmt.Fprintf(w, "drift\t%s\n", d)
+	}
+	return w.Flush()
+}
+
+func newSystemRestartCmd(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:   "restart",
+		Short: "Restart the root helper and the daemon; running VMs keep running",
+		Long: `Restart bangerd-root.service, then bangerd.service, and wait until both
+answer. Only the services' own processes are signalled: running VMs keep
+running and the new daemon re-attaches to them.`,
+		Example: `  sudo banger system restart`,
+		Args:    exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := requireSystemd("restart"); err != nil {
+				return err
+			}
+			rec, err := install.Read(install.RecordPath)
+			if err != nil {
+				return err
+			}
+			if err := install.Restart(cmd.Context(), hostcmd.Systemctl{}, rec); err != nil {
+				return fmt.Errorf("system restart: %w", err)
+			}
+			fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)
+			return nil
+		},
+	}
+}
