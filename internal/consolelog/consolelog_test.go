@@ -69,7 +69,7 @@ func TestWriterCapsAndRotates(t *testing.T) {
 func TestCopierProcess(t *testing.T) {
 	dir := t.TempDir()
 	a, b := filepath.Join(dir, "console.log"), filepath.Join(dir, "engine.log")
-	ws, err := StartCopier([]string{a, b}, 64<<10)
+	ws, done, err := StartCopier([]string{a, b}, 64<<10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,17 +82,15 @@ func TestCopierProcess(t *testing.T) {
 	ws[1].Close()
 	// The copier exits once both pipes are closed; its files are then
 	// complete.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, _ := os.ReadFile(b)
-		tail, _ := Tail(a, 8)
-		if string(got) == "engine says hi\n" && string(tail) == "the end\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("copier did not write: %q, %q", got, tail)
-		}
-		time.Sleep(20 * time.Millisecond)
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("the copier did not exit after its inputs closed")
+	}
+	got, _ := os.ReadFile(b)
+	tail, _ := Tail(a, 8)
+	if string(got) != "engine says hi\n" || string(tail) != "the end\n" {
+		t.Fatalf("copier did not write: %q, %q", got, tail)
 	}
 	if s := size(t, a); s > 64<<10 {
 		t.Errorf("console.log is %d bytes, over the cap", s)

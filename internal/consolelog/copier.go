@@ -26,14 +26,15 @@ func init() {
 // each returned pipe to the log of the same index in paths, each capped at
 // max bytes (Writer; 0 means DefaultMax). Give the pipes to the process whose output they
 // carry, then close them: the copier exits once every writer of every pipe
-// has closed it. The copier runs in its own session, like the engines, and
-// outlives the caller.
-func StartCopier(paths []string, max int64) ([]*os.File, error) {
+// has closed it; done is closed when it has exited (seen only while this
+// process lives), so what was written is then in the files. The copier
+// runs in its own session, like the engines, and outlives the caller.
+func StartCopier(paths []string, max int64) (pipes []*os.File, done <-chan struct{}, err error) {
 	if max <= 0 {
 		max = DefaultMax
 	}
 	if len(paths) == 0 {
-		return nil, fmt.Errorf("console log copier: no paths")
+		return nil, nil, fmt.Errorf("console log copier: no paths")
 	}
 	var reads, writes []*os.File
 	closeAll := func(fs []*os.File) {
@@ -46,7 +47,7 @@ func StartCopier(paths []string, max int64) ([]*os.File, error) {
 		r, w, err := os.Pipe()
 		if err != nil {
 			closeAll(writes)
-			return nil, fmt.Errorf("console log copier: %w", err)
+			return nil, nil, fmt.Errorf("console log copier: %w", err)
 		}
 		reads, writes = append(reads, r), append(writes, w)
 	}
@@ -60,10 +61,14 @@ func StartCopier(paths []string, max int64) ([]*os.File, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		closeAll(writes)
-		return nil, fmt.Errorf("console log copier: %w", err)
+		return nil, nil, fmt.Errorf("console log copier: %w", err)
 	}
-	go cmd.Wait() // reaped here while this process lives, by init after
-	return writes, nil
+	exited := make(chan struct{})
+	go func() { // reaped here while this process lives, by init after
+		cmd.Wait()
+		close(exited)
+	}()
+	return writes, exited, nil
 }
 
 // runCopier is the copier process: input i is fd 0, then 3, 4, ...

@@ -398,6 +398,11 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}, removeFile(st.PIDFile))
 	defer func() {
 		if err != nil {
+			if p.Exited() { // else it is killed after this, by undo
+				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				p.WaitLogs(wctx)
+				cancel()
+			}
 			err = fmt.Errorf("%w%s%s", err,
 				proc.QuoteTail("firecracker output", st.ConsoleLog, logOff),
 				proc.QuoteTail("firecracker log", st.LogFile, fcLogOff))

@@ -51,7 +51,10 @@ type Process struct {
 	// reaped is closed once a child started by Start has been reaped; nil
 	// for processes found with Open.
 	reaped chan struct{}
-	mu     sync.Mutex
+	// logsDone is closed once the copier of its output has written all of
+	// it (see StartOptions.Log); nil for processes found with Open.
+	logsDone <-chan struct{}
+	mu       sync.Mutex
 }
 
 // Start runs argv[0] with argv[1:] in a new session, stdin on /dev/null and
@@ -74,7 +77,7 @@ func Start(argv []string, opts StartOptions) (*Process, error) {
 	if opts.Console != "" {
 		logs = []string{opts.Console, opts.Log}
 	}
-	pipes, err := consolelog.StartCopier(logs, opts.LogMax)
+	pipes, logsDone, err := consolelog.StartCopier(logs, opts.LogMax)
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
@@ -97,7 +100,7 @@ func Start(argv []string, opts StartOptions) (*Process, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	p := &Process{pid: cmd.Process.Pid, reaped: make(chan struct{})}
+	p := &Process{pid: cmd.Process.Pid, reaped: make(chan struct{}), logsDone: logsDone}
 	// Not reaped yet (only the goroutine below reaps), so the pid is ours.
 	fd, err := unix.PidfdOpen(p.pid, 0)
 	if err != nil {
@@ -131,6 +134,19 @@ func Open(pid int) (*Process, error) {
 		return nil, fmt.Errorf("process %d has exited: %w", pid, errdefs.ErrNotFound)
 	}
 	return p, nil
+}
+
+// WaitLogs waits, once the process has exited, until its logs hold all it
+// wrote (or ctx ends): for quoting them in an error. A no-op for processes
+// found with Open.
+func (p *Process) WaitLogs(ctx context.Context) {
+	if p.logsDone == nil {
+		return
+	}
+	select {
+	case <-p.logsDone:
+	case <-ctx.Done():
+	}
 }
 
 // PID returns the process id.

@@ -247,6 +247,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		if werr := p.Wait(wctx); werr != nil {
 			err = errors.Join(err, werr)
 		}
+		p.WaitLogs(wctx)
 		os.Remove(st.PIDFile)
 		return nil, fmt.Errorf("%w%s%s", err,
 			proc.QuoteTail("qemu output", st.StderrLog, logOff),
