@@ -139,7 +139,7 @@ func TestHostileGuestBounded(t *testing.T) {
 		return v.State
 	}
 	deadline := time.Now().Add(3 * time.Minute)
-	for state("good") == "running" && time.Now().Before(deadline) {
+	for state("good") != "stopped" && time.Now().Before(deadline) {
 		time.Sleep(time.Second)
 	}
 	if s := state("good"); s != "stopped" {
