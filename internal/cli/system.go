@@ -199,13 +199,21 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err := stopVMsForUninstall(ctx, f, c, opts.Force); err != nil {
 		return err
 	}
-	// What the daemon set up on the host, asked while it runs; a daemon
-	// that does not answer leaves the network as it is, and says so.
-	var teardown func(context.Context) error
+	// What the daemon set up on the host, asked while it runs. The root
+	// helper's own record covers a daemon that does not answer.
+	var daemonNet *api.NetworkInfo
 	if n, err := c.Network(ctx); err == nil {
-		teardown = func(ctx context.Context) error { return install.TeardownNetwork(ctx, n) }
-	} else {
-		fmt.Fprintf(f.IO.ErrOut, "banger: the daemon did not say what it set up on the host network (%v): bridge, firewall chains and forwarding are left as they are\n", err)
+		daemonNet = &n
+	}
+	teardown := func(ctx context.Context) error {
+		s, err := install.NetworkToUndo(rec.Paths, daemonNet)
+		if err != nil {
+			return err
+		}
+		if s.Bridge == "" && daemonNet == nil {
+			fmt.Fprintf(f.IO.ErrOut, "banger: neither the daemon nor the root helper's record (%s) says what banger set up on the host network: nothing to undo there\n", rec.Paths.SetupRecord())
+		}
+		return install.TeardownNetwork(ctx, s)
 	}
 	err = install.Uninstall(ctx, install.UninstallOptions{
 		Record: rec, Systemd: hostcmd.Systemctl{}, Purge: opts.Purge, TeardownNetwork: teardown,
