@@ -285,21 +285,28 @@ not installed or anything drifts.`,
 			if err != nil {
 				return err
 			}
-			cli := api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version}
-			st := install.GetStatus(cmd.Context(), rec, hostcmd.Systemctl{}, cli)
-			if asJSON {
-				err = printJSON(f, st)
-			} else {
-				err = renderSystemStatus(f, st)
-			}
-			if err == nil && len(st.Drift) > 0 {
-				return &ExitError{Code: ExitFailure}
-			}
-			return err
+			return runSystemStatus(cmd.Context(), f, rec, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// runSystemStatus prints the status of the install rec; exit status 1
+// when anything drifts.
+func runSystemStatus(ctx context.Context, f *Factory, rec install.Record, asJSON bool) error {
+	cli := api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version}
+	st := install.GetStatus(ctx, rec, hostcmd.Systemctl{}, cli)
+	var err error
+	if asJSON {
+		err = printJSON(f, st)
+	} else {
+		err = renderSystemStatus(f, st)
+	}
+	if err == nil && len(st.Drift) > 0 {
+		return &ExitError{Code: ExitFailure}
+	}
+	return err
 }
 
 func renderSystemStatus(f *Factory, st install.Status) error {
@@ -347,11 +354,15 @@ running and the new daemon re-attaches to them.`,
 			if err != nil {
 				return err
 			}
-			if err := install.Restart(cmd.Context(), hostcmd.Systemctl{}, rec); err != nil {
-				return fmt.Errorf("system restart: %w", err)
-			}
-			fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)
-			return nil
+			return runSystemRestart(cmd.Context(), f, rec)
 		},
 	}
+}
+
+func runSystemRestart(ctx context.Context, f *Factory, rec install.Record) error {
+	if err := install.Restart(ctx, hostcmd.Systemctl{}, rec); err != nil {
+		return fmt.Errorf("system restart: %w", err)
+	}
+	fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)
+	return nil
 }
