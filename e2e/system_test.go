@@ -189,7 +189,9 @@ const (
 // install checks pass; uninstall refuses while it runs,
 // then with --force leaves no banger unit or binary and the network as
 // before install (links, iptables, nftables, forwarding); installing again
-// works and finds the owner's data.
+// works and finds the owner's data; daemon status|logs|restart are the
+// system commands' aliases; uninstall --purge with the daemon stopped
+// undoes the network all the same and removes the owner's banger data.
 func TestSystemInstall(t *testing.T) {
 	testutil.SkipShort(t, "boots a systemd container and guests")
 	c, fx := bootWithBanger(t)
@@ -283,23 +285,7 @@ func TestSystemInstall(t *testing.T) {
 	if !strings.Contains(out, "/home/"+sdOwner+"/.local/state/banger") {
 		t.Fatalf("uninstall does not say where the owner's data is: %q", out)
 	}
-	for _, p := range []string{"/usr/local/bin/banger", "/usr/local/bin/bangerd", "/usr/local/lib/banger", "/etc/banger",
-		"/etc/systemd/system/" + install.DaemonUnitName, "/etc/systemd/system/" + install.HelperUnitName} {
-		if _, err := os.Lstat(filepath.Join(c.root, p)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s left after uninstall (%v)", p, err)
-		}
-	}
-	for _, u := range []string{install.DaemonUnitName, install.HelperUnitName} {
-		if out := c.ok(0, "systemctl", "show", "--property=LoadState", "--value", u); strings.TrimSpace(out) != "not-found" {
-			t.Errorf("%s after uninstall: LoadState %q", u, out)
-		}
-	}
-	if r := c.run(0, "pgrep", "-x", "qemu-system-x86"); r.code == 0 {
-		t.Errorf("engine processes left after uninstall --force: %s", r.out)
-	}
-	if after := c.netState(); after != netBefore {
-		t.Errorf("network after uninstall differs from before install:\n%s\nbefore:\n%s", after, netBefore)
-	}
+	c.uninstalled(netBefore)
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
 	if out := c.ok(sdOwnerUID, "banger", "image", "list"); !strings.Contains(out, "bb") {
@@ -314,7 +300,59 @@ func TestSystemInstall(t *testing.T) {
 	before = pidOf()
 	c.ok(0, "banger", "system", "install", "--owner", sdOwner)
 	stillRunning("installing again")
+
+	// daemon status|logs|restart are aliases of the system commands.
+	c.ok(0, "banger", "daemon", "restart")
+	stillRunning("daemon restart")
+	if out := c.ok(sdOwnerUID, "banger", "daemon", "status"); !strings.Contains(out, "for "+sdOwner) || !strings.Contains(out, install.HelperUnitName) {
+		t.Errorf("daemon status when installed: %q, want system status", out)
+	}
+	if out := c.ok(sdOwnerUID, "banger", "daemon", "logs", "-n", "3"); strings.Count(out, "\n") != 3 {
+		t.Errorf("daemon logs -n 3: %q", out)
+	}
 	c.ok(sdOwnerUID, "banger", "vm", "delete", "-f", "keep")
+
+	// Uninstall with the daemon stopped: the network is undone from the
+	// root helper's record. --purge removes the owner's banger data and
+	// nothing else of theirs.
+	c.ok(sdOwnerUID, "touch", "/home/"+sdOwner+"/.local/state/not-bangers")
+	c.ok(0, "systemctl", "stop", install.DaemonUnitName)
+	if out := c.ok(0, "banger", "system", "uninstall", "--purge"); strings.Contains(out, "kept") {
+		t.Errorf("uninstall --purge says data is kept: %q", out)
+	}
+	c.uninstalled(netBefore)
+	for _, d := range []string{".config/banger", ".local/state/banger", ".cache/banger"} {
+		if _, err := os.Lstat(filepath.Join(c.root, "home", sdOwner, d)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("~%s/%s left after --purge (%v)", sdOwner, d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.root, "home", sdOwner, ".local/state/not-bangers")); err != nil {
+		t.Errorf("--purge removed the owner's other files: %v", err)
+	}
+}
+
+// uninstalled checks that no banger unit, binary or /etc/banger is left,
+// no engine process runs, and the network is as netBefore.
+func (c *sdContainer) uninstalled(netBefore string) {
+	t := c.t
+	t.Helper()
+	for _, p := range []string{"/usr/local/bin/banger", "/usr/local/bin/bangerd", "/usr/local/lib/banger", "/etc/banger", "/run/banger", "/run/bangerd",
+		"/etc/systemd/system/" + install.DaemonUnitName, "/etc/systemd/system/" + install.HelperUnitName} {
+		if _, err := os.Lstat(filepath.Join(c.root, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after uninstall (%v)", p, err)
+		}
+	}
+	for _, u := range []string{install.DaemonUnitName, install.HelperUnitName} {
+		if out := c.ok(0, "systemctl", "show", "--property=LoadState", "--value", u); strings.TrimSpace(out) != "not-found" {
+			t.Errorf("%s after uninstall: LoadState %q", u, out)
+		}
+	}
+	if r := c.run(0, "pgrep", "-x", "qemu-system-x86"); r.code == 0 {
+		t.Errorf("engine processes left after uninstall: %s", r.out)
+	}
+	if after := c.netState(); after != netBefore {
+		t.Errorf("network after uninstall differs from before install:\n%s\nbefore:\n%s", after, netBefore)
+	}
 }
 
 // sdFixtures are the kernel and image files put into the container.
