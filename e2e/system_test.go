@@ -367,6 +367,16 @@ func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
 	var k struct{ Vmlinux, Initrd string }
 	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
 	c := bootSystemd(t, func(root string) {
+		// The container is an overlay of the host's root: a system
+		// install of banger on the host would be in it, and its units
+		// would start at boot. Hide it (whiteouts in the overlay only).
+		p := install.DefaultPaths()
+		for _, f := range []string{p.CLI, p.Daemon, filepath.Dir(p.Agent), p.ConfigDir, p.DaemonUnit(), p.HelperUnit(),
+			filepath.Join(p.UnitDir, "multi-user.target.wants", install.DaemonUnitName), filepath.Join(p.UnitDir, "multi-user.target.wants", install.HelperUnitName)} {
+			if err := os.RemoveAll(filepath.Join(root, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for dir, files := range map[string][]string{
 			"srv/banger-src":      {filepath.Join(binDir, "banger"), filepath.Join(binDir, "bangerd"), filepath.Join(binDir, "banger-agent")},
 			"srv/banger-fixtures": {k.Vmlinux, k.Initrd, shared.rootfs},
@@ -382,6 +392,11 @@ func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
 		}
 	})
 	c.ok(0, "chmod", "-R", "a+rX", "/srv/banger-src", "/srv/banger-fixtures")
+	for _, u := range []string{install.DaemonUnitName, install.HelperUnitName} {
+		if out := c.ok(0, "systemctl", "show", "--property=LoadState", "--value", u); strings.TrimSpace(out) != "not-found" {
+			t.Fatalf("%s in the fresh container: LoadState %q, want none (the host's install leaked in)", u, out)
+		}
+	}
 	f := "/srv/banger-fixtures/"
 	return c, sdFixtures{vmlinux: f + filepath.Base(k.Vmlinux), initrd: f + filepath.Base(k.Initrd), rootfs: f + filepath.Base(shared.rootfs)}
 }
