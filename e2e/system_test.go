@@ -230,6 +230,14 @@ func TestSystemInstall(t *testing.T) {
 	fx.importAs(c, sdOwnerUID)
 	c.ok(sdOwnerUID, "banger", "vm", "run", "--rm", "--image", "bb", "--", "true")
 	c.ok(sdOwnerUID, "banger", "vm", "run", "-d", "--name", "keep", "--image", "bb")
+
+	// BANGER_HOME wins over the install, as tests and development on an
+	// installed host need: a daemon of its own, not the owner's images.
+	dev := []string{"env", "BANGER_HOME=/var/tmp/banger-dev", "BANGER_NETWORK=off", "banger"}
+	if out := c.ok(0, append(dev, "image", "list", "--json")...); strings.TrimSpace(out) != "[]" {
+		t.Errorf("image list with BANGER_HOME on an installed host: %q, want a daemon of its own with no images", out)
+	}
+	c.ok(0, append(dev, "daemon", "stop")...)
 	pidOf := func() int {
 		var v struct{ PID int }
 		testutilJSON(t, c.ok(sdOwnerUID, "banger", "vm", "show", "keep", "--json"), &v)
