@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -19,14 +21,27 @@ func TestAutoStopIdle(t *testing.T) {
 	e.ok("vm", "run", "-d", "--name", "idle", "--image", "bb")
 	e.ok("vm", "exec", "idle", "--", "sh", "-c", "echo kept > /root/kept")
 	e.ok("vm", "run", "-d", "--name", "session", "--image", "bb")
-	e.ok("vm", "run", "-d", "--name", "busy", "--image", "bb")
-	// An open session: a command that runs for the whole test.
+	// An open session: a command that runs for the whole test. It is
+	// opened before the next VM boots, which on a loaded host takes longer
+	// than auto_stop (the VM would rightly be stopped as idle meanwhile),
+	// and it prints once it runs, when the daemon counts it.
 	ctx, cancel := context.WithCancel(context.Background())
-	sess := e.cmd(ctx, "vm", "exec", "session", "--", "sleep", "600")
+	sess := e.cmd(ctx, "vm", "exec", "session", "--", "sh", "-c", "echo open; exec sleep 600")
+	var sessErr bytes.Buffer
+	sess.Stderr = &sessErr
+	sessOut, err := sess.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := sess.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { cancel(); sess.Wait() }()
+	ended := func() string { cancel(); sess.Wait(); return sessErr.String() }
+	defer ended()
+	if line, err := bufio.NewReader(sessOut).ReadString('\n'); line != "open\n" {
+		t.Fatalf("exec session: %q %v: %s", line, err, ended())
+	}
+	e.ok("vm", "run", "-d", "--name", "busy", "--image", "bb")
 	// A background job that keeps the CPU busy after its exec returned
 	// (in a session of its own: the agent ends an exec's session with it).
 	e.ok("vm", "exec", "busy", "--", "sh", "-c", "setsid sh -c 'while :; do :; done' </dev/null >/dev/null 2>&1 &")
@@ -56,7 +71,10 @@ func TestAutoStopIdle(t *testing.T) {
 	time.Sleep(8 * time.Second)
 	for _, n := range []string{"session", "busy"} {
 		if s := state(n); s != "running" {
-			t.Errorf("VM %s is %s; it was in use", n, s)
+			t.Errorf("VM %s is %s; it was in use\ndaemon log:\n%s", n, s, e.daemonLog())
 		}
+	}
+	if t.Failed() {
+		t.Logf("exec session's errors: %s", ended())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -79,12 +80,22 @@ func yamuxConfig(log *slog.Logger) *yamux.Config {
 	return c
 }
 
-// slogAdapter turns yamux's printf logging into debug records.
+// slogAdapter turns yamux's printf logging into records: its errors (a
+// keepalive that failed, a stream open nobody acknowledged: what ends a
+// session) are warnings, the rest debug.
 type slogAdapter struct{ l *slog.Logger }
 
-func (a slogAdapter) Print(v ...any)                 { a.l.Debug(fmt.Sprint(v...)) }
-func (a slogAdapter) Printf(format string, v ...any) { a.l.Debug(fmt.Sprintf(format, v...)) }
-func (a slogAdapter) Println(v ...any)               { a.l.Debug(fmt.Sprint(v...)) }
+func (a slogAdapter) log(msg string) {
+	if strings.HasPrefix(msg, "[ERR]") {
+		a.l.Warn(msg)
+		return
+	}
+	a.l.Debug(msg)
+}
+
+func (a slogAdapter) Print(v ...any)                 { a.log(fmt.Sprint(v...)) }
+func (a slogAdapter) Printf(format string, v ...any) { a.log(fmt.Sprintf(format, v...)) }
+func (a slogAdapter) Println(v ...any)               { a.log(fmt.Sprint(v...)) }
 
 // hostHandshake runs the host's side of the handshake (see the package
 // documentation) and returns the reader positioned at the first session byte

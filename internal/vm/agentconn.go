@@ -8,11 +8,15 @@ import (
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/store"
 )
 
-// session returns the VM's live agent session, or nil; a session that has
-// ended is closed and forgotten (which frees the engine's agent channel).
+// session returns the VM's live agent session, or nil. A session that
+// has ended, or that was made with another engine instance than the one
+// the VM runs now (the VM was restarted meanwhile), is closed and
+// forgotten, which frees the engine's agent channel: a command must never
+// go to a previous boot's agent.
 func (h *handle) session() *agentproto.Client {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -21,12 +25,31 @@ func (h *handle) session() *agentproto.Client {
 	}
 	select {
 	case <-h.agent.Done():
-		h.agent.Close()
-		h.agent = nil
-		return nil
 	default:
-		return h.agent
+		if h.agentOf == h.inst {
+			return h.agent
+		}
 	}
+	h.closeAgentLocked()
+	return nil
+}
+
+// closeAgentLocked closes and forgets the agent session. Caller holds
+// h.mu.
+func (h *handle) closeAgentLocked() {
+	if h.agent != nil {
+		h.agent.Close()
+	}
+	h.agent, h.agentOf = nil, nil
+}
+
+// setInstLocked makes inst the VM's engine instance; a session made with
+// another one is closed. Caller holds h.mu.
+func (h *handle) setInstLocked(inst engine.Instance) {
+	if h.agentOf != inst {
+		h.closeAgentLocked()
+	}
+	h.inst = inst
 }
 
 // connectAgent returns the VM's agent session, dialling and handshaking
@@ -67,7 +90,7 @@ func (m *Manager) connectAgent(ctx context.Context, v *store.VM, h *handle, time
 	if err != nil {
 		return nil, fmt.Errorf("agent channel: %w", err)
 	}
-	c, err := agentproto.Connect(ctx, conn, agentproto.ClientConfig{})
+	c, err := agentproto.Connect(ctx, conn, agentproto.ClientConfig{Logger: m.log.With("vm", v.ID)})
 	if err != nil {
 		// A dropped channel usually means the VM is going away: give
 		// the process a moment to exit so the error says so.
@@ -84,7 +107,7 @@ func (m *Manager) connectAgent(ctx context.Context, v *store.VM, h *handle, time
 		c.Close()
 		return nil, fmt.Errorf("vm %s stopped while its agent was being reached: %w", v.Name, errdefs.ErrFailedPrecondition)
 	}
-	h.agent = c
+	h.agent, h.agentOf = c, inst
 	return c, nil
 }
 

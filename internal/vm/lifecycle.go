@@ -111,7 +111,7 @@ func (m *Manager) instance(ctx context.Context, v store.VM, h *handle) engine.In
 	}
 	if inst = m.attach(ctx, v); inst != nil {
 		h.mu.Lock()
-		h.inst = inst
+		h.setInstLocked(inst)
 		h.mu.Unlock()
 	}
 	return inst
@@ -207,7 +207,8 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Sta
 		return fmt.Errorf("start vm %s: %w", v.Name, err)
 	}
 	h.mu.Lock()
-	h.inst, h.stopping = inst, false
+	h.setInstLocked(inst)
+	h.stopping = false
 	h.mu.Unlock()
 	u.Push("engine process", func(ctx context.Context) error { return m.endInstance(ctx, h, inst) })
 	crashpoint.At("start.engine")
@@ -235,7 +236,8 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Sta
 // says running. Caller holds h.lock.
 func (m *Manager) adopt(ctx context.Context, v *store.VM, h *handle, inst engine.Instance) {
 	h.mu.Lock()
-	h.inst, h.stopping = inst, false
+	h.setInstLocked(inst)
+	h.stopping = false
 	h.mu.Unlock()
 	netSpec, _, err := m.netUp(ctx, *v)
 	if netSpec != nil && netSpec.TapFD != nil {

@@ -121,7 +121,8 @@ type handle struct {
 	mu       sync.Mutex // guards the fields below
 	inst     engine.Instance
 	agent    *agentproto.Client
-	stopping bool // a stop/kill by us is under way: exits are expected
+	agentOf  engine.Instance // the instance agent was made with
+	stopping bool            // a stop/kill by us is under way: exits are expected
 	// sessions are the exec and copy sessions in flight, lastActive when
 	// the VM was last seen in use (see StopIdle).
 	sessions   int
@@ -165,10 +166,7 @@ func (m *Manager) Close() error {
 	defer m.mu.Unlock()
 	for _, h := range m.vms {
 		h.mu.Lock()
-		if h.agent != nil {
-			h.agent.Close()
-			h.agent = nil
-		}
+		h.closeAgentLocked()
 		h.mu.Unlock()
 	}
 	return nil

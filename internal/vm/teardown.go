@@ -36,11 +36,7 @@ func (h *handle) dropLocked(inst engine.Instance) {
 	if h.inst != inst {
 		return
 	}
-	h.inst = nil
-	if h.agent != nil {
-		h.agent.Close()
-		h.agent = nil
-	}
+	h.setInstLocked(nil)
 }
 
 // markStopped records a VM whose engine process is gone as stopped (with
