@@ -23,6 +23,10 @@ import (
 // DefaultHandshakeTimeout bounds Connect when ctx has no deadline.
 const DefaultHandshakeTimeout = 30 * time.Second
 
+// StartTimeout bounds how long Start waits for the agent to say whether
+// the process started (a variable for tests).
+var StartTimeout = time.Minute
+
 // helloInterval is how often the host repeats HELLO: the agent may not
 // have opened its port yet, and HELLOs sent before then can be lost.
 const helloInterval = 200 * time.Millisecond
@@ -390,10 +394,19 @@ func (c *Client) Start(ctx context.Context, req ExecRequest, stdio ExecIO) (*Pro
 		return nil, err
 	}
 	op := "exec " + req.Argv[0]
+	// The process runs as long as it likes, but whether it started is
+	// known at once: an agent that does not say is stalled, and the
+	// caller (which cannot cancel a process it has no handle for) would
+	// wait for it forever.
+	_ = cl.st.SetReadDeadline(time.Now().Add(StartTimeout))
 	if err := readJSON(cl.st, fResponse, nil); err != nil {
 		cl.close()
+		if errors.Is(err, yamux.ErrTimeout) && cl.ctx.Err() == nil {
+			return nil, fmt.Errorf("agent %s: the agent did not start the process within %v (the guest is stalled or overloaded): %w", op, StartTimeout, errdefs.ErrUnavailable)
+		}
 		return nil, cl.wrap(op, err)
 	}
+	_ = cl.st.SetReadDeadline(time.Time{})
 	p := &Process{cl: cl, done: make(chan struct{})}
 	stdout, stderr := orDiscard(stdio.Stdout), orDiscard(stdio.Stderr)
 	go p.readLoop(op, stdout, stderr)

@@ -23,7 +23,8 @@ import (
 // fakeHandler answers Health and fails everything else; slow makes Health
 // block until released, for disconnect tests.
 type fakeHandler struct {
-	slow chan struct{}
+	slow  chan struct{}
+	stuck chan struct{} // when set, Start blocks until it is closed
 }
 
 func (h *fakeHandler) Health(ctx context.Context) (Info, error) {
@@ -36,6 +37,9 @@ func (h *fakeHandler) Stats(ctx context.Context) (Stats, error) {
 	return Stats{}, fmt.Errorf("no stats: %w", errdefs.ErrUnavailable)
 }
 func (h *fakeHandler) Start(ctx context.Context, req ExecRequest, stdout, stderr io.Writer) (GuestProcess, error) {
+	if h.stuck != nil {
+		<-h.stuck
+	}
 	return nil, fmt.Errorf("exec %s: %w", req.Argv[0], errdefs.ErrNotFound)
 }
 func (h *fakeHandler) Open(ctx context.Context, path string) (io.ReadCloser, FileInfo, error) {
@@ -418,6 +422,25 @@ func TestCancel(t *testing.T) {
 	defer cancel()
 	if _, err := c.Health(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestStartStalled: an agent that never says whether the process
+// started fails the exec as unavailable instead of holding it forever.
+func TestStartStalled(t *testing.T) {
+	h := &fakeHandler{stuck: make(chan struct{})}
+	defer close(h.stuck)
+	port := servePort(t, h)
+	c := connect(t, port.connect())
+	defer func(d time.Duration) { StartTimeout = d }(StartTimeout)
+	StartTimeout = 200 * time.Millisecond
+	_, err := c.Start(context.Background(), ExecRequest{Argv: []string{"sleep", "600"}}, ExecIO{})
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "did not start the process") {
+		t.Fatalf("err = %v", err)
+	}
+	// The session is fine: only that operation was given up.
+	if _, err := c.Health(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
 
