@@ -27,7 +27,7 @@
 //
 // with only the fields its op uses; ops are ensureBridge, ensureForwarding,
 // ensureFirewall, createTap, deleteTap, applyVMRules, removeVMRules,
-// routeDNS and unrouteDNS. A reply is {"error": "...", "class": "permission
+// routeDNS, unrouteDNS and launchJailer. A reply is {"error": "...", "class": "permission
 // denied", "wasOn": true, "policyDrop": true, "fd": true, "routed": true,
 // "reason": "..."}:
 // class is the errdefs class's text, so the client rebuilds an error that
@@ -50,6 +50,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine/firecracker"
 	"github.com/bangervm/banger/internal/network"
 )
 
@@ -68,6 +69,7 @@ const (
 	OpRemoveVMRules    = "removeVMRules"
 	OpRouteDNS         = "routeDNS"
 	OpUnrouteDNS       = "unrouteDNS"
+	// OpLaunchJailer: see jailer.go.
 )
 
 // maxFrame bounds a message's JSON; requests are a few hundred bytes.
@@ -83,6 +85,9 @@ type request struct {
 	Firewall *firewall      `json:"firewall,omitempty"`
 	VM       *vmRules       `json:"vm,omitempty"`
 	Ours     bool           `json:"ours,omitempty"` // ensureForwarding: see network.EnsureForwarding
+	// Jailer is launchJailer's arguments; the console log comes with the
+	// request as a descriptor.
+	Jailer *firecracker.JailerConfig `json:"jailer,omitempty"`
 }
 
 type firewall struct {
@@ -109,6 +114,8 @@ type response struct {
 	// Routed and Reason are routeDNS's network.DNSRoute.
 	Routed bool   `json:"routed,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// PID is launchJailer's jailer; its pidfd comes as the descriptor.
+	PID int `json:"pid,omitempty"`
 }
 
 func fromFirewall(f network.Firewall) *firewall {
@@ -131,7 +138,7 @@ func (v *vmRules) network() network.VMRules {
 // every subnet it names must lie inside one of the allowed ranges. The
 // error names what was refused and is InvalidArgument or
 // PermissionDenied.
-func validate(req *request, peerUID int, allowed []netip.Prefix) error {
+func validate(req *request, peerUID int, allowed []netip.Prefix, jail *JailerPolicy) error {
 	var err error
 	switch req.Op {
 	case OpEnsureBridge:
@@ -175,6 +182,8 @@ func validate(req *request, peerUID int, allowed []netip.Prefix) error {
 		}
 	case OpUnrouteDNS:
 		err = network.ValidateBridgeName(req.Bridge)
+	case OpLaunchJailer:
+		err = validateJailer(req.Jailer, jail)
 	default:
 		return fmt.Errorf("refused op %q: unknown operation: %w", req.Op, errdefs.ErrInvalidArgument)
 	}

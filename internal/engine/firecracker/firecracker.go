@@ -80,11 +80,24 @@ type Config struct {
 	// CgroupVersion (0: the jailer's default) as --cgroup-version.
 	Cgroups       []string
 	CgroupVersion int
+	// Launcher starts the jailer when this process cannot (the jailer
+	// must start as root): the root helper for a daemon running as its
+	// owner. nil starts it directly. Used only with UseJailer.
+	Launcher Launcher
 	// StartTimeout bounds how long Start waits for the API socket; 0 means
 	// 10 s.
 	StartTimeout time.Duration
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
+}
+
+// Launcher starts the jailer with c's arguments on behalf of a process
+// that is not root, its stdout and stderr on console, in a session of its
+// own that outlives the launcher and the caller. It returns the jailer's
+// process, which becomes firecracker's when the jailer execs (same pid).
+// roothelper.Client implements it.
+type Launcher interface {
+	LaunchJailer(ctx context.Context, c JailerConfig, console *os.File) (*proc.Process, error)
 }
 
 // Engine is the Firecracker engine. Create it with New.
@@ -138,6 +151,8 @@ type state struct {
 	JailDir    string   `json:"jailDir,omitempty"` // <base>/<exec name>/<id>, removed with the VM
 	ChrootDir  string   `json:"chrootDir,omitempty"`
 	Argv       []string `json:"argv"`
+
+	jail JailerConfig // under the jailer: what Argv[1:] was made from
 }
 
 // ours reports whether argv is this state's firecracker (or the jailer
@@ -296,11 +311,12 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 		st.VsockUDS = filepath.Join(st.ChrootDir, VsockSocket)
 		st.LogFile = filepath.Join(st.ChrootDir, LogFile)
 		st.APISockArg = "/" + APISocket
-		st.Argv = append([]string{jailer}, JailerArgs(JailerConfig{
+		st.jail = JailerConfig{
 			ID: st.JailID, ExecFile: bin, UID: e.cfg.UID, GID: e.cfg.GID,
 			ChrootBase: base, CgroupVersion: cgroupVersion(e.cfg.CgroupVersion), Cgroups: cgroupLimits(e.cfg.Cgroups, *spec),
 			FirecrackerArgs: []string{"--api-sock", st.APISockArg},
-		})...)
+		}
+		st.Argv = append([]string{jailer}, JailerArgs(st.jail)...)
 	} else {
 		st.APISocket = filepath.Join(spec.Dir, APISocket)
 		st.VsockUDS = filepath.Join(spec.Dir, VsockSocket)
@@ -383,7 +399,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 
 	logOff := proc.FileSize(st.ConsoleLog)
 	fcLogOff := proc.FileSize(st.LogFile)
-	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.ConsoleLog})
+	p, err := e.launch(ctx, st, spec.Dir)
 	if err != nil {
 		return nil, err
 	}
@@ -415,6 +431,20 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}
 	inst.Log.Info("vm started", "pid", p.PID(), "jailed", st.JailID != "")
 	return inst, nil
+}
+
+// launch starts st's process: through the Launcher when the jailer is
+// used and one is set, else directly.
+func (e *Engine) launch(ctx context.Context, st state, dir string) (*proc.Process, error) {
+	if st.JailDir == "" || e.cfg.Launcher == nil {
+		return proc.Start(st.Argv, proc.StartOptions{Dir: dir, Log: st.ConsoleLog})
+	}
+	console, err := os.OpenFile(st.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open console log: %w", err)
+	}
+	defer console.Close()
+	return e.cfg.Launcher.LaunchJailer(ctx, st.jail, console)
 }
 
 // waitAPI waits until Firecracker answers GET / on its API socket.

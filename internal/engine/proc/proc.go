@@ -114,6 +114,24 @@ func Open(pid int) (*Process, error) {
 	return p, nil
 }
 
+// FromPidfd returns a handle on process pid pinned by pidfd, which the
+// came from whoever started it (the root helper, over SCM_RIGHTS); the
+// handle owns pidfd. The pidfd's fdinfo must name pid, so a descriptor for
+// another process is refused.
+func FromPidfd(pid int, pidfd *os.File) (*Process, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd.Fd()))
+	if err != nil {
+		pidfd.Close()
+		return nil, fmt.Errorf("pidfd for %d: %w", pid, err)
+	}
+	got, ok := statusField(b, "Pid")
+	if !ok || int(got) != pid {
+		pidfd.Close()
+		return nil, fmt.Errorf("pidfd is not for process %d (fdinfo Pid %d): %w", pid, got, errdefs.ErrInvalidArgument)
+	}
+	return &Process{pid: pid, pidfd: pidfd}, nil
+}
+
 // PID returns the process id.
 func (p *Process) PID() int { return p.pid }
 
