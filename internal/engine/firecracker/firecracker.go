@@ -397,6 +397,11 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 		return nil, err
 	}
 
+	if spec.Net != nil && spec.Net.TapFD != nil {
+		// Firecracker opens its tap by name, and a tap takes one
+		// attachment: let go of the one the root helper handed over.
+		spec.Net.TapFD.Close()
+	}
 	logOff := proc.FileSize(st.ConsoleLog)
 	fcLogOff := proc.FileSize(st.LogFile)
 	p, err := e.launch(ctx, st, spec.Dir)
