@@ -75,7 +75,8 @@ func TestFirecrackerThroughDouble(t *testing.T) {
 // (uid 65534) runs Firecracker under the jailer, which must start as root
 // (the jailer double refuses otherwise): the root helper launches it, the
 // VM runs as the owner from the copy in its jail under the daemon's state
-// directory, with networking, and the jail goes with the VM.
+// directory, with networking, survives a daemon restart, and the jail goes
+// with the VM.
 func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	fc, jailer := filepath.Join(binDir, "firecracker"), filepath.Join(binDir, "jailer")
 	n := newNetEnvAs(t, true, nil, netConfig{
@@ -107,6 +108,15 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	}
 	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
 		t.Errorf("jailed VM to the internet: %q", got)
+	}
+	// The jailed VM outlives its daemon; the next one re-attaches.
+	pid := n.daemonPID()
+	syscall.Kill(pid, syscall.SIGKILL)
+	for processAlive(pid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out := n.ok("vm", "exec", "web", "--", "echo", "again"); out != "again\n" {
+		t.Errorf("exec after a daemon restart: %q", out)
 	}
 	n.ok("vm", "delete", "-f", "web")
 	if _, err := os.Stat(jail); !errors.Is(err, os.ErrNotExist) {

@@ -17,6 +17,13 @@
 // overlaps a network of another interface (network.CheckSubnetFree, class
 // errdefs.ErrFailedPrecondition).
 //
+// launchJailer starts Firecracker's jailer, which must start as root, for
+// the owner's daemon: only the jailer and firecracker binaries and the
+// chroot base the helper was started with (JailerPolicy), checked as
+// validateJailer says; the console log comes with the request as a
+// descriptor (the only request that carries one) and the jailer's pidfd
+// with the reply.
+//
 // Wire format, both ways: a 4-byte big-endian length, then that many bytes
 // of JSON (at most 64 KiB). A request is
 //
