@@ -2,6 +2,7 @@ package roothelper
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -38,6 +39,9 @@ type JailerPolicy struct {
 	ChrootBase string
 	// UID and GID are the owner's: firecracker runs as them.
 	UID, GID int
+	// StateFile records the processes launchJailer started, for
+	// killJailer, across helper restarts.
+	StateFile string
 }
 
 // OwnerGID returns the primary group of uid, for JailerPolicy.GID.
@@ -181,7 +185,17 @@ func launchJailer(c *firecracker.JailerConfig, p *JailerPolicy, console *os.File
 		return 0, nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
 	go cmd.Wait()
-	return pid, os.NewFile(uintptr(fd), "pidfd"), nil
+	pidfd := os.NewFile(uintptr(fd), "pidfd")
+	st, err := startTime(pid)
+	if err == nil {
+		err = recordLaunched(p, launched{PID: pid, Start: st, ID: c.ID})
+	}
+	if err != nil {
+		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+		pidfd.Close()
+		return 0, nil, fmt.Errorf("record jailer %d: %w", pid, err)
+	}
+	return pid, pidfd, nil
 }
 
 // LaunchJailer implements firecracker.Launcher: the helper validates c
@@ -199,3 +213,75 @@ func (c *Client) LaunchJailer(ctx context.Context, jc firecracker.JailerConfig, 
 }
 
 var _ firecracker.Launcher = (*Client)(nil)
+
+// OpKillJailer sends SIGKILL to a process launchJailer started.
+const OpKillJailer = "killJailer"
+
+// launched is one process launchJailer started: its pid and start time
+// (field 22 of /proc/<pid>/stat), which together name it even after the
+// pid is reused.
+type launched struct {
+	PID   int    `json:"pid"`
+	Start uint64 `json:"start"`
+	ID    string `json:"id"`
+}
+
+// startTime reads process pid's start time, in clock ticks since boot.
+func startTime(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	i := strings.LastIndexByte(string(b), ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 22-2 {
+		return 0, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	return strconv.ParseUint(f[22-3], 10, 64)
+}
+
+// readLaunched returns the records in the policy's state file that still
+// name a live process.
+func readLaunched(p *JailerPolicy) []launched {
+	var all, live []launched
+	if b, err := os.ReadFile(p.StateFile); err == nil {
+		json.Unmarshal(b, &all)
+	}
+	for _, l := range all {
+		if st, err := startTime(l.PID); err == nil && st == l.Start {
+			live = append(live, l)
+		}
+	}
+	return live
+}
+
+// recordLaunched adds l to the state file, which survives helper restarts
+// (it is in the helper's runtime directory), dropping dead records.
+func recordLaunched(p *JailerPolicy, l launched) error {
+	b, err := json.Marshal(append(readLaunched(p), l))
+	if err != nil {
+		return err
+	}
+	return proc.WriteFileAtomic(p.StateFile, b)
+}
+
+// killJailer sends SIGKILL to pid if launchJailer started it (its record
+// in the state file matches the process's start time); anything else is
+// refused. The daemon needs it only while the jailer still runs as root:
+// once it has exec'd firecracker as the owner, the owner can signal it.
+func killJailer(p *JailerPolicy, pid int) error {
+	for _, l := range readLaunched(p) {
+		if l.PID == pid {
+			if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("kill jailer %d: %w", pid, err)
+			}
+			return nil
+		}
+	}
+	return fmt.Errorf("process %d was not started by this helper's launchJailer: %w", pid, errdefs.ErrPermissionDenied)
+}
+
+// KillJailer implements firecracker.Launcher.
+func (c *Client) KillJailer(ctx context.Context, pid int) error {
+	return c.do(ctx, &request{Op: OpKillJailer, PID: pid})
+}

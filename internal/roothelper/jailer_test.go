@@ -46,7 +46,7 @@ func newJailFixture(t *testing.T) *jailFixture {
 	fc := filepath.Join(dir, "firecracker")
 	os.WriteFile(fc, []byte("#!/bin/sh\n"), 0o755)
 	base := filepath.Join(dir, "state", "jail")
-	f.policy = JailerPolicy{Jailer: jailer, Firecracker: fc, ChrootBase: base, UID: jailOwner, GID: jailOwner}
+	f.policy = JailerPolicy{Jailer: jailer, Firecracker: fc, ChrootBase: base, UID: jailOwner, GID: jailOwner, StateFile: filepath.Join(dir, "jailed.json")}
 	f.stage(t, "abc123def45")
 	log, err := os.OpenFile(filepath.Join(dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -188,7 +188,8 @@ func (f *jailFixture) symlinkedBase(t *testing.T) string {
 
 // TestLaunchedJailerSurvivesHelper: the jailer the helper starts, in a
 // session of its own, keeps running when the helper is killed and when a
-// new helper starts; the daemon's handle (a pidfd) still follows it.
+// new helper starts; the daemon's handle (a pidfd) still follows it, and
+// the new helper's killJailer reaches it but no other process.
 func TestLaunchedJailerSurvivesHelper(t *testing.T) {
 	testutil.RequireRoot(t)
 	f := newJailFixture(t)
@@ -233,6 +234,24 @@ func TestLaunchedJailerSurvivesHelper(t *testing.T) {
 	}
 	if pp, err := proc.Open(p.PID()); err != nil || pp.Exited() {
 		t.Fatalf("jailer %d not running after the helper restart: %v", p.PID(), err)
+	}
+	// The restarted helper kills what its predecessor launched, and
+	// nothing else.
+	other := exec.Command("sleep", "600")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { other.Process.Kill(); other.Wait() }()
+	if err := New(sock).KillJailer(context.Background(), other.Process.Pid); !errdefs.IsPermissionDenied(err) {
+		t.Errorf("killJailer of a process it did not launch: %v", err)
+	}
+	if err := New(sock).KillJailer(context.Background(), p.PID()); err != nil {
+		t.Fatalf("killJailer of its jailer: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Wait(ctx); err != nil {
+		t.Errorf("jailer still running after killJailer: %v", err)
 	}
 	ran, _ := os.ReadFile(f.ran)
 	want := strings.Join(firecracker.JailerArgs(f.good()), " ")

@@ -108,7 +108,8 @@ func run(args []string, stderr io.Writer) int {
 			log.Error("jailer policy", "err", err)
 			return 1
 		}
-		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, ChrootBase: o.jailBase, UID: o.owner, GID: gid}
+		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, ChrootBase: o.jailBase, UID: o.owner, GID: gid,
+			StateFile: filepath.Join(filepath.Dir(o.socket), "jailed.json")}
 	}
 	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "jail_base", o.jailBase)
 	if err := sdnotify.Ready(); err != nil {

@@ -22,7 +22,9 @@
 // chroot base the helper was started with (JailerPolicy), checked as
 // validateJailer says; the console log comes with the request as a
 // descriptor (the only request that carries one) and the jailer's pidfd
-// with the reply.
+// with the reply. killJailer sends SIGKILL only to a process
+// launchJailer started (recorded with its start time in a state file that
+// outlives the helper).
 //
 // Wire format, both ways: a 4-byte big-endian length, then that many bytes
 // of JSON (at most 64 KiB). A request is
@@ -95,6 +97,7 @@ type request struct {
 	// Jailer is launchJailer's arguments; the console log comes with the
 	// request as a descriptor.
 	Jailer *firecracker.JailerConfig `json:"jailer,omitempty"`
+	PID    int                       `json:"pid,omitempty"` // killJailer
 }
 
 type firewall struct {
@@ -191,6 +194,12 @@ func validate(req *request, peerUID int, allowed []netip.Prefix, jail *JailerPol
 		err = network.ValidateBridgeName(req.Bridge)
 	case OpLaunchJailer:
 		err = validateJailer(req.Jailer, jail)
+	case OpKillJailer:
+		if jail == nil {
+			err = validateJailer(nil, nil) // names the missing policy
+		} else if req.PID <= 0 {
+			err = fmt.Errorf("pid %d: %w", req.PID, errdefs.ErrInvalidArgument)
+		}
 	default:
 		return fmt.Errorf("refused op %q: unknown operation: %w", req.Op, errdefs.ErrInvalidArgument)
 	}

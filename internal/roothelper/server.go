@@ -201,6 +201,9 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 		if err == nil {
 			log = log.With("jail", req.Jailer.ID, "pid", resp.PID)
 		}
+	case OpKillJailer:
+		err = killJailer(s.jail, req.PID)
+		log = log.With("pid", req.PID)
 	}
 	if err != nil {
 		if f != nil {

@@ -95,9 +95,12 @@ type Config struct {
 // that is not root, its stdout and stderr on console, in a session of its
 // own that outlives the launcher and the caller. It returns the jailer's
 // process, which becomes firecracker's when the jailer execs (same pid).
-// roothelper.Client implements it.
+// KillJailer sends SIGKILL to a jailer it launched, which the caller
+// cannot signal while it still runs as root. roothelper.Client implements
+// it.
 type Launcher interface {
 	LaunchJailer(ctx context.Context, c JailerConfig, console *os.File) (*proc.Process, error)
+	KillJailer(ctx context.Context, pid int) error
 }
 
 // Engine is the Firecracker engine. Create it with New.
@@ -409,7 +412,10 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 		return nil, err
 	}
 	undo = append(undo, func() error {
-		p.Signal(syscall.SIGKILL)
+		if err := p.Signal(syscall.SIGKILL); err != nil && e.cfg.Launcher != nil && st.JailDir != "" {
+			// Still the jailer, root's: the launcher may kill it.
+			e.cfg.Launcher.KillJailer(context.WithoutCancel(ctx), p.PID())
+		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return p.Wait(wctx)
