@@ -118,6 +118,17 @@ func validateJailer(c *firecracker.JailerConfig, p *JailerPolicy) error {
 // real directory (no symlink), owned by root or the owner, and nothing
 // sits where the jailer copies firecracker (it would follow a symlink
 // there as root).
+//
+// Known limit: this is a check before the jailer runs, and the jailer
+// works on path strings. The owner can still change the directories it
+// owns between this check and the jailer's root phase (swap the chroot
+// for a symlink, plant one where the exec file is copied), which jailer.md
+// leaves to the operator ("root-owned, not world-writable"). Closing that
+// needs a jail tree the owner cannot write while the jailer runs as root
+// (the helper building it, root's, with the VM's files bind-mounted from
+// descriptors the daemon sends); until then launchJailer is off unless
+// the helper is started with --jailer, and a hostile owner must not be
+// given it.
 func checkJailPath(c *firecracker.JailerConfig, p *JailerPolicy) error {
 	chroot := filepath.Join(p.ChrootBase, filepath.Base(p.Firecracker), c.ID, "root")
 	cur := "/"
