@@ -52,7 +52,7 @@ func firecrackerEngine(ctx context.Context, s config.Config, chrootBase string, 
 	}
 	cfg := firecracker.Config{
 		Firecracker: bin, Jailer: jailer, UseJailer: s.Jailer, ChrootBase: chrootBase,
-		UID: os.Getuid(), GID: os.Getgid(), Logger: log,
+		UID: os.Getuid(), GID: os.Getgid(), LogMax: s.ConsoleLogBytes(), Logger: log,
 	}
 	if s.Jailer && (os.Geteuid() != 0 || !effectiveCap(capSysAdmin)) {
 		// The jailer must start as root (mount namespace, chroot, mknod,

@@ -160,7 +160,8 @@ func checkJailPath(c *firecracker.JailerConfig, p *JailerPolicy) error {
 }
 
 // launchJailer starts the policy's jailer with c's arguments, its stdout
-// and stderr on console (a regular file the daemon opened), stdin on
+// and stderr on console (a file or the pipe of a log copier, from the
+// daemon), stdin on
 // /dev/null, in a new session and with an empty environment but PATH. It
 // is the helper's child only until the helper exits: nothing ties it to
 // the helper (systemd's KillMode=process leaves it running when the
@@ -170,8 +171,8 @@ func launchJailer(c *firecracker.JailerConfig, p *JailerPolicy, console *os.File
 		return 0, nil, fmt.Errorf("no console log descriptor with the request: %w", errdefs.ErrInvalidArgument)
 	}
 	fi, err := console.Stat()
-	if err != nil || !fi.Mode().IsRegular() {
-		return 0, nil, fmt.Errorf("console log descriptor is not a regular file: %w", errdefs.ErrInvalidArgument)
+	if err != nil || !fi.Mode().IsRegular() && fi.Mode().Type() != fs.ModeNamedPipe {
+		return 0, nil, fmt.Errorf("console log descriptor is neither a regular file nor a pipe: %w", errdefs.ErrInvalidArgument)
 	}
 	devnull, err := os.Open(os.DevNull)
 	if err != nil {

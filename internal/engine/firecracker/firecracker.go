@@ -87,6 +87,9 @@ type Config struct {
 	// StartTimeout bounds how long Start waits for the API socket; 0 means
 	// 10 s.
 	StartTimeout time.Duration
+	// LogMax caps console.log (Firecracker's output, the guest console);
+	// 0 means consolelog.DefaultMax.
+	LogMax int64
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
 }
@@ -422,6 +425,11 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}, removeFile(st.PIDFile))
 	defer func() {
 		if err != nil {
+			if p.Exited() { // else it is killed after this, by undo
+				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				p.WaitLogs(wctx)
+				cancel()
+			}
 			err = fmt.Errorf("%w%s%s", err,
 				proc.QuoteTail("firecracker output", st.ConsoleLog, logOff),
 				proc.QuoteTail("firecracker log", st.LogFile, fcLogOff))
@@ -445,17 +453,16 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 }
 
 // launch starts st's process: through the Launcher when the jailer is
-// used and one is set, else directly.
+// used and one is set, else directly; either way its output reaches the
+// console log through a capped copier.
 func (e *Engine) launch(ctx context.Context, st state, dir string) (*proc.Process, error) {
+	opts := proc.StartOptions{Dir: dir, Log: st.ConsoleLog, LogMax: e.cfg.LogMax}
 	if st.JailDir == "" || e.cfg.Launcher == nil {
-		return proc.Start(st.Argv, proc.StartOptions{Dir: dir, Log: st.ConsoleLog})
+		return proc.Start(st.Argv, opts)
 	}
-	console, err := os.OpenFile(st.ConsoleLog, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open console log: %w", err)
-	}
-	defer console.Close()
-	return e.cfg.Launcher.LaunchJailer(ctx, st.jail, console)
+	return proc.StartWith(opts, func(out *os.File) (*proc.Process, error) {
+		return e.cfg.Launcher.LaunchJailer(ctx, st.jail, out)
+	})
 }
 
 // waitAPI waits until Firecracker answers GET / on its API socket.
