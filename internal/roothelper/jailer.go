@@ -73,7 +73,7 @@ var (
 // the allowlist, and no other jailer or firecracker argument.
 func validateJailer(c *firecracker.JailerConfig, p *JailerPolicy) error {
 	if p == nil {
-		return fmt.Errorf("this root helper does not start Firecracker: start it with --jailer, --firecracker and --jail-base (banger system install does): %w", errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("this root helper does not start Firecracker's jailer: start it with --jailer, --firecracker and --jail-base <the owner's state dir>/jail, or set jailer = false in config.toml: %w", errdefs.ErrFailedPrecondition)
 	}
 	if c == nil {
 		return fmt.Errorf("no jailer arguments: %w", errdefs.ErrInvalidArgument)
