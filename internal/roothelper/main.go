@@ -110,6 +110,10 @@ func run(args []string, stderr io.Writer) int {
 		}
 		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, ChrootBase: o.jailBase, UID: o.owner, GID: gid,
 			StateFile: filepath.Join(filepath.Dir(o.socket), "jailed.json")}
+		// Said at every start so no one runs it unaware: the jail's path
+		// is checked, then used by name as root, and the owner can swap a
+		// directory of theirs in between (see checkJailPath).
+		log.Warn("launchJailer is on: it is not yet safe against a hostile owner, who can race its path check; enable it only for an owner you would give root")
 	}
 	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "jail_base", o.jailBase)
 	if err := sdnotify.Ready(); err != nil {
