@@ -17,7 +17,8 @@ build:
 # The whole suite: unit tests, integration tests on real parts (registry,
 # SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
 # fuzz runs of the layer flattener, the extractor of guests' archives, the
-# escaping of guest text and the check of patches exported from guests.
+# escaping of guest text, the check of patches exported from guests and
+# the parsers of what the host reads from guests (guestdata).
 # Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
@@ -28,6 +29,8 @@ test: build
 	$(GO) test -run=NONE -fuzz=FuzzStrict -fuzztime=15s ./internal/untar
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10s ./internal/termtext
 	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=10s ./internal/workspace
+	$(GO) test -run=NONE -fuzz=FuzzProcNet -fuzztime=10s ./internal/guestdata
+	$(GO) test -run=NONE -fuzz=FuzzProcStat -fuzztime=10s ./internal/guestdata
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

@@ -37,7 +37,8 @@ func TestAutoStopIdle(t *testing.T) {
 		return v.State
 	}
 	deadline := time.Now().Add(90 * time.Second)
-	for state("idle") == "running" && time.Now().Before(deadline) {
+	// stopping: the stop is recorded before it runs; wait through it.
+	for s := state("idle"); (s == "running" || s == "stopping") && time.Now().Before(deadline); s = state("idle") {
 		time.Sleep(time.Second)
 	}
 	if s := state("idle"); s != "stopped" {

@@ -54,6 +54,18 @@ func TestDaemonAutoStartAndPermissions(t *testing.T) {
 	if out := e.ok("daemon", "status"); !strings.Contains(out, "running") {
 		t.Errorf("status: %q", out)
 	}
+	// Without a system install, restart stops this daemon and starts
+	// another; logs is its bangerd.log.
+	e.ok("daemon", "restart")
+	if processAlive(pid) {
+		t.Errorf("daemon %d still running after restart", pid)
+	}
+	if pid = e.daemonPID(); !processAlive(pid) {
+		t.Fatalf("no daemon after restart (pid %d)", pid)
+	}
+	if out := e.ok("daemon", "logs", "-n", "1"); strings.Count(out, "\n") != 1 {
+		t.Errorf("daemon logs -n 1: %q", out)
+	}
 	e.ok("daemon", "stop")
 	if processAlive(pid) {
 		t.Error("daemon still running after stop")

@@ -20,6 +20,9 @@ import (
 
 var binDir string
 
+// hostileAgent is the test-only hostile banger-agent, for BANGER_AGENT.
+var hostileAgent string
+
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(envFakeDaemon); dir != "" {
 		os.Exit(fakeDaemon(dir)) // a child of TestPlantedRuntimeDirCLI
@@ -37,6 +40,14 @@ func TestMain(m *testing.M) {
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// The hostile test agent (see internal/agent/hostile.go).
+	hostileAgent = filepath.Join(dir, "hostile", "banger-agent")
+	ha := exec.Command("go", "build", "-tags", "hostileagent", "-o", hostileAgent, "../cmd/banger-agent")
+	ha.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := ha.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the hostile agent: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	// A bangerd that kills itself at the crash point named in

@@ -189,7 +189,9 @@ const (
 // install checks pass; uninstall refuses while it runs,
 // then with --force leaves no banger unit or binary and the network as
 // before install (links, iptables, nftables, forwarding); installing again
-// works and finds the owner's data.
+// works and finds the owner's data; daemon status|logs|restart are the
+// system commands' aliases; uninstall --purge with the daemon stopped
+// undoes the network all the same and removes the owner's banger data.
 func TestSystemInstall(t *testing.T) {
 	testutil.SkipShort(t, "boots a systemd container and guests")
 	c, fx := bootWithBanger(t)
@@ -228,6 +230,14 @@ func TestSystemInstall(t *testing.T) {
 	fx.importAs(c, sdOwnerUID)
 	c.ok(sdOwnerUID, "banger", "vm", "run", "--rm", "--image", "bb", "--", "true")
 	c.ok(sdOwnerUID, "banger", "vm", "run", "-d", "--name", "keep", "--image", "bb")
+
+	// BANGER_HOME wins over the install, as tests and development on an
+	// installed host need: a daemon of its own, not the owner's images.
+	dev := []string{"env", "BANGER_HOME=/var/tmp/banger-dev", "BANGER_NETWORK=off", "banger"}
+	if out := c.ok(0, append(dev, "image", "list", "--json")...); strings.TrimSpace(out) != "[]" {
+		t.Errorf("image list with BANGER_HOME on an installed host: %q, want a daemon of its own with no images", out)
+	}
+	c.ok(0, append(dev, "daemon", "stop")...)
 	pidOf := func() int {
 		var v struct{ PID int }
 		testutilJSON(t, c.ok(sdOwnerUID, "banger", "vm", "show", "keep", "--json"), &v)
@@ -283,23 +293,7 @@ func TestSystemInstall(t *testing.T) {
 	if !strings.Contains(out, "/home/"+sdOwner+"/.local/state/banger") {
 		t.Fatalf("uninstall does not say where the owner's data is: %q", out)
 	}
-	for _, p := range []string{"/usr/local/bin/banger", "/usr/local/bin/bangerd", "/usr/local/lib/banger", "/etc/banger",
-		"/etc/systemd/system/" + install.DaemonUnitName, "/etc/systemd/system/" + install.HelperUnitName} {
-		if _, err := os.Lstat(filepath.Join(c.root, p)); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s left after uninstall (%v)", p, err)
-		}
-	}
-	for _, u := range []string{install.DaemonUnitName, install.HelperUnitName} {
-		if out := c.ok(0, "systemctl", "show", "--property=LoadState", "--value", u); strings.TrimSpace(out) != "not-found" {
-			t.Errorf("%s after uninstall: LoadState %q", u, out)
-		}
-	}
-	if r := c.run(0, "pgrep", "-x", "qemu-system-x86"); r.code == 0 {
-		t.Errorf("engine processes left after uninstall --force: %s", r.out)
-	}
-	if after := c.netState(); after != netBefore {
-		t.Errorf("network after uninstall differs from before install:\n%s\nbefore:\n%s", after, netBefore)
-	}
+	c.uninstalled(netBefore)
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
 	if out := c.ok(sdOwnerUID, "banger", "image", "list"); !strings.Contains(out, "bb") {
@@ -314,7 +308,59 @@ func TestSystemInstall(t *testing.T) {
 	before = pidOf()
 	c.ok(0, "banger", "system", "install", "--owner", sdOwner)
 	stillRunning("installing again")
+
+	// daemon status|logs|restart are aliases of the system commands.
+	c.ok(0, "banger", "daemon", "restart")
+	stillRunning("daemon restart")
+	if out := c.ok(sdOwnerUID, "banger", "daemon", "status"); !strings.Contains(out, "for "+sdOwner) || !strings.Contains(out, install.HelperUnitName) {
+		t.Errorf("daemon status when installed: %q, want system status", out)
+	}
+	if out := c.ok(sdOwnerUID, "banger", "daemon", "logs", "-n", "3"); strings.Count(out, "\n") != 3 {
+		t.Errorf("daemon logs -n 3: %q", out)
+	}
 	c.ok(sdOwnerUID, "banger", "vm", "delete", "-f", "keep")
+
+	// Uninstall with the daemon stopped: the network is undone from the
+	// root helper's record. --purge removes the owner's banger data and
+	// nothing else of theirs.
+	c.ok(sdOwnerUID, "touch", "/home/"+sdOwner+"/.local/state/not-bangers")
+	c.ok(0, "systemctl", "stop", install.DaemonUnitName)
+	if out := c.ok(0, "banger", "system", "uninstall", "--purge"); strings.Contains(out, "kept") {
+		t.Errorf("uninstall --purge says data is kept: %q", out)
+	}
+	c.uninstalled(netBefore)
+	for _, d := range []string{".config/banger", ".local/state/banger", ".cache/banger"} {
+		if _, err := os.Lstat(filepath.Join(c.root, "home", sdOwner, d)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("~%s/%s left after --purge (%v)", sdOwner, d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.root, "home", sdOwner, ".local/state/not-bangers")); err != nil {
+		t.Errorf("--purge removed the owner's other files: %v", err)
+	}
+}
+
+// uninstalled checks that no banger unit, binary or /etc/banger is left,
+// no engine process runs, and the network is as netBefore.
+func (c *sdContainer) uninstalled(netBefore string) {
+	t := c.t
+	t.Helper()
+	for _, p := range []string{"/usr/local/bin/banger", "/usr/local/bin/bangerd", "/usr/local/lib/banger", "/etc/banger", "/run/banger", "/run/bangerd",
+		"/etc/systemd/system/" + install.DaemonUnitName, "/etc/systemd/system/" + install.HelperUnitName} {
+		if _, err := os.Lstat(filepath.Join(c.root, p)); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s left after uninstall (%v)", p, err)
+		}
+	}
+	for _, u := range []string{install.DaemonUnitName, install.HelperUnitName} {
+		if out := c.ok(0, "systemctl", "show", "--property=LoadState", "--value", u); strings.TrimSpace(out) != "not-found" {
+			t.Errorf("%s after uninstall: LoadState %q", u, out)
+		}
+	}
+	if r := c.run(0, "pgrep", "-x", "qemu-system-x86"); r.code == 0 {
+		t.Errorf("engine processes left after uninstall: %s", r.out)
+	}
+	if after := c.netState(); after != netBefore {
+		t.Errorf("network after uninstall differs from before install:\n%s\nbefore:\n%s", after, netBefore)
+	}
 }
 
 // sdFixtures are the kernel and image files put into the container.
@@ -329,6 +375,16 @@ func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
 	var k struct{ Vmlinux, Initrd string }
 	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
 	c := bootSystemd(t, func(root string) {
+		// The container is an overlay of the host's root: a system
+		// install of banger on the host would be in it, and its units
+		// would start at boot. Hide it (whiteouts in the overlay only).
+		p := install.DefaultPaths()
+		for _, f := range []string{p.CLI, p.Daemon, filepath.Dir(p.Agent), p.ConfigDir, p.DaemonUnit(), p.HelperUnit(),
+			filepath.Join(p.UnitDir, "multi-user.target.wants", install.DaemonUnitName), filepath.Join(p.UnitDir, "multi-user.target.wants", install.HelperUnitName)} {
+			if err := os.RemoveAll(filepath.Join(root, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
 		for dir, files := range map[string][]string{
 			"srv/banger-src":      {filepath.Join(binDir, "banger"), filepath.Join(binDir, "bangerd"), filepath.Join(binDir, "banger-agent")},
 			"srv/banger-fixtures": {k.Vmlinux, k.Initrd, shared.rootfs},
@@ -344,6 +400,11 @@ func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
 		}
 	})
 	c.ok(0, "chmod", "-R", "a+rX", "/srv/banger-src", "/srv/banger-fixtures")
+	for _, u := range []string{install.DaemonUnitName, install.HelperUnitName} {
+		if out := c.ok(0, "systemctl", "show", "--property=LoadState", "--value", u); strings.TrimSpace(out) != "not-found" {
+			t.Fatalf("%s in the fresh container: LoadState %q, want none (the host's install leaked in)", u, out)
+		}
+	}
 	f := "/srv/banger-fixtures/"
 	return c, sdFixtures{vmlinux: f + filepath.Base(k.Vmlinux), initrd: f + filepath.Base(k.Initrd), rootfs: f + filepath.Base(shared.rootfs)}
 }

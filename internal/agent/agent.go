@@ -170,8 +170,17 @@ func newServer(log *slog.Logger, cfg agentproto.BootConfig, rooted bool, w waite
 	}
 	h := NewHandler(hc)
 	startSSH(context.Background(), log, cfg.SSH, h, cfg.Init != "") // in the background; the network is up
-	return &agentproto.Server{Handler: h, AgentVersion: buildinfo.Version, Logger: log}
+	var served agentproto.Handler = h
+	if hostile != nil {
+		served = hostile(log, h)
+	}
+	return &agentproto.Server{Handler: served, AgentVersion: buildinfo.Version, Logger: log}
 }
+
+// hostile, set only in a test build (tag hostileagent, hostile.go), wraps
+// the handler in one that misbehaves on request, to test that the host
+// holds against a hostile guest.
+var hostile func(*slog.Logger, agentproto.Handler) agentproto.Handler
 
 func serveForever(ctx context.Context, log *slog.Logger, srv *agentproto.Server, cfg agentproto.BootConfig) {
 	port := cfg.AgentPort

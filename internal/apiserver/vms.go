@@ -19,6 +19,7 @@ import (
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/vm"
 )
 
@@ -176,7 +177,7 @@ func (s *server) vmLogs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, err)
 		return
 	}
-	f, err := os.Open(path)
+	f, err := consolelog.OpenReader(path) // follows rotations
 	if errors.Is(err, os.ErrNotExist) {
 		w.Header().Set("Content-Type", "text/plain")
 		return

@@ -79,8 +79,10 @@ func doctorEnv(ctx context.Context, f *Factory) doctor.Env {
 		env.Daemon = c
 	}
 	env.Migrations = checkMigrations
-	if rec, err := install.Read(install.RecordPath); err == nil {
-		st := install.GetStatus(ctx, rec, hostcmd.Systemctl{}, api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit})
+	// The install this CLI talks to: none with BANGER_HOME set, so a
+	// development or test daemon is checked as itself.
+	if f.Installed {
+		st := install.GetStatus(ctx, f.Install, hostcmd.Systemctl{}, api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit})
 		env.Install = &st
 	}
 	env.SSHInclude = sshDir(f).Config()

@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/doctor"
+	"github.com/bangervm/banger/internal/install"
 	"github.com/bangervm/banger/internal/paths"
 )
 
@@ -63,5 +65,41 @@ func TestDoctorWithoutDaemon(t *testing.T) {
 		if r.Name == "daemon" && (r.Status != doctor.Fail || !strings.Contains(r.Detail, "bangerd did not answer")) {
 			t.Errorf("daemon check: %+v", r)
 		}
+	}
+}
+
+// doctor checks the install the CLI talks to, from the Factory: none
+// when BANGER_HOME is set (a test's daemon on a host where banger is
+// installed), the Factory's record otherwise, never /etc/banger by itself.
+func TestDoctorInstallFromFactory(t *testing.T) {
+	t.Setenv("HOME", t.TempDir())
+	down := func(context.Context) (*client.Client, error) { return nil, errors.New("down") }
+	drift := func(f *Factory) doctor.Result {
+		t.Helper()
+		io, out, _ := TestStreams()
+		f.IO = io
+		Run(f, []string{"doctor", "--json"})
+		var rs []doctor.Result
+		if err := json.Unmarshal(out.Bytes(), &rs); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		for _, r := range rs {
+			if r.Name == "install-drift" {
+				return r
+			}
+		}
+		t.Fatal("no install-drift check")
+		return doctor.Result{}
+	}
+	if r := drift(&Factory{Layout: paths.Under(t.TempDir()), Client: down}); r.Status != doctor.Skip {
+		t.Errorf("not installed: %+v, want a skip", r)
+	}
+	dir := t.TempDir()
+	p := install.DefaultPaths()
+	p.UnitDir, p.HelperSocket, p.DaemonRuntime = filepath.Join(dir, "units"), filepath.Join(dir, "root.sock"), filepath.Join(dir, "run")
+	rec := install.Record{Version: "v9.9.9", Owner: install.Owner{UID: 4321, GID: 4321, Name: "alice", Home: "/home/alice"}, Paths: p}
+	f := &Factory{Layout: rec.Owner.Layout(p), Installed: true, InstalledOwner: 4321, Install: rec, Client: down}
+	if r := drift(f); r.Status != doctor.Warn || !strings.Contains(r.Detail, "v9.9.9") {
+		t.Errorf("installed: %+v, want drift from the Factory's install", r)
 	}
 }

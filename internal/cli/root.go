@@ -40,15 +40,18 @@ type Factory struct {
 	// runs as InstalledOwner; the CLI neither starts nor stops it.
 	Installed      bool
 	InstalledOwner int
+	// Install is the install record, when Installed.
+	Install install.Record
 	// Client returns a connected client, starting the daemon if needed.
 	Client func(ctx context.Context) (*client.Client, error)
 }
 
 // NewFactory returns the factory for a real run.
 func NewFactory() *Factory {
-	layout, owner, installed := installedLayout(install.RecordPath, os.Getenv("BANGER_HOME") != "", os.Getuid())
-	if !installed {
-		layout, owner = paths.FromEnv(), -1
+	rec, installed := installedRecord(install.RecordPath, os.Getenv("BANGER_HOME") != "", os.Getuid())
+	layout, owner := paths.FromEnv(), -1
+	if installed {
+		layout, owner = rec.Owner.Layout(rec.Paths), rec.Owner.UID
 	}
 	var c *client.Client
 	return &Factory{
@@ -56,6 +59,7 @@ func NewFactory() *Factory {
 		Layout:         layout,
 		Installed:      installed,
 		InstalledOwner: owner,
+		Install:        rec,
 		Client: func(ctx context.Context) (*client.Client, error) {
 			if c != nil {
 				return c, nil
@@ -67,20 +71,19 @@ func NewFactory() *Factory {
 	}
 }
 
-// installedLayout returns the owner's layout of a system install when
-// the CLI should talk to the installed daemon: installed, BANGER_HOME not
-// set (development and tests keep their own daemon), and run by the
-// owner or root. Then the CLI never starts a daemon of its own. owner is
-// the uid the daemon runs as.
-func installedLayout(record string, bangerHome bool, uid int) (l paths.Layout, owner int, ok bool) {
+// installedRecord returns the install record when the CLI should talk
+// to the installed daemon: installed, BANGER_HOME not set (development
+// and tests keep their own daemon, whatever is installed), and run by the
+// owner or root. Then the CLI never starts a daemon of its own.
+func installedRecord(record string, bangerHome bool, uid int) (install.Record, bool) {
 	if bangerHome {
-		return paths.Layout{}, -1, false
+		return install.Record{}, false
 	}
 	r, err := install.Read(record)
 	if err != nil || (uid != 0 && uid != r.Owner.UID) {
-		return paths.Layout{}, -1, false
+		return install.Record{}, false
 	}
-	return r.Owner.Layout(r.Paths), r.Owner.UID, true
+	return r, true
 }
 
 // FlagError is a usage mistake: exit status 2 and a hint to see --help.

@@ -199,13 +199,21 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err := stopVMsForUninstall(ctx, f, c, opts.Force); err != nil {
 		return err
 	}
-	// What the daemon set up on the host, asked while it runs; a daemon
-	// that does not answer leaves the network as it is, and says so.
-	var teardown func(context.Context) error
+	// What the daemon set up on the host, asked while it runs. The root
+	// helper's own record covers a daemon that does not answer.
+	var daemonNet *api.NetworkInfo
 	if n, err := c.Network(ctx); err == nil {
-		teardown = func(ctx context.Context) error { return install.TeardownNetwork(ctx, n) }
-	} else {
-		fmt.Fprintf(f.IO.ErrOut, "banger: the daemon did not say what it set up on the host network (%v): bridge, firewall chains and forwarding are left as they are\n", err)
+		daemonNet = &n
+	}
+	teardown := func(ctx context.Context) error {
+		s, err := install.NetworkToUndo(rec.Paths, daemonNet)
+		if err != nil {
+			return err
+		}
+		if s.Bridge == "" && daemonNet == nil {
+			fmt.Fprintf(f.IO.ErrOut, "banger: neither the daemon nor the root helper's record (%s) says what banger set up on the host network: nothing to undo there\n", rec.Paths.SetupRecord())
+		}
+		return install.TeardownNetwork(ctx, s)
 	}
 	err = install.Uninstall(ctx, install.UninstallOptions{
 		Record: rec, Systemd: hostcmd.Systemctl{}, Purge: opts.Purge, TeardownNetwork: teardown,
@@ -277,21 +285,28 @@ not installed or anything drifts.`,
 			if err != nil {
 				return err
 			}
-			cli := api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version}
-			st := install.GetStatus(cmd.Context(), rec, hostcmd.Systemctl{}, cli)
-			if asJSON {
-				err = printJSON(f, st)
-			} else {
-				err = renderSystemStatus(f, st)
-			}
-			if err == nil && len(st.Drift) > 0 {
-				return &ExitError{Code: ExitFailure}
-			}
-			return err
+			return runSystemStatus(cmd.Context(), f, rec, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
 	return cmd
+}
+
+// runSystemStatus prints the status of the install rec; exit status 1
+// when anything drifts.
+func runSystemStatus(ctx context.Context, f *Factory, rec install.Record, asJSON bool) error {
+	cli := api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version}
+	st := install.GetStatus(ctx, rec, hostcmd.Systemctl{}, cli)
+	var err error
+	if asJSON {
+		err = printJSON(f, st)
+	} else {
+		err = renderSystemStatus(f, st)
+	}
+	if err == nil && len(st.Drift) > 0 {
+		return &ExitError{Code: ExitFailure}
+	}
+	return err
 }
 
 func renderSystemStatus(f *Factory, st install.Status) error {
@@ -339,11 +354,15 @@ running and the new daemon re-attaches to them.`,
 			if err != nil {
 				return err
 			}
-			if err := install.Restart(cmd.Context(), hostcmd.Systemctl{}, rec); err != nil {
-				return fmt.Errorf("system restart: %w", err)
-			}
-			fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)
-			return nil
+			return runSystemRestart(cmd.Context(), f, rec)
 		},
 	}
+}
+
+func runSystemRestart(ctx context.Context, f *Factory, rec install.Record) error {
+	if err := install.Restart(ctx, hostcmd.Systemctl{}, rec); err != nil {
+		return fmt.Errorf("system restart: %w", err)
+	}
+	fmt.Fprintf(f.IO.Out, "%s and %s restarted and answering\n", install.HelperUnitName, install.DaemonUnitName)
+	return nil
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -53,7 +54,7 @@ func TestSystemInstallWithoutOwnerIsAUsageError(t *testing.T) {
 // installed daemon; anyone else, and BANGER_HOME, keeps their own.
 func TestInstalledLayout(t *testing.T) {
 	record := filepath.Join(t.TempDir(), "install.toml")
-	if _, _, ok := installedLayout(record, false, 1000); ok {
+	if _, ok := installedRecord(record, false, 1000); ok {
 		t.Fatal("installed mode without an install record")
 	}
 	r := install.Record{Version: "v1", Owner: install.Owner{UID: 1000, GID: 1000, Name: "dev", Home: "/home/dev"}, Paths: install.DefaultPaths()}
@@ -64,13 +65,14 @@ func TestInstalledLayout(t *testing.T) {
 		bangerHome bool
 		uid        int
 		want       bool
-	}{{false, 1000, true}, {false, 0, true}, {false, 1001, false}, {true, 1000, false}} {
-		l, owner, ok := installedLayout(record, tc.bangerHome, tc.uid)
+	}{{false, 1000, true}, {false, 0, true}, {false, 1001, false}, {true, 1000, false}, {true, 0, false}} {
+		got, ok := installedRecord(record, tc.bangerHome, tc.uid)
 		if ok != tc.want {
 			t.Errorf("BANGER_HOME %v, uid %d: installed %v, want %v", tc.bangerHome, tc.uid, ok, tc.want)
 			continue
 		}
-		if ok && (l.Socket() != "/run/bangerd/banger/bangerd.sock" || l.State != "/home/dev/.local/state/banger" || owner != 1000) {
+		l := got.Owner.Layout(got.Paths)
+		if ok && (l.Socket() != "/run/bangerd/banger/bangerd.sock" || l.State != "/home/dev/.local/state/banger" || got.Owner.UID != 1000) {
 			t.Errorf("uid %d: layout %+v, want the owner's dirs and the unit's socket", tc.uid, l)
 		}
 	}
@@ -84,5 +86,62 @@ func TestDaemonStopRefusedWhenInstalled(t *testing.T) {
 	f := &Factory{IO: io, Layout: paths.Under(t.TempDir()), Installed: true}
 	if code := Run(f, []string{"daemon", "stop"}); code != ExitFailure || !strings.Contains(errOut.String(), "sudo systemctl stop bangerd.service") {
 		t.Fatalf("exit %d, stderr %q; want a refusal naming systemctl stop", code, errOut.String())
+	}
+}
+
+func TestLastLines(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"a\nb\nc\n", 2, "b\nc\n"},
+		{"a\nb\nc", 2, "b\nc"},
+		{"a\nb\nc\n", 5, "a\nb\nc\n"},
+		{"a\nb\nc\n", 0, ""},
+		{"", 3, ""},
+		{"only\n", 1, "only\n"},
+	} {
+		if got := string(lastLines([]byte(tc.in), tc.n)); got != tc.want {
+			t.Errorf("lastLines(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
+
+// daemon logs prints the end of the layout's bangerd.log: with a system
+// install, the owner's (Factory.Layout is the install's then).
+func TestDaemonLogs(t *testing.T) {
+	io, out, errOut := TestStreams()
+	f := &Factory{IO: io, Layout: paths.Under(t.TempDir())}
+	if code := Run(f, []string{"daemon", "logs"}); code != ExitFailure || !strings.Contains(errOut.String(), "no daemon log yet") {
+		t.Fatalf("no log: exit %d, stderr %q", code, errOut.String())
+	}
+	os.MkdirAll(f.Layout.State, 0o700)
+	os.WriteFile(f.Layout.DaemonLog(), []byte("one\ntwo\nthree\n"), 0o600)
+	if code := Run(f, []string{"daemon", "logs", "-n", "2"}); code != ExitOK || out.String() != "two\nthree\n" {
+		t.Fatalf("exit %d, stdout %q; want the last two lines", code, out.String())
+	}
+	// The owner's file is read by root too: not through a symlink.
+	os.Remove(f.Layout.DaemonLog())
+	os.Symlink("/etc/hostname", f.Layout.DaemonLog())
+	errOut.Reset()
+	if code := Run(f, []string{"daemon", "logs"}); code != ExitFailure || !strings.Contains(errOut.String(), "symlink") {
+		t.Fatalf("symlinked log: exit %d, stderr %q; want a refusal", code, errOut.String())
+	}
+}
+
+// With a system install, daemon status is system status: the install
+// record, both units and drift, exit status 1 when anything drifts (here
+// every unit is missing).
+func TestDaemonStatusInstalled(t *testing.T) {
+	dir := t.TempDir()
+	p := install.DefaultPaths()
+	p.UnitDir, p.HelperSocket, p.DaemonRuntime = filepath.Join(dir, "units"), filepath.Join(dir, "root.sock"), filepath.Join(dir, "run")
+	rec := install.Record{Version: "v9.9.9", Commit: "abc", Owner: install.Owner{UID: 4321, GID: 4321, Name: "alice", Home: "/home/alice"}, Paths: p}
+	io, out, _ := TestStreams()
+	f := &Factory{IO: io, Layout: rec.Owner.Layout(p), Installed: true, InstalledOwner: 4321, Install: rec}
+	if code := Run(f, []string{"daemon", "status"}); code != ExitFailure || !strings.Contains(out.String(), "v9.9.9") || !strings.Contains(out.String(), "for alice (uid 4321)") ||
+		!strings.Contains(out.String(), install.DaemonUnitName) || !strings.Contains(out.String(), "drift") {
+		t.Fatalf("exit %d, stdout:\n%s\nwant system status of the install, with drift", code, out.String())
 	}
 }

@@ -57,8 +57,12 @@ type Config struct {
 	// AutoStop stops a running VM after it has been idle this long (a Go
 	// duration: "30m", "2h"); empty or "0" never does. See vm.StopIdle
 	// for what counts as activity.
-	AutoStop string     `toml:"auto_stop"`
-	VM       VMDefaults `toml:"vm"`
+	AutoStop string `toml:"auto_stop"`
+	// ConsoleLogMax caps each VM's console.log (and the engine's own
+	// log); past it the file is rotated to console.log.1. A size such as
+	// "8M".
+	ConsoleLogMax string     `toml:"console_log_max"`
+	VM            VMDefaults `toml:"vm"`
 }
 
 // MinAutoStop is the shortest auto_stop accepted.
@@ -69,6 +73,12 @@ const MinAutoStop = time.Second
 func (c Config) AutoStopAfter() time.Duration {
 	d, _ := time.ParseDuration(c.AutoStop)
 	return d
+}
+
+// ConsoleLogBytes is ConsoleLogMax in bytes. validate has checked it.
+func (c Config) ConsoleLogBytes() int64 {
+	n, _ := ParseSize(c.ConsoleLogMax)
+	return n
 }
 
 // VMDefaults sizes VMs when a command gives no flags.
@@ -89,6 +99,7 @@ func Default() Config {
 		RootHelper:    "/run/banger/root.sock",
 		Bridge:        "banger0",
 		DNSAddr:       "127.0.0.1:42069",
+		ConsoleLogMax: "8M",
 		VM:            VMDefaults{VCPU: 1, MemoryMB: 512, DiskSize: "4G"},
 	}
 }
@@ -161,6 +172,9 @@ func (c *Config) validate() error {
 	}
 	if c.VM.MemoryMB < 64 {
 		return fmt.Errorf("vm.memory %d MiB: want at least 64: %w", c.VM.MemoryMB, errdefs.ErrInvalidArgument)
+	}
+	if n, err := ParseSize(c.ConsoleLogMax); err != nil || n < 64<<10 {
+		return fmt.Errorf("console_log_max %q: want a size of at least 64K, such as \"8M\": %w", c.ConsoleLogMax, errdefs.ErrInvalidArgument)
 	}
 	if c.AutoStop != "" {
 		d, err := time.ParseDuration(c.AutoStop)

@@ -45,6 +45,12 @@ func TestLoad(t *testing.T) {
 		{name: "auto_stop not a duration", toml: "auto_stop = \"soon\"\n", wantErr: `auto_stop "soon": want a duration`},
 		{name: "auto_stop too short", toml: "auto_stop = \"10ms\"\n", wantErr: `auto_stop "10ms"`},
 		{name: "auto_stop negative", toml: "auto_stop = \"-1h\"\n", wantErr: `auto_stop "-1h"`},
+		{name: "console_log_max", toml: "console_log_max = \"1M\"\n", check: func(t *testing.T, c Config) {
+			if c.ConsoleLogBytes() != 1<<20 || Default().ConsoleLogBytes() != 8<<20 {
+				t.Errorf("ConsoleLogBytes = %d", c.ConsoleLogBytes())
+			}
+		}},
+		{name: "console_log_max too small", toml: "console_log_max = \"1K\"\n", wantErr: `console_log_max "1K"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -15,7 +15,7 @@ import (
 // engines builds the engines this host can run, the rule that picks one
 // for a new VM, and the report `banger engine` prints.
 func engines(ctx context.Context, s config.Config, state string, log *slog.Logger) (map[string]engine.Engine, func(string) (string, string, error), api.EngineInfo) {
-	q := qemu.New(qemu.Config{Binary: s.QEMUBin, Logger: log})
+	q := qemu.New(qemu.Config{Binary: s.QEMUBin, LogMax: s.ConsoleLogBytes(), Logger: log})
 	all := map[string]engine.Engine{engine.QEMU: q}
 	var h engine.Host
 	qs := api.EngineStatus{Name: engine.QEMU, Available: true}

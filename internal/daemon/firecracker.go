@@ -47,7 +47,7 @@ func firecrackerEngine(ctx context.Context, s config.Config, chrootBase string, 
 	}
 	e := firecracker.New(firecracker.Config{
 		Firecracker: bin, Jailer: jailer, UseJailer: s.Jailer, ChrootBase: chrootBase,
-		UID: os.Getuid(), GID: os.Getgid(), Logger: log,
+		UID: os.Getuid(), GID: os.Getgid(), LogMax: s.ConsoleLogBytes(), Logger: log,
 	})
 	v, err := e.Version(ctx)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/bangervm/banger/api"
 )
@@ -29,6 +30,10 @@ func checkKVM(_ context.Context, f *facts) Result {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return warn("no /dev/kvm: "+slow, "sudo modprobe kvm_intel (or kvm_amd); enable VT-x/AMD-V in the firmware, or nested virtualization on a cloud VM")
 	}
+	if who, uid, join := f.kvmUser(); uid != 0 && rootOnly(path) {
+		return warn(fmt.Sprintf("/dev/kvm is root-only (no group or other access), and the daemon runs as %s: %s", who, slow),
+			kvmGroupFix+join+"; or keep TCG")
+	}
 	if err := f.OpenRW(path); err != nil {
 		if errors.Is(err, fs.ErrPermission) {
 			return warn("/dev/kvm is not read-write for you: "+slow, "sudo usermod -aG kvm \"$USER\", then log in again (and restart the daemon: banger daemon stop)")
@@ -47,6 +52,33 @@ func checkKVM(_ context.Context, f *facts) Result {
 	}
 	return warn(fmt.Sprintf("/dev/kvm opens, but QEMU uses %s: %s", q.Accel, q.Note),
 		"none on this host: KVM needs the CPU's vmx/svm; on a cloud VM pick an instance type with nested virtualization")
+}
+
+// kvmGroupFix gives /dev/kvm to a kvm group, as udev does on most
+// distributions: by a rule that lasts, and at once (a host without udev
+// needs the chgrp and chmod again after each boot).
+const kvmGroupFix = `sudo groupadd -f -r kvm; echo 'KERNEL=="kvm", GROUP="kvm", MODE="0660"' | sudo tee /etc/udev/rules.d/65-kvm.rules; sudo chgrp kvm /dev/kvm; sudo chmod 0660 /dev/kvm`
+
+// kvmUser names the user whose daemon opens /dev/kvm, its uid, and how
+// that daemon joins the kvm group: the install's owner (its unit gets the
+// group when installed after the group exists), else this user.
+func (f *facts) kvmUser() (who string, uid int, join string) {
+	if f.Install != nil && f.Install.Install != nil {
+		o := f.Install.Install.Owner
+		return o.Name, o.UID, "; then sudo banger system install (the daemon's unit then gets the kvm group)"
+	}
+	return fmt.Sprintf("you (uid %d)", f.UID), f.UID, "; then sudo usermod -aG kvm \"$USER\", log in again and banger daemon restart"
+}
+
+// rootOnly reports whether only root may open path: root's, with no
+// group or other access.
+func rootOnly(path string) bool {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && st.Uid == 0 && fi.Mode().Perm()&0o066 == 0
 }
 
 // checkEngines reports which engine new VMs get and why, and each

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/internal/install"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 func TestArchitecture(t *testing.T) {
@@ -36,6 +38,37 @@ func TestKVM(t *testing.T) {
 		env, _ := testEnv(t)
 		env.OpenRW = func(p string) error { return &fs.PathError{Op: "open", Path: p, Err: fs.ErrPermission} }
 		expect(t, one(t, env, "kvm"), Warn, "not read-write for you", "usermod -aG kvm")
+	})
+	// /dev/kvm root:root 0600, as on this machine: no group to join, so
+	// doctor says how to make one, or to keep TCG; for an install, in the
+	// owner's name, also when root runs doctor (root opens it, the
+	// owner's daemon cannot).
+	t.Run("root-only", func(t *testing.T) {
+		testutil.RequireRoot(t)
+		env, _ := testEnv(t)
+		kvm := filepath.Join(env.Root, "dev", "kvm")
+		if err := os.Chown(kvm, 0, 0); err != nil {
+			t.Fatal(err)
+		}
+		env.UID = 1000
+		env.OpenRW = func(p string) error { return &fs.PathError{Op: "open", Path: p, Err: fs.ErrPermission} }
+		r := one(t, env, "kvm")
+		expect(t, r, Warn, "root-only", "udev/rules.d")
+		expect(t, r, Warn, "uid 1000", "usermod -aG kvm")
+		expect(t, r, Warn, "TCG", "keep TCG")
+
+		env.UID, env.OpenRW = 0, openRW
+		rec := install.Record{Owner: install.Owner{UID: 1500, Name: "alice"}}
+		env.Install = &install.Status{Install: &rec}
+		r = one(t, env, "kvm")
+		expect(t, r, Warn, "runs as alice", "sudo banger system install")
+
+		rec.Owner = install.Owner{UID: 0, Name: "root"}
+		expect(t, one(t, env, "kvm"), Pass, "QEMU uses KVM", "")
+		os.Chmod(kvm, 0o660)
+		env.Install = nil
+		env.UID = 1000
+		expect(t, one(t, env, "kvm"), Pass, "QEMU uses KVM", "")
 	})
 	t.Run("opens but the engine cannot use it", func(t *testing.T) {
 		env, d := testEnv(t)

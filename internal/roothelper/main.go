@@ -89,7 +89,7 @@ func run(args []string, stderr io.Writer) int {
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("tell systemd the helper is ready", "err", err)
 	}
-	err = Serve(ctx, ln, ServerConfig{Owner: o.owner, AllowedSubnets: allowed, Log: log})
+	err = Serve(ctx, ln, ServerConfig{Owner: o.owner, AllowedSubnets: allowed, Log: log, Setup: filepath.Join(filepath.Dir(o.socket), network.SetupFile)})
 	ln.Close()
 	if err != nil {
 		log.Error("serve", "err", err)

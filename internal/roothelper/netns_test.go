@@ -116,7 +116,8 @@ func tapOf(f *os.File) (string, uint16, error) {
 func TestNetnsRoundTrip(t *testing.T) {
 	nettest.Require(t)
 	ns := nettest.NewNS(t)
-	c := New(startHelperIn(t, ns))
+	sock := startHelperIn(t, ns)
+	c := New(sock)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -142,6 +143,11 @@ func TestNetnsRoundTrip(t *testing.T) {
 	}
 	if err := c.EnsureFirewall(ctx, fw); err != nil {
 		t.Fatal(err)
+	}
+	// What the helper set up, recorded beside its socket for a
+	// daemon-less uninstall.
+	if s, err := network.ReadSetup(filepath.Join(filepath.Dir(sock), network.SetupFile)); err != nil || s != (network.Setup{Bridge: bridge, Subnet: subnet, Forwarding: true}) {
+		t.Errorf("recorded set-up: %+v, %v; want %s, %s, forwarding turned on", s, err, bridge, subnet)
 	}
 	before := iptablesSave(t, ns)
 

@@ -34,6 +34,10 @@ type ServerConfig struct {
 	AllowedSubnets []netip.Prefix
 	// Log receives a line per operation and per refusal; nil discards.
 	Log *slog.Logger
+	// Setup, when set, is the file (network.UpdateSetup) where the helper
+	// records the bridge, subnet and forwarding it set up, for `system
+	// uninstall` to undo without the daemon.
+	Setup string
 }
 
 type server struct {
@@ -41,6 +45,7 @@ type server struct {
 	ops     network.Ops
 	allowed []netip.Prefix
 	log     *slog.Logger
+	setup   string
 	mu      sync.Mutex // serializes operations across connections
 }
 
@@ -53,7 +58,7 @@ type server struct {
 // other than root or cfg.Owner gets a PermissionDenied reply and is
 // disconnected. Requests on a connection are answered in order.
 func Serve(ctx context.Context, ln *net.UnixListener, cfg ServerConfig) error {
-	s := &server{owner: cfg.Owner, ops: cfg.Ops, allowed: cfg.AllowedSubnets, log: cfg.Log}
+	s := &server{owner: cfg.Owner, ops: cfg.Ops, allowed: cfg.AllowedSubnets, log: cfg.Log, setup: cfg.Setup}
 	if s.allowed == nil {
 		s.allowed = network.DefaultRanges()
 	}
@@ -191,12 +196,39 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 		log.Warn("operation", "op", req.Op, "tap", req.Tap, "err", err)
 		return errResponse(err), nil
 	}
+	s.record(log, req, resp)
 	if req.Op == OpRouteDNS {
 		log = log.With("server", req.Server.String(), "routed", resp.Routed, "reason", resp.Reason)
 	}
 	log.Info("operation", "op", req.Op, "tap", req.Tap, "bridge", req.Bridge)
 	resp.FD = f != nil
 	return resp, f
+}
+
+// record notes in the set-up file what a successful req set up on the
+// host. A failure to record is logged, not returned: the operation itself
+// succeeded, and only a daemon-less uninstall would miss it.
+func (s *server) record(log *slog.Logger, req *request, resp response) {
+	var fn func(*network.Setup)
+	switch req.Op {
+	case OpEnsureBridge:
+		fn = func(st *network.Setup) { st.Bridge, st.Subnet = req.Bridge, req.Gateway.Masked() }
+	case OpEnsureFirewall:
+		fn = func(st *network.Setup) { st.Bridge, st.Subnet = req.Firewall.Bridge, req.Firewall.Subnet }
+	case OpEnsureForwarding:
+		// PolicyDrop: banger turned forwarding on, now or (the
+		// daemon's record says) earlier in this boot.
+		if !resp.PolicyDrop {
+			return
+		}
+		fn = func(st *network.Setup) { st.Forwarding = true }
+	}
+	if fn == nil || s.setup == "" {
+		return
+	}
+	if err := network.UpdateSetup(s.setup, fn); err != nil {
+		log.Warn("record the network set-up; system uninstall will need the daemon to undo it", "err", err)
+	}
 }
 
 // errResponse is the reply carrying err, its class kept.

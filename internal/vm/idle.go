@@ -4,13 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/guestdata"
 	"github.com/bangervm/banger/internal/store"
 )
 
@@ -67,49 +67,75 @@ func (m *Manager) StopIdle(ctx context.Context, after time.Duration) {
 	}
 }
 
+// Idle checks run idleChecks VMs at a time, each within idleCheckTimeout
+// (its agent handshake and reads; a stop it decides on has its own
+// bounds): a stalled or hostile guest delays only its own check.
+const (
+	idleChecks       = 4
+	idleCheckTimeout = 30 * time.Second
+)
+
 func (m *Manager) stopIdle(ctx context.Context, after time.Duration, now time.Time) {
 	vs, err := m.cfg.DB.ListVMs(ctx)
 	if err != nil {
 		m.log.Warn("idle check", "err", err)
 		return
 	}
+	sem := make(chan struct{}, idleChecks)
+	var wg sync.WaitGroup
 	for _, v := range vs {
-		if v.State != api.VMRunning || ctx.Err() != nil {
+		if v.State != api.VMRunning {
 			continue
 		}
-		h := m.handle(v.ID)
-		h.mu.Lock()
-		running, sessions := h.inst != nil, h.sessions
-		if h.lastActive.IsZero() {
-			h.lastActive = now
+		select {
+		case <-ctx.Done():
+		case sem <- struct{}{}:
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				m.stopIfIdle(ctx, v, after, now)
+			}()
 		}
-		h.mu.Unlock()
-		if !running {
-			continue
-		}
-		why := ""
-		if sessions > 0 {
-			why = fmt.Sprintf("%d session(s) open", sessions)
-		} else {
-			why = m.guestActivity(ctx, &v, h)
-		}
-		h.mu.Lock()
-		if why != "" {
-			h.lastActive = now
-		}
-		idle := now.Sub(h.lastActive)
-		h.mu.Unlock()
-		if why != "" || idle < after {
-			continue
-		}
-		m.log.Info("stopping idle vm", "vm", v.ID, "name", v.Name, "idle", idle.Round(time.Second), "auto_stop", after)
-		if _, err := m.Stop(ctx, v.ID); err != nil && !errdefs.IsFailedPrecondition(err) {
-			m.log.Warn("stop idle vm", "vm", v.ID, "name", v.Name, "err", err)
-		}
-		h.mu.Lock()
-		h.lastActive = time.Time{} // counted afresh if it runs again
-		h.mu.Unlock()
 	}
+	wg.Wait()
+}
+
+// stopIfIdle stops v if it has been idle for after.
+func (m *Manager) stopIfIdle(ctx context.Context, v store.VM, after time.Duration, now time.Time) {
+	h := m.handle(v.ID)
+	h.mu.Lock()
+	running, sessions := h.inst != nil, h.sessions
+	if h.lastActive.IsZero() {
+		h.lastActive = now
+	}
+	h.mu.Unlock()
+	if !running {
+		return
+	}
+	why := ""
+	if sessions > 0 {
+		why = fmt.Sprintf("%d session(s) open", sessions)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, idleCheckTimeout)
+		why = m.guestActivity(cctx, &v, h)
+		cancel()
+	}
+	h.mu.Lock()
+	if why != "" {
+		h.lastActive = now
+	}
+	idle := now.Sub(h.lastActive)
+	h.mu.Unlock()
+	if why != "" || idle < after {
+		return
+	}
+	m.log.Info("stopping idle vm", "vm", v.ID, "name", v.Name, "idle", idle.Round(time.Second), "auto_stop", after)
+	if _, err := m.Stop(ctx, v.ID); err != nil && !errdefs.IsFailedPrecondition(err) {
+		m.log.Warn("stop idle vm", "vm", v.ID, "name", v.Name, "err", err)
+	}
+	h.mu.Lock()
+	h.lastActive = time.Time{} // counted afresh if it runs again
+	h.mu.Unlock()
 }
 
 // guestActivity says why the guest is in use, or "" when it is idle.
@@ -118,7 +144,9 @@ func (m *Manager) guestActivity(ctx context.Context, v *store.VM, h *handle) str
 	if err != nil {
 		return "agent unreachable: " + err.Error()
 	}
-	cpu, err := guestCPU(ctx, c)
+	cpu, err := readGuest(ctx, c, "/proc/stat", func(r io.Reader) (guestdata.CPU, error) {
+		return guestdata.ProcStat(r, guestdata.Limits{})
+	})
 	if err != nil {
 		return "cannot read the guest's CPU use: " + err.Error()
 	}
@@ -126,7 +154,7 @@ func (m *Manager) guestActivity(ctx context.Context, v *store.VM, h *handle) str
 	prev := h.cpuPrev
 	h.cpuPrev = cpu
 	h.mu.Unlock()
-	if busy, ok := cpu.busyCPUs(prev); !ok {
+	if busy, ok := cpu.BusyCPUs(prev); !ok {
 		return "first look at its CPU use"
 	} else if busy >= busyCPUs {
 		return fmt.Sprintf("%.1f CPUs busy", busy)
@@ -142,105 +170,18 @@ func (m *Manager) guestActivity(ctx context.Context, v *store.VM, h *handle) str
 }
 
 // inboundConns counts the guest's established TCP connections from
-// outside it (the remote end not a loopback address) whose local port is
-// one the guest listens on: connections someone made to it.
+// outside it (see guestdata.InboundConns).
 func inboundConns(ctx context.Context, c *agentproto.Client) (int, error) {
-	var rows []procNetRow
+	var rows []guestdata.Socket
 	for _, p := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
-		rc, _, err := c.ReadFile(ctx, p)
+		r, err := readGuest(ctx, c, p, procNet(p))
 		if errdefs.IsNotFound(err) {
 			continue // no IPv6 in the guest
 		}
 		if err != nil {
 			return 0, err
 		}
-		r, err := procNetRows(rc)
-		rc.Close()
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", p, err)
-		}
 		rows = append(rows, r...)
 	}
-	return countInbound(rows), nil
-}
-
-// countInbound counts the established rows on a listening port. The two
-// files are taken together: a server on [::] accepts IPv4 connections as
-// IPv4-mapped IPv6 sockets.
-func countInbound(rows []procNetRow) int {
-	listening := map[int]bool{}
-	for _, r := range rows {
-		if r.state == tcpListen {
-			listening[r.port] = true
-		}
-	}
-	n := 0
-	for _, r := range rows {
-		if r.state == tcpEstablished && listening[r.port] && !r.remote.IsLoopback() {
-			n++
-		}
-	}
-	return n
-}
-
-// cpuSample is the guest's CPU time in clock ticks since boot, from the
-// "cpu" line of /proc/stat, and its number of CPUs.
-type cpuSample struct {
-	busy, total uint64
-	cpus        int
-}
-
-// busyCPUs is how many CPUs were busy on average between prev and s; ok
-// is false when prev is not an earlier sample of the same boot.
-func (s cpuSample) busyCPUs(prev cpuSample) (float64, bool) {
-	if prev.total == 0 || s.total <= prev.total || s.busy < prev.busy || s.cpus == 0 {
-		return 0, false
-	}
-	wall := float64(s.total-prev.total) / float64(s.cpus) // ticks of one CPU
-	return float64(s.busy-prev.busy) / wall, true
-}
-
-// guestCPU reads the guest's /proc/stat through the agent.
-func guestCPU(ctx context.Context, c *agentproto.Client) (cpuSample, error) {
-	rc, _, err := c.ReadFile(ctx, "/proc/stat")
-	if err != nil {
-		return cpuSample{}, err
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(io.LimitReader(rc, 1<<20))
-	if err != nil {
-		return cpuSample{}, err
-	}
-	return parseProcStat(string(b))
-}
-
-// parseProcStat reads /proc/stat's "cpu user nice system idle iowait irq
-// softirq steal ..." line (idle and iowait are not busy; guest time is
-// already in user) and counts the cpuN lines.
-func parseProcStat(stat string) (cpuSample, error) {
-	var s cpuSample
-	found := false
-	for _, line := range strings.Split(stat, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) > 0 && strings.HasPrefix(f[0], "cpu") && f[0] != "cpu":
-			s.cpus++
-		case len(f) >= 9 && f[0] == "cpu":
-			for i, v := range f[1:9] {
-				n, err := strconv.ParseUint(v, 10, 64)
-				if err != nil {
-					return s, fmt.Errorf("/proc/stat: %q: %w", line, err)
-				}
-				s.total += n
-				if i != 3 && i != 4 { // idle, iowait
-					s.busy += n
-				}
-			}
-			found = true
-		}
-	}
-	if !found || s.cpus == 0 {
-		return s, fmt.Errorf("/proc/stat: no cpu lines")
-	}
-	return s, nil
+	return guestdata.InboundConns(rows), nil
 }

@@ -32,7 +32,9 @@ import (
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/guestdata"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
@@ -124,7 +126,7 @@ type handle struct {
 	// the VM was last seen in use (see StopIdle).
 	sessions   int
 	lastActive time.Time
-	cpuPrev    cpuSample // the guest's CPU counters at the last idle check
+	cpuPrev    guestdata.CPU // the guest's CPU counters at the last idle check
 }
 
 // spec is what a VM was created from, kept in its record.
@@ -353,7 +355,9 @@ func (m *Manager) Stats(ctx context.Context, ref string) (api.VMStats, error) {
 	}
 	out := api.VMStats{SampledAt: time.Now().UTC(), CPUSeconds: es.CPUTime().Seconds(), HostRSSBytes: es.RSSBytes}
 	if c, err := m.connectAgent(ctx, &v, h, 5*time.Second); err == nil {
-		if gs, err := c.Stats(ctx); err == nil {
+		if gs, err := guestStats(ctx, c); err != nil {
+			m.log.Warn("guest stats", "vm", v.ID, "err", err)
+		} else {
 			g := &api.GuestStats{
 				MemTotalBytes: gs.MemTotal, MemAvailableBytes: gs.MemAvailable, Load1: gs.Load1, Load5: gs.Load5, Load15: gs.Load15,
 				UptimeSeconds: gs.Uptime.Seconds(), RootTotalBytes: gs.Root.Total, RootUsedBytes: gs.Root.Used,
@@ -378,7 +382,7 @@ func (m *Manager) consoleTail(inst engine.Instance, dir string) string {
 	if cl, ok := inst.(engine.ConsoleLogger); ok {
 		path = cl.ConsoleLog()
 	}
-	b, err := os.ReadFile(path)
+	b, err := consolelog.Tail(path, 64<<10)
 	if err != nil || len(b) == 0 {
 		return ""
 	}

@@ -1,54 +1,47 @@
 package vm
 
 import (
-	"bufio"
 	"context"
-	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/guestdata"
 	"github.com/bangervm/banger/internal/store"
 )
 
 // Ports lists the TCP sockets listening in a running VM, read from the
-// guest's /proc/net/tcp{,6} through the agent (no network needed).
+// guest's /proc/net/tcp{,6} through the agent (no network needed), each
+// read bounded in size and time (readGuest).
 func (m *Manager) Ports(ctx context.Context, ref string) ([]api.Port, error) {
 	c, v, err := m.Agent(ctx, ref)
 	if err != nil {
 		return nil, err
 	}
 	out := []api.Port{}
-	seen := map[string]bool{}
+	seen := map[netip.AddrPort]bool{}
 	for _, f := range []struct{ path, proto string }{{"/proc/net/tcp", "tcp"}, {"/proc/net/tcp6", "tcp6"}} {
-		rc, _, err := c.ReadFile(ctx, f.path)
-		if err != nil {
-			if errdefs.IsNotFound(err) {
-				continue // no IPv6 in the guest
-			}
-			return nil, err
+		rows, err := readGuest(ctx, c, f.path, procNet(f.path))
+		if errdefs.IsNotFound(err) {
+			continue // no IPv6 in the guest
 		}
-		ports, err := parseProcNet(rc, f.proto)
-		rc.Close()
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", f.path, err)
+			return nil, fmt.Errorf("vm %s: %w", v.Name, err)
 		}
-		for _, p := range ports {
-			key := fmt.Sprint(p.Proto, p.Address, p.Port)
-			if seen[key] {
+		for _, r := range rows {
+			if r.State != guestdata.TCPListen || seen[r.Local] {
 				continue
 			}
-			seen[key] = true
-			if v.IP != "" && !strings.HasPrefix(p.Address, "127.") && p.Address != "::1" {
+			seen[r.Local] = true
+			p := api.Port{Proto: f.proto, Address: r.Local.Addr().String(), Port: int(r.Local.Port())}
+			if v.IP != "" && !r.Local.Addr().IsLoopback() {
 				p.URL = fmt.Sprintf("%s.vm:%d", v.Name, p.Port)
 			}
 			out = append(out, p)
@@ -58,79 +51,9 @@ func (m *Manager) Ports(ctx context.Context, ref string) ([]api.Port, error) {
 	return out, nil
 }
 
-// parseProcNet reads the listening sockets of /proc/net/tcp or tcp6.
-func parseProcNet(r io.Reader, proto string) ([]api.Port, error) {
-	rows, err := procNetRows(r)
-	var out []api.Port
-	for _, row := range rows {
-		if row.state == tcpListen {
-			out = append(out, api.Port{Proto: proto, Address: row.addr.String(), Port: row.port})
-		}
-	}
-	return out, err
-}
-
-// TCP states in /proc/net/tcp (include/net/tcp_states.h).
-const (
-	tcpEstablished = "01"
-	tcpListen      = "0A"
-)
-
-// procNetRow is a socket of /proc/net/tcp{,6}: its state, local end and
-// remote address.
-type procNetRow struct {
-	state  string
-	addr   netip.Addr
-	port   int
-	remote netip.Addr
-}
-
-// procNetRows reads /proc/net/tcp or tcp6: after a header line,
-// "sl local_address rem_address st ...", addresses as HEX:PORT.
-func procNetRows(r io.Reader) ([]procNetRow, error) {
-	var out []procNetRow
-	sc := bufio.NewScanner(r)
-	first := true
-	for sc.Scan() {
-		if first {
-			first = false
-			continue
-		}
-		f := strings.Fields(sc.Text())
-		if len(f) < 4 {
-			continue
-		}
-		hostHex, portHex, ok := strings.Cut(f[1], ":")
-		if !ok {
-			continue
-		}
-		port, err := strconv.ParseUint(portHex, 16, 16)
-		if err != nil {
-			continue
-		}
-		addr, err := procAddr(hostHex)
-		if err != nil {
-			continue
-		}
-		remHex, _, _ := strings.Cut(f[2], ":")
-		remote, _ := procAddr(remHex)
-		out = append(out, procNetRow{state: f[3], addr: addr, port: int(port), remote: remote})
-	}
-	return out, sc.Err()
-}
-
-// procAddr decodes /proc/net's address: 32-bit words in host (little-
-// endian) order.
-func procAddr(h string) (netip.Addr, error) {
-	b, err := hex.DecodeString(h)
-	if err != nil || (len(b) != 4 && len(b) != 16) {
-		return netip.Addr{}, errors.New("bad address")
-	}
-	for i := 0; i < len(b); i += 4 {
-		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a.Unmap(), nil
+// procNet is a readGuest parser of a /proc/net file, at the default limits.
+func procNet(path string) func(io.Reader) ([]guestdata.Socket, error) {
+	return func(r io.Reader) ([]guestdata.Socket, error) { return guestdata.ProcNet(path, r, guestdata.Limits{}) }
 }
 
 // forwarder runs the listeners of active forwards.

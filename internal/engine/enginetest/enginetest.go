@@ -166,7 +166,7 @@ func (s *suite) testStartMissingKernel(t *testing.T) {
 		t.Fatal("Start with a missing kernel succeeded")
 	}
 	t.Logf("Start: %v", err)
-	assertNoProcess(t, spec.Dir)
+	AssertNoProcess(t, spec.Dir)
 	if _, err := e.Attach(context.Background(), spec); !errdefs.IsNotFound(err) {
 		t.Errorf("Attach after a failed Start: %v, want NotFound", err)
 	}
@@ -400,22 +400,37 @@ func (s *suite) assertGone(t *testing.T, inst engine.Instance, spec engine.Spec)
 			t.Errorf("process %d still exists: %q", inst.PID(), argv)
 		}
 	}
-	assertNoProcess(t, spec.Dir)
+	AssertNoProcess(t, spec.Dir)
 }
 
-// assertNoProcess checks that no live process mentions dir in its argv.
-func assertNoProcess(t *testing.T, dir string) {
+// AssertNoProcess checks that no live process mentions dir in its argv.
+// Helpers of the engine process (its console log copier) end once it and
+// its children have closed their output: they get a few seconds to.
+func AssertNoProcess(t *testing.T, dir string) {
 	t.Helper()
-	pids, err := proc.Find(func(argv []string) bool { return strings.Contains(strings.Join(argv, " "), dir+"/") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, pid := range pids {
-		if pid == os.Getpid() {
-			continue
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pids, err := proc.Find(func(argv []string) bool { return strings.Contains(strings.Join(argv, " "), dir+"/") })
+		if err != nil {
+			t.Fatal(err)
 		}
-		argv, _ := proc.Cmdline(pid)
-		t.Errorf("process %d left behind: %q", pid, argv)
+		var left []int
+		for _, pid := range pids {
+			if pid != os.Getpid() {
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			for _, pid := range left {
+				argv, _ := proc.Cmdline(pid)
+				t.Errorf("process %d left behind: %q", pid, argv)
+			}
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 

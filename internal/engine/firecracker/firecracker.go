@@ -83,6 +83,9 @@ type Config struct {
 	// StartTimeout bounds how long Start waits for the API socket; 0 means
 	// 10 s.
 	StartTimeout time.Duration
+	// LogMax caps console.log (Firecracker's output, the guest console);
+	// 0 means consolelog.DefaultMax.
+	LogMax int64
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
 }
@@ -383,7 +386,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 
 	logOff := proc.FileSize(st.ConsoleLog)
 	fcLogOff := proc.FileSize(st.LogFile)
-	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.ConsoleLog})
+	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.ConsoleLog, LogMax: e.cfg.LogMax})
 	if err != nil {
 		return nil, err
 	}
@@ -395,6 +398,11 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}, removeFile(st.PIDFile))
 	defer func() {
 		if err != nil {
+			if p.Exited() { // else it is killed after this, by undo
+				wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+				p.WaitLogs(wctx)
+				cancel()
+			}
 			err = fmt.Errorf("%w%s%s", err,
 				proc.QuoteTail("firecracker output", st.ConsoleLog, logOff),
 				proc.QuoteTail("firecracker log", st.LogFile, fcLogOff))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/enginetest"
 	"github.com/bangervm/banger/internal/engine/proc"
 )
 
@@ -112,12 +113,7 @@ func readReqLog(t *testing.T, p string) []string {
 // holds only the test's inputs and the logs.
 func assertNothingLeft(t *testing.T, spec engine.Spec, allowed ...string) {
 	t.Helper()
-	pids, _ := proc.Find(func(argv []string) bool {
-		return slices.ContainsFunc(argv, func(a string) bool { return strings.HasPrefix(a, spec.Dir) })
-	})
-	if len(pids) > 0 {
-		t.Errorf("processes left for %s: %v", spec.Dir, pids)
-	}
+	enginetest.AssertNoProcess(t, spec.Dir)
 	ents, _ := os.ReadDir(spec.Dir)
 	inputs := []string{"vmlinux", "initrd.img", "root.ext4", "disk.ext4", "bzImage", ConsoleLog, LogFile, MetricsFile}
 	for _, e := range ents {

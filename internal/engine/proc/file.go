@@ -70,6 +70,9 @@ func QuoteTail(what, path string, off int64) string {
 	}
 	defer f.Close()
 	size := FileSize(path)
+	if off > size { // rotated since (package consolelog)
+		off = 0
+	}
 	if size-off > max {
 		off = size - max
 	}

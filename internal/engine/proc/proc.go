@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/engine"
 )
 
@@ -27,8 +28,14 @@ import (
 type StartOptions struct {
 	// Dir is the working directory.
 	Dir string
-	// Log receives the process's stdout and stderr (appended). Required.
+	// Log receives the process's stderr, and its stdout unless Console is
+	// set. Required.
 	Log string
+	// Console, when set, receives the process's stdout: the guest console
+	// of an engine that prints it there.
+	Console string
+	// LogMax caps Log and Console each; 0 means consolelog.DefaultMax.
+	LogMax int64
 	// ExtraFiles become fds 3, 4, ... in the child.
 	ExtraFiles []*os.File
 	// Env replaces the environment when non-nil.
@@ -44,11 +51,17 @@ type Process struct {
 	// reaped is closed once a child started by Start has been reaped; nil
 	// for processes found with Open.
 	reaped chan struct{}
-	mu     sync.Mutex
+	// logsDone is closed once the copier of its output has written all of
+	// it (see StartOptions.Log); nil for processes found with Open.
+	logsDone <-chan struct{}
+	mu       sync.Mutex
 }
 
 // Start runs argv[0] with argv[1:] in a new session, stdin on /dev/null and
-// output appended to opts.Log. The process is not tied to ctx or to this
+// output appended to opts.Log (and opts.Console). The guest controls what
+// an engine prints, so its output goes through a copier process that caps
+// each log and rotates it (package consolelog), and that, like the engine,
+// outlives this process. The process is not tied to ctx or to this
 // process's lifetime; a goroutine reaps it if it exits while this process
 // lives.
 func Start(argv []string, opts StartOptions) (*Process, error) {
@@ -60,25 +73,34 @@ func Start(argv []string, opts StartOptions) (*Process, error) {
 		return nil, err
 	}
 	defer devnull.Close()
-	logf, err := os.OpenFile(opts.Log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open log: %w", err)
+	logs := []string{opts.Log}
+	if opts.Console != "" {
+		logs = []string{opts.Console, opts.Log}
 	}
-	defer logf.Close()
+	pipes, logsDone, err := consolelog.StartCopier(logs, opts.LogMax)
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", argv[0], err)
+	}
+	// The child holds its own copies; the copier ends when the child does.
+	defer func() {
+		for _, p := range pipes {
+			p.Close()
+		}
+	}()
 	// Deliberately not exec.CommandContext: the VM must outlive the
 	// request, the caller and the daemon.
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = opts.Dir
 	cmd.Env = opts.Env
 	cmd.Stdin = devnull
-	cmd.Stdout = logf
-	cmd.Stderr = logf
+	cmd.Stdout = pipes[0]
+	cmd.Stderr = pipes[len(pipes)-1]
 	cmd.ExtraFiles = opts.ExtraFiles
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", argv[0], err)
 	}
-	p := &Process{pid: cmd.Process.Pid, reaped: make(chan struct{})}
+	p := &Process{pid: cmd.Process.Pid, reaped: make(chan struct{}), logsDone: logsDone}
 	// Not reaped yet (only the goroutine below reaps), so the pid is ours.
 	fd, err := unix.PidfdOpen(p.pid, 0)
 	if err != nil {
@@ -112,6 +134,19 @@ func Open(pid int) (*Process, error) {
 		return nil, fmt.Errorf("process %d has exited: %w", pid, errdefs.ErrNotFound)
 	}
 	return p, nil
+}
+
+// WaitLogs waits, once the process has exited, until its logs hold all it
+// wrote (or ctx ends): for quoting them in an error. A no-op for processes
+// found with Open.
+func (p *Process) WaitLogs(ctx context.Context) {
+	if p.logsDone == nil {
+		return
+	}
+	select {
+	case <-p.logsDone:
+	case <-ctx.Done():
+	}
 }
 
 // PID returns the process id.

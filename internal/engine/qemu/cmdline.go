@@ -17,8 +17,8 @@ const (
 	PIDFile     = "qemu.pid"    // written once it runs
 	QMPSocket   = "qmp.sock"
 	AgentSocket = "agent.sock"
-	ConsoleLog  = "console.log" // guest serial console (ttyS0), appended
-	StderrLog   = "qemu.log"    // QEMU's own stdout and stderr, appended
+	ConsoleLog  = "console.log" // guest serial console (ttyS0): QEMU's stdout, capped
+	StderrLog   = "qemu.log"    // QEMU's own stderr, capped
 )
 
 // maxSocketPath is the longest path AF_UNIX accepts (108 bytes with NUL).
@@ -48,7 +48,7 @@ type CmdlineConfig struct {
 
 // Cmdline returns QEMU's argv (argv[0] is cfg.Binary) for a microvm
 // machine: no firmware option ROMs, no default devices, the serial console
-// appended to console.log, virtio-mmio disks, NIC and agent channel, QMP on
+// on stdout (which the caller caps into console.log), virtio-mmio disks, NIC and agent channel, QMP on
 // a unix socket. It does not daemonize: the caller starts the process in its
 // own session and so knows its pid.
 func Cmdline(cfg CmdlineConfig) []string {
@@ -88,8 +88,7 @@ func Cmdline(cfg CmdlineConfig) []string {
 	}
 	add("-append", KernelCmdline(cfg))
 
-	add("-chardev", "file,id=console,path="+opt(filepath.Join(dir, ConsoleLog))+",append=on",
-		"-serial", "chardev:console")
+	add("-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console")
 
 	for i, d := range s.Disks {
 		id := "disk" + strconv.Itoa(i)

@@ -19,7 +19,7 @@ func TestCmdline(t *testing.T) {
 	serialAgent := []string{"-device", "virtio-serial-device",
 		"-chardev", "socket,id=agent,path=/run/b/vm1/agent.sock,server=on,wait=off",
 		"-device", "virtserialport,chardev=agent,name=banger.agent"}
-	console := []string{"-chardev", "file,id=console,path=/run/b/vm1/console.log,append=on", "-serial", "chardev:console"}
+	console := []string{"-chardev", "stdio,id=console,signal=off", "-serial", "chardev:console"}
 	qmp := []string{"-qmp", "unix:/run/b/vm1/qmp.sock,server=on,wait=off"}
 	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
 

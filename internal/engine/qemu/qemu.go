@@ -55,6 +55,9 @@ type Config struct {
 	StartTimeout time.Duration
 	// Host replaces the probe of the host (tests).
 	Host *HostInfo
+	// LogMax caps console.log and qemu.log; 0 means
+	// consolelog.DefaultMax.
+	LogMax int64
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
 }
@@ -232,7 +235,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if spec.Net != nil && spec.Net.TapFD != nil {
 		extra = append(extra, spec.Net.TapFD)
 	}
-	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.StderrLog, ExtraFiles: extra})
+	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.StderrLog, Console: st.ConsoleLog, LogMax: e.cfg.LogMax, ExtraFiles: extra})
 	if err != nil {
 		return nil, err
 	}
@@ -244,6 +247,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		if werr := p.Wait(wctx); werr != nil {
 			err = errors.Join(err, werr)
 		}
+		p.WaitLogs(wctx)
 		os.Remove(st.PIDFile)
 		return nil, fmt.Errorf("%w%s%s", err,
 			proc.QuoteTail("qemu output", st.StderrLog, logOff),

@@ -12,7 +12,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/engine"
-	"github.com/bangervm/banger/internal/engine/proc"
+	"github.com/bangervm/banger/internal/engine/enginetest"
 	"github.com/bangervm/banger/internal/engine/qemu"
 )
 
@@ -142,11 +142,5 @@ func TestAttachStale(t *testing.T) {
 
 func assertNoFake(t *testing.T, dir string) {
 	t.Helper()
-	pids, _ := proc.Find(func(argv []string) bool { return strings.Contains(strings.Join(argv, " "), dir) })
-	for _, pid := range pids {
-		if pid != os.Getpid() {
-			argv, _ := proc.Cmdline(pid)
-			t.Errorf("process %d left behind: %q", pid, argv)
-		}
-	}
+	enginetest.AssertNoProcess(t, dir)
 }

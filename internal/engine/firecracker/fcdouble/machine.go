@@ -54,7 +54,7 @@ func qemuBinary() (string, error) {
 // qemuArgv builds QEMU's argv with banger's qemu.Cmdline, then adapts it to
 // Firecracker's behaviour: the kernel command line is boot_args as given
 // (plus tsc_early_khz under TCG, without which a TCG guest can hang in clock
-// calibration), the serial console goes to stdout, and the agent's
+// calibration), and the agent's
 // virtio-serial port exists only when a vsock device was configured.
 func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) []string {
 	spec := engine.Spec{
@@ -84,9 +84,6 @@ func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) 
 		switch {
 		case a == "-append":
 			out = append(out, a, cmdline)
-			i++
-		case a == "-chardev" && strings.HasPrefix(next, "file,id=console,"):
-			out = append(out, a, "stdio,id=console,signal=off")
 			i++
 		case !p.Vsock && a == "-device" && (next == "virtio-serial-device" || strings.HasPrefix(next, "virtserialport,")):
 			i++
