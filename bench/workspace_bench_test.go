@@ -46,8 +46,9 @@ func wsRounds(b *testing.B) int {
 func BenchmarkWorkspaceShip(b *testing.B) {
 	testutil.RequireTool(b, "git", "git")
 	testutil.RequireTool(b, "tar", "tar")
-	testutil.RequireTool(b, "debootstrap", "debootstrap")
-	testutil.RequireRoot(b) // debootstrap runs in the daemon, as this user
+	testutil.RequireTool(b, "mmdebstrap", "mmdebstrap")
+	testutil.RequireTool(b, "fakechroot", "fakechroot")
+	testutil.RequireRoot(b)
 	v := sharedVMBench(b)
 	rounds := wsRounds(b)
 

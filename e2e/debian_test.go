@@ -11,8 +11,8 @@ import (
 	"github.com/bangervm/banger/internal/testutil"
 )
 
-// TestPullDebianBookworm builds the default catalog image with debootstrap
-// from the host's Debian mirror (about a minute).
+// TestPullDebianBookworm builds the default catalog image with mmdebstrap
+// from the host's Debian mirror (about a minute), with the daemon as root.
 func TestPullDebianBookworm(t *testing.T) {
 	e := sharedDebianEnv(t)
 	out := e.ok("image", "show", "debian-bookworm", "--json")
@@ -45,7 +45,8 @@ var (
 func sharedDebianEnv(t *testing.T) *env {
 	t.Helper()
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "debootstrap", "debootstrap")
+	testutil.RequireTool(t, "mmdebstrap", "mmdebstrap")
+	testutil.RequireTool(t, "fakechroot", "fakechroot")
 	shared := sharedVMEnv(t)
 	debOnce.Do(func() {
 		home, err := os.MkdirTemp("", "bh-deb-")
@@ -83,4 +84,37 @@ func jsonField(t *testing.T, js, key string) string {
 	}
 	rest := js[i+len(key)+5:]
 	return rest[:strings.Index(rest, `"`)]
+}
+
+// TestDefaultImageUnprivileged: a daemon with no privilege at all (uid
+// 65534, no capability, no root helper) pulls the default kernel and
+// builds the default image, and a guest boots from them with the
+// ownership and modes Debian's packages set (the build only recorded
+// them, it could not apply them on the host).
+func TestDefaultImageUnprivileged(t *testing.T) {
+	testutil.SkipShort(t, "builds debian-bookworm (about a minute) and boots it")
+	testutil.RequireRoot(t) // to become uid 65534
+	testutil.RequireTool(t, "mmdebstrap", "mmdebstrap")
+	testutil.RequireTool(t, "fakechroot", "fakechroot")
+	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
+	e := newEnv(t)
+	if err := os.Chown(e.home, testutil.Nobody, testutil.Nobody); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(binDir, 0o755)
+	e.wrap = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"}
+	e.extra = append(e.extra, "HOME="+e.home)
+	e.ok("kernel", "pull", "debian-cloud")
+	e.ok("image", "pull", "debian-bookworm")
+	out := e.ok("vm", "run", "--rm", "--image", "debian-bookworm", "--", "sh", "-c",
+		". /etc/os-release; echo $VERSION_CODENAME; stat -c '%n %U:%G %A' /etc/shadow /usr/bin/passwd /var/cache/apt/archives/partial /root; id -un")
+	want := []string{"bookworm",
+		"/etc/shadow root:shadow -rw-r-----",
+		"/usr/bin/passwd root:root -rwsr-xr-x",
+		"/var/cache/apt/archives/partial _apt:root drwx------",
+		"/root root:root drwx------",
+		"root"}
+	if got := strings.Fields(strings.ReplaceAll(out, "\n", " ")); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Fatalf("in the guest:\n%s\nwant:\n%s", out, strings.Join(want, "\n"))
+	}
 }

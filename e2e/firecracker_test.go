@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -65,5 +68,58 @@ func TestFirecrackerThroughDouble(t *testing.T) {
 	}
 	if out := e.ok("vm", "stop", "fc"); !strings.Contains(out, "synced") {
 		t.Errorf("stop after reattach: %q", out)
+	}
+}
+
+// TestJailedFirecrackerThroughRootHelper: a daemon running as its owner
+// (uid 65534) runs Firecracker under the jailer, which must start as root
+// (the jailer double refuses otherwise): the root helper launches it, the
+// VM runs as the owner from the copy in its jail under the daemon's state
+// directory, with networking, survives a daemon restart, and the jail goes
+// with the VM.
+func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
+	fc, jailer := filepath.Join(binDir, "firecracker"), filepath.Join(binDir, "jailer")
+	n := newNetEnvAs(t, true, nil, netConfig{
+		toml: "engine = \"firecracker\"\nfirecracker_bin = \"" + fc + "\"\njailer_bin = \"" + jailer + "\"\njailer = true\n",
+		env:  []string{"BANGER_TEST_FIRECRACKER_DOUBLE=1"},
+		helperArgs: func(home string) []string {
+			return []string{"--jailer", jailer, "--firecracker", fc, "--jail-base", filepath.Join(home, "state", "jail")}
+		},
+	})
+	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	var web struct {
+		ID, Engine, IP string
+		PID            int
+	}
+	testutilJSON(t, n.ok("vm", "show", "web", "--json"), &web)
+	if web.Engine != "firecracker" || web.IP == "" {
+		t.Fatalf("vm: %+v", web)
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", web.PID))
+	if err != nil || !strings.Contains(string(st), "Uid:\t65534\t65534\t65534") {
+		t.Errorf("firecracker should run as the owner, 65534: %v\n%s", err, st)
+	}
+	jail := filepath.Join(n.home, "state", "jail", "firecracker", web.ID)
+	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", web.PID)); err != nil || exe != filepath.Join(jail, "root", "firecracker") {
+		t.Errorf("firecracker runs from %q (%v), want the jailer's copy in %s", exe, err, jail)
+	}
+	if out := n.ok("vm", "exec", "web", "--", "echo", "jailed"); out != "jailed\n" {
+		t.Errorf("exec: %q", out)
+	}
+	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
+		t.Errorf("jailed VM to the internet: %q", got)
+	}
+	// The jailed VM outlives its daemon; the next one re-attaches.
+	pid := n.daemonPID()
+	syscall.Kill(pid, syscall.SIGKILL)
+	for processAlive(pid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out := n.ok("vm", "exec", "web", "--", "echo", "again"); out != "again\n" {
+		t.Errorf("exec after a daemon restart: %q", out)
+	}
+	n.ok("vm", "delete", "-f", "web")
+	if _, err := os.Stat(jail); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("jail %s left after delete: %v", jail, err)
 	}
 }

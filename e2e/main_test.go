@@ -58,12 +58,15 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build the crashpoint bangerd: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	// The Firecracker test double, under the name the engine looks for.
-	dbl := exec.Command("go", "build", "-o", filepath.Join(dir, "firecracker"), "../internal/engine/firecracker/fcdouble")
-	dbl.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := dbl.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build the firecracker test double: %v\n%s", err, out)
-		os.Exit(1)
+	// The Firecracker and jailer test doubles, under the names the engine
+	// looks for.
+	for name, pkg := range map[string]string{"firecracker": "fcdouble", "jailer": "jailerdouble"} {
+		dbl := exec.Command("go", "build", "-o", filepath.Join(dir, name), "../internal/engine/firecracker/"+pkg)
+		dbl.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := dbl.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "build the %s test double: %v\n%s", name, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	if debShared != nil {

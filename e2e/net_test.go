@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -52,6 +53,9 @@ func newNetEnv(t *testing.T) *netEnv { return newNetEnvAs(t, false, nil) }
 type netConfig struct {
 	toml string
 	env  []string
+	// helperArgs, given the daemon's BANGER_HOME, are more arguments for
+	// the root helper of an unprivileged env.
+	helperArgs func(home string) []string
 }
 
 // newNetEnvAs makes the topology; with unprivileged, the daemon (and the
@@ -117,14 +121,26 @@ func newNetEnvAs(t *testing.T, unprivileged bool, beforeDaemon func(host string)
 			os.Chmod(dst, 0o644)
 			*f = dst
 		}
-		os.Chown(e.home, nobody, nobody)
+		// The home, with the config written above, is the daemon's.
+		filepath.WalkDir(e.home, func(p string, _ fs.DirEntry, err error) error {
+			if err == nil {
+				err = os.Chown(p, nobody, nobody)
+			}
+			return err
+		})
 		helperDir, err := os.MkdirTemp("", "bh-helper-")
 		if err != nil {
 			t.Fatal(err)
 		}
 		os.Chmod(helperDir, 0o755)
 		sock := filepath.Join(helperDir, "root.sock")
-		helper := exec.Command("ip", "netns", "exec", host, filepath.Join(binDir, "bangerd"), "--root-helper", "--socket", sock, "--owner", "65534")
+		args := []string{"netns", "exec", host, filepath.Join(binDir, "bangerd"), "--root-helper", "--socket", sock, "--owner", "65534"}
+		for _, c := range cfg {
+			if c.helperArgs != nil {
+				args = append(args, c.helperArgs(e.home)...)
+			}
+		}
+		helper := exec.Command("ip", args...)
 		var helperLog strings.Builder
 		helper.Stdout, helper.Stderr = &helperLog, &helperLog
 		if err := helper.Start(); err != nil {

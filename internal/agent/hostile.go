@@ -3,7 +3,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/testutil/endless"
+	"github.com/bangervm/banger/internal/testutil/hostiletar"
 )
 
 // This file exists only in the test build of banger-agent (go build -tags
@@ -26,11 +29,17 @@ import (
 //	stats-huge       the stats answer is as large as a frame allows, with
 //	                 nonsense values
 //	console-spam     starts writing to /dev/console without end (once)
+//	tar-hostile      the archive of any path (vm cp VM:SRC) is
+//	                 hostiletar.Archive: entries outside SRC, through
+//	                 links, devices, a setuid file, control characters
+//	tar-endless      the archive of any path never ends (hostiletar.Endless)
 
 // HostileModeFile holds the hostile agent's modes.
 const HostileModeFile = "/run/banger-hostile"
 
 func init() { hostile = newHostile }
+
+var _ agentproto.Archiver = (*hostileHandler)(nil)
 
 type hostileHandler struct {
 	agentproto.Handler
@@ -87,6 +96,38 @@ func (h *hostileHandler) Stats(ctx context.Context) (agentproto.Stats, error) {
 func (h *hostileHandler) Health(ctx context.Context) (agentproto.Info, error) {
 	h.spam()
 	return h.Handler.Health(ctx)
+}
+
+// TarOut answers vm cp VM:SRC; the embedded Handler hides the real
+// agent's optional Archiver, so it is passed on by hand.
+func (h *hostileHandler) TarOut(ctx context.Context, path string) (io.ReadCloser, error) {
+	switch {
+	case hostileMode("tar-hostile"):
+		return io.NopCloser(bytes.NewReader(hostiletar.Archive(agentproto.TarName(path)))), nil
+	case hostileMode("tar-endless"):
+		return io.NopCloser(hostiletar.Endless(agentproto.TarName(path))), nil
+	}
+	a, err := h.archiver()
+	if err != nil {
+		return nil, err
+	}
+	return a.TarOut(ctx, path)
+}
+
+func (h *hostileHandler) TarIn(ctx context.Context, dir string) (agentproto.PendingFile, error) {
+	a, err := h.archiver()
+	if err != nil {
+		return nil, err
+	}
+	return a.TarIn(ctx, dir)
+}
+
+func (h *hostileHandler) archiver() (agentproto.Archiver, error) {
+	a, ok := h.Handler.(agentproto.Archiver)
+	if !ok {
+		return nil, errors.New("hostile agent: the wrapped handler cannot copy files")
+	}
+	return a, nil
 }
 
 var spamming atomic.Bool

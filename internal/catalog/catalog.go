@@ -4,8 +4,8 @@
 // hosted service of ours.
 //
 // Kinds: "apt" (a kernel package fetched with apt-get download, whose
-// integrity apt checks against its signed indexes), "debootstrap" (an image
-// built locally), and "oci" (a reference; SHA256, when set, pins the
+// integrity apt checks against its signed indexes), "debootstrap" (a Debian
+// image built locally, with mmdebstrap and no privilege), and "oci" (a reference; SHA256, when set, pins the
 // manifest digest and Size its byte size).
 package catalog
 

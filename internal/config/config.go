@@ -24,7 +24,7 @@ type Config struct {
 	// DefaultImage and DefaultKernel are used when a command names none.
 	DefaultImage  string `toml:"default_image"`
 	DefaultKernel string `toml:"default_kernel"`
-	// DebianMirror overrides the mirror debootstrap uses for catalog
+	// DebianMirror overrides the mirror mmdebstrap uses for catalog
 	// images; empty means the host's own apt sources.
 	DebianMirror string `toml:"debian_mirror"`
 	// Engine is qemu or firecracker; empty chooses Firecracker when it is

@@ -12,7 +12,12 @@ import (
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/firecracker"
+	"github.com/bangervm/banger/internal/roothelper"
 )
+
+// capSysAdmin is CAP_SYS_ADMIN, which the jailer needs (mount namespace,
+// pivot_root).
+const capSysAdmin = 21
 
 type fcResult struct {
 	engine engine.Engine
@@ -45,10 +50,17 @@ func firecrackerEngine(ctx context.Context, s config.Config, chrootBase string, 
 		}
 		jailer = p
 	}
-	e := firecracker.New(firecracker.Config{
+	cfg := firecracker.Config{
 		Firecracker: bin, Jailer: jailer, UseJailer: s.Jailer, ChrootBase: chrootBase,
 		UID: os.Getuid(), GID: os.Getgid(), LogMax: s.ConsoleLogBytes(), Logger: log,
-	})
+	}
+	if s.Jailer && (os.Geteuid() != 0 || !effectiveCap(capSysAdmin)) {
+		// The jailer must start as root (mount namespace, chroot, mknod,
+		// setuid): the root helper starts it, as it does what the network
+		// needs.
+		cfg.Launcher = roothelper.New(s.RootHelper)
+	}
+	e := firecracker.New(cfg)
 	v, err := e.Version(ctx)
 	if err != nil {
 		return fail(err)

@@ -144,7 +144,8 @@ type NetSpec struct {
 	TapName string
 	// TapFD is an open tap file (e.g. from the root helper), passed to the
 	// engine process. The caller keeps ownership and may close it once
-	// Start has returned.
+	// Start has returned; an engine that can only open taps by name
+	// (Firecracker) closes it first, since a tap takes one attachment.
 	TapFD *os.File
 	// MAC is the guest's MAC address, e.g. "52:54:00:12:34:56".
 	MAC string

@@ -1,5 +1,5 @@
 // Package hostcmd is the only place banger runs programs installed on the
-// host (mke2fs, debugfs, apt-get, debootstrap, later ip and nft). Each tool
+// host (mke2fs, debugfs, apt-get, mmdebstrap, later ip and nft). Each tool
 // has its own file with a small typed wrapper; this file holds what they
 // share: running a command with a context and turning a failure into an
 // error that names the tool, its arguments and what it printed.
@@ -30,6 +30,9 @@ type Cmd struct {
 	// Stdout, when set, receives standard output instead of the returned
 	// buffer.
 	Stdout io.Writer
+	// Stderr, when set, also receives standard error as it is written
+	// (progress lines); the error still holds its tail.
+	Stderr io.Writer
 	// Package is the Debian package that provides the program, named in
 	// the error when it is missing.
 	Package string
@@ -67,6 +70,9 @@ func Run(ctx context.Context, c Cmd) ([]byte, error) {
 		cmd.Stdout = &stdout
 	}
 	cmd.Stderr = &stderr
+	if c.Stderr != nil {
+		cmd.Stderr = io.MultiWriter(&stderr, c.Stderr)
+	}
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%s: %w", c.Name, ctx.Err())

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -16,10 +17,12 @@ import (
 	"github.com/bangervm/banger/internal/catalog"
 	"github.com/bangervm/banger/internal/ext4"
 	"github.com/bangervm/banger/internal/hostcmd"
+	"github.com/bangervm/banger/internal/image/flatten"
 	"github.com/bangervm/banger/internal/names"
 )
 
-// pullCatalog gets a catalog image. Only debootstrap entries exist today.
+// pullCatalog gets a catalog image. Only debootstrap entries (built with
+// mmdebstrap, which does what debootstrap does without root) exist today.
 func (s *Store) pullCatalog(ctx context.Context, e catalog.Entry, req api.PullImageRequest, progress func(api.Event)) (api.Image, error) {
 	nm := req.Name
 	if nm == "" {
@@ -55,34 +58,38 @@ func (s *Store) pullCatalog(ctx context.Context, e catalog.Entry, req api.PullIm
 	return s.record(ctx, nm, e.Name, "debootstrap", req.Kernel, b)
 }
 
+// buildDebootstrap builds a catalog Debian image with mmdebstrap, as
+// whatever user the daemon runs as: mmdebstrap writes a tar (ownership
+// recorded by fakeroot, not on disk), which is applied like an OCI layer
+// onto a staging tree, whose ownership and modes the unprivileged tree
+// cannot hold go into the ext4 as fixups.
 func (s *Store) buildDebootstrap(ctx context.Context, e catalog.Entry, mirror, digest string, size int64, progress func(api.Event)) (built, error) {
-	if os.Geteuid() != 0 {
-		return built{}, fmt.Errorf("debootstrap needs root and bangerd runs as uid %d: run the daemon as root for this image, or pull an OCI image instead: %w", os.Geteuid(), errdefs.ErrFailedPrecondition)
-	}
 	stage, err := s.stagingDir("debootstrap")
 	if err != nil {
 		return built{}, err
 	}
 	defer os.RemoveAll(stage)
-	root := filepath.Join(stage, "root")
-	progress(api.Event{Phase: "debootstrap", Message: fmt.Sprintf("debootstrap %s from %s (about a minute)", e.Source, mirror)})
-	lw := &lineProgress{phase: "debootstrap", progress: progress}
-	err = hostcmd.Debootstrap(ctx, hostcmd.DebootstrapOptions{
-		Suite: e.Source, Target: root, Mirror: mirror, Variant: "minbase", Include: e.Packages, Log: lw,
-	})
+	root, tmp := filepath.Join(stage, "root"), filepath.Join(stage, "tmp")
+	for _, d := range []string{root, tmp} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return built{}, err
+		}
+	}
+	tree, err := flatten.New(root)
 	if err != nil {
 		return built{}, err
 	}
-	// The guest's apt must not need the host's proxy settings or caches.
-	os.RemoveAll(filepath.Join(root, "var/cache/apt/archives"))
-	os.MkdirAll(filepath.Join(root, "var/cache/apt/archives/partial"), 0o755)
-	content, err := dirSize(root)
-	if err != nil {
+	defer tree.Close()
+	progress(api.Event{Phase: "debootstrap", Message: fmt.Sprintf("mmdebstrap %s from %s (about a minute)", e.Source, mirror)})
+	if err := s.mmdebstrapInto(ctx, tree, hostcmd.MmdebstrapOptions{
+		Suite: e.Source, Mirror: mirror, Variant: "minbase", Include: e.Packages, TempDir: tmp,
+		Log: &lineProgress{phase: "debootstrap", progress: progress},
+	}); err != nil {
 		return built{}, err
 	}
 	progress(api.Event{Phase: "ext4", Message: "building ext4 root filesystem"})
 	out := filepath.Join(stage, "rootfs.ext4")
-	if err := ext4.Build(ctx, ext4.Options{Dir: root, Output: out, SizeBytes: size, ContentBytes: content}); err != nil {
+	if err := ext4.Build(ctx, ext4.Options{Dir: root, Output: out, SizeBytes: size, ContentBytes: tree.ContentSize(), Inodes: tree.Inodes(), Fixups: tree.Fixups()}); err != nil {
 		return built{}, err
 	}
 	st, err := os.Stat(out)
@@ -95,7 +102,33 @@ func (s *Store) buildDebootstrap(ctx context.Context, e catalog.Entry, mirror, d
 	if err != nil {
 		return built{}, err
 	}
-	return built{Digest: digest, RootFS: final, SizeBytes: st.Size(), ContentBytes: content, Config: e.Config}, nil
+	return built{Digest: digest, RootFS: final, SizeBytes: st.Size(), ContentBytes: tree.ContentSize(), Config: e.Config}, nil
+}
+
+// mmdebstrapInto streams mmdebstrap's tar into tree, never holding the
+// whole tar on disk.
+func (s *Store) mmdebstrapInto(ctx context.Context, tree *flatten.Tree, o hostcmd.MmdebstrapOptions) error {
+	pr, pw := io.Pipe()
+	applied := make(chan error, 1)
+	go func() {
+		err := tree.Apply(ctx, pr)
+		if err == nil {
+			// The tar's end-of-archive padding: mmdebstrap fails on a
+			// closed pipe.
+			_, err = io.Copy(io.Discard, pr)
+		}
+		pr.CloseWithError(err)
+		applied <- err
+	}()
+	o.Out = pw
+	runErr := hostcmd.Mmdebstrap(ctx, o)
+	pw.CloseWithError(runErr)
+	// When mmdebstrap fails, Apply fails reading the pipe with the same
+	// error; only an error of Apply's own is worth naming.
+	if err := <-applied; err != nil && (runErr == nil || !errors.Is(err, runErr)) {
+		return fmt.Errorf("unpack mmdebstrap's tar: %w", err)
+	}
+	return runErr
 }
 
 // lineProgress turns a tool's output lines into progress events.
@@ -119,18 +152,6 @@ func (l *lineProgress) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
-}
-
-func dirSize(root string) (int64, error) {
-	var n int64
-	err := filepath.Walk(root, func(_ string, info os.FileInfo, err error) error {
-		if err != nil {
-			return err
-		}
-		n += info.Size() + 256 // inode and directory entry overhead
-		return nil
-	})
-	return n, err
 }
 
 // DebianMirror returns the first Debian or Ubuntu archive URI configured in

@@ -34,7 +34,7 @@ type Config struct {
 	DB     *store.Store
 	Log    *slog.Logger
 	// DebianMirror overrides the mirror for catalog images built with
-	// debootstrap; empty means the host's apt sources.
+	// mmdebstrap; empty means the host's apt sources.
 	DebianMirror string
 	// Keychain file for registry credentials; empty means Docker's
 	// default (~/.docker/config.json).

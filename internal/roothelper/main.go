@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"github.com/bangervm/banger/errdefs"
@@ -20,7 +21,8 @@ import (
 )
 
 // Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
-// UID [--allow-subnet CIDR]... args are the arguments after the program
+// UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH
+// --jail-base DIR]. args are the arguments after the program
 // name (a --root-helper among them is accepted and ignored). It serves
 // until SIGTERM or SIGINT, then removes the socket. It returns the exit
 // status: 0, 1 on error, 2 on bad usage.
@@ -28,13 +30,16 @@ func Main(args []string) int {
 	return run(args, os.Stderr)
 }
 
-const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]..."
+const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH --jail-base DIR]"
 
 // options are the helper's command line.
 type options struct {
 	socket  string
 	owner   int
 	allowed []netip.Prefix // nil: network.DefaultRanges()
+	// jailer, firecracker and jailBase allow launchJailer when all are
+	// set (JailerPolicy).
+	jailer, firecracker, jailBase string
 }
 
 // parseFlags parses the helper's command line; errors go to stderr with
@@ -52,11 +57,22 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		return err
 	})
+	fs.StringVar(&o.jailer, "jailer", "", "the jailer binary launchJailer runs (absolute; with --firecracker and --jail-base)")
+	fs.StringVar(&o.firecracker, "firecracker", "", "the only firecracker binary the jailer may exec (absolute)")
+	fs.StringVar(&o.jailBase, "jail-base", "", "the owner's chroot base, the daemon's <state>/jail (absolute)")
 	fs.Bool("root-helper", true, "run as the root helper (implied)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if fs.NArg() > 0 || o.owner < 0 {
+	jail := []string{o.jailer, o.firecracker, o.jailBase}
+	someJail := slices.ContainsFunc(jail, func(s string) bool { return s != "" })
+	allJail := !slices.Contains(jail, "")
+	for _, p := range jail {
+		if p != "" && (!filepath.IsAbs(p) || filepath.Clean(p) != p) {
+			allJail = false
+		}
+	}
+	if fs.NArg() > 0 || o.owner < 0 || someJail && !allJail {
 		fmt.Fprintln(stderr, usage)
 		return o, fmt.Errorf("%s: %w", usage, errdefs.ErrInvalidArgument)
 	}
@@ -85,11 +101,25 @@ func run(args []string, stderr io.Writer) int {
 	if allowed == nil {
 		allowed = network.DefaultRanges()
 	}
-	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed))
+	var jail *JailerPolicy
+	if o.jailer != "" {
+		gid, err := OwnerGID(o.owner)
+		if err != nil {
+			log.Error("jailer policy", "err", err)
+			return 1
+		}
+		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, ChrootBase: o.jailBase, UID: o.owner, GID: gid,
+			StateFile: filepath.Join(filepath.Dir(o.socket), "jailed.json")}
+		// Said at every start so no one runs it unaware: the jail's path
+		// is checked, then used by name as root, and the owner can swap a
+		// directory of theirs in between (see checkJailPath).
+		log.Warn("launchJailer is on: it is not yet safe against a hostile owner, who can race its path check; enable it only for an owner you would give root")
+	}
+	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "jail_base", o.jailBase)
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("tell systemd the helper is ready", "err", err)
 	}
-	err = Serve(ctx, ln, ServerConfig{Owner: o.owner, AllowedSubnets: allowed, Log: log, Setup: filepath.Join(filepath.Dir(o.socket), network.SetupFile)})
+	err = Serve(ctx, ln, ServerConfig{Owner: o.owner, AllowedSubnets: allowed, Jailer: jail, Log: log, Setup: filepath.Join(filepath.Dir(o.socket), network.SetupFile)})
 	ln.Close()
 	if err != nil {
 		log.Error("serve", "err", err)

@@ -17,6 +17,15 @@
 // overlaps a network of another interface (network.CheckSubnetFree, class
 // errdefs.ErrFailedPrecondition).
 //
+// launchJailer starts Firecracker's jailer, which must start as root, for
+// the owner's daemon: only the jailer and firecracker binaries and the
+// chroot base the helper was started with (JailerPolicy), checked as
+// validateJailer says; the console log comes with the request as a
+// descriptor (the only request that carries one) and the jailer's pidfd
+// with the reply. killJailer sends SIGKILL only to a process
+// launchJailer started (recorded with its start time in a state file that
+// outlives the helper).
+//
 // Wire format, both ways: a 4-byte big-endian length, then that many bytes
 // of JSON (at most 64 KiB). A request is
 //
@@ -27,7 +36,7 @@
 //
 // with only the fields its op uses; ops are ensureBridge, ensureForwarding,
 // ensureFirewall, createTap, deleteTap, applyVMRules, removeVMRules,
-// routeDNS and unrouteDNS. A reply is {"error": "...", "class": "permission
+// routeDNS, unrouteDNS and launchJailer. A reply is {"error": "...", "class": "permission
 // denied", "wasOn": true, "policyDrop": true, "fd": true, "routed": true,
 // "reason": "..."}:
 // class is the errdefs class's text, so the client rebuilds an error that
@@ -50,6 +59,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine/firecracker"
 	"github.com/bangervm/banger/internal/network"
 )
 
@@ -68,6 +78,7 @@ const (
 	OpRemoveVMRules    = "removeVMRules"
 	OpRouteDNS         = "routeDNS"
 	OpUnrouteDNS       = "unrouteDNS"
+	// OpLaunchJailer: see jailer.go.
 )
 
 // maxFrame bounds a message's JSON; requests are a few hundred bytes.
@@ -83,6 +94,10 @@ type request struct {
 	Firewall *firewall      `json:"firewall,omitempty"`
 	VM       *vmRules       `json:"vm,omitempty"`
 	Ours     bool           `json:"ours,omitempty"` // ensureForwarding: see network.EnsureForwarding
+	// Jailer is launchJailer's arguments; the console log comes with the
+	// request as a descriptor.
+	Jailer *firecracker.JailerConfig `json:"jailer,omitempty"`
+	PID    int                       `json:"pid,omitempty"` // killJailer
 }
 
 type firewall struct {
@@ -109,6 +124,8 @@ type response struct {
 	// Routed and Reason are routeDNS's network.DNSRoute.
 	Routed bool   `json:"routed,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	// PID is launchJailer's jailer; its pidfd comes as the descriptor.
+	PID int `json:"pid,omitempty"`
 }
 
 func fromFirewall(f network.Firewall) *firewall {
@@ -131,7 +148,7 @@ func (v *vmRules) network() network.VMRules {
 // every subnet it names must lie inside one of the allowed ranges. The
 // error names what was refused and is InvalidArgument or
 // PermissionDenied.
-func validate(req *request, peerUID int, allowed []netip.Prefix) error {
+func validate(req *request, peerUID int, allowed []netip.Prefix, jail *JailerPolicy) error {
 	var err error
 	switch req.Op {
 	case OpEnsureBridge:
@@ -175,6 +192,14 @@ func validate(req *request, peerUID int, allowed []netip.Prefix) error {
 		}
 	case OpUnrouteDNS:
 		err = network.ValidateBridgeName(req.Bridge)
+	case OpLaunchJailer:
+		err = validateJailer(req.Jailer, jail)
+	case OpKillJailer:
+		if jail == nil {
+			err = validateJailer(nil, nil) // names the missing policy
+		} else if req.PID <= 0 {
+			err = fmt.Errorf("pid %d: %w", req.PID, errdefs.ErrInvalidArgument)
+		}
 	default:
 		return fmt.Errorf("refused op %q: unknown operation: %w", req.Op, errdefs.ErrInvalidArgument)
 	}

@@ -32,6 +32,8 @@ type ServerConfig struct {
 	// AllowedSubnets are the ranges every subnet in a request must lie
 	// in; nil means network.DefaultRanges().
 	AllowedSubnets []netip.Prefix
+	// Jailer allows launchJailer; nil refuses it.
+	Jailer *JailerPolicy
 	// Log receives a line per operation and per refusal; nil discards.
 	Log *slog.Logger
 	// Setup, when set, is the file (network.UpdateSetup) where the helper
@@ -44,6 +46,7 @@ type server struct {
 	owner   int
 	ops     network.Ops
 	allowed []netip.Prefix
+	jail    *JailerPolicy
 	log     *slog.Logger
 	setup   string
 	mu      sync.Mutex // serializes operations across connections
@@ -58,7 +61,7 @@ type server struct {
 // other than root or cfg.Owner gets a PermissionDenied reply and is
 // disconnected. Requests on a connection are answered in order.
 func Serve(ctx context.Context, ln *net.UnixListener, cfg ServerConfig) error {
-	s := &server{owner: cfg.Owner, ops: cfg.Ops, allowed: cfg.AllowedSubnets, log: cfg.Log, setup: cfg.Setup}
+	s := &server{owner: cfg.Owner, ops: cfg.Ops, allowed: cfg.AllowedSubnets, jail: cfg.Jailer, log: cfg.Log, setup: cfg.Setup}
 	if s.allowed == nil {
 		s.allowed = network.DefaultRanges()
 	}
@@ -116,10 +119,13 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 	for {
 		var req request
 		files, err := readMsg(conn, &req)
-		for _, f := range files { // a client never sends descriptors
-			f.Close()
+		closeFiles := func() {
+			for _, f := range files {
+				f.Close()
+			}
 		}
 		if err != nil {
+			closeFiles()
 			if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				log.Warn("read request", "err", err)
 				err = fmt.Errorf("root helper: %w: %w", err, errdefs.ErrInvalidArgument)
@@ -127,12 +133,18 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			}
 			return
 		}
-		if len(files) > 0 {
+		// Only launchJailer takes a descriptor: the console log.
+		var in *os.File
+		if req.Op == OpLaunchJailer && len(files) == 1 {
+			in = files[0]
+		} else if len(files) > 0 {
+			closeFiles()
 			err := fmt.Errorf("refused %s: descriptors sent with request: %w", req.Op, errdefs.ErrInvalidArgument)
 			writeMsg(conn, errResponse(err), nil)
 			return
 		}
-		resp, f := s.handle(ctx, log, uid, &req)
+		resp, f := s.handle(ctx, log, uid, &req, in)
+		closeFiles()
 		err = writeMsg(conn, resp, f)
 		if f != nil {
 			f.Close()
@@ -145,9 +157,10 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 }
 
 // handle validates and runs one request from a peer with uid peerUID. The
-// returned file, if any, goes with the reply and is closed by the caller.
-func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request) (response, *os.File) {
-	if err := validate(req, peerUID, s.allowed); err != nil {
+// returned file, if any, goes with the reply and is closed by the caller;
+// in is the descriptor that came with the request, if any.
+func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request, in *os.File) (response, *os.File) {
+	if err := validate(req, peerUID, s.allowed, s.jail); err != nil {
 		log.Warn("refused request", "op", req.Op, "err", err)
 		return errResponse(err), nil
 	}
@@ -188,6 +201,14 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 		resp.Routed, resp.Reason = r.Routed, r.Reason
 	case OpUnrouteDNS:
 		err = s.ops.UnrouteDNS(ctx, req.Bridge)
+	case OpLaunchJailer:
+		resp.PID, f, err = launchJailer(req.Jailer, s.jail, in)
+		if err == nil {
+			log = log.With("jail", req.Jailer.ID, "pid", resp.PID)
+		}
+	case OpKillJailer:
+		err = killJailer(s.jail, req.PID)
+		log = log.With("pid", req.PID)
 	}
 	if err != nil {
 		if f != nil {

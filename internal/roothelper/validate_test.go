@@ -85,7 +85,7 @@ func TestRefusedBeforeAnyOp(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ops := &fakeOps{}
 			s := &server{owner: user, ops: ops, allowed: network.DefaultRanges(), log: slog.New(slog.DiscardHandler)}
-			resp, f := s.handle(context.Background(), s.log, tc.peer, &tc.req)
+			resp, f := s.handle(context.Background(), s.log, tc.peer, &tc.req, nil)
 			if f != nil {
 				f.Close()
 				t.Error("refused request returned a file")
@@ -139,7 +139,7 @@ func TestAccepted(t *testing.T) {
 	} {
 		ops := &fakeOps{}
 		s := &server{owner: user, ops: ops, allowed: network.DefaultRanges(), log: slog.New(slog.DiscardHandler)}
-		resp, f := s.handle(context.Background(), s.log, tc.peer, &tc.req)
+		resp, f := s.handle(context.Background(), s.log, tc.peer, &tc.req, nil)
 		if f != nil {
 			f.Close()
 		}
@@ -174,7 +174,7 @@ func TestAllowSubnet(t *testing.T) {
 	} {
 		ops := &fakeOps{}
 		s := &server{owner: 1000, ops: ops, allowed: allowed, log: slog.New(slog.DiscardHandler)}
-		resp, _ := s.handle(context.Background(), s.log, 1000, &tc.req)
+		resp, _ := s.handle(context.Background(), s.log, 1000, &tc.req, nil)
 		if tc.ok && resp.Error != "" {
 			t.Errorf("%s: %s", tc.req.Op, resp.Error)
 		}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/testutil"
+	"github.com/bangervm/banger/internal/testutil/hostiletar"
 	"github.com/bangervm/banger/internal/untar"
 )
 
@@ -672,4 +674,75 @@ func FuzzStrict(f *testing.F) {
 			t.Errorf("existing top now %v", fi)
 		}
 	})
+}
+
+// TestStrictHostileArchive extracts the hostile agent's archive (see
+// hostiletar) as vm cp does, into a directory holding a planted link and
+// a private directory: only the source and the good file land.
+func TestStrictHostileArchive(t *testing.T) {
+	outer, dir := newOuter(t)
+	top := filepath.Join(dir, "src")
+	os.Mkdir(top, 0o755)
+	os.Mkdir(filepath.Join(top, hostiletar.PlantedDir), 0o700)
+	os.Symlink("../../outside", filepath.Join(top, hostiletar.Planted))
+	var got []string
+	err := untar.Extract(context.Background(), dir, bytes.NewReader(hostiletar.Archive("src")), untar.Options{Policy: untar.Strict, Top: "src", Refused: func(r untar.Refusal) { got = append(got, r.Name) }})
+	var re *untar.RefusedError
+	want := hostiletar.Refused("src")
+	if !errors.As(err, &re) || re.N != len(want) {
+		t.Errorf("err = %v, want %d refused", err, len(want))
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("refused %q,\nwant %q", got, want)
+	}
+	checkOutside(t, outer)
+	checkSafe(t, dir)
+	if b, _ := os.ReadFile(filepath.Join(top, hostiletar.Good)); string(b) != hostiletar.GoodBody {
+		t.Errorf("good file: %q", b)
+	}
+	if fi, _ := os.Lstat(filepath.Join(top, hostiletar.PlantedDir)); fi == nil || fi.Mode() != fs.ModeDir|0o700 {
+		t.Errorf("private dir now %v", fi)
+	}
+	if l, _ := os.Readlink(filepath.Join(top, hostiletar.Planted)); l != "../../outside" {
+		t.Errorf("planted link now %q", l)
+	}
+	if _, err := os.Lstat(hostiletar.Absolute); err == nil {
+		t.Errorf("%s written", hostiletar.Absolute)
+	}
+}
+
+// TestStrictEndless: an archive that never ends is read until the caller
+// gives up, and the file cut short is removed.
+func TestStrictEndless(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &cancelAfter{r: hostiletar.Endless("src"), n: 8 << 20, cancel: cancel}
+	err := untar.Extract(ctx, dir, r, untar.Options{Policy: untar.Strict, Top: "src"})
+	if err == nil || !strings.Contains(err.Error(), hostiletar.EndlessName) {
+		t.Errorf("err = %v, want the endless file named", err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "src", hostiletar.EndlessName)); err == nil {
+		t.Error("the file cut short stays")
+	}
+}
+
+// cancelAfter reads r, then fails once n bytes are read, as an HTTP body
+// does when the caller's context ends.
+type cancelAfter struct {
+	r      io.Reader
+	n      int64
+	cancel context.CancelFunc
+}
+
+func (c *cancelAfter) Read(b []byte) (int, error) {
+	if c.n <= 0 {
+		c.cancel()
+		return 0, context.Canceled
+	}
+	if int64(len(b)) > c.n {
+		b = b[:c.n]
+	}
+	n, err := c.r.Read(b)
+	c.n -= int64(n)
+	return n, err
 }

@@ -80,6 +80,10 @@ type Config struct {
 	// CgroupVersion (0: the jailer's default) as --cgroup-version.
 	Cgroups       []string
 	CgroupVersion int
+	// Launcher starts the jailer when this process cannot (the jailer
+	// must start as root): the root helper for a daemon running as its
+	// owner. nil starts it directly. Used only with UseJailer.
+	Launcher Launcher
 	// StartTimeout bounds how long Start waits for the API socket; 0 means
 	// 10 s.
 	StartTimeout time.Duration
@@ -88,6 +92,18 @@ type Config struct {
 	LogMax int64
 	// Logger receives state changes; nil discards.
 	Logger *slog.Logger
+}
+
+// Launcher starts the jailer with c's arguments on behalf of a process
+// that is not root, its stdout and stderr on console, in a session of its
+// own that outlives the launcher and the caller. It returns the jailer's
+// process, which becomes firecracker's when the jailer execs (same pid).
+// KillJailer sends SIGKILL to a jailer it launched, which the caller
+// cannot signal while it still runs as root. roothelper.Client implements
+// it.
+type Launcher interface {
+	LaunchJailer(ctx context.Context, c JailerConfig, console *os.File) (*proc.Process, error)
+	KillJailer(ctx context.Context, pid int) error
 }
 
 // Engine is the Firecracker engine. Create it with New.
@@ -141,6 +157,8 @@ type state struct {
 	JailDir    string   `json:"jailDir,omitempty"` // <base>/<exec name>/<id>, removed with the VM
 	ChrootDir  string   `json:"chrootDir,omitempty"`
 	Argv       []string `json:"argv"`
+
+	jail JailerConfig // under the jailer: what Argv[1:] was made from
 }
 
 // ours reports whether argv is this state's firecracker (or the jailer
@@ -299,11 +317,12 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 		st.VsockUDS = filepath.Join(st.ChrootDir, VsockSocket)
 		st.LogFile = filepath.Join(st.ChrootDir, LogFile)
 		st.APISockArg = "/" + APISocket
-		st.Argv = append([]string{jailer}, JailerArgs(JailerConfig{
+		st.jail = JailerConfig{
 			ID: st.JailID, ExecFile: bin, UID: e.cfg.UID, GID: e.cfg.GID,
 			ChrootBase: base, CgroupVersion: cgroupVersion(e.cfg.CgroupVersion), Cgroups: cgroupLimits(e.cfg.Cgroups, *spec),
 			FirecrackerArgs: []string{"--api-sock", st.APISockArg},
-		})...)
+		}
+		st.Argv = append([]string{jailer}, JailerArgs(st.jail)...)
 	} else {
 		st.APISocket = filepath.Join(spec.Dir, APISocket)
 		st.VsockUDS = filepath.Join(spec.Dir, VsockSocket)
@@ -384,14 +403,22 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 		return nil, err
 	}
 
+	if spec.Net != nil && spec.Net.TapFD != nil {
+		// Firecracker opens its tap by name, and a tap takes one
+		// attachment: let go of the one the root helper handed over.
+		spec.Net.TapFD.Close()
+	}
 	logOff := proc.FileSize(st.ConsoleLog)
 	fcLogOff := proc.FileSize(st.LogFile)
-	p, err := proc.Start(st.Argv, proc.StartOptions{Dir: spec.Dir, Log: st.ConsoleLog, LogMax: e.cfg.LogMax})
+	p, err := e.launch(ctx, st, spec.Dir)
 	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() error {
-		p.Signal(syscall.SIGKILL)
+		if err := p.Signal(syscall.SIGKILL); err != nil && e.cfg.Launcher != nil && st.JailDir != "" {
+			// Still the jailer, root's: the launcher may kill it.
+			e.cfg.Launcher.KillJailer(context.WithoutCancel(ctx), p.PID())
+		}
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		return p.Wait(wctx)
@@ -423,6 +450,19 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}
 	inst.Log.Info("vm started", "pid", p.PID(), "jailed", st.JailID != "")
 	return inst, nil
+}
+
+// launch starts st's process: through the Launcher when the jailer is
+// used and one is set, else directly; either way its output reaches the
+// console log through a capped copier.
+func (e *Engine) launch(ctx context.Context, st state, dir string) (*proc.Process, error) {
+	opts := proc.StartOptions{Dir: dir, Log: st.ConsoleLog, LogMax: e.cfg.LogMax}
+	if st.JailDir == "" || e.cfg.Launcher == nil {
+		return proc.Start(st.Argv, opts)
+	}
+	return proc.StartWith(opts, func(out *os.File) (*proc.Process, error) {
+		return e.cfg.Launcher.LaunchJailer(ctx, st.jail, out)
+	})
 }
 
 // waitAPI waits until Firecracker answers GET / on its API socket.

@@ -18,16 +18,17 @@ import (
 // JailerConfig is everything JailerArgs needs; plain data so the command
 // line can be table-tested. Field meanings follow jailer.md.
 type JailerConfig struct {
-	ID              string   // --id: alphanumerics and hyphens, at most 64
-	ExecFile        string   // --exec-file: the firecracker binary
-	UID, GID        int      // --uid, --gid
-	ChrootBase      string   // --chroot-base-dir; "" leaves the jailer's default
-	CgroupVersion   int      // --cgroup-version when non-zero (1 or 2)
-	Cgroups         []string // --cgroup <file>=<value>, repeated
-	ParentCgroup    string   // --parent-cgroup when non-empty
-	NetNS           string   // --netns <path> when non-empty
-	ResourceLimits  []string // --resource-limit <resource>=<value>, repeated
-	FirecrackerArgs []string // after "--", passed to firecracker
+	ID              string   `json:"id"`                        // --id: alphanumerics and hyphens, at most 64
+	ExecFile        string   `json:"execFile"`                  // --exec-file: the firecracker binary
+	UID             int      `json:"uid"`                       // --uid
+	GID             int      `json:"gid"`                       // --gid
+	ChrootBase      string   `json:"chrootBase,omitempty"`      // --chroot-base-dir; "" leaves the jailer's default
+	CgroupVersion   int      `json:"cgroupVersion,omitempty"`   // --cgroup-version when non-zero (1 or 2)
+	Cgroups         []string `json:"cgroups,omitempty"`         // --cgroup <file>=<value>, repeated
+	ParentCgroup    string   `json:"parentCgroup,omitempty"`    // --parent-cgroup when non-empty
+	NetNS           string   `json:"netns,omitempty"`           // --netns <path> when non-empty
+	ResourceLimits  []string `json:"resourceLimits,omitempty"`  // --resource-limit <resource>=<value>, repeated
+	FirecrackerArgs []string `json:"firecrackerArgs,omitempty"` // after "--", passed to firecracker
 }
 
 // JailerArgs returns the jailer's arguments (without argv[0]). It never

@@ -116,6 +116,25 @@ func Start(argv []string, opts StartOptions) (*Process, error) {
 	return p, nil
 }
 
+// StartWith is Start for a process that another process starts (the root
+// helper starts Firecracker's jailer): it starts opts.Log's copier as Start
+// does and calls launch with the pipe for the process's stdout and stderr,
+// then ties the copier to the handle launch returns (WaitLogs). Only Log
+// and LogMax of opts are used.
+func StartWith(opts StartOptions, launch func(out *os.File) (*Process, error)) (*Process, error) {
+	pipes, logsDone, err := consolelog.StartCopier([]string{opts.Log}, opts.LogMax)
+	if err != nil {
+		return nil, err
+	}
+	defer pipes[0].Close() // the launched process holds its own copy
+	p, err := launch(pipes[0])
+	if err != nil {
+		return nil, err
+	}
+	p.logsDone = logsDone
+	return p, nil
+}
+
 // Open returns a handle on the running process pid, which need not be a
 // child. It fails with errdefs.ErrNotFound when the process is gone.
 func Open(pid int) (*Process, error) {
@@ -134,6 +153,24 @@ func Open(pid int) (*Process, error) {
 		return nil, fmt.Errorf("process %d has exited: %w", pid, errdefs.ErrNotFound)
 	}
 	return p, nil
+}
+
+// FromPidfd returns a handle on process pid pinned by pidfd, which came
+// from whoever started it (the root helper, over SCM_RIGHTS); the
+// handle owns pidfd. The pidfd's fdinfo must name pid, so a descriptor for
+// another process is refused.
+func FromPidfd(pid int, pidfd *os.File) (*Process, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/self/fdinfo/%d", pidfd.Fd()))
+	if err != nil {
+		pidfd.Close()
+		return nil, fmt.Errorf("pidfd for %d: %w", pid, err)
+	}
+	got, ok := statusField(b, "Pid")
+	if !ok || int(got) != pid {
+		pidfd.Close()
+		return nil, fmt.Errorf("pidfd is not for process %d (fdinfo Pid %d): %w", pid, got, errdefs.ErrInvalidArgument)
+	}
+	return &Process{pid: pid, pidfd: pidfd}, nil
 }
 
 // WaitLogs waits, once the process has exited, until its logs hold all it

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangervm/banger/errdefs"
 )
 
@@ -107,5 +109,35 @@ func TestFind(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("Find did not find this test process (%s) in %v", self, pids)
+	}
+}
+
+// A pidfd handed over by another process (the root helper) is accepted
+// only for the pid it claims to be.
+func TestFromPidfd(t *testing.T) {
+	p, err := Start([]string{"sleep", "60"}, StartOptions{Log: filepath.Join(t.TempDir(), "out.log")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Signal(syscall.SIGKILL)
+	dup := func() *os.File {
+		fd, err := unix.PidfdOpen(p.PID(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return os.NewFile(uintptr(fd), "pidfd")
+	}
+	if _, err := FromPidfd(os.Getpid(), dup()); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("pidfd of %d passed as %d's: %v", p.PID(), os.Getpid(), err)
+	}
+	q, err := FromPidfd(p.PID(), dup())
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Signal(syscall.SIGKILL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := q.Wait(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

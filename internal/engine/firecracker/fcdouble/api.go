@@ -143,6 +143,10 @@ type bootPlan struct {
 	Drives   []drive // in guest order (root first)
 	Net      *netIface
 	Vsock    bool // a vsock device: expose the agent's serial port
+	// tap is Net's tap, opened by the double itself (in a jail, through
+	// the jail's /dev/net/tun, as Firecracker does); nil lets QEMU open
+	// it by name.
+	tap *os.File
 }
 
 // machine boots and controls the guest; the QEMU one in production, a fake
@@ -384,7 +388,7 @@ func (v *vmm) putLogger(r *http.Request, _ string) error {
 	}
 	var out io.Writer = os.Stderr
 	if b.LogPath != nil {
-		f, err := openLogFile(*b.LogPath)
+		f, err := openLogFile(inJail(*b.LogPath))
 		if err != nil {
 			return badRequest("Cannot initialize logging system! %v", err)
 		}
@@ -410,7 +414,7 @@ func (v *vmm) putMetrics(r *http.Request, _ string) error {
 	if v.metrics != nil {
 		return badRequest(errMetricsAgain)
 	}
-	f, err := openLogFile(*b.MetricsPath)
+	f, err := openLogFile(inJail(*b.MetricsPath))
 	if err != nil {
 		return badRequest("Cannot initialize the metrics system due to: %v", err)
 	}
@@ -477,6 +481,10 @@ func (v *vmm) putBootSource(r *http.Request, _ string) error {
 	if b.KernelImagePath == nil {
 		return missing("kernel_image_path")
 	}
+	*b.KernelImagePath = inJail(*b.KernelImagePath)
+	if b.InitrdPath != nil {
+		*b.InitrdPath = inJail(*b.InitrdPath)
+	}
 	if err := readable(*b.KernelImagePath); err != nil {
 		return badRequest("The kernel file cannot be opened: %v", err)
 	}
@@ -540,6 +548,7 @@ func (v *vmm) putDrive(r *http.Request, id string) error {
 	if b.PathOnHost == nil {
 		return missing("path_on_host")
 	}
+	*b.PathOnHost = inJail(*b.PathOnHost)
 	if b.CacheType != nil {
 		if err := oneOf("cache_type", *b.CacheType, "Unsafe", "Writeback"); err != nil {
 			return err
@@ -646,6 +655,7 @@ func (v *vmm) putVsock(r *http.Request, _ string) error {
 	if b.UDSPath == nil {
 		return missing("uds_path")
 	}
+	*b.UDSPath = inJail(*b.UDSPath)
 	if *b.GuestCID < 3 || *b.GuestCID > 0xffffffff {
 		return badRequest("Cannot create the vsock device: invalid guest CID %d.", *b.GuestCID)
 	}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/qemu"
 )
@@ -65,10 +67,10 @@ func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) 
 		spec.Disks = append(spec.Disks, engine.Disk{Path: d.Path, ReadOnly: d.ReadOnly})
 	}
 	if p.Net != nil {
-		spec.Net = &engine.NetSpec{TapName: p.Net.HostDev, MAC: p.Net.MAC}
+		spec.Net = &engine.NetSpec{TapName: p.Net.HostDev, MAC: p.Net.MAC, TapFD: p.tap}
 	}
 	argv := qemu.Cmdline(qemu.CmdlineConfig{
-		Binary: binary, Spec: spec, Accel: accel, TSCKHz: tscKHz, TBSizeMiB: 64,
+		Binary: binary, Spec: spec, Accel: accel, TSCKHz: tscKHz, TBSizeMiB: 64, TapFD: 3,
 	})
 	cmdline := p.BootArgs
 	if accel != engine.AccelKVM && tscKHz > 0 {
@@ -111,6 +113,14 @@ func (m *qemuMachine) Start(p bootPlan) error {
 			tsc = 0
 		}
 	}
+	if p.Net != nil && os.Getenv("FCDOUBLE_CHROOT") != "" {
+		// Jailed: the host's /dev/net/tun may be root's alone; the
+		// jail's is the owner's (the jailer made it).
+		if p.tap, err = openTap(inJail("/dev/net/tun"), p.Net.HostDev); err != nil {
+			return err
+		}
+		defer p.tap.Close()
+	}
 	dir, err := os.MkdirTemp("", "fcd-")
 	if err != nil {
 		return err
@@ -121,6 +131,9 @@ func (m *qemuMachine) Start(p bootPlan) error {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if p.tap != nil {
+		cmd.ExtraFiles = []*os.File{p.tap} // fd 3, as qemuArgv says
+	}
 	done := make(chan struct{})
 	started := make(chan error, 1)
 	// PR_SET_PDEATHSIG fires when the thread that forked QEMU exits: fork
@@ -271,4 +284,24 @@ func qmpCommand(sock, command string) error {
 		}
 	}
 	return nil
+}
+
+// openTap attaches to the existing tap name through the tun device at tun,
+// with the flags Firecracker uses (no packet information, a virtio-net
+// header).
+func openTap(tun, name string) (*os.File, error) {
+	fd, err := unix.Open(tun, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open tap %s: %s: %w", name, tun, err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err == nil {
+		ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
+		err = unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr)
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open tap %s: TUNSETIFF: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), tun+":"+name), nil
 }

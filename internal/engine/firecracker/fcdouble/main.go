@@ -16,6 +16,10 @@
 //	fcdouble --version
 //
 // Environment: FCDOUBLE_QEMU overrides the qemu-system-x86_64 path.
+// FCDOUBLE_CHROOT, set by the jailer double, is the jail's root: the
+// double cannot chroot (QEMU lives outside the jail), so it resolves every
+// absolute path it is given (--api-sock, --log-path, the API's paths)
+// under it instead, which is what a jailed Firecracker sees.
 package main
 
 import (
@@ -25,6 +29,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -143,6 +148,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "fcdouble: --config-file and --no-api are not supported")
 		return 1
 	}
+	o.apiSock = inJail(o.apiSock)
+	if o.logPath != "" {
+		o.logPath = inJail(o.logPath)
+	}
 	log, err := newLogger(o.id, o.logPath, o.level, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "Failed to configure the logger: %v\n", err)
@@ -179,6 +188,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		sig, _ := s.(syscall.Signal)
 		return 128 + int(sig)
 	}
+}
+
+// inJail is p as a jailed Firecracker would see it: under FCDOUBLE_CHROOT
+// when that is set.
+func inJail(p string) string {
+	root := os.Getenv("FCDOUBLE_CHROOT")
+	if root == "" || !filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(root, p)
 }
 
 // logger writes Firecracker-style log lines to the --log-path file (or the
