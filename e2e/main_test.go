@@ -161,9 +161,25 @@ func (e *env) ok(args ...string) string {
 	e.t.Helper()
 	r := e.run(args...)
 	if r.code != 0 {
-		e.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s", strings.Join(args, " "), r.code, r.out, r.err, e.daemonLog())
+		e.t.Fatalf("banger %s: exit %d\nstdout: %s\nstderr: %s\ndaemon log:\n%s%s", strings.Join(args, " "), r.code, r.out, r.err, e.daemonLog(), e.consoleTails())
 	}
 	return r.out
+}
+
+// consoleTails is the end of every VM's console log, where the guest
+// agent logs each exec it starts and each session: what a command that
+// failed or hung reached in the guest.
+func (e *env) consoleTails() string {
+	logs, _ := filepath.Glob(filepath.Join(e.home, "state", "vms", "*", "console.log"))
+	var b strings.Builder
+	for _, l := range logs {
+		c, _ := os.ReadFile(l)
+		if len(c) > 2000 {
+			c = c[len(c)-2000:]
+		}
+		fmt.Fprintf(&b, "\nconsole %s:\n%s", filepath.Base(filepath.Dir(l)), c)
+	}
+	return b.String()
 }
 
 func (e *env) daemonLog() string {
