@@ -69,9 +69,12 @@ func connect(ctx context.Context, layout paths.Layout, installedOwner int) (*cli
 }
 
 // transient reports connection errors that a retry can cure: a daemon
-// that closed the connection while stopping or starting.
+// that closed the connection while stopping or starting. EPIPE is the
+// same close seen while the request was still being written (CLIs that
+// raced to start a daemon right after one was killed saw it in CI). Only
+// the version check retries, which changes nothing.
 func transient(err error) bool {
-	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 // daemonBinary finds bangerd: $BANGERD, then beside this executable, then
