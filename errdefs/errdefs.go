@@ -11,7 +11,11 @@
 // returned by the client too.
 package errdefs
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+)
 
 // The error classes. Each maps to one HTTP status in package api.
 var (
@@ -125,4 +129,19 @@ func Class(err error) error {
 		}
 	}
 	return nil
+}
+
+// FromFS marks a file-system error with its class (a missing file is
+// ErrNotFound, a permission problem ErrPermissionDenied), keeping the path
+// in the message; an error that has a class already keeps it.
+func FromFS(err error) error {
+	switch {
+	case err == nil || Class(err) != nil:
+		return err
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %w", err, ErrNotFound)
+	case errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: %w", err, ErrPermissionDenied)
+	}
+	return err
 }

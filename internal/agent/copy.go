@@ -20,7 +20,7 @@ func (h *Handler) TarOut(ctx context.Context, path string) (io.ReadCloser, error
 		return nil, err
 	}
 	if _, err := os.Lstat(path); err != nil {
-		return nil, fmt.Errorf("archive %s: %w", path, classify(err))
+		return nil, fmt.Errorf("archive %s: %w", path, errdefs.FromFS(err))
 	}
 	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
@@ -49,7 +49,7 @@ func (h *Handler) TarIn(ctx context.Context, dir string) (agentproto.PendingFile
 	}
 	fi, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("extract into %s: %w", dir, classify(err))
+		return nil, fmt.Errorf("extract into %s: %w", dir, errdefs.FromFS(err))
 	}
 	if !fi.IsDir() {
 		return nil, fmt.Errorf("extract into %s: not a directory: %w", dir, errdefs.ErrInvalidArgument)

@@ -3,7 +3,6 @@ package agent
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -248,16 +247,6 @@ func checkAbs(path string) error {
 	return nil
 }
 
-func classify(err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	}
-	return err
-}
-
 // Open implements agentproto.Handler.
 func (h *Handler) Open(ctx context.Context, path string) (io.ReadCloser, agentproto.FileInfo, error) {
 	if err := checkAbs(path); err != nil {
@@ -265,7 +254,7 @@ func (h *Handler) Open(ctx context.Context, path string) (io.ReadCloser, agentpr
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, agentproto.FileInfo{}, classify(err)
+		return nil, agentproto.FileInfo{}, errdefs.FromFS(err)
 	}
 	fi, err := f.Stat()
 	if err != nil {
@@ -288,7 +277,7 @@ func (h *Handler) Create(ctx context.Context, path string, mode fs.FileMode) (ag
 	path = filepath.Clean(path)
 	dir := filepath.Dir(path)
 	if fi, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("write %s: parent directory: %w", path, classify(err))
+		return nil, fmt.Errorf("write %s: parent directory: %w", path, errdefs.FromFS(err))
 	} else if !fi.IsDir() {
 		return nil, fmt.Errorf("write %s: parent %s is not a directory: %w", path, dir, errdefs.ErrInvalidArgument)
 	}
@@ -297,7 +286,7 @@ func (h *Handler) Create(ctx context.Context, path string, mode fs.FileMode) (ag
 	}
 	f, err := os.CreateTemp(dir, ".banger-write-*")
 	if err != nil {
-		return nil, fmt.Errorf("write %s: %w", path, classify(err))
+		return nil, fmt.Errorf("write %s: %w", path, errdefs.FromFS(err))
 	}
 	// Chmod, not the create mode, so the umask does not change it.
 	if err := f.Chmod(mode.Perm()); err != nil {

@@ -3,7 +3,6 @@ package agentproto
 import (
 	"archive/tar"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -44,13 +43,13 @@ func WriteTar(ctx context.Context, w io.Writer, root, name string) error {
 		return err
 	}
 	if _, err := os.Lstat(root); err != nil {
-		return classifyFS(err)
+		return errdefs.FromFS(err)
 	}
 	tw := tar.NewWriter(w)
 	links := map[[2]uint64]string{}
 	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			return classifyFS(err)
+			return errdefs.FromFS(err)
 		}
 		if err := ctx.Err(); err != nil {
 			return err
@@ -77,7 +76,7 @@ func WriteTar(ctx context.Context, w io.Writer, root, name string) error {
 func writeEntry(tw *tar.Writer, p, name string, links map[[2]uint64]string) error {
 	fi, err := os.Lstat(p)
 	if err != nil {
-		return classifyFS(err)
+		return errdefs.FromFS(err)
 	}
 	if fi.Mode()&fs.ModeSocket != 0 {
 		return nil
@@ -119,7 +118,7 @@ func writeEntry(tw *tar.Writer, p, name string, links map[[2]uint64]string) erro
 	}
 	f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 	if err != nil {
-		return fmt.Errorf("archive %s: %w", p, classifyFS(err))
+		return fmt.Errorf("archive %s: %w", p, errdefs.FromFS(err))
 	}
 	defer f.Close()
 	// The size is in the header already: a file that shrank meanwhile is
@@ -136,17 +135,4 @@ func checkElem(e string, dot bool) error {
 		return fmt.Errorf("bad entry name %q: %w", e, errdefs.ErrInvalidArgument)
 	}
 	return nil
-}
-
-// classifyFS marks file-system errors with their errdefs class.
-func classifyFS(err error) error {
-	switch {
-	case errdefs.Class(err) != nil:
-		return err
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	}
-	return err
 }

@@ -23,7 +23,7 @@ import (
 func ImportDeb(ctx context.Context, stageDir string, debPath string) (Info, error) {
 	f, err := os.Open(debPath)
 	if err != nil {
-		return Info{}, fmt.Errorf("open deb: %w", classifyOSError(err))
+		return Info{}, fmt.Errorf("open deb: %w", errdefs.FromFS(err))
 	}
 	defer f.Close()
 	data, name, err := debData(bufio.NewReaderSize(f, 1<<20))

@@ -374,7 +374,7 @@ func isText(data []byte) bool {
 func readLimited(path, name string, limit int64, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", what, classifyOSError(err))
+		return nil, fmt.Errorf("open %s: %w", what, errdefs.FromFS(err))
 	}
 	defer f.Close()
 	st, err := f.Stat()
@@ -395,18 +395,6 @@ func readLimited(path, name string, limit int64, what string) ([]byte, error) {
 		return nil, fmt.Errorf("%s %s grew past %d bytes while being read: %w", what, name, limit, errdefs.ErrInvalidArgument)
 	}
 	return data, nil
-}
-
-// classifyOSError marks a missing file as ErrNotFound and a permission
-// problem as ErrPermissionDenied, keeping the path in the message.
-func classifyOSError(err error) error {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	case errors.Is(err, os.ErrPermission):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	}
-	return err
 }
 
 // writeNewFile creates path, which must not exist, with data. A partial file

@@ -54,7 +54,7 @@ type moduleTree struct {
 func openModuleTree(dir string) (*moduleTree, error) {
 	st, err := os.Stat(dir)
 	if err != nil {
-		return nil, fmt.Errorf("modules directory: %w", classifyOSError(err))
+		return nil, fmt.Errorf("modules directory: %w", errdefs.FromFS(err))
 	}
 	if !st.IsDir() {
 		return nil, fmt.Errorf("modules directory %s is not a directory: %w", dir, errdefs.ErrInvalidArgument)

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path"
 	"strings"
@@ -158,7 +157,7 @@ func Extract(ctx context.Context, dir string, r io.Reader, o Options) error {
 		if errors.Is(err, unix.ENOTDIR) {
 			return fmt.Errorf("extract into %s: not a directory: %w", dir, errdefs.ErrInvalidArgument)
 		}
-		return fmt.Errorf("extract into %s: %w", dir, classify(err))
+		return fmt.Errorf("extract into %s: %w", dir, errdefs.FromFS(err))
 	}
 	defer unix.Close(root)
 	x := &extractor{root: root, dir: dir, o: o, strict: o.Policy == Strict, lim: o.Limits.orDefault(), seen: map[string]bool{}}
@@ -388,7 +387,7 @@ func (x *extractor) openDir(elems []string, create bool) (int, error) {
 			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
 				return -1, refusef("%q is a symbolic link or not a directory", p)
 			}
-			return -1, fmt.Errorf("open %q: %w", p, classify(err))
+			return -1, fmt.Errorf("open %q: %w", p, errdefs.FromFS(err))
 		}
 		fd = nfd
 	}
@@ -469,7 +468,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 	switch err := unix.Fstatat(parent, name, &st, unix.AT_SYMLINK_NOFOLLOW); {
 	case errors.Is(err, unix.ENOENT):
 	case err != nil:
-		return classify(err)
+		return errdefs.FromFS(err)
 	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		if !isDir {
 			return refusef("cannot overwrite directory %q with a non-directory", rel)
@@ -481,7 +480,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		return refusef("%q is an existing symbolic link, not replaced", rel)
 	default:
 		if err := unix.Unlinkat(parent, name, 0); err != nil {
-			return fmt.Errorf("replace %q: %w", rel, classify(err))
+			return fmt.Errorf("replace %q: %w", rel, errdefs.FromFS(err))
 		}
 	}
 
@@ -496,7 +495,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			return nil
 		}
 		if err := unix.Mkdirat(parent, name, 0o700); err != nil {
-			return classify(err)
+			return errdefs.FromFS(err)
 		}
 		x.dirs = append(x.dirs, newPendingDir(hdr))
 		return nil
@@ -514,7 +513,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 			return refusef("link target longer than %d bytes", x.lim.NameLen)
 		}
 		if err := unix.Symlinkat(hdr.Linkname, parent, name); err != nil {
-			return classify(err)
+			return errdefs.FromFS(err)
 		}
 		x.seen[rel] = false
 		if x.o.KeepOwner {
@@ -528,7 +527,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 		kind := map[byte]uint32{tar.TypeFifo: unix.S_IFIFO, tar.TypeChar: unix.S_IFCHR, tar.TypeBlock: unix.S_IFBLK}[hdr.Typeflag]
 		dev := unix.Mkdev(uint32(hdr.Devmajor), uint32(hdr.Devminor))
 		if err := unix.Mknodat(parent, name, kind|0o600, int(dev)); err != nil {
-			return fmt.Errorf("mknod: %w", classify(err))
+			return fmt.Errorf("mknod: %w", errdefs.FromFS(err))
 		}
 		x.seen[rel] = false
 		if x.o.KeepOwner {
@@ -548,7 +547,7 @@ func (x *extractor) entry(hdr *tar.Header, r io.Reader) error {
 func (x *extractor) writeFile(parent int, name, rel string, hdr *tar.Header, r io.Reader, mode uint32) error {
 	fd, err := unix.Openat(parent, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return classify(err)
+		return errdefs.FromFS(err)
 	}
 	f := os.NewFile(uintptr(fd), path.Join(x.dir, rel))
 	n, err := io.Copy(f, r)
@@ -595,7 +594,7 @@ func (x *extractor) hardLink(parent int, name, rel string, hdr *tar.Header) erro
 	err = unix.Linkat(tparent, telems[len(telems)-1], parent, name, 0)
 	unix.Close(tparent)
 	if err != nil {
-		return fmt.Errorf("hard link to %q: %w", path.Join(telems...), classify(err))
+		return fmt.Errorf("hard link to %q: %w", path.Join(telems...), errdefs.FromFS(err))
 	}
 	x.seen[rel] = true
 	return nil // the target carries the metadata
@@ -675,15 +674,4 @@ func setTimes(parent int, name string, hdr *tar.Header) error {
 		return fmt.Errorf("set times: %w", err)
 	}
 	return nil
-}
-
-// classify marks file-system errors with their errdefs class.
-func classify(err error) error {
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrNotFound)
-	case errors.Is(err, fs.ErrPermission):
-		return fmt.Errorf("%w: %w", err, errdefs.ErrPermissionDenied)
-	}
-	return err
 }
