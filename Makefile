@@ -20,11 +20,17 @@ build:
 # escaping of guest text, the check of patches exported from guests and
 # the parsers of what the host reads from guests (guestdata).
 # Needs the packages in .ci/install-deps.
+# The tests run with no BANGER* variable from the shell but the suite's
+# own settings (testutil.SuiteSetting): a developer's BANGER_HOME,
+# BANGER_NETWORK or BANGER_ROOT_HELPER must not reach the code under test.
+SHELL_BANGER := $(foreach v,$(filter BANGER%,$(.VARIABLES)),$(if $(filter environment% command,$(origin $(v))),$(v)))
+TEST_ENV := env $(addprefix -u ,$(filter-out BANGER_BIN BANGER_TEST_CACHE BANGER_TEST_RESOLVED BANGER_BENCH_%,$(SHELL_BANGER)))
+
 test: build
 	$(GO) vet ./...
 	# -p 1: the suites boot real guests under software emulation on two
 	# cores; run in parallel they starve each other's guests of CPU.
-	BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
+	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m ./...
 	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=20s ./internal/image/flatten
 	$(GO) test -run=NONE -fuzz=FuzzStrict -fuzztime=15s ./internal/untar
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=10s ./internal/termtext

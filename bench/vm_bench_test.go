@@ -36,6 +36,9 @@ import (
 // TestMain removes the shared VM installation (daemon, VMs, home, binaries)
 // after all benchmarks ran.
 func TestMain(m *testing.M) {
+	// Each benchmark sets the BANGER_* settings it relies on; none comes
+	// from the shell (BANGER_BENCH_* are the benchmarks' own).
+	testutil.ClearProductEnv()
 	// The benchmark daemons run in the host's namespace: they must not
 	// set up banger's bridge and NAT there.
 	os.Setenv("BANGER_NETWORK", "off")

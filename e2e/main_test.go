@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 var binDir string
@@ -27,6 +29,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(envFakeDaemon); dir != "" {
 		os.Exit(fakeDaemon(dir)) // a child of TestPlantedRuntimeDirCLI
 	}
+	// Each test sets the BANGER_* settings it relies on; none comes from
+	// the shell.
+	testutil.ClearProductEnv()
 	// Daemons the tests start outside a namespace of their own must never
 	// set up banger's bridge and NAT on the host; the network tests turn
 	// it on inside their namespaces.
