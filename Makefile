@@ -7,7 +7,7 @@ PKG := github.com/bangervm/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).BuildTime=$(BUILD_TIME)
 PREFIX ?= /usr/local
 
-.PHONY: all build test unit fuzz bench install clean
+.PHONY: all build test test-installed unit fuzz bench install clean
 
 all: build
 
@@ -37,6 +37,13 @@ test: build
 	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=10s ./internal/workspace
 	$(GO) test -run=NONE -fuzz=FuzzProcNet -fuzztime=10s ./internal/guestdata
 	$(GO) test -run=NONE -fuzz=FuzzProcStat -fuzztime=10s ./internal/guestdata
+
+# make test again where banger is installed and running: in a container
+# booted with systemd, on an overlay of this machine's root, with a network
+# of its own (root; nothing on this machine changes). Not part of .ci/run:
+# it takes as long as make test.
+test-installed:
+	.ci/test-installed
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

@@ -2,20 +2,15 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/bangervm/banger/internal/testutil"
+	"github.com/bangervm/banger/internal/testutil/debarchive"
 )
 
 // TestSystemInstallDefaults: under a real systemd, the owner's first
@@ -79,50 +74,11 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 // packages, and nothing else leaves it.
 func serveDebianArchive(t *testing.T, pid int, addr string) {
 	t.Helper()
-	ln, err := listenInNetns(pid, addr)
+	ln, err := debarchive.ListenInNetns(pid, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	upstream, _ := url.Parse("http://deb.debian.org")
-	rp := httputil.NewSingleHostReverseProxy(upstream)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p := r.URL.Path
-		if (r.Method != http.MethodGet && r.Method != http.MethodHead) || !(strings.HasPrefix(p, "/debian/") || strings.HasPrefix(p, "/debian-security/")) || strings.Contains(p, "..") {
-			http.Error(w, "only Debian's archive", http.StatusForbidden)
-			return
-		}
-		r.Host = upstream.Host
-		rp.ServeHTTP(w, r)
-	})}
+	srv := &http.Server{Handler: debarchive.Handler()}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-}
-
-// listenInNetns opens a TCP listener in the network namespace of pid. The
-// socket keeps its namespace; only the thread that made it switched, and
-// that thread is discarded.
-func listenInNetns(pid int, addr string) (net.Listener, error) {
-	type res struct {
-		ln  net.Listener
-		err error
-	}
-	ch := make(chan res, 1)
-	go func() {
-		// Never unlocked: the thread exits with the goroutine.
-		runtime.LockOSThread()
-		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", pid))
-		if err != nil {
-			ch <- res{err: err}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- res{err: fmt.Errorf("setns into pid %d's network namespace: %w", pid, err)}
-			return
-		}
-		ln, err := net.Listen("tcp", addr)
-		ch <- res{ln, err}
-	}()
-	r := <-ch
-	return r.ln, r.err
 }

@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"syscall"
@@ -19,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/network/nettest"
 	"github.com/bangervm/banger/internal/testutil"
 )
 
@@ -207,16 +207,7 @@ func newNetns(t *testing.T) *netns {
 	t.Helper()
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "ip", "iproute2")
-	n := &netns{t: t, name: fmt.Sprintf("banger-test-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)}
-	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
-		testutil.Require(t, false, fmt.Sprintf("ip netns add: %v: %s", err, out))
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", n.name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", n.name, err, out)
-		}
-	})
-	return n
+	return &netns{t: t, name: nettest.NewNS(t)}
 }
 
 // ip runs ip -n NS args.
@@ -230,36 +221,11 @@ func (n *netns) ip(args ...string) []byte {
 	return out
 }
 
-// run calls f on a thread that has entered the namespace. The thread goes
-// back to its namespace after; if it cannot, it stays locked and the
-// runtime discards it when the goroutine ends.
+// run calls f on a thread that has entered the namespace.
 func (n *netns) run(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer self.Close()
-		ns, err := os.Open("/run/netns/" + n.name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", n.name, err)
-			return
-		}
-		err = f()
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- err
-	}()
-	return <-errc
+	var err error
+	nettest.Do(n.t, n.name, func() { err = f() })
+	return err
 }
 
 func TestConfigureNetworkInNetns(t *testing.T) {

@@ -50,21 +50,28 @@ func sources(t *testing.T) (*token.FileSet, map[string]*ast.File) {
 // missing prerequisite must fail (testutil.Missing, Require*), and a test
 // that never runs in CI looks like coverage that is not there.
 func TestSkipsGoThroughTestutil(t *testing.T) {
+	eachCall(t, "internal/testutil/", func(pos token.Position, call *ast.CallExpr) {
+		sel, ok := call.Fun.(*ast.SelectorExpr)
+		if ok && (sel.Sel.Name == "Skip" || sel.Sel.Name == "Skipf" || sel.Sel.Name == "SkipNow") {
+			if _, isIdent := sel.X.(*ast.Ident); isIdent {
+				t.Errorf("%s: %s.%s: skip through testutil (Missing, Require*, NotApplicable, SkipShort)", pos, sel.X, sel.Sel.Name)
+			}
+		}
+	})
+}
+
+// eachCall calls fn on every call expression of the module's Go files
+// but those under the directory exempt.
+func eachCall(t *testing.T, exempt string, fn func(token.Position, *ast.CallExpr)) {
+	t.Helper()
 	fset, files := sources(t)
 	for name, f := range files {
-		if strings.HasPrefix(name, "internal/testutil/") {
+		if strings.HasPrefix(name, exempt) {
 			continue
 		}
 		ast.Inspect(f, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if ok && (sel.Sel.Name == "Skip" || sel.Sel.Name == "Skipf" || sel.Sel.Name == "SkipNow") {
-				if _, isIdent := sel.X.(*ast.Ident); isIdent {
-					t.Errorf("%s: %s.%s: skip through testutil (Missing, Require*, NotApplicable, SkipShort)", fset.Position(call.Pos()), sel.X, sel.Sel.Name)
-				}
+			if call, ok := n.(*ast.CallExpr); ok {
+				fn(fset.Position(call.Pos()), call)
 			}
 			return true
 		})
@@ -107,4 +114,21 @@ func TestNoReturnReadsWhatACallFills(t *testing.T) {
 			return true
 		})
 	}
+}
+
+// TestNamespacesThroughNettest: a new network namespace copies IPv4
+// forwarding from the host's (net.core.devconf_inherit_init_net 0), so a
+// test that makes its own starts from whatever banger, or anything else,
+// left on the machine. nettest.NewNS resets it; every test namespace
+// comes from there.
+func TestNamespacesThroughNettest(t *testing.T) {
+	eachCall(t, "internal/network/nettest/", func(pos token.Position, call *ast.CallExpr) {
+		for i := 0; i+1 < len(call.Args); i++ {
+			a, ok1 := call.Args[i].(*ast.BasicLit)
+			b, ok2 := call.Args[i+1].(*ast.BasicLit)
+			if ok1 && ok2 && a.Value == `"netns"` && b.Value == `"add"` {
+				t.Errorf("%s: ip netns add: make test namespaces with nettest.NewNS", pos)
+			}
+		}
+	})
 }
