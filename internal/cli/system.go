@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -35,13 +37,15 @@ reach either service.`,
 }
 
 type systemInstallOptions struct {
-	Owner string
+	Owner               string
+	Firecracker, Jailer string
+	NoJailer            bool
 }
 
 func newSystemInstallCmd(f *Factory) *cobra.Command {
 	var opts systemInstallOptions
 	cmd := &cobra.Command{
-		Use:   "install [--owner USER]",
+		Use:   "install [--owner USER] [--firecracker PATH --jailer PATH | --no-jailer]",
 		Short: "Install banger's binaries and services, or upgrade them in place",
 		Long: `Copy banger, bangerd and banger-agent from beside this banger to
 /usr/local/bin and /usr/local/lib/banger, write /etc/banger/install.toml and
@@ -51,17 +55,61 @@ the units bangerd.service (the daemon, as the owner) and bangerd-root.service
 The owner is the user behind sudo unless --owner names one; installing for
 root needs --owner root. Installing again upgrades in place: files are
 replaced and both services restarted; running VMs keep running. If a step
-fails, what the install did is undone.`,
+fails, what the install did is undone.
+
+Where Firecracker and its jailer are installed (in PATH, or named with
+--firecracker and --jailer), the root helper is allowed to start the jailer
+for the owner, and its unit gets the privileges that needs; both binaries
+must be root's, in directories only root can write. --no-jailer leaves it
+out (VMs then use QEMU, or Firecracker with jailer = false).`,
 		Example: `  sudo banger system install
   sudo banger system install --owner alice
-  banger system install --owner root      # as root, on a machine without sudo`,
+  banger system install --owner root      # as root, on a machine without sudo
+  sudo banger system install --firecracker /usr/local/bin/firecracker --jailer /usr/local/bin/jailer`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSystemInstall(cmd.Context(), f, opts)
 		},
 	}
 	cmd.Flags().StringVar(&opts.Owner, "owner", "", "the user the daemon runs as and serves (default: the user behind sudo)")
+	cmd.Flags().StringVar(&opts.Firecracker, "firecracker", "", "the firecracker binary the root helper's jailer may run (default: firecracker in PATH)")
+	cmd.Flags().StringVar(&opts.Jailer, "jailer", "", "Firecracker's jailer binary the root helper may start (default: jailer in PATH)")
+	cmd.Flags().BoolVar(&opts.NoJailer, "no-jailer", false, "do not let the root helper start Firecracker's jailer")
+	cmd.MarkFlagsMutuallyExclusive("no-jailer", "firecracker")
+	cmd.MarkFlagsMutuallyExclusive("no-jailer", "jailer")
 	return cmd
+}
+
+// installJailer decides which jailer and firecracker the root helper may
+// start: the named ones (both, each checked), else both found in PATH and
+// passing the check, else none (a note says why when they were found).
+func installJailer(opts systemInstallOptions, note io.Writer) (jailer, fc string, err error) {
+	if opts.NoJailer {
+		return "", "", nil
+	}
+	if opts.Firecracker != "" || opts.Jailer != "" {
+		if opts.Firecracker == "" || opts.Jailer == "" {
+			return "", "", flagErrorf("--firecracker and --jailer go together")
+		}
+		for _, b := range []string{opts.Jailer, opts.Firecracker} {
+			if err := install.CheckRootBinary(b); err != nil {
+				return "", "", fmt.Errorf("system install: %w", err)
+			}
+		}
+		return opts.Jailer, opts.Firecracker, nil
+	}
+	j, jerr := exec.LookPath("jailer")
+	f, ferr := exec.LookPath("firecracker")
+	if jerr != nil || ferr != nil {
+		return "", "", nil
+	}
+	for _, b := range []string{j, f} {
+		if err := install.CheckRootBinary(b); err != nil {
+			fmt.Fprintf(note, "not letting the root helper start Firecracker's jailer: %v\n", err)
+			return "", "", nil
+		}
+	}
+	return j, f, nil
 }
 
 // installOwner decides whom to install for: --owner, else the user behind
@@ -116,7 +164,13 @@ func runSystemInstall(ctx context.Context, f *Factory, opts systemInstallOptions
 		return err
 	}
 	rec := install.Record{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, Owner: owner, Paths: p, KVMGroup: install.KVMGroup()}
+	if rec.Jailer, rec.Firecracker, err = installJailer(opts, f.IO.ErrOut); err != nil {
+		return err
+	}
 	fmt.Fprintf(f.IO.ErrOut, "installing banger %s for %s (uid %d)\n", rec.Version, owner.Name, owner.UID)
+	if rec.JailerEnabled() {
+		fmt.Fprintf(f.IO.ErrOut, "the root helper may start %s for %s, running %s\n", rec.Jailer, owner.Name, rec.Firecracker)
+	}
 	err = install.Install(ctx, install.Options{
 		Record: rec, Sources: src, Systemd: hostcmd.Systemctl{},
 		MakeOwnerDirs: func(ctx context.Context, o install.Owner, dirs ...string) error {

@@ -192,7 +192,7 @@ func buildJail(c *firecracker.JailerConfig, files []firecracker.JailFile, fds []
 	}
 	defer vm.Close()
 	vmfd := int(vm.Fd())
-	if err := unix.Mkdirat(vmfd, firecracker.JailDirName, 0o755); err != nil {
+	if err := mkdirat(vmfd, firecracker.JailDirName); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return "", fmt.Errorf("jail %s already exists: remove it (removeJail) first: %w", c.ChrootBase, errdefs.ErrAlreadyExists)
 		}
@@ -221,7 +221,7 @@ func buildJail(c *firecracker.JailerConfig, files []firecracker.JailFile, fds []
 	// <base>/<exec name>/<id>/root, as the jailer makes it; root's.
 	dir := jail
 	for _, name := range []string{filepath.Base(p.Firecracker), c.ID, "root"} {
-		if err := unix.Mkdirat(int(dir.Fd()), name, 0o755); err != nil {
+		if err := mkdirat(int(dir.Fd()), name); err != nil {
 			return "", fmt.Errorf("make jail %s: %s: %w", c.ChrootBase, name, err)
 		}
 		next, err := openat(int(dir.Fd()), name, unix.O_RDONLY|unix.O_DIRECTORY)
@@ -257,10 +257,7 @@ func buildJail(c *firecracker.JailerConfig, files []firecracker.JailFile, fds []
 // openOwnerDir opens dir, refusing a symlink anywhere on its path and a
 // directory that is not owner's.
 func openOwnerDir(dir string, owner int) (*os.File, error) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, dir, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := openNoSymlinks(dir, unix.O_DIRECTORY)
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
 			return nil, fmt.Errorf("%s: a symlink on the path: %w", dir, errdefs.ErrPermissionDenied)
@@ -278,6 +275,63 @@ func openOwnerDir(dir string, owner int) (*os.File, error) {
 		return nil, fmt.Errorf("%s is owned by uid %d, not the owner (%d): %w", dir, st.Uid, owner, errdefs.ErrPermissionDenied)
 	}
 	return f, nil
+}
+
+// openNoSymlinks opens the absolute, clean path with O_PATH (flags may
+// add O_DIRECTORY),
+// one component at a time from /, refusing a symlink anywhere on it
+// (ELOOP), as openat2's RESOLVE_NO_SYMLINKS does where that is allowed
+// (systemd-nspawn's seccomp filter refuses openat2 with ENOSYS).
+func openNoSymlinks(path string, flags int) (int, error) {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
+		return -1, fmt.Errorf("%q: not an absolute, clean path: %w", path, unix.EINVAL)
+	}
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	parts := strings.Split(strings.TrimPrefix(path, "/"), "/")
+	for i, part := range parts {
+		if part == "" {
+			continue
+		}
+		// O_PATH|O_NOFOLLOW opens a symlink itself, so that it is told
+		// from a file that is not a directory.
+		next, err := unix.Openat(fd, part, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		unix.Close(fd)
+		if err != nil {
+			return -1, err
+		}
+		var st unix.Stat_t
+		if err := unix.Fstat(next, &st); err != nil {
+			unix.Close(next)
+			return -1, err
+		}
+		wantDir := i < len(parts)-1 || flags&unix.O_DIRECTORY != 0
+		switch {
+		case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+			err = unix.ELOOP
+		case wantDir && st.Mode&unix.S_IFMT != unix.S_IFDIR:
+			err = unix.ENOTDIR
+		}
+		if err != nil {
+			unix.Close(next)
+			return -1, err
+		}
+		fd = next
+	}
+	return fd, nil
+}
+
+// mkdirat makes directory name in dirfd (a directory of root's that only
+// root can write) with mode 0755 whatever the umask (the helper's unit
+// sets 0077): the owner's Firecracker and daemon reach its sockets
+// through it.
+func mkdirat(dirfd int, name string) error {
+	if err := unix.Mkdirat(dirfd, name, 0o755); err != nil {
+		return err
+	}
+	return unix.Fchmodat(dirfd, name, 0o755, 0)
 }
 
 // openat opens name in dirfd, not following a symlink.
@@ -362,10 +416,7 @@ func placeJailFile(root *os.File, f firecracker.JailFile, fd *os.File) error {
 // openSame opens path with no symlink on the way and returns it only if
 // it is the file st describes.
 func openSame(path string, st *unix.Stat_t) (*os.File, error) {
-	fd, err := unix.Openat2(unix.AT_FDCWD, path, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
-	})
+	fd, err := openNoSymlinks(path, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -380,6 +431,11 @@ func openSame(path string, st *unix.Stat_t) (*os.File, error) {
 func openatCreate(dirfd int, name string) (*os.File, error) {
 	fd, err := unix.Openat(dirfd, name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o444)
 	if err != nil {
+		return nil, err
+	}
+	// Readable by the owner's Firecracker whatever the umask.
+	if err := unix.Fchmod(fd, 0o444); err != nil {
+		unix.Close(fd)
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), name), nil
