@@ -217,7 +217,7 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 		if err != nil {
 			return err
 		}
-		if s.Bridge == "" && daemonNet == nil {
+		if len(s.Bridges) == 0 && !s.Forwarding && daemonNet == nil {
 			fmt.Fprintf(f.IO.ErrOut, "banger: neither the daemon nor the root helper's record (%s) says what banger set up on the host network: nothing to undo there\n", rec.Paths.SetupRecord())
 		}
 		return install.TeardownNetwork(ctx, s)
