@@ -172,7 +172,10 @@ the binaries and /etc/banger, and return the host's network to what it was
 before banger: the bridge, banger's iptables chains and their jumps, its
 nftables table and systemd-resolved settings removed, and IPv4 forwarding
 off again if banger turned it on. Refuses while VMs run, unless --force,
-which stops them first. The owner's images, kernels, VMs and config stay (their
+which stops them first. VMs are found even when the daemon is stopped or
+crashed (their engine processes outlive it): --force then starts the
+daemon to stop them cleanly, or, if it cannot start, stops their engines
+itself. The owner's images, kernels, VMs and config stay (their
 directories are printed) unless --purge.`,
 		Example: `  sudo banger system uninstall
   sudo banger system uninstall --force --purge`,

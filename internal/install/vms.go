@@ -20,6 +20,7 @@ import (
 	"github.com/bangervm/banger/internal/engine/firecracker"
 	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/termtext"
 	"github.com/bangervm/banger/internal/vm"
 )
 
@@ -166,10 +167,15 @@ func OwnerEngines(self string, r Record) func(ctx context.Context, stop bool) ([
 		runErr := cmd.Run()
 		var vms []EngineVM
 		if err := json.Unmarshal(out.Bytes(), &vms); err != nil {
-			return nil, fmt.Errorf("%s system %s as %s: %w; %s", self, OwnerEnginesCommand, r.Owner.Name, errors.Join(runErr, err), strings.TrimSpace(errOut.String()))
+			return nil, fmt.Errorf("%s system %s as %s: %w; %s", self, OwnerEnginesCommand, r.Owner.Name, errors.Join(runErr, err), termtext.Escape(strings.TrimSpace(errOut.String())))
+		}
+		// The names come from the owner's files, and end up on root's
+		// terminal.
+		for i := range vms {
+			vms[i].ID, vms[i].Name = termtext.Escape(vms[i].ID), termtext.Escape(vms[i].Name)
 		}
 		if runErr != nil {
-			return vms, fmt.Errorf("as %s (uid %s): %w: %s", r.Owner.Name, strconv.Itoa(r.Owner.UID), runErr, strings.TrimSpace(errOut.String()))
+			return vms, fmt.Errorf("as %s (uid %s): %w: %s", r.Owner.Name, strconv.Itoa(r.Owner.UID), runErr, termtext.Escape(strings.TrimSpace(errOut.String())))
 		}
 		return vms, nil
 	}

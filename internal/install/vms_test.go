@@ -19,6 +19,7 @@ import (
 	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/engine/proc"
 	"github.com/bangervm/banger/internal/store"
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // fakeEngineEnv makes this test binary stand for an engine process: it
@@ -150,5 +151,29 @@ func TestStopVMsWithDaemonDown(t *testing.T) {
 	}
 	if err := StopVMs(ctx, StopVMsOptions{Record: r, Systemd: sd, Daemon: DaemonClient(r), Engines: LocalEngines(state), Log: &log}); err != nil {
 		t.Errorf("nothing left running, without --force: %v", err)
+	}
+}
+
+// OwnerEngines runs the command as the owner, with the owner's state
+// directory, and escapes what it reads back (the names come from the
+// owner's files and are printed on root's terminal).
+func TestOwnerEngines(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir(); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755) // the owner runs the command from here
+	}
+	self := filepath.Join(dir, "banger")
+	script := "#!/bin/sh\nprintf '[{\"id\":\"k1\",\"name\":\"%s\\\\u001b[2J\",\"pid\":7}]' \"$(id -u):$(id -g) $*\"\n"
+	if err := os.WriteFile(self, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r := testRecord()
+	r.Owner.UID, r.Owner.GID, r.Owner.Home = 65534, 65534, "/nonexistent"
+	state := r.Owner.Layout(r.Paths).State
+	vms, err := OwnerEngines(self, r)(context.Background(), true)
+	want := "65534:65534 system " + OwnerEnginesCommand + " --state " + state + " --stop\\x1b[2J"
+	if err != nil || len(vms) != 1 || vms[0].Name != want || vms[0].PID != 7 {
+		t.Fatalf("OwnerEngines = %+v, %v; want one VM named %q", vms, err, want)
 	}
 }
