@@ -60,11 +60,11 @@ type StopVMsOptions struct {
 // runs, or with Force stops them. The daemon answers for its VMs. A
 // daemon that does not answer (stopped, crashed, masked) still leaves VMs
 // running, since engine processes outlive it: then the owner's VM
-// directories are searched for live engines. Found, they are refused
-// without Force; with Force the daemon unit is started, so that it
-// re-attaches them and stops them cleanly (the guest agent syncs the
-// disks first), and only if it cannot start are the engines stopped
-// directly, which Log says.
+// directories are searched for live engines. Found, or when the search
+// fails, they are refused without Force; with Force the daemon unit is
+// started, so that it re-attaches them and stops them cleanly (the guest
+// agent syncs the disks first), and only if it cannot start are the
+// engines stopped directly, which Log says.
 func StopVMs(ctx context.Context, o StopVMsOptions) error {
 	vms, err := o.Daemon.VMs(ctx)
 	if err == nil {
@@ -73,18 +73,29 @@ func StopVMs(ctx context.Context, o StopVMsOptions) error {
 	if !client.IsDaemonDown(err) {
 		return fmt.Errorf("list VMs before uninstalling: %w (--force does not help while the daemon errors; fix it, or stop %s and uninstall again)", err, DaemonUnitName)
 	}
-	found, err := o.Engines(ctx, false)
-	if err != nil {
-		return fmt.Errorf("the daemon does not answer, and looking for VMs still running failed: %w (uninstalling would remove banger from under them; fix that, or start %s and stop them)", err, DaemonUnitName)
-	}
-	if len(found) == 0 {
+	found, lookErr := o.Engines(ctx, false)
+	if len(found) == 0 && lookErr == nil {
 		return nil
 	}
-	if !o.Force {
-		return fmt.Errorf("%s does not answer, but %d VMs still run (%s): their engine processes outlive the daemon. Start it (sudo systemctl start %s) and stop them (banger vm stop NAME), or uninstall with --force to stop them: %w",
-			DaemonUnitName, len(found), engineNames(found), DaemonUnitName, errdefs.ErrFailedPrecondition)
+	if lookErr != nil {
+		lookErr = fmt.Errorf("looking for VMs still running failed: %w", lookErr)
 	}
-	fmt.Fprintf(o.Log, "%s does not answer and %d VMs still run (%s): starting it to stop them cleanly\n", DaemonUnitName, len(found), engineNames(found))
+	if !o.Force {
+		if len(found) == 0 {
+			return fmt.Errorf("%s does not answer, and %w: uninstalling could remove banger from under a running VM. Start it (sudo systemctl start %s) and stop the VMs, or uninstall with --force: %w",
+				DaemonUnitName, lookErr, DaemonUnitName, errdefs.ErrFailedPrecondition)
+		}
+		return fmt.Errorf("%s does not answer, but %d VMs still run (%s): their engine processes outlive the daemon. Start it (sudo systemctl start %s) and stop them (banger vm stop NAME), or uninstall with --force to stop them: %w",
+			DaemonUnitName, len(found), engineNames(found), DaemonUnitName, errors.Join(errdefs.ErrFailedPrecondition, lookErr))
+	}
+	if lookErr != nil {
+		fmt.Fprintf(o.Log, "banger: %v\n", lookErr)
+	}
+	if len(found) > 0 {
+		fmt.Fprintf(o.Log, "%s does not answer and %d VMs still run (%s): starting it to stop them cleanly\n", DaemonUnitName, len(found), engineNames(found))
+	} else {
+		fmt.Fprintf(o.Log, "%s does not answer: starting it to stop any VM still running cleanly\n", DaemonUnitName)
+	}
 	timeout := o.Timeout
 	if timeout == 0 {
 		timeout = 60 * time.Second
@@ -97,8 +108,13 @@ func StopVMs(ctx context.Context, o StopVMsOptions) error {
 	}
 	fmt.Fprintf(o.Log, "%s could not start (%v): stopping the VMs' engines directly, as vm kill would after the power button; a guest that ignores the button loses what it had not written\n", DaemonUnitName, startErr)
 	left, err := o.Engines(ctx, true)
-	if err != nil || len(left) > 0 {
+	if len(left) > 0 {
 		return fmt.Errorf("stop VMs %s without the daemon: %w", engineNames(left), errors.Join(err, errdefs.ErrFailedPrecondition))
+	}
+	if err != nil {
+		// Nothing found runs; what could not be looked at is said, and
+		// --force goes on, as asked.
+		fmt.Fprintf(o.Log, "banger: stopping VMs without the daemon: %v; going on, as --force asks\n", err)
 	}
 	return nil
 }

@@ -100,6 +100,11 @@ func TestStopVMsWithDaemonDown(t *testing.T) {
 	engineProc := startFakeQEMU(t, dir)
 	// Stopped, with no engine: not running, not refused.
 	os.MkdirAll(filepath.Join(state, "vms", "s1"), 0o700)
+	// A directory whose engine state cannot be read: whether it runs is
+	// unknown, which only --force goes past.
+	bad := filepath.Join(state, "vms", "b1")
+	os.MkdirAll(bad, 0o700)
+	os.WriteFile(filepath.Join(bad, "engine.json"), []byte("{"), 0o600)
 	db, err := store.Open(ctx, filepath.Join(state, "banger.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -124,8 +129,8 @@ func TestStopVMsWithDaemonDown(t *testing.T) {
 	o := StopVMsOptions{Record: r, Systemd: sd, Daemon: DaemonClient(r), Engines: LocalEngines(state), Log: &log, Timeout: time.Second}
 
 	err = StopVMs(ctx, o)
-	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "keep") || strings.Contains(err.Error(), "idle") || !strings.Contains(err.Error(), "--force") {
-		t.Fatalf("without --force: %v; want a refusal naming keep (only) and --force", err)
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "keep") || strings.Contains(err.Error(), "idle") || !strings.Contains(err.Error(), "--force") || !strings.Contains(err.Error(), "b1") {
+		t.Fatalf("without --force: %v; want a refusal naming keep (not idle), b1's unreadable state and --force", err)
 	}
 	if engineProc.Exited() || len(sd.calls) != 0 {
 		t.Fatalf("refusing stopped the engine (exited %v) or touched the units (%v)", engineProc.Exited(), sd.calls)
@@ -138,8 +143,8 @@ func TestStopVMsWithDaemonDown(t *testing.T) {
 	if !slices.Contains(sd.calls, "restart "+HelperUnitName) {
 		t.Errorf("--force did not try to start the units first: %v", sd.calls)
 	}
-	if !strings.Contains(log.String(), "could not start") || !strings.Contains(log.String(), "directly") {
-		t.Errorf("--force does not say it stopped the engines itself: %q", log.String())
+	if !strings.Contains(log.String(), "could not start") || !strings.Contains(log.String(), "directly") || !strings.Contains(log.String(), "going on") {
+		t.Errorf("--force does not say it stopped the engines itself, and went past b1: %q", log.String())
 	}
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -149,7 +154,12 @@ func TestStopVMsWithDaemonDown(t *testing.T) {
 	if pids := copiers(t, dir); len(pids) > 0 {
 		t.Errorf("console-log copiers %v still run after --force", pids)
 	}
-	if err := StopVMs(ctx, StopVMsOptions{Record: r, Systemd: sd, Daemon: DaemonClient(r), Engines: LocalEngines(state), Log: &log}); err != nil {
+	o.Force = false
+	if err := StopVMs(ctx, o); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "looking for VMs") {
+		t.Errorf("only b1 unreadable, without --force: %v; want a refusal saying looking failed", err)
+	}
+	os.RemoveAll(bad)
+	if err := StopVMs(ctx, o); err != nil {
 		t.Errorf("nothing left running, without --force: %v", err)
 	}
 }
