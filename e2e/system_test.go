@@ -186,9 +186,11 @@ const (
 // gives two active, verified units; the owner runs VMs with no sudo
 // (networked, through the hardened root helper); system restart and
 // kill -9 of the daemon keep a running VM running and usable; doctor's
-// install checks pass; uninstall refuses while it runs,
-// then with --force leaves no banger unit or binary and the network as
-// before install (links, iptables, nftables, forwarding); installing again
+// install checks pass; uninstall refuses while it runs, with the daemon
+// answering and with it stopped (the engine outlives it), then with
+// --force (which starts the daemon to stop the VM) leaves no banger unit
+// or binary and the network as before install (links, iptables,
+// nftables, forwarding); installing again
 // works and finds the owner's data; daemon status|logs|restart are the
 // system commands' aliases; uninstall --purge with the daemon stopped
 // undoes the network all the same and removes the owner's banger data.
@@ -289,9 +291,25 @@ func TestSystemInstall(t *testing.T) {
 	if r := c.run(0, "banger", "system", "uninstall"); r.code == 0 || !strings.Contains(r.err, "running") {
 		t.Fatalf("uninstall with a VM running: exit %d %s %s; want a refusal", r.code, r.out, r.err)
 	}
-	out := c.ok(0, "banger", "system", "uninstall", "--force")
-	if !strings.Contains(out, "/home/"+sdOwner+"/.local/state/banger") {
-		t.Fatalf("uninstall does not say where the owner's data is: %q", out)
+	// The daemon stopped: the VM's engine outlives it (KillMode=process),
+	// and uninstall still sees it, refuses, and with --force starts the
+	// daemon to stop it cleanly.
+	c.ok(0, "systemctl", "stop", install.DaemonUnitName)
+	if r := c.run(0, "banger", "system", "uninstall"); r.code == 0 || !strings.Contains(r.err, "keep") || !strings.Contains(r.err, "--force") {
+		t.Fatalf("uninstall with the daemon stopped and a VM running: exit %d %s %s; want a refusal naming keep", r.code, r.out, r.err)
+	}
+	if _, err := os.Stat(filepath.Join(c.root, "usr/local/bin/bangerd")); err != nil {
+		t.Fatalf("a refused uninstall removed bangerd: %v", err)
+	}
+	r := c.run(0, "banger", "system", "uninstall", "--force")
+	if r.code != 0 {
+		t.Fatalf("uninstall --force with the daemon stopped: exit %d %s %s", r.code, r.out, r.err)
+	}
+	if !strings.Contains(r.err, "starting it") || !strings.Contains(r.err, "stopping keep") {
+		t.Errorf("uninstall --force with the daemon stopped does not say it started the daemon to stop keep: %q", r.err)
+	}
+	if !strings.Contains(r.out, "/home/"+sdOwner+"/.local/state/banger") {
+		t.Fatalf("uninstall does not say where the owner's data is: %q", r.out)
 	}
 	c.uninstalled(netBefore)
 

@@ -14,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/api"
-	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/hostcmd"
@@ -32,7 +31,7 @@ the root helper that does only what needs root (bridge, taps, banger's
 firewall rules). The owner then uses banger without sudo; other users cannot
 reach either service.`,
 	}
-	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f))
+	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f), newSystemOwnerVMsCmd(f))
 	return cmd
 }
 
@@ -227,7 +226,10 @@ the binaries and /etc/banger, and return the host's network to what it was
 before banger: the bridge, banger's iptables chains and their jumps, its
 nftables table and systemd-resolved settings removed, and IPv4 forwarding
 off again if banger turned it on. Refuses while VMs run, unless --force,
-which stops them first. The owner's images, kernels, VMs and config stay (their
+which stops them first. VMs are found even when the daemon is stopped or
+crashed (their engine processes outlive it): --force then starts the
+daemon to stop them cleanly, or, if it cannot start, stops their engines
+itself. The owner's images, kernels, VMs and config stay (their
 directories are printed) unless --purge.`,
 		Example: `  sudo banger system uninstall
   sudo banger system uninstall --force --purge`,
@@ -249,8 +251,16 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err != nil {
 		return err
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	c := install.DaemonClient(rec)
-	if err := stopVMsForUninstall(ctx, f, c, opts.Force); err != nil {
+	err = install.StopVMs(ctx, install.StopVMsOptions{
+		Record: rec, Systemd: hostcmd.Systemctl{}, Daemon: c, Force: opts.Force, Log: f.IO.ErrOut,
+		Engines: install.OwnerEngines(self, rec),
+	})
+	if err != nil {
 		return err
 	}
 	// What the daemon set up on the host, asked while it runs. The root
@@ -264,7 +274,7 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 		if err != nil {
 			return err
 		}
-		if s.Bridge == "" && daemonNet == nil {
+		if len(s.Bridges) == 0 && !s.Forwarding && daemonNet == nil {
 			fmt.Fprintf(f.IO.ErrOut, "banger: neither the daemon nor the root helper's record (%s) says what banger set up on the host network: nothing to undo there\n", rec.Paths.SetupRecord())
 		}
 		return install.TeardownNetwork(ctx, s)
@@ -285,40 +295,28 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	return nil
 }
 
-// stopVMsForUninstall refuses while VMs run, or with force stops them.
-// A daemon that does not answer has no VMs to stop.
-func stopVMsForUninstall(ctx context.Context, f *Factory, c *client.Client, force bool) error {
-	vms, err := c.VMs(ctx)
-	if err != nil {
-		if client.IsDaemonDown(err) {
-			return nil
-		}
-		return fmt.Errorf("list VMs before uninstalling: %w (--force does not help while the daemon errors; fix it or stop the unit first)", err)
+// newSystemOwnerVMsCmd is what uninstall runs as the owner
+// (install.OwnerEngines) when the daemon does not answer: it lists, as
+// JSON, the VMs under --state whose engine process runs, and with --stop
+// stops them and lists those it could not stop.
+func newSystemOwnerVMsCmd(f *Factory) *cobra.Command {
+	var state string
+	var stop bool
+	cmd := &cobra.Command{
+		Use:    install.OwnerEnginesCommand + " --state DIR [--stop]",
+		Hidden: true,
+		Args:   exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !filepath.IsAbs(state) {
+				return flagErrorf("--state: want an absolute path, got %q", state)
+			}
+			vms, err := install.LocalEngines(state)(cmd.Context(), stop)
+			return errors.Join(printJSON(f, vms), err)
+		},
 	}
-	var running []api.VM
-	for _, v := range vms {
-		if v.State == api.VMRunning {
-			running = append(running, v)
-		}
-	}
-	if len(running) == 0 {
-		return nil
-	}
-	if !force {
-		names := make([]string, len(running))
-		for i, v := range running {
-			names[i] = v.Name
-		}
-		return fmt.Errorf("%d VMs are running (%s): stop them first, or uninstall with --force to stop them: %w", len(running), strings.Join(names, ", "), errdefs.ErrFailedPrecondition)
-	}
-	var errs []error
-	for _, v := range running {
-		fmt.Fprintf(f.IO.ErrOut, "stopping %s\n", v.Name)
-		if _, err := c.StopVM(ctx, v.ID); err != nil {
-			errs = append(errs, fmt.Errorf("stop %s: %w", v.Name, err))
-		}
-	}
-	return errors.Join(errs...)
+	cmd.Flags().StringVar(&state, "state", "", "the owner's banger state directory")
+	cmd.Flags().BoolVar(&stop, "stop", false, "stop the VMs found")
+	return cmd
 }
 
 func newSystemStatusCmd(f *Factory) *cobra.Command {

@@ -37,8 +37,8 @@ type ServerConfig struct {
 	// Log receives a line per operation and per refusal; nil discards.
 	Log *slog.Logger
 	// Setup, when set, is the file (network.UpdateSetup) where the helper
-	// records the bridge, subnet and forwarding it set up, for `system
-	// uninstall` to undo without the daemon.
+	// records every bridge (with its subnet) and the forwarding it set up,
+	// for `system uninstall` to undo without the daemon.
 	Setup string
 }
 
@@ -237,9 +237,9 @@ func (s *server) record(log *slog.Logger, req *request, resp response) {
 	var fn func(*network.Setup)
 	switch req.Op {
 	case OpEnsureBridge:
-		fn = func(st *network.Setup) { st.Bridge, st.Subnet = req.Bridge, req.Gateway.Masked() }
+		fn = func(st *network.Setup) { st.AddBridge(req.Bridge, req.Gateway.Masked()) }
 	case OpEnsureFirewall:
-		fn = func(st *network.Setup) { st.Bridge, st.Subnet = req.Firewall.Bridge, req.Firewall.Subnet }
+		fn = func(st *network.Setup) { st.AddBridge(req.Firewall.Bridge, req.Firewall.Subnet) }
 	case OpEnsureForwarding:
 		// PolicyDrop: banger turned forwarding on, now or (the
 		// daemon's record says) earlier in this boot.
