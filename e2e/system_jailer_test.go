@@ -50,6 +50,7 @@ func TestSystemInstallJailer(t *testing.T) {
 	writeDropIn(install.DaemonUnitName, "Environment=BANGER_TEST_FIRECRACKER_DOUBLE=1")
 	writeDropIn(install.HelperUnitName, "MemoryDenyWriteExecute=no")
 
+	netBefore := c.hostLikeNet()
 	if r := c.run(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner, "--firecracker", fc); r.code != 2 || !strings.Contains(r.err, "--jailer") {
 		t.Errorf("--firecracker without --jailer: exit %d %s; want a usage error", r.code, r.err)
 	}
@@ -99,4 +100,5 @@ func TestSystemInstallJailer(t *testing.T) {
 		t.Errorf("jail mounts left after delete: %q", r.out)
 	}
 	c.ok(0, "banger", "system", "uninstall")
+	c.uninstalled(netBefore)
 }

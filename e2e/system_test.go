@@ -199,16 +199,7 @@ func TestSystemInstall(t *testing.T) {
 	c, fx := bootWithBanger(t)
 	c.ok(0, "useradd", "-m", "-u", strconv.Itoa(sdOwnerUID), "-U", sdOwner)
 
-	// Forwarding off, as on a host that never routed: banger turns it on
-	// and uninstall must turn it off again.
-	c.ok(0, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
-	// The chains banger jumps from exist, as on any host that ran
-	// iptables; uninstall leaves iptables' own tables and chains alone
-	// (another tool may have made or use them).
-	for _, argv := range [][]string{{"-P", "INPUT", "ACCEPT"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-P", "POSTROUTING", "ACCEPT"}} {
-		c.ok(0, append([]string{"iptables"}, argv...)...)
-	}
-	netBefore := c.netState()
+	netBefore := c.hostLikeNet()
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
 	if out := c.ok(0, "systemctl", "is-active", install.HelperUnitName, install.DaemonUnitName); out != "active\nactive\n" {
@@ -453,6 +444,19 @@ func TestSystemInstallForRoot(t *testing.T) {
 			t.Errorf("doctor network: %s %s; want a pass through the root helper", ch.Status, ch.Detail)
 		}
 	}
+}
+
+// hostLikeNet sets the container's network up as a host that never
+// routed but ran iptables, and returns its netState: forwarding off
+// (banger turns it on and uninstall must turn it off again), and the
+// chains banger jumps from present (uninstall leaves iptables' own tables
+// and chains alone: another tool may have made or use them).
+func (c *sdContainer) hostLikeNet() string {
+	c.ok(0, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+	for _, argv := range [][]string{{"-P", "INPUT", "ACCEPT"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-P", "POSTROUTING", "ACCEPT"}} {
+		c.ok(0, append([]string{"iptables"}, argv...)...)
+	}
+	return c.netState()
 }
 
 // counters are iptables-save's packet and byte counts.

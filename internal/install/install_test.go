@@ -314,7 +314,7 @@ func TestUnitsJailer(t *testing.T) {
 		"RestrictNamespaces":    {"mnt"},
 		"ProtectControlGroups":  {"no"},
 		"DeviceAllow":           {"/dev/net/tun rwm", "/dev/kvm rwm"},
-		"CapabilityBoundingSet": {"CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_FOWNER", "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_SYS_ADMIN CAP_MKNOD CAP_SETUID CAP_SETGID"},
+		"CapabilityBoundingSet": {"CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_FOWNER", "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_SYS_ADMIN CAP_SYS_CHROOT CAP_MKNOD CAP_SETUID CAP_SETGID"},
 		"NoNewPrivileges":       {"yes"},
 	} {
 		if got := h[k]; !slices.Equal(got, want) {
