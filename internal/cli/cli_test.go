@@ -40,6 +40,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"vm", "workspace", "frob"}, `unknown command "frob" for "banger vm workspace"`},
 		{[]string{"image", "cache", "frob"}, `unknown command "frob" for "banger image cache"`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate" for "banger"`},
+		{[]string{"vm", "stats"}, "banger vm stats: want one VM"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -51,6 +52,9 @@ func TestUsageErrors(t *testing.T) {
 			code := Run(f, tt.args)
 			if code != ExitUsage || !strings.Contains(errOut.String(), tt.want) {
 				t.Errorf("exit %d, stderr %q; want %d mentioning %q", code, errOut.String(), ExitUsage, tt.want)
+			}
+			if strings.Contains(errOut.String(), "banger: banger") {
+				t.Errorf("stderr %q: a doubled prefix", errOut.String())
 			}
 		})
 	}

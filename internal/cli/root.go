@@ -181,8 +181,15 @@ func Run(f *Factory, args []string) int {
 // printError prints err as one "banger: " line. Error text can carry what a
 // guest wrote (a console tail, an agent's message), so it is escaped for the
 // terminal, wherever it goes.
+// printError prints err with the "banger: " prefix, unless it already
+// starts with a command path ("banger vm stats: want one VM"), which would
+// read "banger: banger vm stats: ...".
 func printError(w io.Writer, err error) {
-	fmt.Fprintf(w, "banger: %s\n", termtext.Escape(err.Error()))
+	msg := termtext.Escape(err.Error())
+	if !strings.HasPrefix(msg, "banger ") && !strings.HasPrefix(msg, "banger: ") {
+		msg = "banger: " + msg
+	}
+	fmt.Fprintln(w, msg)
 }
 
 // exactArgs is cobra.ExactArgs with a FlagError.

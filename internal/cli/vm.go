@@ -312,12 +312,18 @@ func newVMLifecycleCmd(f *Factory, action string) *cobra.Command {
 						return "", err
 					}
 					v, msg = r, fmt.Sprintf("vm %s stopped (%s)", r.VM.Name, stopMethod(r.Method))
+					if r.Method == "already-stopped" {
+						msg = fmt.Sprintf("vm %s was already stopped", r.VM.Name)
+					}
 				case "kill":
 					r, err := c.KillVM(ctx, ref)
 					if err != nil {
 						return "", err
 					}
 					v, msg = r, fmt.Sprintf("vm %s killed", r.VM.Name)
+					if r.Method == "already-stopped" {
+						msg = fmt.Sprintf("vm %s was already stopped", r.VM.Name)
+					}
 				}
 				mu.Lock()
 				results = append(results, v)
