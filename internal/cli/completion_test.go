@@ -3,11 +3,6 @@ package cli
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 
@@ -91,45 +86,5 @@ func TestCompletionLiveNames(t *testing.T) {
 	// No daemon running: nothing offered, no file names, none started.
 	if got, dir := completeWith(t, false, "vm", "stop", ""); len(got) != 0 || dir != noFiles {
 		t.Errorf("with no daemon: %q %s", got, dir)
-	}
-}
-
-// serveAPI serves the daemon's real API handler over cfg's services on a
-// unix socket for the test, and returns the socket.
-func serveAPI(t *testing.T, cfg apiserver.Config) string {
-	t.Helper()
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	cfg.Version = api.VersionInfo{Version: "test", APIVersion: api.Version}
-	hs := &http.Server{Handler: apiserver.New(cfg)}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-	return sock
-}
-
-type stoppedVMs struct{ apiserver.VMs }
-
-func (stoppedVMs) Kill(ctx context.Context, ref string) (api.StopResult, error) {
-	return api.StopResult{VM: api.VM{Name: ref}, Method: "already-stopped"}, nil
-}
-
-func (stoppedVMs) Stop(ctx context.Context, ref string) (api.StopResult, error) {
-	return api.StopResult{VM: api.VM{Name: ref}, Method: "already-stopped"}, nil
-}
-
-// vm kill and vm stop of a VM that was not running say so, rather than
-// "killed" or "stopped".
-func TestStopAlreadyStopped(t *testing.T) {
-	c := client.New(serveAPI(t, apiserver.Config{VMs: stoppedVMs{}}))
-	for _, action := range []string{"kill", "stop"} {
-		streams, out, errOut := TestStreams()
-		f := &Factory{IO: streams, Layout: paths.Under(t.TempDir()), Client: func(context.Context) (*client.Client, error) { return c, nil }}
-		if code := Run(f, []string{"vm", action, "box"}); code != 0 || out.String() != "vm box was already stopped\n" {
-			t.Errorf("vm %s of a stopped VM: exit %d, %q %q", action, code, out.String(), errOut.String())
-		}
 	}
 }
