@@ -73,17 +73,18 @@ func TestFirecrackerThroughDouble(t *testing.T) {
 
 // TestJailedFirecrackerThroughRootHelper: a daemon running as its owner
 // (uid 65534) runs Firecracker under the jailer, which must start as root
-// (the jailer double refuses otherwise): the root helper launches it, the
-// VM runs as the owner from the copy in its jail under the daemon's state
-// directory, with networking, survives a daemon restart, and the jail goes
-// with the VM.
+// (the jailer double refuses otherwise): the root helper builds the jail,
+// root's, in the VM's directory (the daemon and the helper in different
+// mount namespaces, as systemd units are) and launches the jailer; the VM
+// runs as the owner from the copy in its jail, with networking, survives
+// a daemon restart, and the jail goes with the VM.
 func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	fc, jailer := filepath.Join(binDir, "firecracker"), filepath.Join(binDir, "jailer")
 	n := newNetEnvAs(t, true, nil, netConfig{
 		toml: "engine = \"firecracker\"\nfirecracker_bin = \"" + fc + "\"\njailer_bin = \"" + jailer + "\"\njailer = true\n",
 		env:  []string{"BANGER_TEST_FIRECRACKER_DOUBLE=1"},
 		helperArgs: func(home string) []string {
-			return []string{"--jailer", jailer, "--firecracker", fc, "--jail-base", filepath.Join(home, "state", "jail")}
+			return []string{"--jailer", jailer, "--firecracker", fc, "--vms", filepath.Join(home, "state", "vms")}
 		},
 	})
 	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
@@ -99,9 +100,17 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	if err != nil || !strings.Contains(string(st), "Uid:\t65534\t65534\t65534") {
 		t.Errorf("firecracker should run as the owner, 65534: %v\n%s", err, st)
 	}
-	jail := filepath.Join(n.home, "state", "jail", "firecracker", web.ID)
-	if exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", web.PID)); err != nil || exe != filepath.Join(jail, "root", "firecracker") {
-		t.Errorf("firecracker runs from %q (%v), want the jailer's copy in %s", exe, err, jail)
+	vmDir := filepath.Join(n.home, "state", "vms", web.ID)
+	jail := filepath.Join(vmDir, "jail", "firecracker", web.ID)
+	for _, d := range []string{filepath.Dir(jail), jail} {
+		if fi, err := os.Lstat(d); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 || fi.Mode().Perm()&0o022 != 0 {
+			t.Errorf("%s: %v; want a directory only root can write", d, err)
+		}
+	}
+	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", web.PID))
+	copyFi, cerr := os.Stat(filepath.Join(jail, "root", "firecracker"))
+	if err != nil || cerr != nil || !os.SameFile(exe, copyFi) {
+		t.Errorf("firecracker does not run from the jailer's copy in %s: %v, %v", jail, err, cerr)
 	}
 	if out := n.ok("vm", "exec", "web", "--", "echo", "jailed"); out != "jailed\n" {
 		t.Errorf("exec: %q", out)
@@ -119,7 +128,7 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 		t.Errorf("exec after a daemon restart: %q", out)
 	}
 	n.ok("vm", "delete", "-f", "web")
-	if _, err := os.Stat(jail); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("jail %s left after delete: %v", jail, err)
+	if _, err := os.Stat(vmDir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("VM directory %s (with its jail, root's) left after delete: %v", vmDir, err)
 	}
 }

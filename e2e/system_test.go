@@ -197,9 +197,11 @@ const (
 // gives two active, verified units; the owner runs VMs with no sudo
 // (networked, through the hardened root helper); system restart and
 // kill -9 of the daemon keep a running VM running and usable; doctor's
-// install checks pass; uninstall refuses while it runs,
-// then with --force leaves no banger unit or binary and the network as
-// before install (links, iptables, nftables, forwarding); installing again
+// install checks pass; uninstall refuses while it runs, with the daemon
+// answering and with it stopped (the engine outlives it), then with
+// --force (which starts the daemon to stop the VM) leaves no banger unit
+// or binary and the network as before install (links, iptables,
+// nftables, forwarding); installing again
 // works and finds the owner's data; daemon status|logs|restart are the
 // system commands' aliases; uninstall --purge with the daemon stopped
 // undoes the network all the same and removes the owner's banger data.
@@ -208,16 +210,7 @@ func TestSystemInstall(t *testing.T) {
 	c, fx := bootWithBanger(t)
 	c.ok(0, "useradd", "-m", "-u", strconv.Itoa(sdOwnerUID), "-U", sdOwner)
 
-	// Forwarding off, as on a host that never routed: banger turns it on
-	// and uninstall must turn it off again.
-	c.ok(0, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
-	// The chains banger jumps from exist, as on any host that ran
-	// iptables; uninstall leaves iptables' own tables and chains alone
-	// (another tool may have made or use them).
-	for _, argv := range [][]string{{"-P", "INPUT", "ACCEPT"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-P", "POSTROUTING", "ACCEPT"}} {
-		c.ok(0, append([]string{"iptables"}, argv...)...)
-	}
-	netBefore := c.netState()
+	netBefore := c.hostLikeNet()
 
 	c.ok(0, "/srv/banger-src/banger", "system", "install", "--owner", sdOwner)
 	if out := c.ok(0, "systemctl", "is-active", install.HelperUnitName, install.DaemonUnitName); out != "active\nactive\n" {
@@ -300,9 +293,25 @@ func TestSystemInstall(t *testing.T) {
 	if r := c.run(0, "banger", "system", "uninstall"); r.code == 0 || !strings.Contains(r.err, "running") {
 		t.Fatalf("uninstall with a VM running: exit %d %s %s; want a refusal", r.code, r.out, r.err)
 	}
-	out := c.ok(0, "banger", "system", "uninstall", "--force")
-	if !strings.Contains(out, "/home/"+sdOwner+"/.local/state/banger") {
-		t.Fatalf("uninstall does not say where the owner's data is: %q", out)
+	// The daemon stopped: the VM's engine outlives it (KillMode=process),
+	// and uninstall still sees it, refuses, and with --force starts the
+	// daemon to stop it cleanly.
+	c.ok(0, "systemctl", "stop", install.DaemonUnitName)
+	if r := c.run(0, "banger", "system", "uninstall"); r.code == 0 || !strings.Contains(r.err, "keep") || !strings.Contains(r.err, "--force") {
+		t.Fatalf("uninstall with the daemon stopped and a VM running: exit %d %s %s; want a refusal naming keep", r.code, r.out, r.err)
+	}
+	if _, err := os.Stat(filepath.Join(c.root, "usr/local/bin/bangerd")); err != nil {
+		t.Fatalf("a refused uninstall removed bangerd: %v", err)
+	}
+	r := c.run(0, "banger", "system", "uninstall", "--force")
+	if r.code != 0 {
+		t.Fatalf("uninstall --force with the daemon stopped: exit %d %s %s", r.code, r.out, r.err)
+	}
+	if !strings.Contains(r.err, "starting it") || !strings.Contains(r.err, "stopping keep") {
+		t.Errorf("uninstall --force with the daemon stopped does not say it started the daemon to stop keep: %q", r.err)
+	}
+	if !strings.Contains(r.out, "/home/"+sdOwner+"/.local/state/banger") {
+		t.Fatalf("uninstall does not say where the owner's data is: %q", r.out)
 	}
 	c.uninstalled(netBefore)
 
@@ -446,6 +455,19 @@ func TestSystemInstallForRoot(t *testing.T) {
 			t.Errorf("doctor network: %s %s; want a pass through the root helper", ch.Status, ch.Detail)
 		}
 	}
+}
+
+// hostLikeNet sets the container's network up as a host that never
+// routed but ran iptables, and returns its netState: forwarding off
+// (banger turns it on and uninstall must turn it off again), and the
+// chains banger jumps from present (uninstall leaves iptables' own tables
+// and chains alone: another tool may have made or use them).
+func (c *sdContainer) hostLikeNet() string {
+	c.ok(0, "sysctl", "-q", "-w", "net.ipv4.ip_forward=0")
+	for _, argv := range [][]string{{"-P", "INPUT", "ACCEPT"}, {"-P", "FORWARD", "ACCEPT"}, {"-t", "nat", "-P", "POSTROUTING", "ACCEPT"}} {
+		c.ok(0, append([]string{"iptables"}, argv...)...)
+	}
+	return c.netState()
 }
 
 // counters are iptables-save's packet and byte counts.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -12,7 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/api"
-	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/hostcmd"
@@ -30,18 +31,20 @@ the root helper that does only what needs root (bridge, taps, banger's
 firewall rules). The owner then uses banger without sudo; other users cannot
 reach either service.`,
 	}
-	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f))
+	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f), newSystemOwnerVMsCmd(f))
 	return cmd
 }
 
 type systemInstallOptions struct {
-	Owner string
+	Owner               string
+	Firecracker, Jailer string
+	NoJailer            bool
 }
 
 func newSystemInstallCmd(f *Factory) *cobra.Command {
 	var opts systemInstallOptions
 	cmd := &cobra.Command{
-		Use:   "install [--owner USER]",
+		Use:   "install [--owner USER] [--firecracker PATH --jailer PATH | --no-jailer]",
 		Short: "Install banger's binaries and services, or upgrade them in place",
 		Long: `Copy banger, bangerd and banger-agent from beside this banger to
 /usr/local/bin and /usr/local/lib/banger, write /etc/banger/install.toml and
@@ -51,17 +54,61 @@ the units bangerd.service (the daemon, as the owner) and bangerd-root.service
 The owner is the user behind sudo unless --owner names one; installing for
 root needs --owner root. Installing again upgrades in place: files are
 replaced and both services restarted; running VMs keep running. If a step
-fails, what the install did is undone.`,
+fails, what the install did is undone.
+
+Where Firecracker and its jailer are installed (in PATH, or named with
+--firecracker and --jailer), the root helper is allowed to start the jailer
+for the owner, and its unit gets the privileges that needs; both binaries
+must be root's, in directories only root can write. --no-jailer leaves it
+out (VMs then use QEMU, or Firecracker with jailer = false).`,
 		Example: `  sudo banger system install
   sudo banger system install --owner alice
-  banger system install --owner root      # as root, on a machine without sudo`,
+  banger system install --owner root      # as root, on a machine without sudo
+  sudo banger system install --firecracker /usr/local/bin/firecracker --jailer /usr/local/bin/jailer`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSystemInstall(cmd.Context(), f, opts)
 		},
 	}
 	cmd.Flags().StringVar(&opts.Owner, "owner", "", "the user the daemon runs as and serves (default: the user behind sudo)")
+	cmd.Flags().StringVar(&opts.Firecracker, "firecracker", "", "the firecracker binary the root helper's jailer may run (default: firecracker in PATH)")
+	cmd.Flags().StringVar(&opts.Jailer, "jailer", "", "Firecracker's jailer binary the root helper may start (default: jailer in PATH)")
+	cmd.Flags().BoolVar(&opts.NoJailer, "no-jailer", false, "do not let the root helper start Firecracker's jailer")
+	cmd.MarkFlagsMutuallyExclusive("no-jailer", "firecracker")
+	cmd.MarkFlagsMutuallyExclusive("no-jailer", "jailer")
 	return cmd
+}
+
+// installJailer decides which jailer and firecracker the root helper may
+// start: the named ones (both, each checked), else both found in PATH and
+// passing the check, else none (a note says why when they were found).
+func installJailer(opts systemInstallOptions, note io.Writer) (jailer, fc string, err error) {
+	if opts.NoJailer {
+		return "", "", nil
+	}
+	if opts.Firecracker != "" || opts.Jailer != "" {
+		if opts.Firecracker == "" || opts.Jailer == "" {
+			return "", "", flagErrorf("--firecracker and --jailer go together")
+		}
+		for _, b := range []string{opts.Jailer, opts.Firecracker} {
+			if err := install.CheckRootBinary(b); err != nil {
+				return "", "", fmt.Errorf("system install: %w", err)
+			}
+		}
+		return opts.Jailer, opts.Firecracker, nil
+	}
+	j, jerr := exec.LookPath("jailer")
+	f, ferr := exec.LookPath("firecracker")
+	if jerr != nil || ferr != nil {
+		return "", "", nil
+	}
+	for _, b := range []string{j, f} {
+		if err := install.CheckRootBinary(b); err != nil {
+			fmt.Fprintf(note, "not letting the root helper start Firecracker's jailer: %v\n", err)
+			return "", "", nil
+		}
+	}
+	return j, f, nil
 }
 
 // installOwner decides whom to install for: --owner, else the user behind
@@ -116,7 +163,13 @@ func runSystemInstall(ctx context.Context, f *Factory, opts systemInstallOptions
 		return err
 	}
 	rec := install.Record{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, Owner: owner, Paths: p, KVMGroup: install.KVMGroup()}
+	if rec.Jailer, rec.Firecracker, err = installJailer(opts, f.IO.ErrOut); err != nil {
+		return err
+	}
 	fmt.Fprintf(f.IO.ErrOut, "installing banger %s for %s (uid %d)\n", rec.Version, owner.Name, owner.UID)
+	if rec.JailerEnabled() {
+		fmt.Fprintf(f.IO.ErrOut, "the root helper may start %s for %s, running %s\n", rec.Jailer, owner.Name, rec.Firecracker)
+	}
 	err = install.Install(ctx, install.Options{
 		Record: rec, Sources: src, Systemd: hostcmd.Systemctl{},
 		MakeOwnerDirs: func(ctx context.Context, o install.Owner, dirs ...string) error {
@@ -173,7 +226,10 @@ the binaries and /etc/banger, and return the host's network to what it was
 before banger: the bridge, banger's iptables chains and their jumps, its
 nftables table and systemd-resolved settings removed, and IPv4 forwarding
 off again if banger turned it on. Refuses while VMs run, unless --force,
-which stops them first. The owner's images, kernels, VMs and config stay (their
+which stops them first. VMs are found even when the daemon is stopped or
+crashed (their engine processes outlive it): --force then starts the
+daemon to stop them cleanly, or, if it cannot start, stops their engines
+itself. The owner's images, kernels, VMs and config stay (their
 directories are printed) unless --purge.`,
 		Example: `  sudo banger system uninstall
   sudo banger system uninstall --force --purge`,
@@ -195,8 +251,16 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	if err != nil {
 		return err
 	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	c := install.DaemonClient(rec)
-	if err := stopVMsForUninstall(ctx, f, c, opts.Force); err != nil {
+	err = install.StopVMs(ctx, install.StopVMsOptions{
+		Record: rec, Systemd: hostcmd.Systemctl{}, Daemon: c, Force: opts.Force, Log: f.IO.ErrOut,
+		Engines: install.OwnerEngines(self, rec),
+	})
+	if err != nil {
 		return err
 	}
 	// What the daemon set up on the host, asked while it runs. The root
@@ -210,7 +274,7 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 		if err != nil {
 			return err
 		}
-		if s.Bridge == "" && daemonNet == nil {
+		if len(s.Bridges) == 0 && !s.Forwarding && daemonNet == nil {
 			fmt.Fprintf(f.IO.ErrOut, "banger: neither the daemon nor the root helper's record (%s) says what banger set up on the host network: nothing to undo there\n", rec.Paths.SetupRecord())
 		}
 		return install.TeardownNetwork(ctx, s)
@@ -231,40 +295,28 @@ func runSystemUninstall(ctx context.Context, f *Factory, opts systemUninstallOpt
 	return nil
 }
 
-// stopVMsForUninstall refuses while VMs run, or with force stops them.
-// A daemon that does not answer has no VMs to stop.
-func stopVMsForUninstall(ctx context.Context, f *Factory, c *client.Client, force bool) error {
-	vms, err := c.VMs(ctx)
-	if err != nil {
-		if client.IsDaemonDown(err) {
-			return nil
-		}
-		return fmt.Errorf("list VMs before uninstalling: %w (--force does not help while the daemon errors; fix it or stop the unit first)", err)
+// newSystemOwnerVMsCmd is what uninstall runs as the owner
+// (install.OwnerEngines) when the daemon does not answer: it lists, as
+// JSON, the VMs under --state whose engine process runs, and with --stop
+// stops them and lists those it could not stop.
+func newSystemOwnerVMsCmd(f *Factory) *cobra.Command {
+	var state string
+	var stop bool
+	cmd := &cobra.Command{
+		Use:    install.OwnerEnginesCommand + " --state DIR [--stop]",
+		Hidden: true,
+		Args:   exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !filepath.IsAbs(state) {
+				return flagErrorf("--state: want an absolute path, got %q", state)
+			}
+			vms, err := install.LocalEngines(state)(cmd.Context(), stop)
+			return errors.Join(printJSON(f, vms), err)
+		},
 	}
-	var running []api.VM
-	for _, v := range vms {
-		if v.State == api.VMRunning {
-			running = append(running, v)
-		}
-	}
-	if len(running) == 0 {
-		return nil
-	}
-	if !force {
-		names := make([]string, len(running))
-		for i, v := range running {
-			names[i] = v.Name
-		}
-		return fmt.Errorf("%d VMs are running (%s): stop them first, or uninstall with --force to stop them: %w", len(running), strings.Join(names, ", "), errdefs.ErrFailedPrecondition)
-	}
-	var errs []error
-	for _, v := range running {
-		fmt.Fprintf(f.IO.ErrOut, "stopping %s\n", v.Name)
-		if _, err := c.StopVM(ctx, v.ID); err != nil {
-			errs = append(errs, fmt.Errorf("stop %s: %w", v.Name, err))
-		}
-	}
-	return errors.Join(errs...)
+	cmd.Flags().StringVar(&state, "state", "", "the owner's banger state directory")
+	cmd.Flags().BoolVar(&stop, "stop", false, "stop the VMs found")
+	return cmd
 }
 
 func newSystemStatusCmd(f *Factory) *cobra.Command {

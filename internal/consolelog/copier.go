@@ -16,6 +16,10 @@ import (
 // the engines' tests (whose test binary starts it) work the same way.
 const copierEnv = "BANGER_CONSOLELOG_COPIER"
 
+// CopierName is a copier's argv[0], by which it is found (its log paths
+// follow): system uninstall waits for the copiers of the engines it stops.
+const CopierName = "banger-consolelog"
+
 func init() {
 	if v := os.Getenv(copierEnv); v != "" {
 		os.Exit(runCopier(v, os.Args[1:]))
@@ -54,7 +58,7 @@ func StartCopier(paths []string, max int64) (pipes []*os.File, done <-chan struc
 	// /proc/self/exe is this binary even if its file has been replaced
 	// (an upgrade) since it started.
 	cmd := exec.Command("/proc/self/exe", paths...)
-	cmd.Args[0] = "banger-consolelog"
+	cmd.Args[0] = CopierName
 	cmd.Env = []string{copierEnv + "=" + strconv.FormatInt(max, 10)}
 	cmd.Stdin = reads[0]
 	cmd.ExtraFiles = reads[1:]

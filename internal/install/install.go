@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"syscall"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -155,7 +156,52 @@ type Record struct {
 	// KVMGroup is the group that may open /dev/kvm (udev's "kvm"), given
 	// to the daemon as a supplementary group; empty where there is none.
 	KVMGroup string `toml:"kvm_group" json:"kvmGroup,omitempty"`
-	Paths    Paths  `toml:"paths" json:"paths"`
+	// Jailer and Firecracker, when set, are the binaries the root helper
+	// may start for the owner (Firecracker under its jailer, which must
+	// start as root); both root's all the way up (CheckRootBinary).
+	Jailer      string `toml:"jailer,omitempty" json:"jailer,omitempty"`
+	Firecracker string `toml:"firecracker,omitempty" json:"firecracker,omitempty"`
+	Paths       Paths  `toml:"paths" json:"paths"`
+}
+
+// JailerEnabled reports whether the helper starts Firecracker's jailer.
+func (r Record) JailerEnabled() bool { return r.Jailer != "" && r.Firecracker != "" }
+
+// CheckRootBinary refuses a binary the root helper would run as root if
+// anyone but root could change it: it must be an absolute, clean path of
+// plain characters to a regular, executable file that root owns and only
+// root can write, in directories that root owns and only root can write
+// (or sticky, as /tmp, where no one else can replace root's entries).
+func CheckRootBinary(path string) error {
+	if !safePath.MatchString(path) || filepath.Clean(path) != path {
+		return fmt.Errorf("%q: want an absolute, clean path of plain characters: %w", path, errdefs.ErrInvalidArgument)
+	}
+	resolved, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return errdefs.FromFS(fmt.Errorf("%s: %w", path, err))
+	}
+	if resolved != path {
+		return fmt.Errorf("%s is a symlink to %s: give the real path: %w", path, resolved, errdefs.ErrInvalidArgument)
+	}
+	for cur := path; ; cur = filepath.Dir(cur) {
+		fi, err := os.Lstat(cur)
+		if err != nil {
+			return errdefs.FromFS(fmt.Errorf("%s: %w", cur, err))
+		}
+		st, _ := fi.Sys().(*syscall.Stat_t)
+		isFile := cur == path
+		switch {
+		case isFile && (!fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0):
+			return fmt.Errorf("%s is not an executable file: %w", path, errdefs.ErrInvalidArgument)
+		case st == nil || st.Uid != 0:
+			return fmt.Errorf("%s is not root's, and the root helper would run %s as root: chown root it (or install it under /usr/local): %w", cur, path, errdefs.ErrPermissionDenied)
+		case fi.Mode().Perm()&0o022 != 0 && (isFile || fi.Mode()&os.ModeSticky == 0):
+			return fmt.Errorf("%s is writable by others than root, and the root helper would run %s as root: chmod go-w it: %w", cur, path, errdefs.ErrPermissionDenied)
+		}
+		if cur == "/" {
+			return nil
+		}
+	}
 }
 
 // Read reads the record at path; errdefs.ErrNotFound when banger is not

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -291,5 +293,92 @@ func TestCheckNoDevDaemon(t *testing.T) {
 	want := []string{"/run/user/1000/banger/bangerd.sock", filepath.Join(os.TempDir(), "banger-1000", "bangerd.sock")}
 	if got := DevSockets(o); !reflect.DeepEqual(got, want) {
 		t.Fatalf("DevSockets = %v, want %v", got, want)
+	}
+}
+
+// With Firecracker's jailer, the helper's unit passes the policy and
+// relaxes only what the jail and the jailer need; without it, the unit
+// stays as tight as before.
+func TestUnitsJailer(t *testing.T) {
+	r := testRecord()
+	r.Jailer, r.Firecracker = "/usr/local/bin/jailer", "/usr/local/bin/firecracker"
+	_, helper, err := Units(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := directives(helper)
+	for k, want := range map[string][]string{
+		"ExecStart":             {"/usr/local/bin/bangerd --root-helper --owner 1000 --socket /run/banger/root.sock --jailer /usr/local/bin/jailer --firecracker /usr/local/bin/firecracker --vms /home/dev/.local/state/banger/vms"},
+		"ProtectHome":           {"read-only"},
+		"ReadWritePaths":        {"-/run/xtables.lock", "/home/dev/.local/state/banger"},
+		"RestrictNamespaces":    {"mnt"},
+		"ProtectControlGroups":  {"no"},
+		"DeviceAllow":           {"/dev/net/tun rwm", "/dev/kvm rwm"},
+		"CapabilityBoundingSet": {"CAP_NET_ADMIN CAP_NET_RAW CAP_CHOWN CAP_FOWNER", "CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE CAP_SYS_ADMIN CAP_SYS_CHROOT CAP_MKNOD CAP_SETUID CAP_SETGID"},
+		"NoNewPrivileges":       {"yes"},
+	} {
+		if got := h[k]; !slices.Equal(got, want) {
+			t.Errorf("helper unit with the jailer: %s=%q, want %q", k, got, want)
+		}
+	}
+	if f := h["SystemCallFilter"]; len(f) != 1 || strings.Contains(f[0], "@mount") {
+		t.Errorf("SystemCallFilter=%q: want one, allowing @mount", f)
+	}
+	_, plain, _ := Units(testRecord())
+	p := directives(plain)
+	if f := p["SystemCallFilter"]; len(f) != 1 || !strings.Contains(f[0], "@mount") || p["RestrictNamespaces"][0] != "yes" || len(p["CapabilityBoundingSet"]) != 1 {
+		t.Errorf("helper unit without the jailer: %q %q %q", f, p["RestrictNamespaces"], p["CapabilityBoundingSet"])
+	}
+	r.Firecracker = ""
+	if _, _, err := Units(r); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("jailer without firecracker: %v", err)
+	}
+	r.Firecracker = "/usr/bin/fc\nUser=root"
+	if _, _, err := Units(r); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("firecracker path with a newline: %v", err)
+	}
+}
+
+// The helper runs the jailer as root: it refuses one anyone else could
+// replace.
+func TestCheckRootBinary(t *testing.T) {
+	testutil.RequireRoot(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	good := filepath.Join(dir, "jailer")
+	os.WriteFile(good, []byte("#!/bin/sh\n"), 0o755)
+	if err := CheckRootBinary(good); err != nil {
+		t.Fatalf("root's binary in root's directories (under sticky /tmp): %v", err)
+	}
+	mk := func(name string, mode os.FileMode, uid int) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("#!/bin/sh\n"), mode)
+		os.Chmod(p, mode)
+		os.Chown(p, uid, -1)
+		return p
+	}
+	owned := filepath.Join(dir, "owned")
+	os.Mkdir(owned, 0o755)
+	os.Chown(owned, 1000, 1000)
+	inOwned := filepath.Join(owned, "jailer")
+	os.WriteFile(inOwned, []byte("#!/bin/sh\n"), 0o755)
+	link := filepath.Join(dir, "link")
+	os.Symlink(good, link)
+	for _, tc := range []struct {
+		name, path string
+		class      error
+	}{
+		{"user's file", mk("users", 0o755, 1000), errdefs.ErrPermissionDenied},
+		{"group-writable", mk("gw", 0o775, 0), errdefs.ErrPermissionDenied},
+		{"world-writable", mk("ww", 0o757, 0), errdefs.ErrPermissionDenied},
+		{"not executable", mk("noexec", 0o644, 0), errdefs.ErrInvalidArgument},
+		{"in a user's directory", inOwned, errdefs.ErrPermissionDenied},
+		{"a symlink", link, errdefs.ErrInvalidArgument},
+		{"relative", "jailer", errdefs.ErrInvalidArgument},
+		{"missing", filepath.Join(dir, "nope"), errdefs.ErrNotFound},
+	} {
+		if err := CheckRootBinary(tc.path); !errors.Is(err, tc.class) {
+			t.Errorf("%s (%s): %v, want %v", tc.name, tc.path, err, tc.class)
+		}
 	}
 }

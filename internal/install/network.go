@@ -19,10 +19,12 @@ func (p Paths) SetupRecord() string {
 
 // NetworkToUndo is what uninstall returns to before banger: the root
 // helper's record of what it set up (every change to the host's network
-// of an installed daemon goes through the helper), joined with what the
-// daemon reported, when it answered (daemon may be nil: stopped, crashed
-// or masked). The record wins for the bridge; forwarding is undone when
-// either says banger turned it on.
+// of an installed daemon goes through the helper; every bridge since the
+// helper's record began), joined with what the daemon reported, when it
+// answered (daemon may be nil: stopped, crashed or masked). The record
+// wins for a bridge both name; the daemon's bridge is added when the
+// record lacks it; forwarding is undone when either says banger turned it
+// on.
 func NetworkToUndo(p Paths, daemon *api.NetworkInfo) (network.Setup, error) {
 	s, err := network.ReadSetup(p.SetupRecord())
 	if err != nil {
@@ -31,29 +33,34 @@ func NetworkToUndo(p Paths, daemon *api.NetworkInfo) (network.Setup, error) {
 	if daemon == nil || daemon.Bridge == "" || daemon.Subnet == "" {
 		return s, nil
 	}
-	if s.Bridge == "" {
+	if !s.HasBridge(daemon.Bridge) {
 		subnet, err := netip.ParsePrefix(daemon.Subnet)
 		if err != nil {
 			return s, fmt.Errorf("subnet %q the daemon reported: %w", daemon.Subnet, err)
 		}
-		s.Bridge, s.Subnet = daemon.Bridge, subnet
+		s.AddBridge(daemon.Bridge, subnet)
 	}
 	s.Forwarding = s.Forwarding || daemon.Enabled && !daemon.ForwardingWasOn
 	return s, nil
 }
 
 // TeardownNetwork returns the host's network to what it was before
-// banger, undoing s: systemd-resolved's settings for the bridge reverted;
-// banger's iptables jumps and chains, its nftables table and the bridge
+// banger, undoing s: for every bridge, systemd-resolved's settings for it
+// reverted and the taps still attached to it removed (a VM whose engine
+// uninstall stopped without the daemon leaves its persistent tap); then
+// banger's iptables jumps and chains, its nftables table and the bridges
 // removed; and, when banger turned IPv4 forwarding on, forwarding off and
 // the FORWARD policy back to ACCEPT. Forwarding that was on before banger
 // stays on. It must run as root, after the daemon and the helper stopped,
 // in the host's network namespace.
 func TeardownNetwork(ctx context.Context, s network.Setup) error {
-	if s.Bridge == "" {
-		return nil // banger set up nothing
+	var errs []error
+	for _, br := range s.Bridges {
+		// The chains and the nftables table are banger's, whatever the
+		// bridge: the first Teardown removes them, each one its bridge.
+		errs = append(errs, network.UnrouteDNS(ctx, br.Name), network.DeleteTaps(ctx, br.Name),
+			network.Firewall{Bridge: br.Name, Subnet: br.Subnet}.Teardown(ctx))
 	}
-	errs := []error{network.UnrouteDNS(ctx, s.Bridge), network.Firewall{Bridge: s.Bridge, Subnet: s.Subnet}.Teardown(ctx)}
 	if s.Forwarding {
 		errs = append(errs, network.RestoreForwarding(ctx))
 	}

@@ -22,6 +22,9 @@ type unitData struct {
 	OwnerDirs        []string // read-write for the daemon; the rest of /home is read-only
 	HelperRuntimeDir string   // RuntimeDirectory= of the helper: the socket's directory under /run
 	DaemonRuntimeDir string   // RuntimeDirectory= of the daemon
+	// OwnerState and OwnerVMs are the owner's state directory and VM
+	// directories, where the helper builds Firecracker's jails.
+	OwnerState, OwnerVMs string
 }
 
 // Units renders the daemon's and the helper's unit files for r.
@@ -51,8 +54,16 @@ func Units(r Record) (daemon, helper []byte, err error) {
 		// owner's (0700): neither may contain the other.
 		return nil, nil, fmt.Errorf("helper socket %s and daemon runtime %s share a directory: %w", p.HelperSocket, p.DaemonRuntime, errdefs.ErrInvalidArgument)
 	}
+	if r.Jailer != "" || r.Firecracker != "" {
+		for _, b := range []string{r.Jailer, r.Firecracker} {
+			if !safePath.MatchString(b) || filepath.Clean(b) != b {
+				return nil, nil, fmt.Errorf("jailer and firecracker %q: both needed, absolute, clean and of plain characters: %w", b, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
 	l := r.Owner.Layout(p)
-	d := unitData{Record: r, OwnerDirs: []string{l.Config, l.State, l.Cache}, HelperRuntimeDir: helperRT, DaemonRuntimeDir: daemonRT}
+	d := unitData{Record: r, OwnerDirs: []string{l.Config, l.State, l.Cache}, HelperRuntimeDir: helperRT, DaemonRuntimeDir: daemonRT,
+		OwnerState: l.State, OwnerVMs: filepath.Join(l.State, "vms")}
 	var db, hb bytes.Buffer
 	if err := units.ExecuteTemplate(&db, "bangerd.service.tmpl", d); err != nil {
 		return nil, nil, err

@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strconv"
@@ -121,6 +122,30 @@ func AttachPort(ctx context.Context, port, bridge string) error {
 		return fmt.Errorf("bring up %s: %w", port, err)
 	}
 	return nil
+}
+
+// DeleteTaps deletes the banger taps attached to bridge: persistent taps
+// outlive their engine, and a VM stopped without the daemon (system
+// uninstall --force with no daemon) leaves its tap behind. Other ports,
+// and a missing bridge, are left alone.
+func DeleteTaps(ctx context.Context, bridge string) error {
+	if err := ValidateBridgeName(bridge); err != nil {
+		return err
+	}
+	var links []struct {
+		Name   string `json:"ifname"`
+		Master string `json:"master"`
+	}
+	if err := hostcmd.IPJSON(ctx, &links, "link", "show"); err != nil {
+		return err
+	}
+	var errs []error
+	for _, l := range links {
+		if l.Master == bridge && ValidateTapName(l.Name) == nil {
+			errs = append(errs, DeleteTap(ctx, l.Name))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // DeleteTap deletes tap; a missing tap is not an error.

@@ -45,11 +45,12 @@ func (c *Client) Path() string {
 // call sends req and returns the reply and the descriptor that came with
 // it, if any.
 func (c *Client) call(ctx context.Context, req *request) (response, *os.File, error) {
-	return c.callWith(ctx, req, nil)
+	return c.callWith(ctx, req)
 }
 
-// callWith is call with in, if not nil, sent along with the request.
-func (c *Client) callWith(ctx context.Context, req *request, in *os.File) (response, *os.File, error) {
+// callWith is call with the descriptors of in sent along with the
+// request.
+func (c *Client) callWith(ctx context.Context, req *request, in ...*os.File) (response, *os.File, error) {
 	path := c.Path()
 	uc, err := safesocket.DialRoot(ctx, path)
 	if err != nil {
@@ -65,7 +66,7 @@ func (c *Client) callWith(ctx context.Context, req *request, in *os.File) (respo
 	stop := context.AfterFunc(ctx, func() { uc.SetDeadline(time.Now()) })
 	defer stop()
 
-	werr := writeMsg(uc, req, in)
+	werr := writeMsg(uc, req, in...)
 	var resp response
 	files, rerr := readMsg(uc, &resp)
 	if rerr != nil {

@@ -22,7 +22,7 @@ import (
 
 // Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
 // UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH
-// --jail-base DIR]. args are the arguments after the program
+// --vms DIR]. args are the arguments after the program
 // name (a --root-helper among them is accepted and ignored). It serves
 // until SIGTERM or SIGINT, then removes the socket. It returns the exit
 // status: 0, 1 on error, 2 on bad usage.
@@ -30,16 +30,16 @@ func Main(args []string) int {
 	return run(args, os.Stderr)
 }
 
-const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH --jail-base DIR]"
+const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH --vms DIR]"
 
 // options are the helper's command line.
 type options struct {
 	socket  string
 	owner   int
 	allowed []netip.Prefix // nil: network.DefaultRanges()
-	// jailer, firecracker and jailBase allow launchJailer when all are
-	// set (JailerPolicy).
-	jailer, firecracker, jailBase string
+	// jailer, firecracker and vms allow launchJailer when all are set
+	// (JailerPolicy).
+	jailer, firecracker, vms string
 }
 
 // parseFlags parses the helper's command line; errors go to stderr with
@@ -57,14 +57,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		}
 		return err
 	})
-	fs.StringVar(&o.jailer, "jailer", "", "the jailer binary launchJailer runs (absolute; with --firecracker and --jail-base)")
+	fs.StringVar(&o.jailer, "jailer", "", "the jailer binary launchJailer runs (absolute; with --firecracker and --vms)")
 	fs.StringVar(&o.firecracker, "firecracker", "", "the only firecracker binary the jailer may exec (absolute)")
-	fs.StringVar(&o.jailBase, "jail-base", "", "the owner's chroot base, the daemon's <state>/jail (absolute)")
+	fs.StringVar(&o.vms, "vms", "", "the owner's VM directories, the daemon's <state>/vms (absolute): jails are built only in them")
 	fs.Bool("root-helper", true, "run as the root helper (implied)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	jail := []string{o.jailer, o.firecracker, o.jailBase}
+	jail := []string{o.jailer, o.firecracker, o.vms}
 	someJail := slices.ContainsFunc(jail, func(s string) bool { return s != "" })
 	allJail := !slices.Contains(jail, "")
 	for _, p := range jail {
@@ -108,14 +108,10 @@ func run(args []string, stderr io.Writer) int {
 			log.Error("jailer policy", "err", err)
 			return 1
 		}
-		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, ChrootBase: o.jailBase, UID: o.owner, GID: gid,
-			StateFile: filepath.Join(filepath.Dir(o.socket), "jailed.json")}
-		// Said at every start so no one runs it unaware: the jail's path
-		// is checked, then used by name as root, and the owner can swap a
-		// directory of theirs in between (see checkJailPath).
-		log.Warn("launchJailer is on: it is not yet safe against a hostile owner, who can race its path check; enable it only for an owner you would give root")
+		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, VMs: o.vms, UID: o.owner, GID: gid,
+			StateFile: filepath.Join(filepath.Dir(o.socket), "jailed.json"), MountDir: filepath.Join(filepath.Dir(o.socket), "jails")}
 	}
-	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "jail_base", o.jailBase)
+	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "vms", o.vms)
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("tell systemd the helper is ready", "err", err)
 	}

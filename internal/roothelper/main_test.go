@@ -25,10 +25,10 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"--owner", "1000", "--allow-subnet", "lan"}, allowed: "error"},
 		{args: []string{"--allow-subnet", "10.50.0.0/16"}, allowed: "error"}, // no owner
 		{args: []string{"--owner", "1000", "extra"}, allowed: "error"},
-		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--jail-base", "/home/u/.local/state/banger/jail"}, allowed: "[]", owner: 1000, socket: DefaultSocket},
+		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/home/u/.local/state/banger/vms"}, allowed: "[]", owner: 1000, socket: DefaultSocket},
 		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer"}, allowed: "error"}, // jailer policy needs all three
-		{args: []string{"--owner", "1000", "--jailer", "jailer", "--firecracker", "/usr/bin/firecracker", "--jail-base", "/srv/j"}, allowed: "error"},
-		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--jail-base", "/srv/j/../etc"}, allowed: "error"},
+		{args: []string{"--owner", "1000", "--jailer", "jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j"}, allowed: "error"},
+		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j/../etc"}, allowed: "error"},
 	} {
 		var stderr strings.Builder
 		o, err := parseFlags(tc.args, &stderr)

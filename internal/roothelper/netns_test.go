@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -146,8 +147,18 @@ func TestNetnsRoundTrip(t *testing.T) {
 	}
 	// What the helper set up, recorded beside its socket for a
 	// daemon-less uninstall.
-	if s, err := network.ReadSetup(filepath.Join(filepath.Dir(sock), network.SetupFile)); err != nil || s != (network.Setup{Bridge: bridge, Subnet: subnet, Forwarding: true}) {
+	record := filepath.Join(filepath.Dir(sock), network.SetupFile)
+	if s, err := network.ReadSetup(record); err != nil || !reflect.DeepEqual(s, network.Setup{Bridges: []network.Bridge{{Name: bridge, Subnet: subnet}}, Forwarding: true}) {
 		t.Errorf("recorded set-up: %+v, %v; want %s, %s, forwarding turned on", s, err, bridge, subnet)
+	}
+	// The owner changes the bridge in config.toml and restarts: the
+	// record keeps the first bridge, which uninstall must remove too.
+	other := network.Bridge{Name: "bangerrh9", Subnet: netip.MustParsePrefix("172.30.78.0/24")}
+	if err := c.EnsureBridge(ctx, other.Name, network.Gateway(other.Subnet)); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := network.ReadSetup(record); err != nil || !reflect.DeepEqual(s.Bridges, []network.Bridge{{Name: bridge, Subnet: subnet}, other}) {
+		t.Errorf("recorded set-up after a second bridge: %+v, %v; want both bridges", s, err)
 	}
 	before := iptablesSave(t, ns)
 

@@ -18,13 +18,15 @@
 // errdefs.ErrFailedPrecondition).
 //
 // launchJailer starts Firecracker's jailer, which must start as root, for
-// the owner's daemon: only the jailer and firecracker binaries and the
-// chroot base the helper was started with (JailerPolicy), checked as
-// validateJailer says; the console log comes with the request as a
-// descriptor (the only request that carries one) and the jailer's pidfd
-// with the reply. killJailer sends SIGKILL only to a process
+// the owner's daemon: only the jailer and firecracker binaries the helper
+// was started with, as the owner, in a jail the helper builds itself in
+// one of the owner's VM directories (JailerPolicy, buildJail): root's from
+// the top, the VM's files hard-linked from descriptors the daemon sends
+// (after the console log's), reached by the jailer through a mount of the
+// helper's so that no directory on its path is the owner's. The jailer's
+// pidfd comes with the reply. killJailer sends SIGKILL only to a process
 // launchJailer started (recorded with its start time in a state file that
-// outlives the helper).
+// outlives the helper); removeJail removes a jail whose process exited.
 //
 // Wire format, both ways: a 4-byte big-endian length, then that many bytes
 // of JSON (at most 64 KiB). A request is
@@ -36,7 +38,7 @@
 //
 // with only the fields its op uses; ops are ensureBridge, ensureForwarding,
 // ensureFirewall, createTap, deleteTap, applyVMRules, removeVMRules,
-// routeDNS, unrouteDNS and launchJailer. A reply is {"error": "...", "class": "permission
+// routeDNS, unrouteDNS, launchJailer, killJailer and removeJail. A reply is {"error": "...", "class": "permission
 // denied", "wasOn": true, "policyDrop": true, "fd": true, "routed": true,
 // "reason": "..."}:
 // class is the errdefs class's text, so the client rebuilds an error that
@@ -84,6 +86,10 @@ const (
 // maxFrame bounds a message's JSON; requests are a few hundred bytes.
 const maxFrame = 64 << 10
 
+// maxFDs bounds the descriptors that come with a message: launchJailer's
+// console and jail files (see maxJailFiles).
+const maxFDs = 1 + maxJailFiles
+
 type request struct {
 	Op       string         `json:"op"`
 	Bridge   string         `json:"bridge,omitempty"`
@@ -97,7 +103,10 @@ type request struct {
 	// Jailer is launchJailer's arguments; the console log comes with the
 	// request as a descriptor.
 	Jailer *firecracker.JailerConfig `json:"jailer,omitempty"`
-	PID    int                       `json:"pid,omitempty"` // killJailer
+	// JailFiles are the files launchJailer places in the jail; their
+	// descriptors follow the console's, in this order.
+	JailFiles []firecracker.JailFile `json:"jailFiles,omitempty"`
+	PID       int                    `json:"pid,omitempty"` // killJailer
 }
 
 type firewall struct {
@@ -193,7 +202,11 @@ func validate(req *request, peerUID int, allowed []netip.Prefix, jail *JailerPol
 	case OpUnrouteDNS:
 		err = network.ValidateBridgeName(req.Bridge)
 	case OpLaunchJailer:
-		err = validateJailer(req.Jailer, jail)
+		if err = validateJailer(req.Jailer, jail); err == nil {
+			err = validateJailFiles(req.JailFiles)
+		}
+	case OpRemoveJail:
+		err = validateJailBase(req.Jailer, jail)
 	case OpKillJailer:
 		if jail == nil {
 			err = validateJailer(nil, nil) // names the missing policy
@@ -239,9 +252,9 @@ func ParseAllowedSubnet(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// writeMsg sends v as one frame, with f's descriptor attached if f is not
-// nil.
-func writeMsg(c *net.UnixConn, v any, f *os.File) error {
+// writeMsg sends v as one frame, with the descriptors of files (nil
+// entries skipped) attached.
+func writeMsg(c *net.UnixConn, v any, files ...*os.File) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return err
@@ -251,9 +264,15 @@ func writeMsg(c *net.UnixConn, v any, f *os.File) error {
 	}
 	buf := binary.BigEndian.AppendUint32(make([]byte, 0, 4+len(b)), uint32(len(b)))
 	buf = append(buf, b...)
+	var fds []int
+	for _, f := range files {
+		if f != nil {
+			fds = append(fds, int(f.Fd()))
+		}
+	}
 	var oob []byte
-	if f != nil {
-		oob = unix.UnixRights(int(f.Fd()))
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
 	}
 	n, _, err := c.WriteMsgUnix(buf, oob, nil)
 	if err == nil && n < len(buf) {
@@ -277,7 +296,7 @@ func readMsg(c *net.UnixConn, v any) (files []*os.File, err error) {
 		}
 	}()
 	buf := make([]byte, 4096)
-	oob := make([]byte, unix.CmsgSpace(4*4))
+	oob := make([]byte, unix.CmsgSpace(4*maxFDs))
 	var got []byte
 	for {
 		n, oobn, flags, _, rerr := c.ReadMsgUnix(buf, oob)

@@ -37,8 +37,8 @@ type ServerConfig struct {
 	// Log receives a line per operation and per refusal; nil discards.
 	Log *slog.Logger
 	// Setup, when set, is the file (network.UpdateSetup) where the helper
-	// records the bridge, subnet and forwarding it set up, for `system
-	// uninstall` to undo without the daemon.
+	// records every bridge (with its subnet) and the forwarding it set up,
+	// for `system uninstall` to undo without the daemon.
 	Setup string
 }
 
@@ -133,13 +133,14 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 			}
 			return
 		}
-		// Only launchJailer takes a descriptor: the console log.
-		var in *os.File
-		if req.Op == OpLaunchJailer && len(files) == 1 {
-			in = files[0]
-		} else if len(files) > 0 {
+		// Only launchJailer takes descriptors: the console log, then
+		// its jail files.
+		var in []*os.File
+		if req.Op == OpLaunchJailer && len(files) == 1+len(req.JailFiles) {
+			in = files
+		} else if len(files) > 0 || req.Op == OpLaunchJailer {
 			closeFiles()
-			err := fmt.Errorf("refused %s: descriptors sent with request: %w", req.Op, errdefs.ErrInvalidArgument)
+			err := fmt.Errorf("refused %s: %d descriptors sent with the request: %w", req.Op, len(files), errdefs.ErrInvalidArgument)
 			writeMsg(conn, errResponse(err), nil)
 			return
 		}
@@ -158,8 +159,8 @@ func (s *server) serveConn(ctx context.Context, conn *net.UnixConn) {
 
 // handle validates and runs one request from a peer with uid peerUID. The
 // returned file, if any, goes with the reply and is closed by the caller;
-// in is the descriptor that came with the request, if any.
-func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request, in *os.File) (response, *os.File) {
+// in are the descriptors that came with the request.
+func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req *request, in []*os.File) (response, *os.File) {
 	if err := validate(req, peerUID, s.allowed, s.jail); err != nil {
 		log.Warn("refused request", "op", req.Op, "err", err)
 		return errResponse(err), nil
@@ -202,10 +203,13 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 	case OpUnrouteDNS:
 		err = s.ops.UnrouteDNS(ctx, req.Bridge)
 	case OpLaunchJailer:
-		resp.PID, f, err = launchJailer(req.Jailer, s.jail, in)
+		resp.PID, f, err = launchJailer(req.Jailer, req.JailFiles, s.jail, in, log)
 		if err == nil {
 			log = log.With("jail", req.Jailer.ID, "pid", resp.PID)
 		}
+	case OpRemoveJail:
+		err = removeJail(req.Jailer, s.jail)
+		log = log.With("jail", req.Jailer.ID)
 	case OpKillJailer:
 		err = killJailer(s.jail, req.PID)
 		log = log.With("pid", req.PID)
@@ -233,9 +237,9 @@ func (s *server) record(log *slog.Logger, req *request, resp response) {
 	var fn func(*network.Setup)
 	switch req.Op {
 	case OpEnsureBridge:
-		fn = func(st *network.Setup) { st.Bridge, st.Subnet = req.Bridge, req.Gateway.Masked() }
+		fn = func(st *network.Setup) { st.AddBridge(req.Bridge, req.Gateway.Masked()) }
 	case OpEnsureFirewall:
-		fn = func(st *network.Setup) { st.Bridge, st.Subnet = req.Firewall.Bridge, req.Firewall.Subnet }
+		fn = func(st *network.Setup) { st.AddBridge(req.Firewall.Bridge, req.Firewall.Subnet) }
 	case OpEnsureForwarding:
 		// PolicyDrop: banger turned forwarding on, now or (the
 		// daemon's record says) earlier in this boot.

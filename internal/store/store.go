@@ -8,6 +8,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
@@ -37,11 +38,28 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	return s, nil
 }
 
+// OpenReadOnly opens the existing database at path for reading only,
+// without migrating it: for looking at a store whose daemon does not run
+// (system uninstall). A missing database is an ErrNotFound error.
+func OpenReadOnly(path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("state store %s: %w", path, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	return openDSN(path, "mode=ro&_pragma=busy_timeout(5000)")
+}
+
 func open(path string) (*Store, error) {
 	// busy_timeout lets a second process (a CLI reading while the daemon
 	// writes, or --check-migrations) wait instead of failing at once.
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)"
-	db, err := sql.Open("sqlite", dsn)
+	return openDSN(path, "_pragma=journal_mode(WAL)&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)")
+}
+
+// openDSN opens the database at path with the DSN parameters query.
+func openDSN(path, query string) (*Store, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?"+query)
 	if err != nil {
 		return nil, fmt.Errorf("open state store %s: %w", path, err)
 	}

@@ -119,18 +119,32 @@ func (m *Manager) instance(ctx context.Context, v store.VM, h *handle) engine.In
 
 // attach finds a live engine process in the VM's directory, or nil.
 func (m *Manager) attach(ctx context.Context, v store.VM) engine.Instance {
-	e, err := m.engine(v.Engine)
+	inst, err := attachEngine(ctx, m.cfg.Engines, v)
 	if err != nil {
-		return nil
-	}
-	inst, err := e.Attach(ctx, engine.Spec{ID: v.ID, Dir: v.Dir})
-	if err != nil {
-		if !errdefs.IsNotFound(err) {
-			m.log.Warn("look for the engine process", "vm", v.ID, "err", err)
-		}
-		return nil
+		m.log.Warn("look for the engine process", "vm", v.ID, "err", err)
 	}
 	return inst
+}
+
+// attachEngine finds a live engine process in v's directory with v's
+// engine, or, when the record names none it knows, with each of engines.
+// It returns nil, nil when none runs; an error when looking failed.
+func attachEngine(ctx context.Context, engines map[string]engine.Engine, v store.VM) (engine.Instance, error) {
+	try := engines
+	if e, ok := engines[v.Engine]; ok {
+		try = map[string]engine.Engine{v.Engine: e}
+	}
+	var errs []error
+	for _, e := range try {
+		inst, err := e.Attach(ctx, engine.Spec{ID: v.ID, Dir: v.Dir})
+		if err == nil {
+			return inst, nil
+		}
+		if !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	return nil, errors.Join(errs...)
 }
 
 // running says whether the VM's engine process runs, found or held.

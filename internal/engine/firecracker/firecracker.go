@@ -94,16 +94,24 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Launcher starts the jailer with c's arguments on behalf of a process
-// that is not root, its stdout and stderr on console, in a session of its
-// own that outlives the launcher and the caller. It returns the jailer's
-// process, which becomes firecracker's when the jailer execs (same pid).
+// Launcher starts the jailer for a process that is not root (the jailer
+// must start as root): roothelper.Client implements it.
+//
+// LaunchJailer builds the jail itself, root's, so that the caller cannot
+// change it while the jailer uses it as root: c.ChrootBase is
+// <vm dir>/jail (JailDirName), and files are placed in
+// <base>/<exec name>/<id>/root. The jailer runs with c's other arguments,
+// its stdout and stderr on console, in a session of its own that outlives
+// the launcher and the caller. It returns the jailer's process, which
+// becomes firecracker's when the jailer execs (same pid).
+//
 // KillJailer sends SIGKILL to a jailer it launched, which the caller
-// cannot signal while it still runs as root. roothelper.Client implements
-// it.
+// cannot signal while it still runs as root. RemoveJail removes the jail
+// of c's VM once its process has exited (the caller cannot: it is root's).
 type Launcher interface {
-	LaunchJailer(ctx context.Context, c JailerConfig, console *os.File) (*proc.Process, error)
+	LaunchJailer(ctx context.Context, c JailerConfig, files []JailFile, console *os.File) (*proc.Process, error)
 	KillJailer(ctx context.Context, pid int) error
+	RemoveJail(ctx context.Context, c JailerConfig) error
 }
 
 // Engine is the Firecracker engine. Create it with New.
@@ -307,6 +315,11 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 		if base == "" {
 			base = DefaultChrootBase
 		}
+		if e.cfg.Launcher != nil {
+			// The launcher's jail, root's, sits in the VM's directory:
+			// the same filesystem as its disk, for the hard link.
+			base = filepath.Join(spec.Dir, JailDirName)
+		}
 		if base, err = filepath.Abs(base); err != nil {
 			return state{}, err
 		}
@@ -350,7 +363,14 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}
 	if st.JailDir != "" {
 		if _, err := os.Stat(st.JailDir); err == nil {
-			return nil, fmt.Errorf("jail %s already exists (left by an earlier run?): %w", st.JailDir, errdefs.ErrAlreadyExists)
+			if e.cfg.Launcher == nil {
+				return nil, fmt.Errorf("jail %s already exists (left by an earlier run?): %w", st.JailDir, errdefs.ErrAlreadyExists)
+			}
+			// Left by a run whose cleanup did not happen (a crash): the
+			// launcher removes it unless a process still uses it.
+			if err := e.cfg.Launcher.RemoveJail(ctx, st.jail); err != nil {
+				return nil, fmt.Errorf("jail %s left by an earlier run: %w", st.JailDir, err)
+			}
 		}
 	}
 
@@ -392,7 +412,11 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	for _, d := range spec.Disks {
 		paths.disks = append(paths.disks, d.Path)
 	}
-	if st.JailDir != "" {
+	var files []JailFile
+	if st.JailDir != "" && e.cfg.Launcher != nil {
+		files, paths = jailFiles(spec)
+		undo = append(undo, func() error { return e.cfg.Launcher.RemoveJail(context.WithoutCancel(ctx), st.jail) })
+	} else if st.JailDir != "" {
 		undo = append(undo, func() error { return os.RemoveAll(st.JailDir) })
 		if paths, err = stageJail(st, spec, e.cfg.UID, e.cfg.GID); err != nil {
 			return nil, err
@@ -410,7 +434,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	}
 	logOff := proc.FileSize(st.ConsoleLog)
 	fcLogOff := proc.FileSize(st.LogFile)
-	p, err := e.launch(ctx, st, spec.Dir)
+	p, err := e.launch(ctx, st, spec.Dir, files)
 	if err != nil {
 		return nil, err
 	}
@@ -438,7 +462,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	if err := proc.WriteFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
 		return nil, err
 	}
-	inst = newInstance(spec.ID, st, p, e.log)
+	inst = e.newInstance(spec.ID, st, p)
 	if err := e.waitAPI(ctx, inst); err != nil {
 		return nil, err
 	}
@@ -455,13 +479,13 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 // launch starts st's process: through the Launcher when the jailer is
 // used and one is set, else directly; either way its output reaches the
 // console log through a capped copier.
-func (e *Engine) launch(ctx context.Context, st state, dir string) (*proc.Process, error) {
+func (e *Engine) launch(ctx context.Context, st state, dir string, files []JailFile) (*proc.Process, error) {
 	opts := proc.StartOptions{Dir: dir, Log: st.ConsoleLog, LogMax: e.cfg.LogMax}
 	if st.JailDir == "" || e.cfg.Launcher == nil {
 		return proc.Start(st.Argv, opts)
 	}
 	return proc.StartWith(opts, func(out *os.File) (*proc.Process, error) {
-		return e.cfg.Launcher.LaunchJailer(ctx, st.jail, out)
+		return e.cfg.Launcher.LaunchJailer(ctx, st.jail, files, out)
 	})
 }
 
@@ -541,7 +565,7 @@ func (e *Engine) attach(ctx context.Context, spec engine.Spec) (*Instance, error
 	if id == "" {
 		id = st.ID
 	}
-	inst := newInstance(id, st, p, e.log)
+	inst := e.newInstance(id, st, p)
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if _, err := inst.api.instanceInfo(actx); err != nil {

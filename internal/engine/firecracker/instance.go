@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +28,30 @@ func newInstance(id string, st state, p *proc.Process, log *slog.Logger) *Instan
 		ID: id, P: p, Log: log.With("vm", id),
 		PIDFile: st.PIDFile, Files: []string{st.APISocket, st.VsockUDS}, Dirs: []string{st.JailDir},
 	}}
+}
+
+// newInstance is newInstance with the engine's logger; a jail its
+// Launcher built (root's) is removed through the Launcher, not by path.
+func (e *Engine) newInstance(id string, st state, p *proc.Process) *Instance {
+	inst := newInstance(id, st, p, e.log)
+	if l := e.cfg.Launcher; l != nil && st.JailDir != "" && launcherJail(st) {
+		inst.Dirs = nil
+		c := JailerConfig{ID: st.JailID, ChrootBase: filepath.Dir(filepath.Dir(st.JailDir))}
+		inst.Release = func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			return l.RemoveJail(ctx, c)
+		}
+	}
+	return inst
+}
+
+// launcherJail reports whether st's jail is one a Launcher built: in the
+// VM's directory (see Launcher).
+func launcherJail(st state) bool {
+	dir, err := filepath.Abs(filepath.Dir(st.PIDFile))
+	return err == nil && filepath.Base(filepath.Dir(filepath.Dir(st.JailDir))) == JailDirName &&
+		filepath.Dir(filepath.Dir(filepath.Dir(st.JailDir))) == dir
 }
 
 var (

@@ -98,10 +98,41 @@ type apiPaths struct {
 	logFile, metricsFile, vsock string
 }
 
+// JailDirName is the jail's directory in a VM's directory when a Launcher
+// builds it (the chroot base it gives the jailer is <vm dir>/jail).
+const JailDirName = "jail"
+
+// JailFile is a file the VM needs inside its jail: Name in the chroot
+// (the API's path is "/"+Name), Path on the host, Writable for the VM's
+// read-write disks. A Launcher places them; stageJail does without one.
+type JailFile struct {
+	Name     string `json:"name"`
+	Path     string `json:"path"`
+	Writable bool   `json:"writable,omitempty"`
+}
+
+// jailFiles lists the files spec's VM needs in its jail and the paths the
+// API gives Firecracker for them, chroot-relative.
+func jailFiles(spec engine.Spec) ([]JailFile, apiPaths) {
+	p := apiPaths{logFile: "/" + LogFile, metricsFile: "/" + MetricsFile, vsock: "/" + VsockSocket}
+	files := []JailFile{{Name: "vmlinux", Path: spec.Kernel}}
+	p.kernel = "/vmlinux"
+	if spec.Initrd != "" {
+		files = append(files, JailFile{Name: "initrd", Path: spec.Initrd})
+		p.initrd = "/initrd"
+	}
+	for i, d := range spec.Disks {
+		files = append(files, JailFile{Name: driveID(i), Path: d.Path, Writable: !d.ReadOnly})
+		p.disks = append(p.disks, "/"+driveID(i))
+	}
+	return files, p
+}
+
 // stageJail makes the chroot and links the VM's files into it: hard links,
 // or copies across filesystems for read-only files (a copied writable disk
 // would lose the guest's writes, so that is refused). The log file is
-// created for uid:gid.
+// created for uid:gid. It is for a daemon that starts the jailer itself,
+// as root; a Launcher builds the jail for one that does not.
 func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
 	if err := os.MkdirAll(st.ChrootDir, 0o700); err != nil {
 		return apiPaths{}, err
@@ -109,36 +140,19 @@ func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
 	if err := os.Chown(st.ChrootDir, uid, gid); err != nil {
 		return apiPaths{}, err
 	}
-	p := apiPaths{logFile: "/" + LogFile, metricsFile: "/" + MetricsFile, vsock: "/" + VsockSocket}
-	link := func(src, name string, writable bool) (string, error) {
-		dst := filepath.Join(st.ChrootDir, name)
-		err := os.Link(src, dst)
+	files, p := jailFiles(spec)
+	for _, f := range files {
+		dst := filepath.Join(st.ChrootDir, f.Name)
+		err := os.Link(f.Path, dst)
 		if errors.Is(err, syscall.EXDEV) {
-			if writable {
-				return "", fmt.Errorf("cannot hard-link writable disk %s into the jail at %s (different filesystems): put the chroot base (config chroot_base) on the filesystem of the VM directories: %w", src, st.ChrootDir, errdefs.ErrFailedPrecondition)
+			if f.Writable {
+				return apiPaths{}, fmt.Errorf("cannot hard-link writable disk %s into the jail at %s (different filesystems): put the chroot base (config chroot_base) on the filesystem of the VM directories: %w", f.Path, st.ChrootDir, errdefs.ErrFailedPrecondition)
 			}
-			err = copyFile(src, dst)
+			err = copyFile(f.Path, dst)
 		}
 		if err != nil {
-			return "", fmt.Errorf("stage %s in jail: %w", src, err)
+			return apiPaths{}, fmt.Errorf("stage %s in jail: %w", f.Path, err)
 		}
-		return "/" + name, nil
-	}
-	var err error
-	if p.kernel, err = link(spec.Kernel, "vmlinux", false); err != nil {
-		return apiPaths{}, err
-	}
-	if spec.Initrd != "" {
-		if p.initrd, err = link(spec.Initrd, "initrd", false); err != nil {
-			return apiPaths{}, err
-		}
-	}
-	for i, d := range spec.Disks {
-		dp, err := link(d.Path, driveID(i), !d.ReadOnly)
-		if err != nil {
-			return apiPaths{}, err
-		}
-		p.disks = append(p.disks, dp)
 	}
 	if err := touch(filepath.Join(filepath.Dir(st.LogFile), MetricsFile), uid, gid); err != nil {
 		return p, err

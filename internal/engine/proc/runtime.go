@@ -30,6 +30,9 @@ type Runtime struct {
 	PIDFile string
 	// Files and Dirs are removed by Cleanup; empty entries are skipped.
 	Files, Dirs []string
+	// Release, when set, is Cleanup's last step: what the engine cannot
+	// remove by path (a jail the root helper built).
+	Release func() error
 
 	mu        sync.Mutex
 	agentBusy bool // the agent channel takes one client at a time
@@ -126,6 +129,11 @@ func (r *Runtime) Cleanup() {
 		}
 		if err := os.RemoveAll(d); err != nil && r.Log != nil {
 			r.Log.Warn("remove runtime directory", "dir", d, "err", err)
+		}
+	}
+	if r.Release != nil {
+		if err := r.Release(); err != nil && r.Log != nil {
+			r.Log.Warn("release runtime resources", "err", err)
 		}
 	}
 	os.Remove(r.PIDFile)

@@ -121,7 +121,10 @@ func (m *qemuMachine) Start(p bootPlan) error {
 		}
 		defer p.tap.Close()
 	}
-	dir, err := os.MkdirTemp("", "fcd-")
+	// Jailed, QEMU's sockets live in the jail, as everything of a jailed
+	// Firecracker does: outside it, /tmp may be a systemd unit's private
+	// one, removed when that unit restarts while the VM runs on.
+	dir, err := os.MkdirTemp(os.Getenv("FCDOUBLE_CHROOT"), "fcd-")
 	if err != nil {
 		return err
 	}

@@ -6,11 +6,13 @@
 // copy as
 // "<exec name> --id=<id> --start-time-us=0 --start-time-cpu-us=0 [args after --]".
 //
-// What it does not do: a mount namespace, pivot_root and chroot (fcdouble
-// runs QEMU, which lives outside the jail; the jail's root is passed to it
-// as FCDOUBLE_CHROOT and it resolves its paths there), mknod of /dev/kvm
-// (the double runs QEMU, under TCG where KVM is unusable), cgroups (accepted and not applied), --netns, --daemonize
-// and --new-pid-ns (refused). It exists for banger's tests only; the
+// The jail's mount namespace, pivot_root, chroot and /dev/kvm are only
+// rehearsed, in a child process (see rehearse), so that what would stop
+// the real jailer stops the double; the double itself runs outside the
+// jail (fcdouble runs QEMU, which needs the host's files; the jail's root
+// is passed to it as FCDOUBLE_CHROOT and it resolves its paths there).
+// What it does not do: cgroups (accepted and not applied), --netns,
+// --daemonize and --new-pid-ns (refused). It exists for banger's tests only; the
 // Makefile never builds it.
 package main
 
@@ -18,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -95,6 +98,13 @@ func parseArgs(args []string) (options, error) {
 }
 
 func main() {
+	if chroot := os.Getenv(rehearseEnv); chroot != "" {
+		if err := rehearsal(chroot, os.Getenv("JAILERDOUBLE_OWNER")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "jailer: %v\n", err)
 		os.Exit(1)
@@ -115,6 +125,9 @@ func run(args []string) error {
 		return err
 	}
 	exe := filepath.Join(chroot, name)
+	if err := rehearse(chroot, o.uid, o.gid); err != nil {
+		return fmt.Errorf("build the jail as the jailer does: %w", err)
+	}
 	if err := copyExec(o.execFile, exe); err != nil {
 		return fmt.Errorf("copy %s into the jail: %w", o.execFile, err)
 	}
@@ -148,6 +161,76 @@ func run(args []string) error {
 	return syscall.Exec(exe, argv, env)
 }
 
+// rehearseEnv marks the double's own child that rehearses the jail.
+const rehearseEnv = "JAILERDOUBLE_REHEARSE"
+
+// rehearse does, in a child process, what the real jailer does to build
+// its jail, so that a sandbox that would stop the jailer (a systemd unit's
+// capabilities, system call filter, namespace and device policies) stops
+// the double too: a new mount namespace with private propagation, the
+// chroot bind-mounted on itself, pivot_root into it, the old root
+// detached, chroot, and /dev/kvm made in the jail and given to uid:gid.
+// The double itself then carries on outside the jail: fcdouble's QEMU
+// needs the host's files.
+func rehearse(chroot string, uid, gid int) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = []string{rehearseEnv + "=" + chroot, fmt.Sprintf("JAILERDOUBLE_OWNER=%d:%d", uid, gid)}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// rehearsal is the child's side of rehearse, in its new mount namespace.
+func rehearsal(chroot, owner string) error {
+	var uid, gid int
+	if _, err := fmt.Sscanf(owner, "%d:%d", &uid, &gid); err != nil {
+		return err
+	}
+	step := func(what string, err error) error {
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		return nil
+	}
+	if err := step("make / private", unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, "")); err != nil {
+		return err
+	}
+	if err := step("bind the jail on itself", unix.Mount(chroot, chroot, "", unix.MS_BIND, "")); err != nil {
+		return err
+	}
+	if err := os.Chdir(chroot); err != nil {
+		return err
+	}
+	if err := os.Mkdir("old_root", 0o700); err != nil {
+		return err
+	}
+	if err := step("pivot_root", unix.PivotRoot(".", "old_root")); err != nil {
+		return err
+	}
+	if err := step("detach the old root", unix.Unmount("old_root", unix.MNT_DETACH)); err != nil {
+		return err
+	}
+	if err := os.Remove("old_root"); err != nil {
+		return err
+	}
+	if err := step("chroot", unix.Chroot(".")); err != nil {
+		return err
+	}
+	if err := os.MkdirAll("/dev", 0o755); err != nil {
+		return err
+	}
+	if err := step("mknod /dev/kvm", unix.Mknod("/dev/kvm", unix.S_IFCHR|0o600, int(unix.Mkdev(10, 232)))); err != nil {
+		return err
+	}
+	return step("chown /dev/kvm", os.Lchown("/dev/kvm", uid, gid))
+}
+
 // makeTun makes the jail's /dev/net/tun for uid:gid, as the jailer does,
 // so that Firecracker can open its taps after dropping privileges.
 func makeTun(chroot string, uid, gid int) error {
@@ -175,10 +258,16 @@ func copyExec(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o755)
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o700)
 	if err != nil {
 		return err
 	}
 	_, err = out.Write(b)
-	return errors.Join(err, out.Close())
+	// The source's mode whatever the umask, as the jailer's copy (Rust's
+	// fs::copy) has: firecracker runs it after dropping to --uid.
+	return errors.Join(err, out.Chmod(fi.Mode().Perm()), out.Close())
 }
