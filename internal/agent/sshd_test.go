@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -163,6 +164,14 @@ func newSSHFixture(t *testing.T) *sshFixture {
 	for _, tool := range []string{"ssh", "scp", "sftp"} {
 		testutil.RequireTool(t, tool, "openssh-client")
 	}
+	// The server hangs up a session with SIGHUP, as sshd does. A test
+	// binary started with SIGHUP ignored (under nohup, as some CI runners
+	// start jobs) passes that on to the programs it starts, and none would
+	// hang up; the agent in a guest never ignores it. While the signal is
+	// handled here, programs start with its default action.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	t.Cleanup(func() { signal.Stop(hup) })
 	tmp := t.TempDir()
 	f := &sshFixture{dir: filepath.Join(tmp, "client"), home: filepath.Join(tmp, "root")}
 	etc := filepath.Join(tmp, "etc")
