@@ -51,6 +51,11 @@ type VersionInfo struct {
 	BuildTime  string `json:"buildTime"`
 	APIVersion string `json:"apiVersion"`
 	PID        int    `json:"pid,omitempty"`
+	// Operations, from the daemon, are the requests that change
+	// something ("POST /v1/vms", an exec session) in flight when it
+	// answered: banger update refuses to restart a daemon that is in the
+	// middle of one.
+	Operations []string `json:"operations,omitempty"`
 }
 
 // ImageConfig is the part of an OCI image config that `vm run` uses.

@@ -214,3 +214,29 @@ func TestNetworkInfo(t *testing.T) {
 		t.Errorf("Network() = %+v, %v; want %+v", got, err, off)
 	}
 }
+
+// The version answer lists what is in flight, which banger update reads
+// before restarting the daemon: a pull while it runs, nothing after.
+func TestVersionListsOperations(t *testing.T) {
+	imgs := &fakeImages{images: map[string]api.Image{}, release: make(chan struct{}), canceled: make(chan struct{})}
+	c := serve(t, imgs)
+	ctx := context.Background()
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.PullImage(ctx, api.PullImageRequest{Ref: "r", Name: "x"}, func(api.Event) { close(started) })
+		done <- err
+	}()
+	<-started
+	v, err := c.Version(ctx)
+	if err != nil || len(v.Operations) != 1 || v.Operations[0] != "POST "+api.PathImagePull {
+		t.Fatalf("during a pull: Version = %+v, %v", v, err)
+	}
+	close(imgs.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Version(ctx); err != nil || len(v.Operations) != 0 {
+		t.Errorf("after the pull: Version = %+v, %v", v, err)
+	}
+}
