@@ -13,7 +13,7 @@ import (
 // by name: a contract for scripts that read it.
 var doctorChecks = []string{
 	"architecture", "config", "daemon", "socket", "kvm", "engines", "vhost-vsock", "tun",
-	"network", "network-tools", "subnet", "dns", "dns-routing", "ssh-config", "state-store",
+	"network", "network-tools", "subnet", "dns", "dns-routing", "ssh-config", "state-store", "agents",
 	"disk-space", "install-drift", "unit-hardening",
 }
 

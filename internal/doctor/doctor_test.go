@@ -24,12 +24,14 @@ type fakeDaemon struct {
 	version api.VersionInfo
 	engine  api.EngineInfo
 	net     api.NetworkInfo
+	vms     []api.VM
 	err     error
 }
 
 func (d *fakeDaemon) Version(context.Context) (api.VersionInfo, error) { return d.version, d.err }
 func (d *fakeDaemon) Engine(context.Context) (api.EngineInfo, error)   { return d.engine, d.err }
 func (d *fakeDaemon) Network(context.Context) (api.NetworkInfo, error) { return d.net, d.err }
+func (d *fakeDaemon) VMs(context.Context) ([]api.VM, error)            { return d.vms, d.err }
 
 // testEnv is a healthy host in temp dirs: /dev/kvm and /dev/net/tun as
 // plain files under Root, every tool found, lots of disk, a daemon with
