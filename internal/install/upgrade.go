@@ -29,7 +29,8 @@ type UpgradeOptions struct {
 // Upgrade replaces the three binaries, keeping the previous ones, restarts
 // the helper and the daemon (running VMs are not signalled: KillMode=
 // process, and the daemon re-attaches them), waits until both answer,
-// runs Check, and records the new version in install.toml. If any step
+// and runs Check; install.toml names the new version (as the binaries
+// report it) from the swap on. If any step
 // fails, the previous binaries and record are put back and both services
 // restarted on them; the error says what failed and how the rollback went.
 // Units are left as they are.
@@ -71,6 +72,13 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (err error) {
 			return err
 		}
 	}
+	// The record names the new binaries before they start, so that the
+	// new daemon and doctor see no drift; undo puts the old one back.
+	nr := r
+	nr.Version, nr.Commit, nr.BuildTime = o.Version, o.Commit, o.BuildTime
+	if err := u.replace(p.Record, 0o644, func(w io.Writer) error { return encodeRecord(w, nr) }); err != nil {
+		return err
+	}
 	restarted = true
 	if err := o.Systemd.Restart(ctx, HelperUnitName); err != nil {
 		return fmt.Errorf("restart %s on the new binaries: %w", HelperUnitName, err)
@@ -85,11 +93,6 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (err error) {
 		if err := o.Check(ctx); err != nil {
 			return err
 		}
-	}
-	nr := r
-	nr.Version, nr.Commit, nr.BuildTime = o.Version, o.Commit, o.BuildTime
-	if err := u.replace(p.Record, 0o644, func(w io.Writer) error { return encodeRecord(w, nr) }); err != nil {
-		return err
 	}
 	return u.commit()
 }
