@@ -17,7 +17,11 @@ type UpgradeOptions struct {
 	// Version, Commit and BuildTime are the new binaries' own (asked of
 	// them, not assumed): the record gets them once the upgrade holds.
 	Version, Commit, BuildTime string
-	Systemd                    Systemd
+	// DaemonUnit and HelperUnit, when set, are the unit files the new
+	// banger writes for this install (banger system render-units):
+	// replaced with the binaries and rolled back with them.
+	DaemonUnit, HelperUnit []byte
+	Systemd                Systemd
 	// Wait waits until both services answer (default: WaitAnswering,
 	// with a minute).
 	Wait func(ctx context.Context, r Record) error
@@ -33,7 +37,6 @@ type UpgradeOptions struct {
 // report it) from the swap on. If any step
 // fails, the previous binaries and record are put back and both services
 // restarted on them; the error says what failed and how the rollback went.
-// Units are left as they are.
 func Upgrade(ctx context.Context, o UpgradeOptions) (err error) {
 	r, p := o.Record, o.Record.Paths
 	wait := o.Wait
@@ -42,6 +45,7 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (err error) {
 	}
 	var u undo
 	restarted := false
+	units := o.DaemonUnit != nil && o.HelperUnit != nil
 	defer func() {
 		if err == nil {
 			return
@@ -59,6 +63,11 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (err error) {
 			return nil
 		}
 		ctx := context.WithoutCancel(ctx)
+		if units {
+			if err := o.Systemd.DaemonReload(ctx); err != nil {
+				return err
+			}
+		}
 		if err := o.Systemd.Restart(ctx, HelperUnitName); err != nil {
 			return err
 		}
@@ -79,7 +88,17 @@ func Upgrade(ctx context.Context, o UpgradeOptions) (err error) {
 	if err := u.replace(p.Record, 0o644, func(w io.Writer) error { return encodeRecord(w, nr) }); err != nil {
 		return err
 	}
+	if units {
+		if err := u.writeUnits(p, o.DaemonUnit, o.HelperUnit); err != nil {
+			return err
+		}
+	}
 	restarted = true
+	if units {
+		if err := o.Systemd.DaemonReload(ctx); err != nil {
+			return err
+		}
+	}
 	if err := o.Systemd.Restart(ctx, HelperUnitName); err != nil {
 		return fmt.Errorf("restart %s on the new binaries: %w", HelperUnitName, err)
 	}

@@ -109,6 +109,10 @@ func (u Updater) Update(ctx context.Context, plan Plan, force bool) error {
 	if err := u.checkMigrations(ctx, src.Daemon); err != nil {
 		return err
 	}
+	daemonUnit, helperUnit, err := u.units(ctx, src.CLI)
+	if err != nil {
+		u.say("the new banger does not render its units (%v): keeping the installed ones", err)
+	}
 	before, err := u.doctor(ctx, r.Paths.CLI)
 	if err != nil {
 		u.say("the installed banger's doctor did not run (%v): every failure after the update counts", err)
@@ -116,6 +120,7 @@ func (u Updater) Update(ctx context.Context, plan Plan, force bool) error {
 	u.say("swapping the binaries and restarting %s and %s", install.HelperUnitName, install.DaemonUnitName)
 	err = install.Upgrade(ctx, install.UpgradeOptions{
 		Record: r, Sources: src, Version: v.Version, Commit: v.Commit, BuildTime: v.BuildTime,
+		DaemonUnit: daemonUnit, HelperUnit: helperUnit,
 		Systemd: u.Systemd, Wait: u.Wait,
 		Check: func(ctx context.Context) error {
 			if err := u.stillRunning(ctx, running); err != nil {
@@ -206,6 +211,26 @@ func (u Updater) version(ctx context.Context, cli string) (api.VersionInfo, erro
 		return v, fmt.Errorf("the new banger's version (%s version --json): %w: %w", cli, err, errdefs.ErrInvalidArgument)
 	}
 	return v, nil
+}
+
+// units asks the new banger for the unit files it writes for this
+// install (banger system render-units).
+func (u Updater) units(ctx context.Context, cli string) (daemon, helper []byte, err error) {
+	out, code, err := u.run(ctx, cli, "system", "render-units")
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit status %d", code)
+	}
+	var units struct{ Daemon, Helper string }
+	if err == nil {
+		err = json.Unmarshal(out, &units)
+	}
+	if err == nil && (units.Daemon == "" || units.Helper == "") {
+		err = errors.New("empty units")
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s system render-units: %w", cli, err)
+	}
+	return []byte(units.Daemon), []byte(units.Helper), nil
 }
 
 // checkMigrations runs the staged daemon's --check-migrations against the

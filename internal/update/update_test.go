@@ -54,9 +54,10 @@ func (b build) files() map[string][]byte {
 case "$1" in
 version) echo '{"version":"%s","commit":"commit-%s","buildTime":"built-%s","apiVersion":"1"}';;
 doctor) echo '%s'; exit %d;;
+system) [ "$2" = render-units ] && echo '{"daemon":"daemon unit %s\\n","helper":"helper unit %s\\n"}';;
 *) exit 3;;
 esac
-`, reported, b.version, b.version, doctor, code)
+`, reported, b.version, b.version, doctor, code, b.version, b.version)
 	daemon := fmt.Sprintf("#!/bin/sh\n# bangerd %s\n[ \"$1\" = --check-migrations ] && { echo '{\"current\":3,\"latest\":3}'; exit %d; }\nexit 1\n", b.version, b.migrations)
 	if b.failStart {
 		daemon += "# fail-start\n"
@@ -136,6 +137,8 @@ func newEnv(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
+	os.WriteFile(p.DaemonUnit(), []byte("daemon unit v0.1.0\n"), 0o644)
+	os.WriteFile(p.HelperUnit(), []byte("helper unit v0.1.0\n"), 0o644)
 	rec := install.Record{Version: "v0.1.0", Commit: "commit-v0.1.0", BuildTime: "built-v0.1.0",
 		Owner: install.Owner{UID: os.Getuid(), GID: os.Getgid(), Name: "dev", Home: home}, Paths: p}
 	if err := install.Write(p.Record, rec); err != nil {
@@ -316,6 +319,11 @@ func TestUpdate(t *testing.T) {
 	for n, path := range map[string]string{"banger": p.CLI, "bangerd": p.Daemon, "banger-agent": p.Agent} {
 		if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, want[n]) {
 			t.Errorf("%s after the update: %q, %v", path, b, err)
+		}
+	}
+	for path, want := range map[string]string{p.DaemonUnit(): "daemon unit v0.2.0\n", p.HelperUnit(): "helper unit v0.2.0\n"} {
+		if b, err := os.ReadFile(path); err != nil || string(b) != want {
+			t.Errorf("%s after the update: %q, %v; want the new banger's units", path, b, err)
 		}
 	}
 	rec, err := install.Read(p.Record)
