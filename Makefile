@@ -18,7 +18,8 @@ build:
 # SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
 # fuzz runs of the layer flattener, the extractor of guests' archives, the
 # escaping of guest text, the check of patches exported from guests and
-# the parsers of what the host reads from guests (guestdata).
+# the parsers of what the host reads from guests (guestdata), and the
+# unpacking of release tarballs (update).
 # Needs the packages in .ci/install-deps.
 test: build
 	$(GO) vet ./...
@@ -31,6 +32,7 @@ test: build
 	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=10s ./internal/workspace
 	$(GO) test -run=NONE -fuzz=FuzzProcNet -fuzztime=10s ./internal/guestdata
 	$(GO) test -run=NONE -fuzz=FuzzProcStat -fuzztime=10s ./internal/guestdata
+	$(GO) test -run=NONE -fuzz=FuzzUnpack -fuzztime=10s ./internal/update
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

@@ -65,7 +65,7 @@ esac
 	return map[string][]byte{"banger": []byte(cli), "bangerd": []byte(daemon), "banger-agent": []byte("agent " + b.version + "\n")}
 }
 
-func tarGz(t *testing.T, entries ...tar.Header) []byte {
+func tarGz(t testing.TB, entries ...tar.Header) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	zw := gzip.NewWriter(&buf)
@@ -94,7 +94,7 @@ func regular(name string, body []byte) tar.Header {
 	return tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o755, Linkname: string(body)}
 }
 
-func (b build) tarball(t *testing.T) []byte {
+func (b build) tarball(t testing.TB) []byte {
 	f := b.files()
 	var hs []tar.Header
 	for _, n := range release.Binaries {
