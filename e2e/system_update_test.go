@@ -59,7 +59,17 @@ func newReleaseServer(t *testing.T, pid int, key *ecdsa.PrivateKey) *releaseServ
 func (s *releaseServer) serve(path string, b []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if b == nil {
+		delete(s.files, path)
+		return
+	}
 	s.files[path] = b
+}
+
+func (s *releaseServer) get(path string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.files[path]
 }
 
 func (s *releaseServer) sign(b []byte) []byte {
@@ -228,19 +238,89 @@ func TestSystemUpdate(t *testing.T) {
 		t.Fatalf("--dry-run changed the install:\n%v\n%v", before, after)
 	}
 
-	// A tarball modified on the server: refused, nothing changed.
-	bad := append([]byte(nil), good...)
-	bad[len(bad)/2] ^= 0xff
-	srv.serve("/releases/"+release.TarballPath("v0.2.0"), bad)
-	if r := c.run(0, "banger", "update"); r.code == 0 || !strings.Contains(r.err, "modified") {
-		t.Fatalf("update from a tampered tarball: exit %d %s", r.code, r.err)
+	// Each refusal leaves the install byte for byte as it was.
+	other, _ := release.GenerateKey()
+	tarPath := "/releases/" + release.TarballPath("v0.2.0")
+	sumsPath := "/releases/v0.2.0/SHA256SUMS"
+	publishGood := func() {
+		srv.mu.Lock()
+		srv.files = map[string][]byte{}
+		srv.mu.Unlock()
+		srv.publish("v0.2.0", map[string][]byte{"v0.2.0": good})
+	}
+	script := func(version string, migrations int) map[string][]byte {
+		return map[string][]byte{
+			"banger":       []byte(fmt.Sprintf("#!/bin/sh\n[ \"$1\" = version ] && echo '{\"version\":\"%s\",\"commit\":\"c\",\"buildTime\":\"b\",\"apiVersion\":\"1\"}'\n", version)),
+			"bangerd":      []byte(fmt.Sprintf("#!/bin/sh\n[ \"$1\" = --check-migrations ] && exit %d\necho 'this daemon does not start' >&2\nexit 1\n", migrations)),
+			"banger-agent": newBins["banger-agent"],
+		}
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func()
+		says  string
+	}{
+		{"tarball modified", func() {
+			bad := append([]byte(nil), good...)
+			bad[len(bad)/2] ^= 0xff
+			srv.serve(tarPath, bad)
+		}, "modified"},
+		{"SHA256SUMS signed by another key", func() {
+			sig, _ := release.Sign(other, srv.get(sumsPath))
+			srv.serve(sumsPath+".sig", sig)
+		}, "signature"},
+		{"SHA256SUMS signature missing", func() { srv.serve(sumsPath+".sig", nil) }, "404"},
+		{"truncated download", func() { srv.serve(tarPath, good[:len(good)-100]) }, "bytes"},
+		{"oversized download", func() { srv.serve(tarPath, append(append([]byte(nil), good...), make([]byte, 4096)...)) }, "bytes"},
+		{"manifest signed by another key", func() {
+			sig, _ := release.Sign(other, srv.get("/releases/manifest.json"))
+			srv.serve("/releases/manifest.json.sig", sig)
+		}, "signature"},
+		{"manifest naming an older latest", func() {
+			srv.publish("v0.0.9", map[string][]byte{"v0.0.9": releaseTarball(t, script("v0.0.9", 0))})
+		}, "rollback attack"},
+		{"store newer than the release's daemon", func() {
+			srv.publish("v0.2.0", map[string][]byte{"v0.2.0": releaseTarball(t, script("v0.2.0", 2))})
+		}, "state store is newer"},
+	} {
+		publishGood()
+		tc.setup()
+		if r := c.run(0, "banger", "update"); r.code == 0 || !strings.Contains(r.err, tc.says) {
+			t.Fatalf("%s: update exit %d %s; want a refusal saying %q", tc.name, r.code, r.err, tc.says)
+		}
+		if after := c.installState(); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("%s: a refused update changed the install:\n%v\n%v", tc.name, before, after)
+		}
+	}
+	publishGood()
+	// An exec session in flight: refused without --force.
+	c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "sh", "-c", "echo flushed-by-stop > /update-marker")
+	bg := exec.Command("nsenter", "-t", strconv.Itoa(c.pid), "-a", "setpriv", "--reuid", strconv.Itoa(sdOwnerUID), "--regid", strconv.Itoa(sdOwnerUID), "--init-groups",
+		"env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/"+sdOwner, "banger", "vm", "exec", "keep", "--", "sleep", "600")
+	if err := bg.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { bg.Process.Kill(); bg.Wait() }()
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+		var st install.Status
+		testutilJSON(t, c.run(sdOwnerUID, "banger", "system", "status", "--json").out, &st)
+		if st.Daemon != nil && len(st.Daemon.Operations) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exec session never showed as an operation in flight: %+v", st.Daemon)
+		}
+	}
+	if r := c.run(0, "banger", "update"); r.code == 0 || !strings.Contains(r.err, "/exec") || !strings.Contains(r.err, "--force") {
+		t.Fatalf("update during an exec session: exit %d %s; want a refusal naming it and --force", r.code, r.err)
 	}
 	if after := c.installState(); fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Fatalf("a refused update changed the install:\n%v\n%v", before, after)
+		t.Fatalf("an update refused for an operation in flight changed the install")
 	}
-	alive("a refused update")
+	bg.Process.Kill()
+	bg.Wait()
+	alive("the refused updates")
 
-	srv.serve("/releases/"+release.TarballPath("v0.2.0"), good)
 	c.ok(0, "banger", "update")
 	alive("the update")
 	var st install.Status
@@ -262,24 +342,51 @@ func TestSystemUpdate(t *testing.T) {
 		t.Errorf("update --check after the update: exit %d %s", r.code, r.out)
 	}
 
-	// A release whose daemon does not start: rolled back to v0.2.0.
-	failing := map[string][]byte{
-		"banger":       []byte("#!/bin/sh\n[ \"$1\" = version ] && echo '{\"version\":\"v0.3.0\",\"commit\":\"c3\",\"buildTime\":\"b3\",\"apiVersion\":\"1\"}'\n"),
-		"bangerd":      []byte("#!/bin/sh\n[ \"$1\" = --check-migrations ] && exit 0\necho 'this daemon does not start' >&2\nexit 1\n"),
+	// Rollbacks to v0.2.0: a release whose daemon does not start, and
+	// one whose doctor fails a check (its banger prints a failing kvm
+	// check; its daemon is v0.2.0's, which starts).
+	doctorFails := map[string][]byte{
+		"banger": []byte(`#!/bin/sh
+case "$1" in
+version) echo '{"version":"v0.3.1","commit":"c","buildTime":"b","apiVersion":"1"}';;
+doctor) echo '[{"name":"update-canary","status":"fail","detail":"planted by the test","fix":"none"}]'; exit 1;;
+*) exit 3;;
+esac
+`),
+		"bangerd":      newBins["bangerd"],
 		"banger-agent": newBins["banger-agent"],
 	}
-	srv.publish("v0.3.0", map[string][]byte{"v0.2.0": good, "v0.3.0": releaseTarball(t, failing)})
-	before = c.installState()
-	r = c.run(0, "banger", "update")
-	if r.code == 0 || !strings.Contains(r.err, "rolled back") {
-		t.Fatalf("update to a release whose daemon fails: exit %d %s; want a rollback", r.code, r.err)
+	for _, tc := range []struct {
+		version string
+		files   map[string][]byte
+		says    string
+	}{
+		{"v0.3.0", script("v0.3.0", 0), "on the new binaries"},
+		{"v0.3.1", doctorFails, "the new doctor fails update-canary (planted by the test)"},
+	} {
+		srv.publish(tc.version, map[string][]byte{"v0.2.0": good, tc.version: releaseTarball(t, tc.files)})
+		before = c.installState()
+		r = c.run(0, "banger", "update")
+		if r.code == 0 || !strings.Contains(r.err, "rolled back") || !strings.Contains(r.err, tc.says) {
+			t.Fatalf("update to %s: exit %d %s; want a rollback saying %q", tc.version, r.code, r.err, tc.says)
+		}
+		if after := c.installState(); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("after the rollback from %s, the install differs:\n%v\n%v", tc.version, before, after)
+		}
+		testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
+		if st.Daemon == nil || st.Daemon.Version != "v0.2.0" || !st.HelperAnswering || len(st.Drift) != 0 {
+			t.Fatalf("after the rollback from %s: system status %+v", tc.version, st)
+		}
+		alive("the rollback from " + tc.version)
 	}
-	if after := c.installState(); fmt.Sprint(after) != fmt.Sprint(before) {
-		t.Fatalf("after the rollback, the install differs:\n%v\n%v", before, after)
+
+	// The VM started before the update stops with its data flushed and
+	// boots again with it.
+	if out := c.ok(sdOwnerUID, "banger", "vm", "stop", "keep"); !strings.Contains(out, "synced") {
+		t.Errorf("vm stop after the update: %q, want a synced stop", out)
 	}
-	testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
-	if st.Daemon == nil || st.Daemon.Version != "v0.2.0" || !st.HelperAnswering {
-		t.Fatalf("after the rollback: system status %+v", st)
+	c.ok(sdOwnerUID, "banger", "vm", "start", "keep")
+	if out := c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "cat", "/update-marker"); strings.TrimSpace(out) != "flushed-by-stop" {
+		t.Errorf("after stop and start: marker %q", out)
 	}
-	alive("the rollback")
 }

@@ -106,8 +106,15 @@ func (u Updater) Update(ctx context.Context, plan Plan, force bool) error {
 	if v.Version != plan.Target.Version {
 		return fmt.Errorf("the release %s holds banger %s: refusing: %w", plan.Target.Version, v.Version, errdefs.ErrInvalidArgument)
 	}
-	if err := u.checkMigrations(ctx, src.Daemon); err != nil {
+	migrates, err := u.checkMigrations(ctx, src.Daemon)
+	if err != nil {
 		return err
+	}
+	if migrates {
+		// Migrations are forward-only: once the new daemon has run them,
+		// the previous daemon refuses the store, so a rollback after that
+		// puts back binaries that cannot start.
+		u.say("the new daemon will migrate the state store when it starts: a rollback past that point leaves a daemon that refuses the store (then: sudo banger update --to %s again)", plan.Target.Version)
 	}
 	daemonUnit, helperUnit, err := u.units(ctx, src.CLI)
 	if err != nil {
@@ -234,19 +241,22 @@ func (u Updater) units(ctx context.Context, cli string) (daemon, helper []byte, 
 }
 
 // checkMigrations runs the staged daemon's --check-migrations against the
-// owner's store: 0 (current) and 1 (it will migrate) go ahead, 2 (the
-// store is newer than that daemon) refuses.
-func (u Updater) checkMigrations(ctx context.Context, daemon string) error {
+// owner's store: 0 (current) and 1 (it will migrate: migrates) go ahead,
+// 2 (the store is newer than that daemon) refuses.
+func (u Updater) checkMigrations(ctx context.Context, daemon string) (migrates bool, err error) {
 	out, code, err := u.run(ctx, daemon, "--check-migrations", "--json")
 	switch {
 	case err != nil:
-		return fmt.Errorf("%s --check-migrations: %w", daemon, err)
+		return false, fmt.Errorf("%s --check-migrations: %w", daemon, err)
 	case code == ExitMigrationsNewer:
-		return fmt.Errorf("the owner's state store is newer than the release's daemon can read (%s): refusing; update to a newer release: %w", strings.TrimSpace(string(out)), errdefs.ErrFailedPrecondition)
+		return false, fmt.Errorf("the owner's state store is newer than the release's daemon can read (%s): refusing; update to a newer release: %w", strings.TrimSpace(string(out)), errdefs.ErrFailedPrecondition)
 	case code != 0 && code != 1:
-		return fmt.Errorf("%s --check-migrations: exit status %d: %w", daemon, code, errdefs.ErrFailedPrecondition)
+		return false, fmt.Errorf("%s --check-migrations: exit status %d: %w", daemon, code, errdefs.ErrFailedPrecondition)
 	}
-	return nil
+	// 1 is also "no store yet", which the daemon creates at any level.
+	var lvl struct{ Current int }
+	json.Unmarshal(out, &lvl)
+	return code == 1 && lvl.Current > 0, nil
 }
 
 // doctor runs cli's doctor and returns its results (it exits 1 when a
