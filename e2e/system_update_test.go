@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -297,28 +298,36 @@ func TestSystemUpdate(t *testing.T) {
 	c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "sh", "-c", "echo flushed-by-stop > /update-marker")
 	bg := exec.Command("nsenter", "-t", strconv.Itoa(c.pid), "-a", "setpriv", "--reuid", strconv.Itoa(sdOwnerUID), "--regid", strconv.Itoa(sdOwnerUID), "--init-groups",
 		"env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/home/"+sdOwner, "banger", "vm", "exec", "keep", "--", "sleep", "600")
+	// Its own process group: nsenter forks, and the banger inside must
+	// go with it.
+	bg.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := bg.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { bg.Process.Kill(); bg.Wait() }()
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
-		var st install.Status
-		testutilJSON(t, c.run(sdOwnerUID, "banger", "system", "status", "--json").out, &st)
-		if st.Daemon != nil && len(st.Daemon.Operations) > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the exec session never showed as an operation in flight: %+v", st.Daemon)
+	stopBG := func() { syscall.Kill(-bg.Process.Pid, syscall.SIGKILL); bg.Wait() }
+	defer stopBG()
+	waitOps := func(inFlight bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(200 * time.Millisecond) {
+			var st install.Status
+			testutilJSON(t, c.run(sdOwnerUID, "banger", "system", "status", "--json").out, &st)
+			if st.Daemon != nil && (len(st.Daemon.Operations) > 0) == inFlight {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("operations in flight: %+v, want some: %v", st.Daemon, inFlight)
+			}
 		}
 	}
+	waitOps(true)
 	if r := c.run(0, "banger", "update"); r.code == 0 || !strings.Contains(r.err, "/exec") || !strings.Contains(r.err, "--force") {
 		t.Fatalf("update during an exec session: exit %d %s; want a refusal naming it and --force", r.code, r.err)
 	}
 	if after := c.installState(); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("an update refused for an operation in flight changed the install")
 	}
-	bg.Process.Kill()
-	bg.Wait()
+	stopBG()
+	waitOps(false)
 	alive("the refused updates")
 
 	c.ok(0, "banger", "update")
