@@ -173,9 +173,12 @@ func (c *sdContainer) installState() map[string]string {
 // release updates itself from a release server (on the container's
 // loopback) to the next, verified with the key compiled into it: --check
 // says 10, --dry-run changes nothing, a tampered tarball is refused with
-// the install byte for byte as it was, the update keeps the running VM
-// running and usable and records the new version, and a release whose
-// daemon does not start is rolled back with the VM still alive.
+// the install byte for byte as it was (as does every other refusal: keys,
+// sizes, an older latest, a store newer than the release, an exec in
+// flight), the update keeps the running VM running and usable and
+// records the new version, a release whose daemon does not start or whose
+// doctor fails is rolled back with the VM still alive, --to goes back on
+// purpose, and the VM then stops with its data flushed.
 func TestSystemUpdate(t *testing.T) {
 	testutil.SkipShort(t, "builds two releases, boots a systemd container and a guest")
 	key, err := release.GenerateKey()
@@ -388,6 +391,17 @@ esac
 		}
 		alive("the rollback from " + tc.version)
 	}
+
+	// --to goes back to a named, older release on purpose.
+	srv.publish("v0.2.0", map[string][]byte{"v0.1.0": releaseTarball(t, readBinaries(t, oldDir)), "v0.2.0": good})
+	if r := c.run(0, "banger", "update", "--to", "v0.1.0"); r.code != 0 || !strings.Contains(r.err, "going back from v0.2.0 to v0.1.0") {
+		t.Fatalf("update --to v0.1.0: exit %d %s", r.code, r.err)
+	}
+	testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
+	if st.Install == nil || st.Install.Version != "v0.1.0" || st.Daemon == nil || st.Daemon.Version != "v0.1.0" || len(st.Drift) != 0 {
+		t.Fatalf("after --to v0.1.0: system status %+v", st)
+	}
+	alive("update --to v0.1.0")
 
 	// The VM started before the update stops with its data flushed and
 	// boots again with it.
