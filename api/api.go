@@ -35,7 +35,7 @@ const (
 	PathImage           = "/v1/images/"     // GET, DELETE /v1/images/{name}
 	PathImagePull       = "/v1/images-pull" // POST PullImageRequest, stream
 	PathImageRegister   = "/v1/images-register"
-	PathImagePromote    = "/v1/images-promote" // POST PromoteImageRequest
+	PathImagePromote    = "/v1/images-promote"    // POST PromoteImageRequest
 	PathImageCache      = "/v1/image-cache"       // GET list
 	PathImageCachePrune = "/v1/image-cache-prune" // POST PruneCacheRequest
 	PathKernels         = "/v1/kernels"           // GET list
