@@ -53,6 +53,8 @@ type Daemon interface {
 	Version(ctx context.Context) (api.VersionInfo, error)
 	Engine(ctx context.Context) (api.EngineInfo, error)
 	Network(ctx context.Context) (api.NetworkInfo, error)
+	Images(ctx context.Context) ([]api.Image, error)
+	Kernels(ctx context.Context) ([]api.Kernel, error)
 }
 
 // Space is what Statfs reports of a file system.
@@ -174,6 +176,7 @@ var checks = []check{
 	{"ssh-config", checkSSHConfig},
 	{"state-store", checkStore},
 	{"disk-space", checkDisk},
+	{"vm-defaults", checkVMDefaults},
 	{"install-drift", checkInstallDrift},
 	{"unit-hardening", checkUnitHardening},
 }
