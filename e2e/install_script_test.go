@@ -18,10 +18,11 @@ import (
 // `curl -fsSL …/install.sh | sh` non-interactively against releases made
 // by make release with throw-away keys and served on the container's
 // loopback. A tampered tarball, a missing SHA256SUMS signature, a manifest
-// signed by another key and a manifest whose latest is older than the
-// script's release each stop it with nothing installed (no binary, no
-// unit, no /etc/banger) and its temporary files gone; the genuine release
-// then installs, and system status shows its version.
+// signed by another key, a manifest whose latest is older than the
+// script's release, and no terminal to ask on without
+// BANGER_INSTALL_NONINTERACTIVE each stop it with nothing installed (no
+// binary, no unit, no /etc/banger) and its temporary files gone; the
+// genuine release then installs, and system status shows its version.
 func TestInstallScript(t *testing.T) {
 	testutil.SkipShort(t, "builds a release and boots a systemd container")
 	for _, tool := range [][2]string{{"make", "make"}, {"sudo", "sudo"}, {"curl", "curl"}, {"openssl", "openssl"}} {
@@ -86,11 +87,17 @@ func TestInstallScript(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// from "" is the script's own URL; "ask" is that, with no terminal
+	// to ask on and no BANGER_INSTALL_NONINTERACTIVE.
 	installSh := func(from string) result {
 		t.Helper()
-		script := "curl -fsSL " + base + "/good/install.sh | BANGER_INSTALL_NONINTERACTIVE=1 "
-		if from != "" {
-			script += "BANGER_RELEASE_URL=" + base + "/" + from + " "
+		script := "curl -fsSL " + base + "/good/install.sh | "
+		switch from {
+		case "":
+			script += "BANGER_INSTALL_NONINTERACTIVE=1 "
+		case "ask":
+		default:
+			script += "BANGER_INSTALL_NONINTERACTIVE=1 BANGER_RELEASE_URL=" + base + "/" + from + " "
 		}
 		return c.run(sdOwnerUID, "sh", "-c", script+"sh")
 	}
@@ -106,6 +113,7 @@ func TestInstallScript(t *testing.T) {
 		{"nosig", "SHA256SUMS.sig failed"},
 		{"otherkey", "manifest.json's signature does not verify"},
 		{"old", "older than v0.1.0"},
+		{"ask", "no terminal to ask on"},
 	} {
 		r := installSh(tc.from)
 		if r.code == 0 || !strings.Contains(r.err, tc.want) || !strings.Contains(r.err, "nothing was installed") {
