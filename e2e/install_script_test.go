@@ -22,7 +22,8 @@ import (
 // script's release, and no terminal to ask on without
 // BANGER_INSTALL_NONINTERACTIVE each stop it with nothing installed (no
 // binary, no unit, no /etc/banger) and its temporary files gone; the
-// genuine release then installs, and system status shows its version.
+// genuine release then installs, and system status shows its version;
+// the older release's own install.sh then refuses to replace it.
 func TestInstallScript(t *testing.T) {
 	testutil.SkipShort(t, "builds a release and boots a systemd container")
 	for _, tool := range [][2]string{{"make", "make"}, {"sudo", "sudo"}, {"curl", "curl"}, {"openssl", "openssl"}} {
@@ -138,9 +139,21 @@ func TestInstallScript(t *testing.T) {
 	}
 	t.Logf("install.sh:\n%s", r.err)
 	noTempLeft("installing")
-	var st install.Status
-	testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
-	if st.Install == nil || st.Install.Version != "v0.1.0" || st.Install.Owner.UID != sdOwnerUID || st.Daemon == nil || st.Daemon.Version != "v0.1.0" || !st.HelperAnswering || len(st.Drift) != 0 {
-		t.Fatalf("system status after install.sh: %+v", st)
+	installed := func(after string) {
+		t.Helper()
+		var st install.Status
+		testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
+		if st.Install == nil || st.Install.Version != "v0.1.0" || st.Install.Owner.UID != sdOwnerUID || st.Daemon == nil || st.Daemon.Version != "v0.1.0" || !st.HelperAnswering || len(st.Drift) != 0 {
+			t.Fatalf("system status after %s: %+v", after, st)
+		}
 	}
+	installed("install.sh")
+
+	// The older release's own install.sh refuses to replace the newer
+	// install.
+	r = c.run(sdOwnerUID, "sh", "-c", "curl -fsSL "+base+"/old/install.sh | BANGER_INSTALL_NONINTERACTIVE=1 sh")
+	if r.code == 0 || !strings.Contains(r.err, "banger v0.1.0 is installed, newer than the manifest's latest release v0.0.9") {
+		t.Errorf("install.sh of v0.0.9 over v0.1.0: exit %d\n%s\nwant a refusal", r.code, r.err)
+	}
+	installed("install.sh of an older release")
 }
