@@ -63,18 +63,21 @@ func TestInstallScript(t *testing.T) {
 	releaseTool("keygen", "--out", key)
 	releaseTool("keygen", "--out", otherKey)
 	root, _ := filepath.Abs("..")
-	bin := filepath.Join(work, "bin")
-	mk := exec.Command("make", "-C", root, "release", "VERSION=v0.1.0", "SIGNING_KEY="+filepath.Join(key, "key.pem"),
-		"DIST="+filepath.Join(srv, "good"), "RELEASE_BIN="+bin, "RELEASE_TOOL="+tool, "RELEASE_URL="+base+"/good")
-	if out, err := mk.CombinedOutput(); err != nil {
-		t.Fatalf("make release: %v\n%s", err, out)
+	makeRelease := func(dir, version string) {
+		t.Helper()
+		mk := exec.Command("make", "-C", root, "release", "VERSION="+version, "SIGNING_KEY="+filepath.Join(key, "key.pem"),
+			"DIST="+filepath.Join(srv, dir), "RELEASE_BIN="+filepath.Join(work, "bin-"+version), "RELEASE_TOOL="+tool, "RELEASE_URL="+base+"/"+dir)
+		if out, err := mk.CombinedOutput(); err != nil {
+			t.Fatalf("make release %s: %v\n%s", version, err, out)
+		}
 	}
+	makeRelease("good", "v0.1.0")
+	makeRelease("old", "v0.0.9")
 	build := func(dir, version, key string) string {
-		releaseTool("build", "--version", version, "--key", filepath.Join(key, "key.pem"), "--bin", bin, "--out", filepath.Join(srv, dir), "--url", base+"/"+dir)
+		releaseTool("build", "--version", version, "--key", filepath.Join(key, "key.pem"), "--bin", filepath.Join(work, "bin-v0.1.0"), "--out", filepath.Join(srv, dir), "--url", base+"/"+dir)
 		return filepath.Join(srv, dir)
 	}
 	build("otherkey", "v0.1.0", otherKey)
-	build("old", "v0.0.9", key)
 	tgz := filepath.Join(build("tampered", "v0.1.0", key), "v0.1.0", "banger-v0.1.0-linux-amd64.tar.gz")
 	b, err := os.ReadFile(tgz)
 	if err != nil {

@@ -79,6 +79,12 @@ func Build(o Options) (release.Manifest, error) {
 		if err != nil {
 			return release.Manifest{}, fmt.Errorf("release binaries: %w (make release builds them)", err)
 		}
+		// The linker writes the version into banger and bangerd as a
+		// plain string (buildinfo.Version): a binary without it was not
+		// built for this release (a dev build, another VERSION).
+		if name != "banger-agent" && !bytes.Contains(b, []byte(o.Version)) {
+			return release.Manifest{}, fmt.Errorf("%s was not built for %s (no version string in it): build the binaries with make release VERSION=%s: %w", filepath.Join(o.BinDir, name), o.Version, o.Version, errdefs.ErrInvalidArgument)
+		}
 		files[name] = b
 	}
 	tgz, err := Tarball(files, o.Time)

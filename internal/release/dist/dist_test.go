@@ -261,6 +261,7 @@ func TestBuild(t *testing.T) {
 		{"a previous manifest signed by another key", func(o *Options) { o.Version, o.PreviousSig = "v0.3.2", otherSig }, errdefs.IsPermissionDenied},
 		{"a release URL with a quote", func(o *Options) { o.Version, o.BaseURL = "v0.3.2", "https://example.org/'x" }, errdefs.IsInvalidArgument},
 		{"a version that is not vX.Y.Z", func(o *Options) { o.Version = "v0.3.2-rc1" }, errdefs.IsInvalidArgument},
+		{"binaries built for another version", func(o *Options) { o.Version = "v0.4.0" }, errdefs.IsInvalidArgument},
 	} {
 		o := next
 		o.Previous, o.PreviousSig, o.OutDir = prev, prevSig, t.TempDir()
