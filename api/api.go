@@ -202,3 +202,8 @@ func Status(err error) int {
 func (e *Error) Err() error {
 	return errdefs.FromCode(e.Class, e.Message)
 }
+
+// ExitDaemonAlreadyRunning is bangerd's exit status when another daemon
+// holds its lock: a CLI that started it waits for that other daemon
+// instead of reporting a failure.
+const ExitDaemonAlreadyRunning = 3

@@ -15,6 +15,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/testutil"
 )
 
@@ -280,4 +281,22 @@ func TestSIGTERMMidPull(t *testing.T) {
 	release()
 	// And the same pull works afterwards.
 	e.ok("image", "pull", ref, "--name", "slow")
+}
+
+// TestDaemonStartFailureReported: a daemon that cannot start (here a
+// config.toml it refuses) is reported by the CLI that started it in the
+// daemon's own words, not as a daemon that did not answer in time.
+func TestDaemonStartFailureReported(t *testing.T) {
+	e := newEnv(t)
+	cfg := paths.Under(e.home).ConfigFile()
+	if err := os.MkdirAll(filepath.Dir(cfg), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfg, []byte("[vm]\nmemory = \"lots\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("vm", "list")
+	if r.code != 1 || !strings.Contains(r.err, "exited as it started") || !strings.Contains(r.err, "config") || strings.Contains(r.err, "did not answer") {
+		t.Fatalf("banger vm list with a bad config: exit %d, stderr %q; want the daemon's own error", r.code, r.err)
+	}
 }

@@ -108,6 +108,10 @@ func TestKernelCommands(t *testing.T) {
 	if r := e.run("kernel", "pull", reg.Addr+"/kernels/none:1"); r.code != 1 {
 		t.Errorf("kernel pull of a missing ref: %+v", r)
 	}
+	// A mistyped catalog name is said to be one, not looked up on Docker Hub.
+	if r := e.run("kernel", "pull", "debian-clod"); r.code == 0 || !strings.Contains(r.err, "not in the catalog") || strings.Contains(r.err, "docker.io") {
+		t.Errorf("kernel pull debian-clod: %+v", r)
+	}
 
 	e.ok("kernel", "rm", "bz", "elf")
 	if _, err := os.Stat(filepath.Join(e.home, "state", "kernels", "bz")); !os.IsNotExist(err) {

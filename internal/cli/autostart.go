@@ -9,12 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/safesocket"
+	"github.com/bangervm/banger/internal/termtext"
 )
 
 // connect returns a client for the daemon of layout, starting the daemon
@@ -38,6 +42,8 @@ func connect(ctx context.Context, layout paths.Layout, installedOwner int) (*cli
 		c = client.NewFor(layout.Socket(), installedOwner)
 	}
 	started := false
+	var exited <-chan int // the daemon this CLI started, when it exits
+	var logOff int64
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		_, err := c.Version(ctx)
@@ -47,7 +53,7 @@ func connect(ctx context.Context, layout paths.Layout, installedOwner int) (*cli
 		case client.IsDaemonDown(err) && !autostart:
 			return nil, fmt.Errorf("the installed bangerd does not answer on %s: sudo systemctl restart bangerd; journalctl -u bangerd says why (%w)", layout.Socket(), err)
 		case client.IsDaemonDown(err) && !started:
-			if err := startDaemon(layout); err != nil {
+			if exited, logOff, err = startDaemon(layout); err != nil {
 				return nil, err
 			}
 			started = true
@@ -63,9 +69,40 @@ func connect(ctx context.Context, layout paths.Layout, installedOwner int) (*cli
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case code := <-exited:
+			exited = nil
+			if code != api.ExitDaemonAlreadyRunning {
+				// Its own words, at once, rather than 15 s of waiting.
+				return nil, fmt.Errorf("bangerd exited as it started (status %d): %s (log: %s)", code, startError(layout.DaemonLog(), logOff), layout.DaemonLog())
+			}
+			// Another daemon holds the lock: it will answer.
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// startError returns what the daemon said about its failure in its log
+// from off on: its last "bangerd: ..." line (its error, as it prints it
+// on exit), else the last line; bounded and escaped for the terminal.
+func startError(log string, off int64) string {
+	f, err := os.Open(log)
+	if err != nil {
+		return "(no log)"
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.LimitReader(io.NewSectionReader(f, off, 64<<10), 64<<10))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	msg := lines[len(lines)-1]
+	for _, l := range slices.Backward(lines) {
+		if rest, ok := strings.CutPrefix(l, "bangerd: "); ok {
+			msg = rest
+			break
+		}
+	}
+	if len(msg) > 1024 {
+		msg = msg[:1024] + "…"
+	}
+	return termtext.Escape(msg)
 }
 
 // transient reports connection errors that a retry can cure: a daemon
@@ -97,27 +134,37 @@ func daemonBinary() (string, error) {
 }
 
 // startDaemon launches bangerd in its own session, detached from this
-// terminal, so it outlives the CLI and ignores the terminal's Ctrl-C.
-func startDaemon(layout paths.Layout) error {
+// terminal, so it outlives the CLI and ignores the terminal's Ctrl-C. The
+// channel gets its exit status if it exits while this CLI runs; logOff is
+// where its log stood before it started.
+func startDaemon(layout paths.Layout) (exited <-chan int, logOff int64, err error) {
 	bin, err := daemonBinary()
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	if err := layout.Ensure(); err != nil {
-		return err
+		return nil, 0, err
 	}
 	logf, err := paths.OpenFile(layout.DaemonLog(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		return fmt.Errorf("open daemon log: %w", err)
+		return nil, 0, fmt.Errorf("open daemon log: %w", err)
 	}
 	defer logf.Close()
+	if fi, err := logf.Stat(); err == nil {
+		logOff = fi.Size()
+	}
 	cmd := exec.Command(bin)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", bin, err)
+		return nil, 0, fmt.Errorf("start %s: %w", bin, err)
 	}
-	// Reap it if it exits early (lost a start race); otherwise it lives on.
-	go cmd.Wait()
-	return nil
+	// Reaped if it exits early (lost a start race, or failed); otherwise
+	// it lives on.
+	ch := make(chan int, 1)
+	go func() {
+		cmd.Wait()
+		ch <- cmd.ProcessState.ExitCode()
+	}()
+	return ch, logOff, nil
 }

@@ -32,6 +32,15 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"kernel", "import", "--deb", "d", "--initrd", "i", "--name", "k"}, "do not go with --deb"},
 		{[]string{"image", "delete"}, "at least one image"},
 		{[]string{"--no-such-flag"}, "unknown flag"},
+		{[]string{"vm", "create", "--disk-size", "4X"}, `size "4X"`},
+		{[]string{"vm", "create", "--disk-size", "1e400"}, `size "1e400"`},
+		{[]string{"vm", "create", "--memory", "abc"}, `"--memory" flag: want MiB (512) or`},
+		{[]string{"vm", "set", "box", "--memory", "1.5K"}, `"--memory" flag: want MiB`},
+		{[]string{"vm", "frobnicate"}, `unknown command "frobnicate" for "banger vm"`},
+		{[]string{"vm", "workspace", "frob"}, `unknown command "frob" for "banger vm workspace"`},
+		{[]string{"image", "cache", "frob"}, `unknown command "frob" for "banger image cache"`},
+		{[]string{"frobnicate"}, `unknown command "frobnicate" for "banger"`},
+		{[]string{"vm", "stats"}, "banger vm stats: want one VM"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -44,6 +53,25 @@ func TestUsageErrors(t *testing.T) {
 			if code != ExitUsage || !strings.Contains(errOut.String(), tt.want) {
 				t.Errorf("exit %d, stderr %q; want %d mentioning %q", code, errOut.String(), ExitUsage, tt.want)
 			}
+			if strings.Contains(errOut.String(), "banger: banger") {
+				t.Errorf("stderr %q: a doubled prefix", errOut.String())
+			}
 		})
+	}
+}
+
+// --memory takes MiB, or a size with a unit as --disk-size does.
+func TestMemoryFlag(t *testing.T) {
+	for in, want := range map[string]int{"512": 512, "512M": 512, "2G": 2048, "1.5G": 1536, "2GiB": 2048, "1048576K": 1024} {
+		var m mibFlag
+		if err := m.Set(in); err != nil || int(m) != want {
+			t.Errorf("--memory %s: %d, %v; want %d MiB", in, m, err, want)
+		}
+	}
+	for _, in := range []string{"abc", "0", "-5", "1.5M", "100K", "4X", ""} {
+		var m mibFlag
+		if err := m.Set(in); err == nil {
+			t.Errorf("--memory %q accepted as %d MiB", in, m)
+		}
 	}
 }

@@ -44,6 +44,9 @@ type Factory struct {
 	Install install.Record
 	// Client returns a connected client, starting the daemon if needed.
 	Client func(ctx context.Context) (*client.Client, error)
+	// Running returns a client of a daemon that already answers, and
+	// never starts one (shell completion); nil means Client.
+	Running func(ctx context.Context) (*client.Client, error)
 }
 
 // NewFactory returns the factory for a real run.
@@ -67,6 +70,14 @@ func NewFactory() *Factory {
 			var err error
 			c, err = connect(ctx, layout, owner)
 			return c, err
+		},
+		Running: func(ctx context.Context) (*client.Client, error) {
+			rc := client.New(layout.Socket())
+			if installed {
+				rc = client.NewFor(layout.Socket(), owner)
+			}
+			_, err := rc.Version(ctx)
+			return rc, err
 		},
 	}
 }
@@ -110,7 +121,30 @@ network — in seconds, from any OCI image.`,
 	root.SetErr(f.IO.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
 	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f), newSystemCmd(f))
+	refuseUnknownSubcommands(root)
+	registerCompletions(root, f)
 	return root
+}
+
+// refuseUnknownSubcommands makes every command group (a command with
+// subcommands and nothing to run itself) a usage error when given an
+// argument that names none of them: cobra would print the group's help
+// and exit 0, so a typo ("banger vm frobnicate") looked like success.
+// With no argument the group still prints its help.
+func refuseUnknownSubcommands(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !cmd.HasSubCommands() || cmd.Run != nil || cmd.RunE != nil || !cmd.HasParent() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		return flagErrorf("unknown command %q for %q", args[0], c.CommandPath())
+	}
 }
 
 // Run executes the CLI with args and returns the process exit status.
@@ -147,8 +181,15 @@ func Run(f *Factory, args []string) int {
 // printError prints err as one "banger: " line. Error text can carry what a
 // guest wrote (a console tail, an agent's message), so it is escaped for the
 // terminal, wherever it goes.
+// printError prints err with the "banger: " prefix, unless it already
+// starts with a command path ("banger vm stats: want one VM"), which would
+// read "banger: banger vm stats: ...".
 func printError(w io.Writer, err error) {
-	fmt.Fprintf(w, "banger: %s\n", termtext.Escape(err.Error()))
+	msg := termtext.Escape(err.Error())
+	if !strings.HasPrefix(msg, "banger ") && !strings.HasPrefix(msg, "banger: ") {
+		msg = "banger: " + msg
+	}
+	fmt.Fprintln(w, msg)
 }
 
 // exactArgs is cobra.ExactArgs with a FlagError.

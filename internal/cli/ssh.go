@@ -2,6 +2,7 @@ package cli
 
 import (
 	"fmt"
+	"github.com/bangervm/banger/api"
 	"io"
 	"net"
 	"os"
@@ -121,8 +122,11 @@ func newSSHProxyCmd(f *Factory) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if v.State != api.VMRunning {
+				return fmt.Errorf("vm %s is %s, not running: start it (banger vm start %s)", v.Name, v.State, v.Name)
+			}
 			if v.IP == "" {
-				return fmt.Errorf("vm %s has no network address (state %s, net %s): ssh needs --net public or full; banger vm ssh %s works without", v.Name, v.State, v.Net, v.Name)
+				return fmt.Errorf("vm %s has no network address (net %s): ssh needs --net public or full; banger vm ssh %s works without", v.Name, v.Net, v.Name)
 			}
 			var d net.Dialer
 			conn, err := d.DialContext(cmd.Context(), "tcp", net.JoinHostPort(v.IP, args[1]))

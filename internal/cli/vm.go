@@ -1,7 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -25,6 +28,27 @@ func newVMCmd(f *Factory) *cobra.Command {
 	return cmd
 }
 
+// mibFlag is a memory size in MiB: a plain number is MiB (as
+// config's vm.memory), a number with a unit is a size as --disk-size
+// takes it (512M, 2G, 1.5G), whole MiB.
+type mibFlag int
+
+func (m *mibFlag) String() string { return strconv.Itoa(int(*m)) }
+func (m *mibFlag) Type() string   { return "size" }
+
+func (m *mibFlag) Set(s string) error {
+	if n, err := strconv.Atoi(s); err == nil && n > 0 {
+		*m = mibFlag(n)
+		return nil
+	}
+	b, err := config.ParseSize(s)
+	if err != nil || b < 1<<20 || b%(1<<20) != 0 || b>>20 > math.MaxInt32 {
+		return errors.New("want MiB (512) or a whole number of MiB with a unit (512M, 2G)")
+	}
+	*m = mibFlag(b >> 20)
+	return nil
+}
+
 // sizeFlags are the sizing flags shared by vm run and vm create.
 type sizeFlags struct {
 	Name, Image, Kernel string
@@ -39,7 +63,7 @@ func (s *sizeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.Image, "image", "", "image to boot (default: config default_image, pulled on first use)")
 	cmd.Flags().StringVar(&s.Kernel, "kernel", "", "kernel to boot (default: the image's, else config default_kernel)")
 	cmd.Flags().IntVar(&s.VCPU, "vcpu", 0, "virtual CPUs (default: config vm.vcpu)")
-	cmd.Flags().IntVar(&s.Memory, "memory", 0, "memory in MiB (default: config vm.memory)")
+	cmd.Flags().Var((*mibFlag)(&s.Memory), "memory", "memory: MiB (512) or a size with a unit (512M, 2G) (default: config vm.memory)")
 	cmd.Flags().StringVar(&s.DiskSize, "disk-size", "", "size of the VM's own disk, e.g. 4G (default: config vm.disk_size)")
 	cmd.Flags().StringVar(&s.Engine, "engine", "", "qemu or firecracker (default: config engine, else Firecracker when installed with working KVM, else QEMU; see banger engine)")
 	cmd.Flags().StringVar(&s.Net, "net", "", "network: public (NAT out, nothing of the host's networks or other VMs; default), full (plain NAT) or none (no NIC)")
@@ -288,12 +312,18 @@ func newVMLifecycleCmd(f *Factory, action string) *cobra.Command {
 						return "", err
 					}
 					v, msg = r, fmt.Sprintf("vm %s stopped (%s)", r.VM.Name, stopMethod(r.Method))
+					if r.Method == "already-stopped" {
+						msg = fmt.Sprintf("vm %s was already stopped", r.VM.Name)
+					}
 				case "kill":
 					r, err := c.KillVM(ctx, ref)
 					if err != nil {
 						return "", err
 					}
 					v, msg = r, fmt.Sprintf("vm %s killed", r.VM.Name)
+					if r.Method == "already-stopped" {
+						msg = fmt.Sprintf("vm %s was already stopped", r.VM.Name)
+					}
 				}
 				mu.Lock()
 				results = append(results, v)
@@ -415,6 +445,6 @@ func newVMSetCmd(f *Factory) *cobra.Command {
 		},
 	}
 	cmd.Flags().IntVar(&req.VCPU, "vcpu", 0, "virtual CPUs")
-	cmd.Flags().IntVar(&req.MemoryMiB, "memory", 0, "memory in MiB")
+	cmd.Flags().Var((*mibFlag)(&req.MemoryMiB), "memory", "memory: MiB (512) or a size with a unit (512M, 2G)")
 	return cmd
 }

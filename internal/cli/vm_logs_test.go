@@ -4,9 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,16 +44,7 @@ func serveHostile(t *testing.T) *Factory {
 	if err := os.WriteFile(console, []byte(hostile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sock := filepath.Join(t.TempDir(), "api.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	hs := &http.Server{Handler: apiserver.New(apiserver.Config{VMs: hostileVMs{console: console}, Log: log, Version: api.VersionInfo{Version: "test", APIVersion: api.Version}})}
-	go hs.Serve(ln)
-	t.Cleanup(func() { hs.Close() })
-	c := client.New(sock)
+	c := client.New(serveAPI(t, apiserver.Config{VMs: hostileVMs{console: console}}))
 	streams, _, _ := TestStreams()
 	return &Factory{IO: streams, Layout: paths.Under(t.TempDir()), Client: func(context.Context) (*client.Client, error) { return c, nil }}
 }

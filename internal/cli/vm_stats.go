@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -74,9 +75,8 @@ func runVMStats(ctx context.Context, f *Factory, sample func(context.Context) (a
 		return printStats(f, s)
 	}
 	enc := json.NewEncoder(f.IO.Out)
-	tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	if !o.json {
-		fmt.Fprintln(tw, "TIME\tCPU%\tMEM USED\tHOST RSS\tDISK READ/s\tDISK WRITE/s\tNET RX/s\tNET TX/s\t")
+		fmt.Fprintln(f.IO.Out, statsLine(statsHeader))
 	}
 	var prev *api.VMStats
 	t := time.NewTicker(o.interval)
@@ -87,8 +87,7 @@ func runVMStats(ctx context.Context, f *Factory, sample func(context.Context) (a
 				return err
 			}
 		} else {
-			fmt.Fprintln(tw, statsRow(prev, s))
-			tw.Flush()
+			fmt.Fprintln(f.IO.Out, statsLine(statsRow(prev, s)))
 		}
 		last := s // s is overwritten by the next sample
 		prev = &last
@@ -107,9 +106,30 @@ func runVMStats(ctx context.Context, f *Factory, sample func(context.Context) (a
 	}
 }
 
+// statsHeader names the followed columns; statsWidths are their widths,
+// fixed (each row is printed as it comes, so a table writer could align
+// a row only with itself): wide enough for the header and for values up
+// to "1023.9 MiB/s".
+var (
+	statsHeader = []string{"TIME", "CPU%", "MEM USED", "HOST RSS", "DISK READ/s", "DISK WRITE/s", "NET RX/s", "NET TX/s"}
+	statsWidths = []int{8, 6, 10, 10, 12, 12, 12, 12}
+)
+
+// statsLine right-aligns cols in statsWidths, two spaces apart.
+func statsLine(cols []string) string {
+	var b strings.Builder
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		fmt.Fprintf(&b, "%*s", statsWidths[i], c)
+	}
+	return b.String()
+}
+
 // statsRow is one line of followed stats: rates since prev, or "-" for
 // the first sample.
-func statsRow(prev *api.VMStats, s api.VMStats) string {
+func statsRow(prev *api.VMStats, s api.VMStats) []string {
 	mem := "-"
 	g := s.Guest
 	if g != nil {
@@ -132,7 +152,7 @@ func statsRow(prev *api.VMStats, s api.VMStats) string {
 			}
 		}
 	}
-	return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t", s.SampledAt.Local().Format("15:04:05"), cpu, mem, humanBytes(int64(s.HostRSSBytes)), dr, dw, rx, tx)
+	return []string{s.SampledAt.Local().Format("15:04:05"), cpu, mem, humanBytes(int64(s.HostRSSBytes)), dr, dw, rx, tx}
 }
 
 // printStats prints one sample as a list.

@@ -38,7 +38,7 @@ func TestVMStatsFollow(t *testing.T) {
 	if err := runVMStats(context.Background(), f, fakeSamples(3), o, true); err != nil {
 		t.Fatal(err)
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	lines := strings.Split(strings.TrimRight(out.String(), "\n"), "\n")
 	if len(lines) != 4 {
 		t.Fatalf("want a header and 3 rows:\n%s", out)
 	}
@@ -46,6 +46,16 @@ func TestVMStatsFollow(t *testing.T) {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("header lacks %q: %s", want, lines[0])
 		}
+	}
+	// Each row is printed as it comes, yet every column sits under its
+	// header: same line length, values ending where the header does.
+	for _, l := range lines[1:] {
+		if len(l) != len(lines[0]) {
+			t.Errorf("row of %d columns' width, header %d:\n%s\n%s", len(l), len(lines[0]), lines[0], l)
+		}
+	}
+	if end := strings.Index(lines[0], "CPU%") + len("CPU%"); !strings.HasSuffix(lines[2][:end], "50.0") {
+		t.Errorf("CPU%% not under its header:\n%s\n%s", lines[0], lines[2])
 	}
 	if f := strings.Fields(lines[1]); f[1] != "-" {
 		t.Errorf("first row has rates: %s", lines[1])

@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -205,9 +207,10 @@ func ParseSize(s string) (int64, error) {
 			t = t[:len(t)-1]
 		}
 	}
-	var f float64
-	if _, err := fmt.Sscanf(t, "%g", &f); err != nil || f <= 0 || strings.ContainsAny(t, " ") {
-		return 0, fmt.Errorf("size %q: want a positive number with an optional K, M, G or T suffix, such as 4G: %w", s, errdefs.ErrInvalidArgument)
+	// The whole rest must be the number: "4X" is not 4 bytes.
+	f, err := strconv.ParseFloat(t, 64)
+	if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) || f*float64(mult) >= math.MaxInt64 {
+		return 0, fmt.Errorf("size %q: want a positive number with an optional unit K, M, G or T (binary: 1K = 1024 bytes), such as 4G or 512M: %w", s, errdefs.ErrInvalidArgument)
 	}
 	return int64(f * float64(mult)), nil
 }

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/paths"
@@ -74,6 +76,9 @@ func Main(args []string) int {
 	if err := Run(ctx, Config{Layout: layout, Settings: settings, Log: log}); err != nil {
 		log.Error("bangerd exited", "err", err)
 		fmt.Fprintln(os.Stderr, "bangerd:", err)
+		if errors.Is(err, ErrAlreadyRunning) {
+			return api.ExitDaemonAlreadyRunning
+		}
 		return 1
 	}
 	return 0

@@ -193,10 +193,9 @@ func (s *Store) Pull(ctx context.Context, req api.PullKernelRequest, progress fu
 			return info, "apt:" + filepath.Base(deb), moveUp(out, stage)
 		})
 	}
-	ref, err := name.ParseReference(req.Ref)
+	ref, err := parseKernelRef(req.Ref)
 	if err != nil {
-		return api.Kernel{}, fmt.Errorf("kernel reference %q: %v: give a catalog name (%s) or an OCI reference: %w",
-			req.Ref, err, strings.Join(catalog.KernelNames(), ", "), errdefs.ErrInvalidArgument)
+		return api.Kernel{}, err
 	}
 	nm := req.Name
 	if nm == "" {
@@ -292,4 +291,24 @@ func (s *Store) checkFree(ctx context.Context, nm string) error {
 		return err
 	}
 	return nil
+}
+
+// parseKernelRef parses an OCI reference to a kernel image. It must name
+// its registry (a host with a dot or a port, or localhost): a bare name
+// such as "debian-clod" is a mistyped catalog name, not Docker Hub's
+// library, which has no kernels.
+func parseKernelRef(s string) (name.Reference, error) {
+	bad := func(why string) error {
+		return fmt.Errorf("kernel %q: %s: give a catalog name (%s; banger kernel list --available) or an OCI reference with its registry, such as ghcr.io/org/kernel:6.1: %w",
+			s, why, strings.Join(catalog.KernelNames(), ", "), errdefs.ErrInvalidArgument)
+	}
+	host, _, ok := strings.Cut(s, "/")
+	if !ok || !strings.ContainsAny(host, ".:") && host != "localhost" {
+		return nil, bad("not in the catalog, and not a reference naming a registry")
+	}
+	ref, err := name.ParseReference(s)
+	if err != nil {
+		return nil, bad(err.Error())
+	}
+	return ref, nil
 }
