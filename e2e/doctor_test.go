@@ -14,7 +14,7 @@ import (
 var doctorChecks = []string{
 	"architecture", "config", "daemon", "socket", "kvm", "engines", "vhost-vsock", "tun",
 	"network", "network-tools", "subnet", "dns", "dns-routing", "ssh-config", "state-store", "agents",
-	"disk-space", "install-drift", "unit-hardening",
+	"disk-space", "vm-defaults", "install-drift", "unit-hardening",
 }
 
 type doctorCheck struct {

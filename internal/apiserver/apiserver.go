@@ -27,6 +27,7 @@ type Images interface {
 	Delete(ctx context.Context, name string) error
 	Pull(ctx context.Context, req api.PullImageRequest, progress func(api.Event)) (api.Image, error)
 	Register(ctx context.Context, req api.RegisterImageRequest, progress func(api.Event)) (api.Image, error)
+	Promote(ctx context.Context, req api.PromoteImageRequest) (api.Image, error)
 	Cache(ctx context.Context) ([]api.CachedBlob, error)
 	PruneCache(ctx context.Context, req api.PruneCacheRequest) (api.PruneCacheResult, error)
 }
@@ -64,6 +65,7 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("GET "+api.PathImage+"{name}", s.getImage)
 	mux.HandleFunc("DELETE "+api.PathImage+"{name}", s.deleteImage)
 	mux.HandleFunc("POST "+api.PathImagePull, s.pullImage)
+	mux.HandleFunc("POST "+api.PathImagePromote, s.promoteImage)
 	mux.HandleFunc("POST "+api.PathImageRegister, s.registerImage)
 	mux.HandleFunc("GET "+api.PathImageCache, s.imageCache)
 	mux.HandleFunc("POST "+api.PathImageCachePrune, s.pruneImageCache)
@@ -224,6 +226,16 @@ func (s *server) getImage(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	reply(w, struct{}{}, s.c.Images.Delete(r.Context(), r.PathValue("name")))
+}
+
+func (s *server) promoteImage(w http.ResponseWriter, r *http.Request) {
+	var req api.PromoteImageRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := s.c.Images.Promote(r.Context(), req)
+	reply(w, v, err)
 }
 
 func (s *server) pullImage(w http.ResponseWriter, r *http.Request) {

@@ -70,6 +70,10 @@ func (f *fakeImages) Register(ctx context.Context, req api.RegisterImageRequest,
 	return api.Image{}, fmt.Errorf("register: %w", errdefs.ErrFailedPrecondition)
 }
 
+func (f *fakeImages) Promote(ctx context.Context, req api.PromoteImageRequest) (api.Image, error) {
+	return api.Image{}, fmt.Errorf("promote: %w", errdefs.ErrFailedPrecondition)
+}
+
 func (f *fakeImages) Cache(ctx context.Context) ([]api.CachedBlob, error) { return nil, nil }
 
 func (f *fakeImages) PruneCache(ctx context.Context, req api.PruneCacheRequest) (api.PruneCacheResult, error) {

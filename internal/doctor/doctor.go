@@ -54,6 +54,8 @@ type Daemon interface {
 	Engine(ctx context.Context) (api.EngineInfo, error)
 	Network(ctx context.Context) (api.NetworkInfo, error)
 	VMs(ctx context.Context) ([]api.VM, error)
+	Images(ctx context.Context) ([]api.Image, error)
+	Kernels(ctx context.Context) ([]api.Kernel, error)
 }
 
 // Space is what Statfs reports of a file system.
@@ -179,6 +181,7 @@ var checks = []check{
 	{"state-store", checkStore},
 	{"agents", checkAgents},
 	{"disk-space", checkDisk},
+	{"vm-defaults", checkVMDefaults},
 	{"install-drift", checkInstallDrift},
 	{"unit-hardening", checkUnitHardening},
 }
