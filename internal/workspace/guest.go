@@ -147,8 +147,10 @@ export GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_OPTIONAL_LOCKS
 # Without the alternate while adding, so that blobs that exist already are
 # written to $tmp rather than "freshened" (touched) in the repository.
 git -c core.splitIndex=false -c core.fsmonitor=false add --all -- :/
-# Its tree, likewise before the alternate (all of its blobs are in $tmp).
-tree=$(git write-tree)
+# Its tree, likewise before the alternate (so that trees the repository
+# has are not freshened); blobs of files the index had already are in the
+# repository, not $tmp, hence --missing-ok.
+tree=$(git write-tree --missing-ok)
 GIT_ALTERNATE_OBJECT_DIRECTORIES=$objects
 export GIT_ALTERNATE_OBJECT_DIRECTORIES
 `
