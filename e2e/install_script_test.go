@@ -159,4 +159,31 @@ func TestInstallScript(t *testing.T) {
 		t.Errorf("install.sh of v0.0.9 over v0.1.0: exit %d\n%s\nwant a refusal", r.code, r.err)
 	}
 	installed("install.sh of an older release")
+
+	// The release after it, made the same way: the installed banger (the
+	// URL and key make release compiled in) finds and installs it.
+	prev := filepath.Join(work, "manifest.json")
+	for _, f := range []string{"manifest.json", "manifest.json.sig"} {
+		b, err := os.ReadFile(filepath.Join(srv, "good", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(work, f), b, 0o644)
+	}
+	mk := exec.Command("make", "-C", root, "release", "VERSION=v0.2.0", "SIGNING_KEY="+filepath.Join(key, "key.pem"), "PREVIOUS_MANIFEST="+prev,
+		"DIST="+filepath.Join(srv, "good"), "RELEASE_BIN="+filepath.Join(work, "bin-v0.2.0"), "RELEASE_TOOL="+tool, "RELEASE_URL="+base+"/good")
+	if out, err := mk.CombinedOutput(); err != nil {
+		t.Fatalf("make release v0.2.0: %v\n%s", err, out)
+	}
+	if r := c.run(sdOwnerUID, "banger", "update", "--check"); r.code != 10 || !strings.Contains(r.out+r.err, "v0.2.0") {
+		t.Errorf("update --check after v0.2.0 was released: exit %d %s%s", r.code, r.out, r.err)
+	}
+	if r := c.run(0, "banger", "update"); r.code != 0 {
+		t.Fatalf("banger update to the next make release: exit %d\n%s%s", r.code, r.out, r.err)
+	}
+	var st install.Status
+	testutilJSON(t, c.ok(sdOwnerUID, "banger", "system", "status", "--json"), &st)
+	if st.Install == nil || st.Install.Version != "v0.2.0" || st.Daemon == nil || st.Daemon.Version != "v0.2.0" || len(st.Drift) != 0 {
+		t.Errorf("system status after banger update: %+v", st)
+	}
 }
