@@ -7,7 +7,7 @@ PKG := github.com/bangervm/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).BuildTime=$(BUILD_TIME)
 PREFIX ?= /usr/local
 
-.PHONY: all build test test-installed unit fuzz bench install clean
+.PHONY: all build test test-installed unit fuzz bench install clean release
 
 all: build
 
@@ -18,7 +18,8 @@ build:
 # SQLite, mke2fs/debugfs, Debian's kernel package, debootstrap), and short
 # fuzz runs of the layer flattener, the extractor of guests' archives, the
 # escaping of guest text, the check of patches exported from guests and
-# the parsers of what the host reads from guests (guestdata).
+# the parsers of what the host reads from guests (guestdata), and the
+# unpacking of release tarballs (update).
 # Needs the packages in .ci/install-deps.
 # The tests run with no BANGER* variable from the shell but the suite's
 # own settings (testutil.SuiteSetting): a developer's BANGER_HOME,
@@ -37,6 +38,7 @@ test: build
 	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=10s ./internal/workspace
 	$(GO) test -run=NONE -fuzz=FuzzProcNet -fuzztime=10s ./internal/guestdata
 	$(GO) test -run=NONE -fuzz=FuzzProcStat -fuzztime=10s ./internal/guestdata
+	$(GO) test -run=NONE -fuzz=FuzzUnpack -fuzztime=10s ./internal/update
 
 # make test again where banger is installed and running: in a container
 # booted with systemd, on an overlay of this machine's root, with a network
@@ -52,6 +54,33 @@ install: build
 	install -m 0755 bin/banger bin/bangerd $(PREFIX)/bin/
 	install -d $(PREFIX)/lib/banger
 	install -m 0755 bin/banger-agent $(PREFIX)/lib/banger/
+
+# make release VERSION=v0.3.1 SIGNING_KEY=/path/key.pem [RELEASE_URL=...]
+# [PREVIOUS_MANIFEST=published/manifest.json]: the release's files in
+# dist/ (README, "Releases and install.sh"). Reproducible: the same commit
+# gives the same tarball, every time stamped with SOURCE_DATE_EPOCH, by
+# default the commit's time.
+RELEASE_URL ?= https://bangervm.github.io/banger/releases
+DIST ?= dist
+RELEASE_BIN ?= bin/release
+RELEASE_TOOL ?= bin/banger-release
+ifeq ($(SOURCE_DATE_EPOCH),)
+SOURCE_DATE_EPOCH := $(shell git log -1 --format=%ct 2>/dev/null)
+endif
+RELEASE_LDFLAGS = -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) \
+	-X $(PKG).BuildTime=$(shell date -u -d @$(SOURCE_DATE_EPOCH) +%Y-%m-%dT%H:%M:%SZ) \
+	-X $(PKG).UpdateURL=$(RELEASE_URL)/manifest.json
+
+release:
+	@echo '$(VERSION)' | grep -Eq '^v[0-9]+\.[0-9]+\.[0-9]+$$' || { echo 'make release: VERSION=vX.Y.Z, e.g. make release VERSION=v0.3.1 SIGNING_KEY=/path/key.pem' >&2; exit 2; }
+	@test -n '$(SIGNING_KEY)' || { echo 'make release: SIGNING_KEY=/path/key.pem is needed (banger-release keygen makes a key)' >&2; exit 2; }
+	@test -n '$(SOURCE_DATE_EPOCH)' || { echo 'make release: no commit time: set SOURCE_DATE_EPOCH' >&2; exit 2; }
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(RELEASE_TOOL) ./cmd/banger-release
+	key=$$($(RELEASE_TOOL) pubkey --build --key $(SIGNING_KEY)) && \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(RELEASE_LDFLAGS) -X $(PKG).UpdateKey=$$key" \
+		-o $(RELEASE_BIN)/ ./cmd/banger ./cmd/bangerd ./cmd/banger-agent
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(RELEASE_TOOL) build --version $(VERSION) --key $(SIGNING_KEY) \
+		--bin $(RELEASE_BIN) --out $(DIST) --url $(RELEASE_URL) $(if $(PREVIOUS_MANIFEST),--previous-manifest $(PREVIOUS_MANIFEST))
 
 clean:
 	rm -rf bin

@@ -35,6 +35,7 @@ const (
 	PathImage           = "/v1/images/"     // GET, DELETE /v1/images/{name}
 	PathImagePull       = "/v1/images-pull" // POST PullImageRequest, stream
 	PathImageRegister   = "/v1/images-register"
+	PathImagePromote    = "/v1/images-promote"    // POST PromoteImageRequest
 	PathImageCache      = "/v1/image-cache"       // GET list
 	PathImageCachePrune = "/v1/image-cache-prune" // POST PruneCacheRequest
 	PathKernels         = "/v1/kernels"           // GET list
@@ -51,6 +52,11 @@ type VersionInfo struct {
 	BuildTime  string `json:"buildTime"`
 	APIVersion string `json:"apiVersion"`
 	PID        int    `json:"pid,omitempty"`
+	// Operations, from the daemon, are the requests that change
+	// something ("POST /v1/vms", an exec session) in flight when it
+	// answered: banger update refuses to restart a daemon that is in the
+	// middle of one.
+	Operations []string `json:"operations,omitempty"`
 }
 
 // ImageConfig is the part of an OCI image config that `vm run` uses.
@@ -67,7 +73,7 @@ type Image struct {
 	Name         string      `json:"name"`
 	Digest       string      `json:"digest"`
 	Ref          string      `json:"ref"`
-	Source       string      `json:"source"` // oci, register or debootstrap
+	Source       string      `json:"source"` // oci, debootstrap, register or promoted
 	RootFS       string      `json:"rootfs"`
 	SizeBytes    int64       `json:"sizeBytes"`
 	ContentBytes int64       `json:"contentBytes"`
@@ -83,6 +89,15 @@ type PullImageRequest struct {
 	Name      string `json:"name,omitempty"`
 	SizeBytes int64  `json:"sizeBytes,omitempty"` // 0: content × 1.5, at least 1 GiB
 	Kernel    string `json:"kernel,omitempty"`
+}
+
+// PromoteImageRequest makes the pulled image Name a local one (source
+// "promoted"): pinned to the root filesystem it has now, with its config,
+// and never replaced by a later pull. As, when set, promotes a copy under
+// that name and leaves Name as it is.
+type PromoteImageRequest struct {
+	Name string `json:"name"`
+	As   string `json:"as,omitempty"`
 }
 
 // RegisterImageRequest adopts an existing ext4 file as an image.

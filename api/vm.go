@@ -68,6 +68,10 @@ type VM struct {
 	// Workspace is the guest path of the repository shipped in with vm
 	// run PATH or vm workspace prepare; vm exec runs there by default.
 	Workspace string `json:"workspace,omitempty"`
+	// AgentVersion is the version the VM's agent reported when the
+	// daemon last connected to it (an exec, a copy, a stop): empty until
+	// then. A VM keeps the agent it booted with across a banger update.
+	AgentVersion string `json:"agentVersion,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take

@@ -252,6 +252,14 @@ func (c *Client) DeleteImage(ctx context.Context, name string) error {
 	return c.delete(ctx, api.PathImage+url.PathEscape(name))
 }
 
+// PromoteImage makes a pulled image local and pinned (see
+// api.PromoteImageRequest).
+func (c *Client) PromoteImage(ctx context.Context, req api.PromoteImageRequest) (api.Image, error) {
+	var out api.Image
+	err := c.postJSON(ctx, api.PathImagePromote, req, &out)
+	return out, err
+}
+
 // PullImage pulls an OCI ref or catalog name, reporting progress.
 func (c *Client) PullImage(ctx context.Context, req api.PullImageRequest, progress func(api.Event)) (api.Image, error) {
 	return stream[api.Image](ctx, c, api.PathImagePull, req, progress)

@@ -214,6 +214,17 @@ func TestImageCommands(t *testing.T) {
 	if out := e.ok("image", "cache", "list"); !strings.Contains(out, "dev") {
 		t.Errorf("cache list: %q", out)
 	}
+	// A promoted copy: local, pinned, not re-pulled into, and it outlives
+	// the pulled image and the cache.
+	if out := e.ok("image", "promote", "dev", "--as", "dev-pinned"); !strings.Contains(out, "image dev-pinned is local (promoted from "+ref) {
+		t.Errorf("promote: %q", out)
+	}
+	if r := e.run("image", "pull", ref, "--name", "dev-pinned"); r.code != 1 || !strings.Contains(r.err, "promoted") {
+		t.Errorf("pull into a promoted name: %+v", r)
+	}
+	if r := e.run("image", "promote", "dev-pinned"); r.code != 1 || !strings.Contains(r.err, "already local") {
+		t.Errorf("promote a promoted image: %+v", r)
+	}
 	e.ok("image", "delete", "dev")
 	if out := e.ok("image", "cache", "prune", "--dry-run"); !strings.Contains(out, "would remove 2 blobs") {
 		t.Errorf("prune dry run: %q", out)
@@ -221,6 +232,13 @@ func TestImageCommands(t *testing.T) {
 	if out := e.ok("image", "cache", "prune"); !strings.Contains(out, "removed 2 blobs") {
 		t.Errorf("prune: %q", out)
 	}
+	var pinned struct{ RootFS, Source string }
+	if err := json.Unmarshal([]byte(e.ok("image", "show", "dev-pinned", "--json")), &pinned); err != nil || pinned.Source != "promoted" {
+		t.Errorf("promoted image after the pulled one and the cache went: %+v %v", pinned, err)
+	} else if out, _ := exec.Command("debugfs", "-R", "cat /etc/os-release", pinned.RootFS).Output(); string(out) != "ID=e2e\n" {
+		t.Errorf("promoted rootfs content %q", out)
+	}
+	e.ok("image", "delete", "dev-pinned")
 	if r := e.run("image", "pull", "127.0.0.1:1/nothing:here"); r.code != 1 || !strings.Contains(r.err, "unreachable") {
 		t.Errorf("registry down: %+v", r)
 	}

@@ -13,8 +13,8 @@ import (
 // by name: a contract for scripts that read it.
 var doctorChecks = []string{
 	"architecture", "config", "daemon", "socket", "kvm", "engines", "vhost-vsock", "tun",
-	"network", "network-tools", "subnet", "dns", "dns-routing", "ssh-config", "state-store",
-	"disk-space", "install-drift", "unit-hardening",
+	"network", "network-tools", "subnet", "dns", "dns-routing", "ssh-config", "state-store", "agents",
+	"disk-space", "vm-defaults", "install-drift", "unit-hardening",
 }
 
 type doctorCheck struct {

@@ -395,16 +395,7 @@ func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
 	var k struct{ Vmlinux, Initrd string }
 	testutilJSON(t, shared.ok("kernel", "show", "debian-cloud", "--json"), &k)
 	c := bootSystemd(t, func(root string) {
-		// The container is an overlay of the host's root: a system
-		// install of banger on the host would be in it, and its units
-		// would start at boot. Hide it (whiteouts in the overlay only).
-		p := install.DefaultPaths()
-		for _, f := range []string{p.CLI, p.Daemon, filepath.Dir(p.Agent), p.ConfigDir, p.DaemonUnit(), p.HelperUnit(),
-			filepath.Join(p.UnitDir, "multi-user.target.wants", install.DaemonUnitName), filepath.Join(p.UnitDir, "multi-user.target.wants", install.HelperUnitName)} {
-			if err := os.RemoveAll(filepath.Join(root, f)); err != nil {
-				t.Fatal(err)
-			}
-		}
+		hideHostInstall(t, root)
 		for dir, files := range map[string][]string{
 			"srv/banger-src":      {filepath.Join(binDir, "banger"), filepath.Join(binDir, "bangerd"), filepath.Join(binDir, "banger-agent")},
 			"srv/banger-fixtures": {k.Vmlinux, k.Initrd, shared.rootfs},
@@ -427,6 +418,20 @@ func bootWithBanger(t *testing.T) (*sdContainer, sdFixtures) {
 	}
 	f := "/srv/banger-fixtures/"
 	return c, sdFixtures{vmlinux: f + filepath.Base(k.Vmlinux), initrd: f + filepath.Base(k.Initrd), rootfs: f + filepath.Base(shared.rootfs)}
+}
+
+// hideHostInstall hides a system install of banger on the host from a
+// container whose root is an overlay of the host's: its units would
+// start at boot. Whiteouts in the overlay only.
+func hideHostInstall(t *testing.T, root string) {
+	t.Helper()
+	p := install.DefaultPaths()
+	for _, f := range []string{p.CLI, p.Daemon, filepath.Dir(p.Agent), p.ConfigDir, p.DaemonUnit(), p.HelperUnit(),
+		filepath.Join(p.UnitDir, "multi-user.target.wants", install.DaemonUnitName), filepath.Join(p.UnitDir, "multi-user.target.wants", install.HelperUnitName)} {
+		if err := os.RemoveAll(filepath.Join(root, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // importAs imports the kernel as debian-cloud and registers the image as

@@ -222,3 +222,49 @@ func TestWorkspaceNeedsGit(t *testing.T) {
 		t.Errorf("plain directory: %+v", r)
 	}
 }
+
+// TestVMRunTeardown: vm run deletes its VM when the command exits, unless
+// --keep; a VM whose workspace holds changes not exported is kept, with
+// the way to export and delete it, unless --rm was given; a workspace
+// with no new changes goes like any other.
+func TestVMRunTeardown(t *testing.T) {
+	e := sharedDebianEnv(t)
+	gone := func(name string) bool { return e.run("vm", "show", name).code != 0 }
+	e.ok("vm", "run", "--name", "td-plain", "--image", "debian-bookworm", "--", "true")
+	if !gone("td-plain") {
+		t.Error("vm run -- true kept its VM")
+	}
+	e.ok("vm", "run", "--keep", "--name", "td-keep", "--image", "debian-bookworm", "--", "true")
+	if gone("td-keep") {
+		t.Error("vm run --keep deleted its VM")
+	}
+	e.ok("vm", "delete", "-f", "td-keep")
+
+	repo := filepath.Join(t.TempDir(), "repo")
+	os.MkdirAll(repo, 0o755)
+	git(t, repo, "init", "-q", "-b", "main")
+	os.WriteFile(filepath.Join(repo, "README"), []byte("hello\n"), 0o644)
+	git(t, repo, "add", "-A")
+	git(t, repo, "commit", "-qm", "init")
+
+	r := e.run("vm", "run", "--name", "td-work", "--image", "debian-bookworm", repo, "--", "sh", "-c", "echo work > new.txt")
+	if r.code != 0 || !strings.Contains(r.err, "vm td-work kept: its workspace has changes you have not exported") || !strings.Contains(r.err, "banger vm workspace export td-work") {
+		t.Errorf("vm run with workspace changes: exit %d, stderr %q", r.code, r.err)
+	}
+	if gone("td-work") {
+		t.Fatal("a VM with workspace changes not exported was deleted")
+	}
+	if patch := e.ok("vm", "workspace", "export", "td-work"); !strings.Contains(patch, "+work") {
+		t.Errorf("export of the kept VM: %q", patch)
+	}
+	e.ok("vm", "delete", "-f", "td-work")
+
+	e.ok("vm", "run", "--name", "td-clean", "--image", "debian-bookworm", repo, "--", "true")
+	if !gone("td-clean") {
+		t.Error("vm run of a workspace with no changes kept its VM")
+	}
+	e.ok("vm", "run", "--rm", "--name", "td-rm", "--image", "debian-bookworm", repo, "--", "sh", "-c", "echo work > new.txt")
+	if !gone("td-rm") {
+		t.Error("vm run --rm kept a VM with workspace changes")
+	}
+}

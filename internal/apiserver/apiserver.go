@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"sync"
 
 	"github.com/bangervm/banger/api"
@@ -26,6 +27,7 @@ type Images interface {
 	Delete(ctx context.Context, name string) error
 	Pull(ctx context.Context, req api.PullImageRequest, progress func(api.Event)) (api.Image, error)
 	Register(ctx context.Context, req api.RegisterImageRequest, progress func(api.Event)) (api.Image, error)
+	Promote(ctx context.Context, req api.PromoteImageRequest) (api.Image, error)
 	Cache(ctx context.Context) ([]api.CachedBlob, error)
 	PruneCache(ctx context.Context, req api.PruneCacheRequest) (api.PruneCacheResult, error)
 }
@@ -53,7 +55,7 @@ type Config struct {
 
 // New returns the API handler.
 func New(c Config) http.Handler {
-	s := &server{c: c}
+	s := &server{c: c, ops: map[*http.Request]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+api.PathVersion, s.version)
 	mux.HandleFunc("POST "+api.PathShutdown, s.shutdown)
@@ -63,6 +65,7 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("GET "+api.PathImage+"{name}", s.getImage)
 	mux.HandleFunc("DELETE "+api.PathImage+"{name}", s.deleteImage)
 	mux.HandleFunc("POST "+api.PathImagePull, s.pullImage)
+	mux.HandleFunc("POST "+api.PathImagePromote, s.promoteImage)
 	mux.HandleFunc("POST "+api.PathImageRegister, s.registerImage)
 	mux.HandleFunc("GET "+api.PathImageCache, s.imageCache)
 	mux.HandleFunc("POST "+api.PathImageCachePrune, s.pruneImageCache)
@@ -74,10 +77,47 @@ func New(c Config) http.Handler {
 	if c.VMs != nil {
 		s.routeVMs(mux)
 	}
-	return s.checkVersion(mux)
+	return s.checkVersion(s.trackOperations(mux))
 }
 
-type server struct{ c Config }
+type server struct {
+	c Config
+
+	mu  sync.Mutex
+	ops map[*http.Request]string // in flight, see trackOperations
+}
+
+// trackOperations records every request that may change something (all
+// but GET and shutdown) while it runs, so the version answer can say what
+// a restart would cut short.
+func (s *server) trackOperations(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet || r.URL.Path == api.PathShutdown {
+			next.ServeHTTP(w, r)
+			return
+		}
+		s.mu.Lock()
+		s.ops[r] = r.Method + " " + r.URL.Path
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			delete(s.ops, r)
+			s.mu.Unlock()
+		}()
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *server) operations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ops := make([]string, 0, len(s.ops))
+	for _, op := range s.ops {
+		ops = append(ops, op)
+	}
+	sort.Strings(ops)
+	return ops
+}
 
 // checkVersion refuses requests from a client that speaks another protocol
 // version, naming both so the user knows which side to update.
@@ -158,7 +198,11 @@ func stream[T any](w http.ResponseWriter, r *http.Request, log *slog.Logger, op 
 	send(api.Event{Type: api.EventResult, Result: b})
 }
 
-func (s *server) version(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.c.Version) }
+func (s *server) version(w http.ResponseWriter, r *http.Request) {
+	v := s.c.Version
+	v.Operations = s.operations()
+	writeJSON(w, v)
+}
 
 func (s *server) shutdown(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, struct{}{})
@@ -182,6 +226,16 @@ func (s *server) getImage(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) deleteImage(w http.ResponseWriter, r *http.Request) {
 	reply(w, struct{}{}, s.c.Images.Delete(r.Context(), r.PathValue("name")))
+}
+
+func (s *server) promoteImage(w http.ResponseWriter, r *http.Request) {
+	var req api.PromoteImageRequest
+	if err := decode(r, &req); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := s.c.Images.Promote(r.Context(), req)
+	reply(w, v, err)
 }
 
 func (s *server) pullImage(w http.ResponseWriter, r *http.Request) {

@@ -70,6 +70,10 @@ func (f *fakeImages) Register(ctx context.Context, req api.RegisterImageRequest,
 	return api.Image{}, fmt.Errorf("register: %w", errdefs.ErrFailedPrecondition)
 }
 
+func (f *fakeImages) Promote(ctx context.Context, req api.PromoteImageRequest) (api.Image, error) {
+	return api.Image{}, fmt.Errorf("promote: %w", errdefs.ErrFailedPrecondition)
+}
+
 func (f *fakeImages) Cache(ctx context.Context) ([]api.CachedBlob, error) { return nil, nil }
 
 func (f *fakeImages) PruneCache(ctx context.Context, req api.PruneCacheRequest) (api.PruneCacheResult, error) {
@@ -212,5 +216,31 @@ func TestNetworkInfo(t *testing.T) {
 	c = serveConfig(t, Config{Images: &fakeImages{}, Network: off})
 	if got, err := c.Network(context.Background()); err != nil || got != off {
 		t.Errorf("Network() = %+v, %v; want %+v", got, err, off)
+	}
+}
+
+// The version answer lists what is in flight, which banger update reads
+// before restarting the daemon: a pull while it runs, nothing after.
+func TestVersionListsOperations(t *testing.T) {
+	imgs := &fakeImages{images: map[string]api.Image{}, release: make(chan struct{}), canceled: make(chan struct{})}
+	c := serve(t, imgs)
+	ctx := context.Background()
+	started := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.PullImage(ctx, api.PullImageRequest{Ref: "r", Name: "x"}, func(api.Event) { close(started) })
+		done <- err
+	}()
+	<-started
+	v, err := c.Version(ctx)
+	if err != nil || len(v.Operations) != 1 || v.Operations[0] != "POST "+api.PathImagePull {
+		t.Fatalf("during a pull: Version = %+v, %v", v, err)
+	}
+	close(imgs.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.Version(ctx); err != nil || len(v.Operations) != 0 {
+		t.Errorf("after the pull: Version = %+v, %v", v, err)
 	}
 }

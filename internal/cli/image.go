@@ -19,7 +19,7 @@ func newImageCmd(f *Factory) *cobra.Command {
 		Short: "Pull, list and delete root filesystem images",
 	}
 	cmd.AddCommand(newImagePullCmd(f), newImageListCmd(f), newImageShowCmd(f), newImageDeleteCmd(f),
-		newImageRegisterCmd(f), newImageCacheCmd(f))
+		newImageRegisterCmd(f), newImagePromoteCmd(f), newImageCacheCmd(f))
 	return cmd
 }
 
@@ -159,6 +159,44 @@ func newImageDeleteCmd(f *Factory) *cobra.Command {
 			})
 		},
 	}
+	return cmd
+}
+
+func newImagePromoteCmd(f *Factory) *cobra.Command {
+	var req api.PromoteImageRequest
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "promote NAME [--as NEW]",
+		Short: "Make a pulled image local: pinned, never replaced by a pull",
+		Long: `Make the pulled image NAME a local image (source "promoted"): it keeps the
+root filesystem, config and kernel it has now; a later pull of its reference,
+or into its name, never replaces it (a pull into its name is refused); it
+holds no layer blob in the cache, so image cache prune --all leaves it
+whole. With --as NEW, a promoted copy named NEW shares the root filesystem
+and NAME stays a pulled image. Delete a promoted image with image delete.`,
+		Example: `  banger image pull 127.0.0.1:5000/team/dev:1 --name dev
+  banger image promote dev --as dev-2026-12     # a pinned copy; dev follows the registry
+  banger image promote dev                      # dev itself becomes local`,
+		Args: exactArgs(1, "one image name"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			req.Name = args[0]
+			c, err := f.Client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			img, err := c.PromoteImage(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(f, img)
+			}
+			fmt.Fprintf(f.IO.Out, "image %s is local (%s)\n", img.Name, img.Ref)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&req.As, "as", "", "promote a copy under this name, leaving NAME as it is")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return cmd
 }
 

@@ -9,14 +9,19 @@ import (
 	"github.com/bangervm/banger/internal/termtext"
 )
 
-// progressPrinter renders a stream of progress events: a bar redrawn in
-// place on a terminal, or one plain line per step otherwise (logs, CI).
+// progressPrinter renders a stream of progress events. On a terminal,
+// one status line per phase, redrawn in place (a bar where sizes are
+// known, else the latest message: a tool's output scrolls by in it) and
+// left standing when the next phase begins. Otherwise (logs, CI) a few
+// plain lines: a phase's first message, and each layer as it completes;
+// the rest (hundreds of lines of mmdebstrap output) is not printed.
 // Messages are escaped for the terminal: they can quote what a guest or a
 // registry sent.
 type progressPrinter struct {
 	io    *IOStreams
 	mu    sync.Mutex
 	last  string // last plain line, to skip repeats
+	phase string // the phase of the last event
 	drawn bool
 }
 
@@ -25,8 +30,9 @@ func newProgress(io *IOStreams) *progressPrinter { return &progressPrinter{io: i
 func (p *progressPrinter) event(ev api.Event) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	newPhase := ev.Phase != p.phase
 	if p.io.ErrTTY {
-		p.bar(ev)
+		p.bar(ev, newPhase)
 		return
 	}
 	var line string
@@ -35,16 +41,16 @@ func (p *progressPrinter) event(ev api.Event) {
 		line = fmt.Sprintf("layer %d/%d done (%s)", ev.Layer, ev.Layers, humanBytes(ev.Total))
 	case ev.Phase == "layer" && ev.Current == 0:
 		line = ""
-	case ev.Message != "":
+	case ev.Message != "" && (newPhase || ev.Phase == ""):
 		line = termtext.Escape(ev.Message)
 	}
 	if line != "" && line != p.last {
 		fmt.Fprintln(p.io.ErrOut, line)
-		p.last = line
+		p.last, p.phase = line, ev.Phase
 	}
 }
 
-func (p *progressPrinter) bar(ev api.Event) {
+func (p *progressPrinter) bar(ev api.Event, newPhase bool) {
 	var line string
 	if ev.Total > 0 {
 		const width = 30
@@ -66,16 +72,21 @@ func (p *progressPrinter) bar(ev api.Event) {
 	if r := []rune(line); len(r) > 100 {
 		line = string(r[:100])
 	}
+	if newPhase && p.drawn {
+		// The finished phase's line stays.
+		fmt.Fprintln(p.io.ErrOut)
+	}
 	fmt.Fprintf(p.io.ErrOut, "\r\033[K%s", line)
-	p.drawn = true
+	p.drawn, p.phase = true, ev.Phase
 }
 
-// done ends the bar's line so that later output starts clean.
+// done ends the last phase's line, left standing like the others, so
+// that later output starts on a line of its own.
 func (p *progressPrinter) done() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.drawn {
-		fmt.Fprint(p.io.ErrOut, "\r\033[K")
+		fmt.Fprintln(p.io.ErrOut)
 		p.drawn = false
 	}
 }

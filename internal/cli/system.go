@@ -31,7 +31,7 @@ the root helper that does only what needs root (bridge, taps, banger's
 firewall rules). The owner then uses banger without sudo; other users cannot
 reach either service.`,
 	}
-	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f), newSystemOwnerVMsCmd(f))
+	cmd.AddCommand(newSystemInstallCmd(f), newSystemUninstallCmd(f), newSystemStatusCmd(f), newSystemRestartCmd(f), newSystemOwnerVMsCmd(f), newSystemRenderUnitsCmd(f))
 	return cmd
 }
 
@@ -317,6 +317,36 @@ func newSystemOwnerVMsCmd(f *Factory) *cobra.Command {
 	cmd.Flags().StringVar(&state, "state", "", "the owner's banger state directory")
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop the VMs found")
 	return cmd
+}
+
+// RenderedUnits is what system render-units prints.
+type RenderedUnits struct {
+	Daemon string `json:"daemon"`
+	Helper string `json:"helper"`
+}
+
+// newSystemRenderUnitsCmd is for banger update, which asks the new
+// release's banger for the units it would write for the installed record,
+// so that the units change with the binaries.
+func newSystemRenderUnitsCmd(f *Factory) *cobra.Command {
+	return &cobra.Command{
+		Use:    "render-units",
+		Short:  "Print, as JSON, the unit files this banger writes for the install",
+		Hidden: true,
+		Args:   exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			rec, err := install.Read(install.RecordPath)
+			if err != nil {
+				return err
+			}
+			rec.Version, rec.Commit, rec.BuildTime = buildinfo.Version, buildinfo.Commit, buildinfo.BuildTime
+			daemon, helper, err := install.Units(rec)
+			if err != nil {
+				return err
+			}
+			return printJSON(f, RenderedUnits{Daemon: string(daemon), Helper: string(helper)})
+		},
+	}
 }
 
 func newSystemStatusCmd(f *Factory) *cobra.Command {

@@ -184,6 +184,7 @@ func shellOptions(f *Factory, hasCmd bool) execOptions {
 type VMRunOptions struct {
 	sizeFlags
 	Remove bool
+	Keep   bool
 	Detach bool
 	Cmd    []string
 	exec   execOptions
@@ -199,16 +200,21 @@ func newVMRunCmd(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run [flags] [PATH] [-- CMD...]",
 		Short: "Create and boot a VM, then open a shell in it or run CMD",
-		Long: `Create and boot a VM. Without a command, open an interactive shell in it; the
-VM keeps running after you leave (banger vm ssh NAME to come back). With
--- CMD, run it and exit with its status; with --rm the VM is deleted
-afterwards. With -d, return as soon as the VM is up. With PATH, a git
-repository, the VM gets /root/repo: a checkout at your HEAD with your
-uncommitted changes to tracked files (and, with --include-untracked,
-untracked files that are not ignored; ignored files never), and commands
-run there. Your repository, index and config are only read.`,
-		Example: `  banger vm run --image dev --kernel debian-cloud
-  banger vm run --rm --image dev -- sh -c 'echo hi; exit 7'
+		Long: `Create and boot a VM. Without a command, open an interactive shell in it;
+with -- CMD, run it and exit with its status. When the shell or command
+exits, the VM is deleted, unless --keep (then banger vm ssh NAME to come
+back). With -d, return as soon as the VM is up; it keeps running.
+
+With PATH, a git repository, the VM gets /root/repo: a checkout at your
+HEAD with your uncommitted changes to tracked files (and, with
+--include-untracked, untracked files that are not ignored; ignored files
+never), and commands run there. Your repository, index and config are only
+read. Work is never lost silently: if the workspace holds changes you have
+not exported (banger vm workspace export), the VM is kept and banger says
+how to export and delete it; --rm deletes it all the same.`,
+		Example: `  banger vm run --image dev --kernel debian-cloud           # a shell; the VM goes when you leave
+  banger vm run --keep --name box --image dev              # a shell; the VM stays
+  banger vm run --image dev -- sh -c 'echo hi; exit 7'      # prints hi, exits 7, VM deleted
   banger vm run -d --name box --image dev
   banger vm run ./myrepo -- make test
   banger vm run --dry-run --include-untracked ./myrepo`,
@@ -230,6 +236,9 @@ run there. Your repository, index and config are only read.`,
 			if o.Detach && (o.Remove || len(o.Cmd) > 0) {
 				return flagErrorf("vm run: -d cannot be combined with --rm or a command")
 			}
+			if o.Keep && o.Remove {
+				return flagErrorf("vm run: --keep and --rm cannot be combined")
+			}
 			req, err := o.request()
 			if err != nil {
 				return err
@@ -238,7 +247,8 @@ run there. Your repository, index and config are only read.`,
 		},
 	}
 	o.sizeFlags.add(cmd)
-	cmd.Flags().BoolVar(&o.Remove, "rm", false, "delete the VM when the command or shell exits")
+	cmd.Flags().BoolVar(&o.Remove, "rm", false, "delete the VM when the command or shell exits, even with workspace changes not exported")
+	cmd.Flags().BoolVar(&o.Keep, "keep", false, "keep the VM when the command or shell exits")
 	cmd.Flags().BoolVarP(&o.Detach, "detach", "d", false, "return once the VM is running")
 	cmd.Flags().StringVarP(&o.exec.Dir, "workdir", "w", "", "working directory in the guest (default: the image's)")
 	cmd.Flags().StringArrayVarP(&o.exec.Env, "env", "e", nil, "set an environment variable, KEY=VALUE")
@@ -284,11 +294,21 @@ func runVMRun(ctx context.Context, f *Factory, o VMRunOptions, req api.CreateVMR
 		fmt.Fprintf(f.IO.Out, "vm %s running; banger vm ssh %s to get a shell\n", v.Name, v.Name)
 		return nil
 	}
-	if o.Remove {
+	if !o.Keep {
 		defer func() {
-			// Delete even after Ctrl-C: the user asked for no leftovers.
+			// Even after Ctrl-C: the user asked for no leftovers.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 60*time.Second)
 			defer cancel()
+			if plan != nil && !o.Remove {
+				// The VM as it is now, with its workspace's path.
+				if cur, err := c.VM(dctx, v.ID); err == nil {
+					v = cur
+				}
+			}
+			if plan != nil && !o.Remove && unexportedChanges(dctx, c, v) {
+				fmt.Fprintf(f.IO.ErrOut, "vm %s kept: its workspace has changes you have not exported.\n  banger vm workspace export %s | git apply    # bring them to your checkout\n  banger vm delete -f %s                        # then remove it\n", v.Name, v.Name, v.Name)
+				return
+			}
 			if err := c.DeleteVM(dctx, v.ID, true); err != nil {
 				printError(f.IO.ErrOut, fmt.Errorf("delete vm %s: %w", v.Name, err))
 				if retErr == nil {
@@ -305,9 +325,8 @@ func runVMRun(ctx context.Context, f *Factory, o VMRunOptions, req api.CreateVMR
 		eo.TTY, eo.Interactive = so.TTY, true
 	}
 	err = runInVM(ctx, f, c, v.ID, argv, eo)
-	if len(o.Cmd) == 0 && !o.Remove && (err == nil || errors.As(err, new(*ExitError))) {
+	if o.Keep && (err == nil || errors.As(err, new(*ExitError))) {
 		fmt.Fprintf(f.IO.ErrOut, "vm %s is still running: banger vm ssh %s to return, banger vm delete -f %s to remove it\n", v.Name, v.Name, v.Name)
-		return nil
 	}
 	return err
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -248,7 +249,43 @@ func exportPatch(ctx context.Context, c *client.Client, v api.VM, o exportOption
 	if _, err := patch.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("export from vm %s: %w", v.Name, err)
 	}
-	return publish()
+	if err := publish(); err != nil {
+		return err
+	}
+	if o.BaseCommit == "" {
+		// The host has these changes now: vm run need not keep the VM
+		// for them.
+		markExported(ctx, c, v, stderr.String())
+	}
+	return nil
+}
+
+// markExported records in v's workspace the tree the export script
+// reported on its standard error (workspace.ExportedTreeMarker). Best
+// effort: without the record, vm run keeps the VM and says why.
+func markExported(ctx context.Context, c *client.Client, v api.VM, stderr string) {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	tree, ok := strings.CutPrefix(lines[len(lines)-1], workspace.ExportedTreeMarker+" ")
+	if !ok {
+		return
+	}
+	script, err := workspace.GuestMarkExportedScript(v.Workspace, tree)
+	if err != nil {
+		return
+	}
+	c.Exec(ctx, v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", script}, Dir: "/"}, client.ExecIO{Stdout: io.Discard, Stderr: io.Discard})
+}
+
+// unexportedChanges reports whether v's workspace has changes that were
+// neither shipped nor exported (workspace.GuestChangesScript). It errs on
+// the side of keeping: any failure, or an answer other than "clean",
+// counts as changes. (The answer comes from the guest: a hostile one can
+// only get its own VM deleted or kept.)
+func unexportedChanges(ctx context.Context, c *client.Client, v api.VM) bool {
+	var out bytes.Buffer
+	st, err := c.Exec(ctx, v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestChangesScript(v.Workspace)}, Dir: "/"},
+		client.ExecIO{Stdout: &capWriter{w: &out, max: 64}, Stderr: io.Discard})
+	return err != nil || st.Code != 0 || strings.TrimSpace(out.String()) != "clean"
 }
 
 // capWriter passes at most max bytes on to w; at the first byte over, it

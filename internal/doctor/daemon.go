@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
 )
 
@@ -158,4 +159,35 @@ func checkUnitHardening(_ context.Context, f *facts) Result {
 		return warn(strings.Join(problems, "; "), "sudo banger system install")
 	}
 	return pass("both units are as this banger installs them (systemd-analyze security shows their exposure), no drop-ins")
+}
+
+// checkAgents warns about running VMs whose agent is not the daemon's
+// version: a VM keeps the agent it booted with across an update, which
+// works while the agent protocol is compatible (an incompatible one is
+// refused at the handshake, with the same fix). An agent's version is
+// known once the daemon has talked to it.
+func checkAgents(_ context.Context, f *facts) Result {
+	if f.versionErr != nil || f.vmsErr != nil {
+		return skip("the daemon does not answer")
+	}
+	var running, known int
+	var old []string
+	for _, v := range f.vms {
+		if v.State != api.VMRunning && v.State != api.VMPaused {
+			continue
+		}
+		running++
+		if v.AgentVersion == "" {
+			continue
+		}
+		known++
+		if v.AgentVersion != f.version.Version {
+			old = append(old, fmt.Sprintf("%s (agent %s)", v.Name, v.AgentVersion))
+		}
+	}
+	if len(old) > 0 {
+		return warn(fmt.Sprintf("running VMs booted with another agent than the daemon's %s: %s", f.version.Version, strings.Join(old, ", ")),
+			"restart them when convenient (banger vm restart NAME) to boot the current agent")
+	}
+	return pass("%d running VMs, %d with a known agent, all %s", running, known, f.version.Version)
 }

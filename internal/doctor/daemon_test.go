@@ -9,6 +9,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/store"
 )
@@ -143,4 +144,16 @@ func TestInstalled(t *testing.T) {
 	env.Install = healthy()
 	env.Install.Units[0].DropIns = []string{"/etc/systemd/system/bangerd-root.service.d/open.conf"}
 	expect(t, one(t, env, "unit-hardening"), Warn, "bangerd-root.service is amended by /etc/systemd/system/bangerd-root.service.d/open.conf", "review or remove /etc/systemd/system/bangerd-root.service.d/open.conf")
+}
+
+// A VM still running the agent an older banger booted it with is a
+// warning after an update; an agent not yet heard from is not.
+func TestAgentsCheck(t *testing.T) {
+	env, d := testEnv(t)
+	d.vms = []api.VM{{Name: "a", State: api.VMRunning, AgentVersion: "v1"}, {Name: "b", State: api.VMRunning}, {Name: "c", State: api.VMStopped, AgentVersion: "v0"}}
+	expect(t, one(t, env, "agents"), Pass, "2 running VMs, 1 with a known agent, all v1", "")
+	d.vms[1].AgentVersion = "v0"
+	expect(t, one(t, env, "agents"), Warn, "b (agent v0)", "banger vm restart NAME")
+	env.Daemon, env.DaemonErr = nil, errors.New("down")
+	expect(t, one(t, env, "agents"), Skip, "does not answer", "")
 }

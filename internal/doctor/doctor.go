@@ -53,6 +53,9 @@ type Daemon interface {
 	Version(ctx context.Context) (api.VersionInfo, error)
 	Engine(ctx context.Context) (api.EngineInfo, error)
 	Network(ctx context.Context) (api.NetworkInfo, error)
+	VMs(ctx context.Context) ([]api.VM, error)
+	Images(ctx context.Context) ([]api.Image, error)
+	Kernels(ctx context.Context) ([]api.Kernel, error)
 }
 
 // Space is what Statfs reports of a file system.
@@ -119,7 +122,9 @@ type facts struct {
 	version                       api.VersionInfo
 	engine                        api.EngineInfo
 	net                           api.NetworkInfo
+	vms                           []api.VM
 	versionErr, engineErr, netErr error
+	vmsErr                        error
 }
 
 func gather(ctx context.Context, env Env) *facts {
@@ -129,12 +134,13 @@ func gather(ctx context.Context, env Env) *facts {
 		if err == nil {
 			err = fmt.Errorf("no daemon client")
 		}
-		f.versionErr, f.engineErr, f.netErr = err, err, err
+		f.versionErr, f.engineErr, f.netErr, f.vmsErr = err, err, err, err
 		return f
 	}
 	f.version, f.versionErr = env.Daemon.Version(ctx)
 	f.engine, f.engineErr = env.Daemon.Engine(ctx)
 	f.net, f.netErr = env.Daemon.Network(ctx)
+	f.vms, f.vmsErr = env.Daemon.VMs(ctx)
 	return f
 }
 
@@ -173,7 +179,9 @@ var checks = []check{
 	{"dns-routing", checkDNSRouting},
 	{"ssh-config", checkSSHConfig},
 	{"state-store", checkStore},
+	{"agents", checkAgents},
 	{"disk-space", checkDisk},
+	{"vm-defaults", checkVMDefaults},
 	{"install-drift", checkInstallDrift},
 	{"unit-hardening", checkUnitHardening},
 }

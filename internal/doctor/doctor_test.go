@@ -24,12 +24,19 @@ type fakeDaemon struct {
 	version api.VersionInfo
 	engine  api.EngineInfo
 	net     api.NetworkInfo
+	vms     []api.VM
+	images  []api.Image
+	kernels []api.Kernel
 	err     error
 }
+
+func (d *fakeDaemon) Images(context.Context) ([]api.Image, error)   { return d.images, d.err }
+func (d *fakeDaemon) Kernels(context.Context) ([]api.Kernel, error) { return d.kernels, d.err }
 
 func (d *fakeDaemon) Version(context.Context) (api.VersionInfo, error) { return d.version, d.err }
 func (d *fakeDaemon) Engine(context.Context) (api.EngineInfo, error)   { return d.engine, d.err }
 func (d *fakeDaemon) Network(context.Context) (api.NetworkInfo, error) { return d.net, d.err }
+func (d *fakeDaemon) VMs(context.Context) ([]api.VM, error)            { return d.vms, d.err }
 
 // testEnv is a healthy host in temp dirs: /dev/kvm and /dev/net/tun as
 // plain files under Root, every tool found, lots of disk, a daemon with
@@ -235,4 +242,23 @@ func TestResultJSON(t *testing.T) {
 	if got, want := string(b), `{"name":"kvm","status":"warn","detail":"d","fix":"f","fixed":false}`; got != want {
 		t.Errorf("JSON %s\nwant %s", got, want)
 	}
+}
+
+// vm-defaults: the default image and kernel exist, or can be had on first
+// use; a name that is neither fails, naming what to do.
+func TestVMDefaults(t *testing.T) {
+	env, d := testEnv(t)
+	expect(t, one(t, env, "vm-defaults"), Pass, "image debian-bookworm is built on first use (catalog); kernel debian-cloud is pulled on first use (catalog); 1 vCPU, 512 MiB, 4G disk", "")
+	d.images, d.kernels = []api.Image{{Name: "dev"}}, []api.Kernel{{Name: "k6"}}
+	env.Config.DefaultImage, env.Config.DefaultKernel = "dev", "k6"
+	expect(t, one(t, env, "vm-defaults"), Pass, "image dev is here; kernel k6 is here", "")
+	env.Config.DefaultImage = "127.0.0.1:5000/team/dev:1"
+	expect(t, one(t, env, "vm-defaults"), Pass, "is pulled on first use", "")
+	env.Config.DefaultImage, env.Config.DefaultKernel = "debian-bookwrom", "debian-clod"
+	expect(t, one(t, env, "vm-defaults"), Fail, `default_image "debian-bookwrom" is neither`, "banger image list")
+	if r := one(t, env, "vm-defaults"); !strings.Contains(r.Detail, `default_kernel "debian-clod"`) {
+		t.Errorf("both named: %q", r.Detail)
+	}
+	d.err = errors.New("connection refused")
+	expect(t, one(t, env, "vm-defaults"), Skip, "could not list images", "")
 }

@@ -31,6 +31,9 @@ func (s *Store) pullCatalog(ctx context.Context, e catalog.Entry, req api.PullIm
 	if err := names.Validate("image", nm); err != nil {
 		return api.Image{}, err
 	}
+	if err := s.refusePromoted(ctx, nm); err != nil {
+		return api.Image{}, err
+	}
 	if e.Kind != "debootstrap" {
 		return api.Image{}, fmt.Errorf("catalog image %s: kind %q is not supported by this banger: %w", e.Name, e.Kind, errdefs.ErrInvalidArgument)
 	}

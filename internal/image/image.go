@@ -148,8 +148,66 @@ func (s *Store) removeIfUnused(ctx context.Context, rootfs string) error {
 	return nil
 }
 
+// SourcePromoted is the source of an image image promote made local.
+const SourcePromoted = "promoted"
+
+// Promote makes the pulled image req.Name local (SourcePromoted): pinned
+// to the root filesystem it has now, its config and kernel kept, no longer
+// holding layer blobs in the cache (it needs none), and never replaced by
+// a pull (record refuses). With req.As, a promoted copy under that name
+// shares the root filesystem and req.Name stays as it is.
+func (s *Store) Promote(ctx context.Context, req api.PromoteImageRequest) (api.Image, error) {
+	to := req.Name
+	if req.As != "" {
+		to = req.As
+		if err := names.Validate("image", to); err != nil {
+			return api.Image{}, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	img, err := s.cfg.DB.GetImage(ctx, req.Name)
+	if err != nil {
+		return api.Image{}, err
+	}
+	if img.Source != "oci" && img.Source != "debootstrap" {
+		return api.Image{}, fmt.Errorf("image %s is already local (source %s): only pulled images are promoted: %w", img.Name, img.Source, errdefs.ErrFailedPrecondition)
+	}
+	if req.As != "" {
+		if _, err := s.cfg.DB.GetImage(ctx, to); err == nil {
+			return api.Image{}, fmt.Errorf("image %s already exists: choose another --as, or delete it first: %w", to, errdefs.ErrAlreadyExists)
+		}
+	}
+	if img.Ref != "" {
+		img.Ref = strings.TrimPrefix(img.Ref, "promoted from ")
+		img.Ref = "promoted from " + img.Ref
+	}
+	img.Name, img.Source, img.Blobs, img.CreatedAt = to, SourcePromoted, nil, time.Now()
+	if err := s.cfg.DB.PutImage(ctx, img); err != nil {
+		return api.Image{}, err
+	}
+	out, err := s.cfg.DB.GetImage(ctx, to)
+	if err != nil {
+		return api.Image{}, err
+	}
+	return toAPI(out), nil
+}
+
+// refusePromoted refuses a pull into name when name is a promoted image,
+// before anything is downloaded.
+func (s *Store) refusePromoted(ctx context.Context, name string) error {
+	if img, err := s.cfg.DB.GetImage(ctx, name); err == nil && img.Source == SourcePromoted {
+		return promotedError(name)
+	}
+	return nil
+}
+
+func promotedError(name string) error {
+	return fmt.Errorf("image %s is promoted (local, pinned): a pull never replaces it; pull under another --name, or delete it first: %w", name, errdefs.ErrAlreadyExists)
+}
+
 // record gives name to a published rootfs, replacing what the name
-// pointed at before.
+// pointed at before, unless that is a promoted image.
 func (s *Store) record(ctx context.Context, name, ref, source, kernel string, b built) (api.Image, error) {
 	cfgJSON, _ := json.Marshal(b.Config)
 	rec := store.Image{
@@ -161,6 +219,13 @@ func (s *Store) record(ctx context.Context, name, ref, source, kernel string, b 
 	defer s.mu.Unlock()
 	old, err := s.cfg.DB.GetImage(ctx, name)
 	hadOld := err == nil
+	if hadOld && old.Source == SourcePromoted {
+		// Promoted while this pull ran.
+		if err := s.removeIfUnused(ctx, rec.RootFS); err != nil {
+			s.log.Warn("remove the rootfs of a refused pull", "image", name, "err", err)
+		}
+		return api.Image{}, promotedError(name)
+	}
 	if err := s.cfg.DB.PutImage(ctx, rec); err != nil {
 		return api.Image{}, err
 	}

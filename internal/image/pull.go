@@ -56,6 +56,9 @@ func (s *Store) Pull(ctx context.Context, req api.PullImageRequest, progress fun
 	if err := names.Validate("image", nm); err != nil {
 		return api.Image{}, err
 	}
+	if err := s.refusePromoted(ctx, nm); err != nil {
+		return api.Image{}, err
+	}
 
 	progress(api.Event{Phase: "resolve", Message: "resolving " + ref.String()})
 	img, digest, err := s.resolve(ctx, ref)

@@ -476,3 +476,81 @@ func TestDebianMirror(t *testing.T) {
 		t.Errorf("list: %q", got)
 	}
 }
+
+// TestPromote: a promoted image keeps its root filesystem and config
+// through a re-pull of its reference (which updates only pulled images),
+// is never replaced by a pull into its name, holds no blob in the cache,
+// and survives image cache prune --all; --as promotes a copy and leaves
+// the pulled image as it was; a local image is not promoted again.
+func TestPromote(t *testing.T) {
+	s, _ := newTestStore(t)
+	reg := testutil.NewRegistry(t)
+	ctx := context.Background()
+	ref := reg.Push(t, base(t), "team/dev:1")
+	pulled, err := s.Pull(ctx, api.PullImageRequest{Ref: ref, Name: "dev"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinned, err := s.Promote(ctx, api.PromoteImageRequest{Name: "dev", As: "dev-pinned"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pinned.Source != SourcePromoted || pinned.RootFS != pulled.RootFS || pinned.Config.WorkingDir != "/home/user" || len(pinned.Layers) != 0 || !strings.HasPrefix(pinned.Ref, "promoted from ") {
+		t.Errorf("promoted copy: %+v", pinned)
+	}
+	if still, _ := s.Get(ctx, "dev"); still.Source != "oci" || len(still.Layers) == 0 {
+		t.Errorf("--as changed the pulled image: %+v", still)
+	}
+	// The reference moves on: a re-pull updates the pulled image only.
+	ref2 := reg.Push(t, testutil.Image(t, v1.Config{}, testutil.Tar(t, testutil.TarEntry{Name: "etc/os-release", Body: "ID=v2\n"})), "team/dev:1")
+	if ref2 != ref {
+		t.Fatalf("pushed %s, want the same reference %s", ref2, ref)
+	}
+	repulled, err := s.Pull(ctx, api.PullImageRequest{Ref: ref, Name: "dev"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if repulled.RootFS == pulled.RootFS {
+		t.Fatal("the re-pull did not change the pulled image: the test proves nothing")
+	}
+	if got := catFile(t, pinned.RootFS, "/etc/os-release"); got != "ID=banger-test\n" {
+		t.Errorf("promoted image's rootfs after the re-pull: os-release %q", got)
+	}
+	// A pull into a promoted name is refused, before and after promotion
+	// in place.
+	if _, err := s.Pull(ctx, api.PullImageRequest{Ref: ref, Name: "dev-pinned"}, nil); !errdefs.IsAlreadyExists(err) || !strings.Contains(err.Error(), "promoted") {
+		t.Errorf("pull into a promoted name: %v", err)
+	}
+	if _, err := s.Promote(ctx, api.PromoteImageRequest{Name: "dev"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(ctx, api.PullImageRequest{Ref: ref, Name: "dev"}, nil); !errdefs.IsAlreadyExists(err) {
+		t.Errorf("pull into an image promoted in place: %v", err)
+	}
+	// Nothing holds the cache any more; pruning it all leaves both
+	// promoted images bootable.
+	if _, err := s.PruneCache(ctx, api.PruneCacheRequest{All: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"dev", "dev-pinned"} {
+		img, err := s.Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(img.RootFS); err != nil {
+			t.Errorf("%s's rootfs after prune --all: %v", n, err)
+		}
+	}
+	for _, tc := range []struct {
+		req   api.PromoteImageRequest
+		class error
+	}{
+		{api.PromoteImageRequest{Name: "dev"}, errdefs.ErrFailedPrecondition},              // already local
+		{api.PromoteImageRequest{Name: "nope"}, errdefs.ErrNotFound},                       // no such image
+		{api.PromoteImageRequest{Name: "dev", As: "Bad Name"}, errdefs.ErrInvalidArgument}, // name
+	} {
+		if _, err := s.Promote(ctx, tc.req); errdefs.Class(err) != tc.class {
+			t.Errorf("Promote(%+v): %v, want %v", tc.req, err, tc.class)
+		}
+	}
+}

@@ -111,13 +111,8 @@ func Install(ctx context.Context, o Options) (err error) {
 			return err
 		}
 	}
-	for _, f := range []struct {
-		dst  string
-		body []byte
-	}{{p.HelperUnit(), helperUnit}, {p.DaemonUnit(), daemonUnit}} {
-		if err := u.replace(f.dst, 0o644, func(w io.Writer) error { _, err := w.Write(f.body); return err }); err != nil {
-			return err
-		}
+	if err := u.writeUnits(p, daemonUnit, helperUnit); err != nil {
+		return err
 	}
 	if err := u.replace(p.Record, 0o644, func(w io.Writer) error { return encodeRecord(w, r) }); err != nil {
 		return err
@@ -238,6 +233,19 @@ func (u *undo) commit() error {
 		errs = append(errs, f())
 	}
 	return errors.Join(errs...)
+}
+
+// writeUnits replaces both unit files.
+func (u *undo) writeUnits(p Paths, daemon, helper []byte) error {
+	for _, f := range []struct {
+		dst  string
+		body []byte
+	}{{p.HelperUnit(), helper}, {p.DaemonUnit(), daemon}} {
+		if err := u.replace(f.dst, 0o644, func(w io.Writer) error { _, err := w.Write(f.body); return err }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // mkdir creates dir (0755) and its missing parents, each removed again on

@@ -228,6 +228,9 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 	}
 	if inst != nil && v.State == api.VMRunning {
 		out.PID = inst.PID()
+		if c := h.session(); c != nil {
+			out.AgentVersion = c.AgentVersion()
+		}
 		if why := m.pauseReason(context.Background(), inst); why != "" {
 			out.State, out.Reason = api.VMPaused, why+": free space, then banger vm start "+v.Name+" resumes it (or stop, kill or delete it)"
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/bangervm/banger/errdefs"
@@ -28,6 +29,10 @@ const (
 	// BaseRef keeps the base commit reachable whatever the guest does to
 	// its branches.
 	BaseRef = "refs/banger/base"
+	// ExportedFile holds the tree (with untracked files) of the last
+	// export the host received, so that vm run can tell a workspace with
+	// changes not exported from one whose changes are on the host.
+	ExportedFile = "banger-exported"
 )
 
 // GuestPrepareScript returns a POSIX sh script, run in the guest as root
@@ -116,22 +121,21 @@ func GuestExportScript(guestPath, baseCommit string) string {
 	return fmt.Sprintf(exportScript, shQuote(guestPath), shQuote(baseCommit), strings.Join(diffArgs, " "))
 }
 
-const exportScript = `set -eu
-dest=%s
-base=%s
-die() { echo "banger workspace: $*" >&2; exit 1; }
+// enterScript goes to the top of the checkout at $dest, or fails saying
+// why.
+const enterScript = `die() { echo "banger workspace: $*" >&2; exit 1; }
 cd "$dest" 2>/dev/null || die "$dest does not exist"
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$dest is not a git checkout"
 top=$(git rev-parse --show-toplevel)
 cd "$top"
-if [ -z "$base" ]; then
-	base=` + ShippedRef + `
-	git rev-parse -q --verify "$base^{commit}" >/dev/null ||
-		die "$top has no ` + ShippedRef + ` (shipped by an older banger); pass --base-commit $(cat .git/` + BaseFile + ` 2>/dev/null || echo COMMIT) for the full diff from the shipped HEAD"
-fi
-commit=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
-base=$commit
-objects=$(cd "$(git rev-parse --git-path objects)" && pwd)
+`
+
+// stageScript stages the whole working tree (untracked files that are not
+// ignored included) into a temporary index whose blobs go to a temporary
+// object directory, sets $tree to its tree, and then adds the
+// repository's objects as an alternate: the guest's index and object
+// store are not written (or touched).
+const stageScript = `objects=$(cd "$(git rev-parse --git-path objects)" && pwd)
 index=$(git rev-parse --git-path index)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -143,9 +147,64 @@ export GIT_INDEX_FILE GIT_OBJECT_DIRECTORY GIT_OPTIONAL_LOCKS
 # Without the alternate while adding, so that blobs that exist already are
 # written to $tmp rather than "freshened" (touched) in the repository.
 git -c core.splitIndex=false -c core.fsmonitor=false add --all -- :/
+# Its tree, likewise before the alternate (so that trees the repository
+# has are not freshened); blobs of files the index had already are in the
+# repository, not $tmp, hence --missing-ok.
+tree=$(git write-tree --missing-ok)
 GIT_ALTERNATE_OBJECT_DIRECTORIES=$objects
 export GIT_ALTERNATE_OBJECT_DIRECTORIES
-git %s --cached -M "$base" --
+`
+
+const exportScript = `set -eu
+dest=%s
+base=%s
+` + enterScript + `if [ -z "$base" ]; then
+	base=` + ShippedRef + `
+	git rev-parse -q --verify "$base^{commit}" >/dev/null ||
+		die "$top has no ` + ShippedRef + ` (shipped by an older banger); pass --base-commit $(cat .git/` + BaseFile + ` 2>/dev/null || echo COMMIT) for the full diff from the shipped HEAD"
+fi
+commit=$(git rev-parse -q --verify "$base^{commit}") || die "base commit $base is not in the guest repository"
+base=$commit
+` + stageScript + `git %s --cached -M "$base" --
+echo "` + ExportedTreeMarker + ` $tree" >&2
+`
+
+// ExportedTreeMarker starts the export script's last line on standard
+// error: the tree it exported, for GuestMarkExportedScript once the host
+// has the patch.
+const ExportedTreeMarker = "banger-exported-tree"
+
+// GuestChangesScript returns a POSIX sh script, run in the guest, that
+// prints "clean" when the working tree at guestPath (untracked files that
+// are not ignored included) is as shipped or as last exported
+// (ExportedFile), else "changed". It writes nothing to the repository.
+func GuestChangesScript(guestPath string) string {
+	return fmt.Sprintf(changesScript, shQuote(guestPath))
+}
+
+const changesScript = `set -eu
+dest=%s
+` + enterScript + stageScript + `now=$tree
+shipped=$(git rev-parse -q --verify "` + ShippedRef + `^{tree}" || true)
+exported=$(cat "$(git rev-parse --git-path ` + ExportedFile + `)" 2>/dev/null || true)
+if [ "$now" = "$shipped" ] || [ "$now" = "$exported" ]; then echo clean; else echo changed; fi
+`
+
+// GuestMarkExportedScript returns a POSIX sh script, run in the guest,
+// that records tree (as the export script reported it, checked here to
+// be an object id) as the last export's, in ExportedFile.
+func GuestMarkExportedScript(guestPath, tree string) (string, error) {
+	if !objectIDRE.MatchString(tree) {
+		return "", fmt.Errorf("exported tree %q: not an object id", tree)
+	}
+	return fmt.Sprintf(markScript, shQuote(guestPath), tree), nil
+}
+
+var objectIDRE = regexp.MustCompile(`^([0-9a-f]{40}|[0-9a-f]{64})$`)
+
+const markScript = `set -eu
+dest=%s
+` + enterScript + `echo %s > "$(git rev-parse --git-path ` + ExportedFile + `)"
 `
 
 // ValidateBranch checks that name is a valid new branch name, as --branch

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -561,5 +562,76 @@ func TestShQuote(t *testing.T) {
 	out, err := runSh(t, script, nil)
 	if err != nil || string(out) != "it's $HOME `x` \"y\"" {
 		t.Fatalf("got %q, %v", out, err)
+	}
+}
+
+// TestGuestChanges: a workspace is clean as shipped, changed after an
+// edit or a new untracked file, clean again once that state is exported
+// and marked, and changed by a later edit; the checks write nothing to the
+// guest's repository.
+func TestGuestChanges(t *testing.T) {
+	setupEnv(t)
+	ctx := context.Background()
+	repo, err := Inspect(ctx, makeHostRepo(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Plan(ctx, repo, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream bytes.Buffer
+	if err := Pack(ctx, m, &stream); err != nil {
+		t.Fatal(err)
+	}
+	guest := filepath.Join(t.TempDir(), "repo")
+	if out, err := runSh(t, GuestPrepareScript(guest, ""), stream.Bytes()); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, out)
+	}
+	state := func() string {
+		t.Helper()
+		before := snapshot(t, filepath.Join(guest, ".git"))
+		out, err := runSh(t, GuestChangesScript(guest), nil)
+		if err != nil {
+			t.Fatalf("changes: %v", err)
+		}
+		diffMaps(t, "guest .git after the changes check", snapshot(t, filepath.Join(guest, ".git")), before)
+		return strings.TrimSpace(string(out))
+	}
+	if s := state(); s != "clean" {
+		t.Fatalf("as shipped: %s", s)
+	}
+	write(t, guest, "new-untracked.txt", []byte("guest work\n"), 0o644)
+	if s := state(); s != "changed" {
+		t.Fatalf("with an untracked file: %s", s)
+	}
+	// Export: the script reports the tree it exported on stderr.
+	cmd := exec.Command("/bin/sh", "-c", GuestExportScript(guest, ""))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("export: %v %s", err, stderr.String())
+	}
+	line := strings.TrimSpace(stderr.String())
+	tree, ok := strings.CutPrefix(line[strings.LastIndex(line, "\n")+1:], ExportedTreeMarker+" ")
+	if !ok {
+		t.Fatalf("export's stderr %q: no %s line", stderr.String(), ExportedTreeMarker)
+	}
+	mark, err := GuestMarkExportedScript(guest, tree)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := runSh(t, mark, nil); err != nil {
+		t.Fatalf("mark: %v %s", err, out)
+	}
+	if s := state(); s != "clean" {
+		t.Fatalf("after export: %s", s)
+	}
+	write(t, guest, "new-untracked.txt", []byte("more guest work\n"), 0o644)
+	if s := state(); s != "changed" {
+		t.Fatalf("edited after export: %s", s)
+	}
+	if _, err := GuestMarkExportedScript(guest, "$(reboot)"); err == nil {
+		t.Error("a tree that is not an object id was accepted")
 	}
 }
