@@ -240,7 +240,16 @@ func TestVersionListsOperations(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if v, err := c.Version(ctx); err != nil || len(v.Operations) != 0 {
-		t.Errorf("after the pull: Version = %+v, %v", v, err)
+	// The client has the pull's result a moment before the server's
+	// handler has returned and the operation is struck off: wait for it.
+	for i := 0; ; i++ {
+		v, err := c.Version(ctx)
+		if err == nil && len(v.Operations) == 0 {
+			break
+		}
+		if i == 500 {
+			t.Fatalf("after the pull: Version = %+v, %v; want no operation", v, err)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
