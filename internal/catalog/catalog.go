@@ -13,6 +13,7 @@ import (
 	_ "embed"
 	"encoding/json"
 	"sort"
+	"strings"
 
 	"github.com/bangervm/banger/api"
 )
@@ -57,6 +58,14 @@ func Image(name string) (Entry, bool) { return find(cat.Images, name) }
 
 // Kernel returns the kernel entry called name.
 func Kernel(name string) (Entry, bool) { return find(cat.Kernels, name) }
+
+// NamesRegistry reports whether ref names its registry (a host with a dot
+// or a port, or localhost): how an OCI reference is told from a mistyped
+// catalog name, which a bare Docker Hub name would be taken for.
+func NamesRegistry(ref string) bool {
+	host, _, ok := strings.Cut(ref, "/")
+	return ok && (strings.ContainsAny(host, ".:") || host == "localhost")
+}
 
 // Images returns every image entry.
 func Images() []Entry { return cat.Images }

@@ -48,7 +48,7 @@ func checkVMDefaults(ctx context.Context, f *facts) Result {
 		notes = append(notes, "image "+img+" is here")
 	case isCatalog(catalog.Image, img):
 		notes = append(notes, "image "+img+" is built on first use (catalog)")
-	case namesRegistry(img):
+	case catalog.NamesRegistry(img):
 		notes = append(notes, "image "+img+" is pulled on first use")
 	default:
 		bad = append(bad, fmt.Sprintf("default_image %q is neither an image here, a catalog name (%s) nor a reference naming its registry", img, strings.Join(catalog.ImageNames(), ", ")))
@@ -76,12 +76,4 @@ func checkVMDefaults(ctx context.Context, f *facts) Result {
 func isCatalog(find func(string) (catalog.Entry, bool), name string) bool {
 	_, ok := find(name)
 	return ok
-}
-
-// namesRegistry reports whether ref names its registry (a host with a dot
-// or a port, or localhost), as a reference pulled on first use must to be
-// told from a mistyped catalog name.
-func namesRegistry(ref string) bool {
-	host, _, ok := strings.Cut(ref, "/")
-	return ok && (strings.ContainsAny(host, ".:") || host == "localhost")
 }

@@ -302,8 +302,7 @@ func parseKernelRef(s string) (name.Reference, error) {
 		return fmt.Errorf("kernel %q: %s: give a catalog name (%s; banger kernel list --available) or an OCI reference with its registry, such as ghcr.io/org/kernel:6.1: %w",
 			s, why, strings.Join(catalog.KernelNames(), ", "), errdefs.ErrInvalidArgument)
 	}
-	host, _, ok := strings.Cut(s, "/")
-	if !ok || !strings.ContainsAny(host, ".:") && host != "localhost" {
+	if !catalog.NamesRegistry(s) {
 		return nil, bad("not in the catalog, and not a reference naming a registry")
 	}
 	ref, err := name.ParseReference(s)
