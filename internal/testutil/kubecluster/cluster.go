@@ -441,3 +441,13 @@ func (p *proc) stop(grace time.Duration) {
 		<-p.done
 	}
 }
+
+// Pids maps each program of the cluster (etcd, kube-apiserver, ...,
+// containerd, kubelet) to its process id.
+func (c *Cluster) Pids() map[string]int {
+	m := map[string]int{}
+	for _, p := range c.procs {
+		m[p.name] = p.cmd.Process.Pid
+	}
+	return m
+}
