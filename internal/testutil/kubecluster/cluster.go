@@ -65,11 +65,12 @@ type Cluster struct {
 	// ctr --address SOCKET -n k8s.io to import images.
 	ContainerdSocket string
 
-	t       testing.TB
-	bin     string
-	procs   []*proc
-	fwd     *forwarder
-	sysctls map[string]string
+	t           testing.TB
+	bin         string
+	procs       []*proc
+	netnsBefore map[string]bool
+	fwd         *forwarder
+	sysctls     map[string]string
 }
 
 // BinDir is where kube/cluster/build put the Kubernetes programs:
@@ -134,6 +135,7 @@ func Start(t testing.TB) *Cluster {
 	}
 	t.Cleanup(c.restoreSysctls)
 	cg := snapshotCgroups(t)
+	c.netnsBefore = cniNetns()
 	t.Cleanup(func() { cg.removeNew(t) })
 
 	// Not t.TempDir: the sockets' paths must stay under the kernel's

@@ -52,6 +52,18 @@ func (c *Cluster) teardown() {
 		}
 	}
 	c.killShims() // a shim started while containerd stopped
+	// Pods the kubelet did not stop in time leave their sandboxes'
+	// namespaces, which containerd makes in the machine's /run/netns.
+	for name := range cniNetns() {
+		if c.netnsBefore[name] {
+			continue
+		}
+		p := filepath.Join("/run/netns", name)
+		syscall.Unmount(p, syscall.MNT_DETACH)
+		if err := os.Remove(p); err != nil {
+			t.Errorf("remove pod network namespace %s: %v", p, err)
+		}
+	}
 	for _, m := range mountsUnder(c.Dir) {
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			t.Errorf("unmount %s: %v", m, err)
@@ -208,6 +220,18 @@ func (c *Cluster) killUnder(name string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	c.t.Errorf("teardown: processes left in cgroup %s", root)
+}
+
+// cniNetns lists the pod network namespaces containerd made in /run/netns.
+func cniNetns() map[string]bool {
+	m := map[string]bool{}
+	ents, _ := os.ReadDir("/run/netns")
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), "cni-") {
+			m[e.Name()] = true
+		}
+	}
+	return m
 }
 
 func cgroupRoot() string { return "/sys/fs/cgroup" }
