@@ -50,6 +50,9 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"vm", "create", "--ttl", "500ms"}, "--ttl 500ms: want a positive whole number of seconds"},
 		{[]string{"vm", "run", "-d", "--ttl", "-1h"}, "--ttl -1h0m0s"},
 		{[]string{"vm", "create", "--ttl", "9000h"}, "at most 8760h"},
+		{[]string{"mcp", "--max-vms", "0"}, "--max-vms 0: want at least 1"},
+		{[]string{"mcp", "--ttl", "0s"}, "--ttl 0s: want 1s to"},
+		{[]string{"mcp", "--net", "wide"}, `--net "wide"`},
 		{[]string{"vm", "create", "--ttl", "soon"}, `invalid argument "soon" for "--ttl"`},
 	}
 	for _, tt := range tests {
