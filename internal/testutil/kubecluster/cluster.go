@@ -94,6 +94,10 @@ var kubeletSysctls = []string{
 	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
 }
 
+// MachinePaths are the paths outside Dir that the cluster's programs
+// create on the machine.
+var MachinePaths = []string{"/run/containerd", "/var/lib/cni", "/var/lib/kubelet"}
+
 // Require skips (fails under CI=true) unless everything a cluster needs is
 // on the machine.
 func Require(t testing.TB) {
@@ -134,6 +138,19 @@ func Start(t testing.TB) *Cluster {
 		c.sysctls[k] = string(b)
 	}
 	t.Cleanup(c.restoreSysctls)
+	// Paths containerd, libcni and the kubelet use on the machine whatever
+	// they are configured with (the shims' sockets and runc's state, the
+	// CNI result cache, the device plugin socket): removed at the end if
+	// the cluster made them.
+	for _, p := range MachinePaths {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			t.Cleanup(func() {
+				if err := os.RemoveAll(p); err != nil {
+					t.Errorf("remove %s: %v", p, err)
+				}
+			})
+		}
+	}
 	cg := snapshotCgroups(t)
 	c.netnsBefore = cniNetns()
 	t.Cleanup(func() { cg.removeNew(t) })

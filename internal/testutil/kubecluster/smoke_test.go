@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -27,6 +28,12 @@ import (
 func TestClusterSmoke(t *testing.T) {
 	sysctls := readSysctls(t)
 	netnsBefore := netnsNames(t)
+	var missing []string
+	for _, p := range MachinePaths {
+		if _, err := os.Lstat(p); os.IsNotExist(err) {
+			missing = append(missing, p)
+		}
+	}
 	var dir, netns string
 	t.Run("cluster", func(t *testing.T) {
 		start := time.Now()
@@ -101,11 +108,16 @@ func TestClusterSmoke(t *testing.T) {
 	if _, err := os.Stat(netns); !os.IsNotExist(err) {
 		t.Errorf("network namespace %s left: %v", netns, err)
 	}
-	if after := netnsNames(t); len(after) != len(netnsBefore) {
-		t.Errorf("network namespaces before %v, after %v", netnsBefore, after)
+	if left := newPodNetns(netnsBefore, netnsNames(t)); len(left) > 0 {
+		t.Errorf("pod network namespaces left: %v", left)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("%s left: %v", dir, err)
+	}
+	for _, p := range missing {
+		if _, err := os.Lstat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left on the machine: %v", p, err)
+		}
 	}
 	if after := readSysctls(t); after != sysctls {
 		t.Errorf("sysctls before:\n%s\nafter:\n%s", sysctls, after)
@@ -180,6 +192,18 @@ func netnsNames(t *testing.T) []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// newPodNetns lists containerd's pod namespaces (cni-*) in after and not
+// in before (other tests on the machine make namespaces of their own).
+func newPodNetns(before, after []string) []string {
+	var left []string
+	for _, n := range after {
+		if strings.HasPrefix(n, "cni-") && !slices.Contains(before, n) {
+			left = append(left, n)
+		}
+	}
+	return left
 }
 
 func rssKB(pid int) int {
