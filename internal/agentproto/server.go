@@ -64,6 +64,17 @@ type Server struct {
 	Handler      Handler
 	AgentVersion string
 	Logger       *slog.Logger // must not be nil
+	// Version, when set, is asked for the protocol version to announce at
+	// each handshake instead of ProtocolVersion. Only the test build of
+	// the agent sets it, to play an agent of another protocol version.
+	Version func() uint16
+}
+
+func (s *Server) version() uint16 {
+	if s.Version != nil {
+		return s.Version()
+	}
+	return ProtocolVersion
 }
 
 // ServeConn serves one host connection (a vsock connection, or a pipe in
@@ -205,11 +216,12 @@ func (s *Server) handshake(br *bufio.Reader, w io.Writer) error {
 		}
 		switch f.kind {
 		case kindHello:
-			if err := writeHS(w, hsFrame{kind: kindAck, version: ProtocolVersion, nonce: f.nonce, payload: []byte(s.AgentVersion)}); err != nil {
+			v := s.version()
+			if err := writeHS(w, hsFrame{kind: kindAck, version: v, nonce: f.nonce, payload: []byte(s.AgentVersion)}); err != nil {
 				return err
 			}
-			if f.version != ProtocolVersion {
-				s.Logger.Warn("host speaks another protocol version", "host", f.version, "agent", ProtocolVersion)
+			if f.version != v {
+				s.Logger.Warn("host speaks another protocol version", "host", f.version, "agent", v)
 				want = nil
 				continue
 			}
