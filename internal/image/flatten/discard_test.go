@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -92,8 +93,19 @@ func TestOverwriteInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(set) != 1 || readFile(t, filepath.Join(discard, set[0].Name())) != "old b" {
-		t.Errorf("discard directory holds %v, want only the replaced b", set)
+	var replaced []string
+	for _, e := range set {
+		replaced = append(replaced, readFile(t, filepath.Join(discard, e.Name())))
+	}
+	// Without root, a read-only file cannot be opened for writing and
+	// is replaced instead.
+	want := []string{"old b"}
+	if os.Geteuid() != 0 {
+		want = append(want, "old ro")
+	}
+	slices.Sort(replaced)
+	if !slices.Equal(replaced, want) {
+		t.Errorf("discard directory holds %q, want %q", replaced, want)
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(filepath.Join(s.root, "a"), &st); err != nil {
