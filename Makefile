@@ -61,7 +61,7 @@ test-installed:
 # BANGER_CI_KUBE=1 .ci/install-deps. Not part of make test or .ci/run yet.
 test-kube:
 	nice -n 19 kube/cluster/build
-	$(TEST_ENV) $(GO) test -tags kube -count=1 -timeout 20m ./internal/testutil/kubecluster
+	$(TEST_ENV) $(GO) test -tags kube -count=1 -p 1 -timeout 20m ./internal/testutil/kubecluster ./internal/kube/...
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

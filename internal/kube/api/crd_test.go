@@ -1,0 +1,68 @@
+package api
+
+import (
+	"encoding/json"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+)
+
+// The CRD in deploy/kubernetes and the Go types describe the same
+// resource: names, fields and bounds.
+func TestCRDMatchesTypes(t *testing.T) {
+	crd, err := LoadCRD(CRDPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crd.Name != Resource+"."+Group || crd.Spec.Group != Group || crd.Spec.Names.Kind != Kind ||
+		crd.Spec.Names.Plural != Resource || crd.Spec.Scope != apiextensionsv1.NamespaceScoped {
+		t.Errorf("CRD names %s %+v, want %s.%s kind %s, namespaced", crd.Name, crd.Spec.Names, Resource, Group, Kind)
+	}
+	if len(crd.Spec.Versions) != 1 || crd.Spec.Versions[0].Name != Version || crd.Spec.Versions[0].Subresources == nil ||
+		crd.Spec.Versions[0].Subresources.Status == nil {
+		t.Fatalf("CRD versions %+v: want %s only, with the status subresource", crd.Spec.Versions, Version)
+	}
+	props := crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Properties
+	for _, part := range []struct {
+		name string
+		typ  reflect.Type
+	}{{"spec", reflect.TypeOf(SandboxSpec{})}, {"status", reflect.TypeOf(SandboxStatus{})}} {
+		var fields []string
+		for f := range part.typ.Fields() {
+			fields = append(fields, strings.Split(f.Tag.Get("json"), ",")[0])
+		}
+		var schema []string
+		for k := range props[part.name].Properties {
+			schema = append(schema, k)
+		}
+		slices.Sort(fields)
+		slices.Sort(schema)
+		if !slices.Equal(fields, schema) {
+			t.Errorf("%s: Go fields %v, CRD properties %v", part.name, fields, schema)
+		}
+	}
+	spec := props["spec"].Properties
+	var enum []string
+	for _, e := range spec["net"].Enum {
+		var s string
+		if err := json.Unmarshal(e.Raw, &s); err != nil {
+			t.Fatal(err)
+		}
+		enum = append(enum, s)
+	}
+	if !slices.Equal(enum, NetModes) {
+		t.Errorf("net enum %v, want %v", enum, NetModes)
+	}
+	for name, want := range map[string][2]float64{"vcpus": {MinVCPUs, MaxVCPUs}, "memoryMiB": {MinMemoryMiB, MaxMemoryMiB}} {
+		p := spec[name]
+		if p.Minimum == nil || p.Maximum == nil || *p.Minimum != want[0] || *p.Maximum != want[1] {
+			t.Errorf("%s bounds %v..%v, want %v", name, p.Minimum, p.Maximum, want)
+		}
+	}
+	if !slices.Equal(crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Required, []string{"spec"}) || !slices.Equal(props["spec"].Required, []string{"image"}) {
+		t.Error("want spec and spec.image required")
+	}
+}
