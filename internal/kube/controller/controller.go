@@ -15,8 +15,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/internal/kube/api"
@@ -52,6 +54,22 @@ func (r *Reconciler) now() time.Time {
 		return r.Now()
 	}
 	return time.Now()
+}
+
+// CacheOptions keeps the controller's cache to the Pods it made (by their
+// managed-by label) instead of every Pod of the cluster; namespaces, when
+// given, limits it to those.
+func CacheOptions(namespaces ...string) cache.Options {
+	o := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{LabelManagedBy: managedBy})},
+	}}
+	if len(namespaces) > 0 {
+		o.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			o.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return o
 }
 
 // Reconcile brings one Sandbox's Pod and status in line.
@@ -125,8 +143,14 @@ func (r *Reconciler) ensurePod(ctx context.Context, sb *api.Sandbox) (api.Sandbo
 		return api.SandboxStatus{Phase: api.PhaseFailed, Reason: ReasonInvalid, Message: err.Error()}, nil
 	}
 	if err := r.Client.Create(ctx, want); err != nil {
-		// AlreadyExists: a cache behind the apiserver; the watch on the
-		// Pod brings us back.
+		if apierrors.IsAlreadyExists(err) {
+			// The cache holds only the controller's own Pods
+			// (CacheOptions): a Pod of that name may be someone else's.
+			if err := r.APIReader.Get(ctx, name, &pod); err == nil && !metav1.IsControlledBy(&pod, sb) {
+				return api.SandboxStatus{Phase: api.PhaseFailed, Reason: ReasonPodTaken,
+					Message: fmt.Sprintf("pod %s exists and is not this sandbox's: delete or rename it", name.Name)}, nil
+			}
+		}
 		return api.SandboxStatus{}, fmt.Errorf("create pod %s: %w", name, err)
 	}
 	return StatusFromPod(want), nil

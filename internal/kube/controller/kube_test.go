@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -26,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/yaml"
 
 	"github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
@@ -50,6 +53,7 @@ func runController(t *testing.T, cfg *rest.Config, s *runtime.Scheme, l Launcher
 		Scheme:                 s,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
+		Cache:                  CacheOptions(),
 		// The test runs the controller twice in one process.
 		Controller: crconfig.Controller{SkipNameValidation: &yes},
 	})
@@ -75,6 +79,24 @@ func runController(t *testing.T, cfg *rest.Config, s *runtime.Scheme, l Launcher
 	}
 	t.Cleanup(stop)
 	return stop
+}
+
+// applyYAML creates every object of a multi-document YAML file.
+func applyYAML(ctx context.Context, t *testing.T, c client.Client, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(string(b), "\n---\n") {
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if err := c.Create(ctx, &u); err != nil {
+			t.Fatalf("%s: create %s %s: %v", path, u.GetKind(), u.GetName(), err)
+		}
+	}
 }
 
 func waitFor(ctx context.Context, t *testing.T, what string, ok func() (bool, error)) {
@@ -131,9 +153,11 @@ func launcherPods(ctx context.Context, t *testing.T, c client.Client, sandbox st
 // and makes no second one; deleting a Sandbox, or its TTL running out,
 // deletes the Pod; a deleted launcher Pod fails its Sandbox instead of
 // booting a fresh VM. The launcher here is busybox sleeping (the VM launcher is the
-// next slice).
+// next slice). The controller runs with deploy/kubernetes/rbac.yaml's
+// service account's rights only.
 func TestSandboxPods(t *testing.T) {
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, nil)))
+	start := time.Now()
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
@@ -181,10 +205,18 @@ func TestSandboxPods(t *testing.T) {
 		}
 	}
 
+	// The controller runs as deploy/kubernetes/rbac.yaml's service
+	// account: the role grants all it needs.
+	applyYAML(ctx, t, c, filepath.Join(filepath.Dir(api.CRDPath()), "rbac.yaml"))
+	sa := rest.CopyConfig(cl.Config)
+	sa.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:banger-system:banger-controller"}
+
 	l := DefaultLauncher(kubecluster.BusyboxImage)
 	l.PullPolicy = corev1.PullNever
-	l.Command = []string{"sh", "-c", "exec sleep 3600"}
-	stop := runController(t, cl.Config, s, l)
+	// A shell that ends on SIGTERM: sleep as PID 1 would ignore it and
+	// hold every deletion for the whole grace period.
+	l.Command = []string{"sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"}
+	stop := runController(t, sa, s, l)
 
 	box := newSandbox("box", api.SandboxSpec{Image: "debian", MemoryMiB: 256, DiskSize: "1G", Labels: map[string]string{"team": "a"}})
 	if err := c.Create(ctx, box); err != nil {
@@ -198,6 +230,7 @@ func TestSandboxPods(t *testing.T) {
 		t.Errorf("defaults: vcpus %d net %q, want 1 and none", box.Spec.VCPUs, box.Spec.Net)
 	}
 	st := waitPhase(ctx, t, c, "box", api.PhaseRunning).Status
+	t.Logf("box running at %s", time.Since(start).Round(100*time.Millisecond))
 	if st.Node != kubecluster.NodeName || st.PodName != "box-vm" || len(st.Addresses) == 0 {
 		t.Errorf("status %+v: want node %s, pod box-vm, an address", st, kubecluster.NodeName)
 	}
@@ -225,7 +258,7 @@ func TestSandboxPods(t *testing.T) {
 	if err := c.Create(ctx, second); err != nil {
 		t.Fatal(err)
 	}
-	runController(t, cl.Config, s, l)
+	runController(t, sa, s, l)
 	// The node has 2 CPUs and box holds 1.1 of them: second's 1.1 does
 	// not fit, and its status says what the scheduler said.
 	waitFor(ctx, t, "second pending, unschedulable", func() (bool, error) {
@@ -235,6 +268,7 @@ func TestSandboxPods(t *testing.T) {
 		st := second.Status
 		return st.Phase == api.PhasePending && st.Reason == "Unschedulable" && strings.Contains(st.Message, "Insufficient cpu"), fmt.Errorf("status %+v", st)
 	})
+	t.Logf("second unschedulable at %s", time.Since(start).Round(100*time.Millisecond))
 	if pods := launcherPods(ctx, t, c, "box"); len(pods) != 1 || pods[0].UID != pod.UID {
 		t.Errorf("after a controller restart box has %d pods (first %v), want the one it had (%s)", len(pods), pods, pod.UID)
 	}
@@ -248,7 +282,9 @@ func TestSandboxPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(ctx, t, c, &pod)
+	t.Logf("box's pod deleted at %s", time.Since(start).Round(100*time.Millisecond))
 	waitPhase(ctx, t, c, "second", api.PhaseRunning)
+	t.Logf("second running at %s", time.Since(start).Round(100*time.Millisecond))
 
 	// A launcher Pod deleted behind the controller's back: the VM is
 	// gone, and the Sandbox says so rather than booting a fresh one.
@@ -264,6 +300,8 @@ func TestSandboxPods(t *testing.T) {
 		t.Errorf("second has %d pods after its pod was deleted, want none made again", len(pods))
 	}
 
+	t.Logf("second failed at %s", time.Since(start).Round(100*time.Millisecond))
+
 	// A TTL deletes the Sandbox, and so its Pod.
 	brief := newSandbox("brief", api.SandboxSpec{Image: "debian", MemoryMiB: 128, DiskSize: "512M", TTL: &metav1.Duration{Duration: 3 * time.Second}})
 	if err := c.Create(ctx, brief); err != nil {
@@ -273,4 +311,5 @@ func TestSandboxPods(t *testing.T) {
 	waitFor(ctx, t, "brief's pod gone", func() (bool, error) {
 		return len(launcherPods(ctx, t, c, "brief")) == 0, nil
 	})
+	t.Logf("brief gone at %s", time.Since(start).Round(100*time.Millisecond))
 }

@@ -1,0 +1,68 @@
+// Command banger-controller runs each banger Sandbox (banger.dev/v1alpha1)
+// of a Kubernetes cluster in its own launcher Pod. See internal/kube/controller
+// and deploy/kubernetes.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/controller"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "banger-controller:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	image := flag.String("launcher-image", "", "image of the launcher Pods (required)")
+	namespaces := flag.String("namespaces", "", "comma-separated namespaces to serve (default: all)")
+	metrics := flag.String("metrics-addr", "0", `metrics listen address ("0": off)`)
+	flag.Parse()
+	if *image == "" {
+		return fmt.Errorf("--launcher-image is required")
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := api.AddToScheme(scheme); err != nil {
+		return err
+	}
+	cfg, err := ctrl.GetConfig() // --kubeconfig, $KUBECONFIG, or in-cluster
+	if err != nil {
+		return fmt.Errorf("kubernetes config: %w", err)
+	}
+	var ns []string
+	if *namespaces != "" {
+		ns = strings.Split(*namespaces, ",")
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:  scheme,
+		Cache:   controller.CacheOptions(ns...),
+		Metrics: metricsserver.Options{BindAddress: *metrics},
+	})
+	if err != nil {
+		return fmt.Errorf("controller manager: %w", err)
+	}
+	if err := (&controller.Reconciler{Launcher: controller.DefaultLauncher(*image)}).Setup(mgr); err != nil {
+		return err
+	}
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
