@@ -11,6 +11,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/crashpoint"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/store"
@@ -206,7 +207,7 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Sta
 	}
 	initrdPath := filepath.Join(v.Dir, InitrdFile)
 	u.Push("boot initrd", func(context.Context) error { return removeFile(initrdPath) })
-	if err := m.writeInitrd(*v, k, sp, guestNet, sshCfg); err != nil {
+	if err := m.writeInitrd(*v, k, sp); err != nil {
 		return err
 	}
 	crashpoint.At("start.net")
@@ -226,7 +227,15 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Sta
 	h.mu.Unlock()
 	u.Push("engine process", func(ctx context.Context) error { return m.endInstance(ctx, h, inst) })
 	crashpoint.At("start.engine")
-	if _, err := m.connectAgent(ctx, v, h, m.cfg.BootTimeout); err != nil {
+	c, err := m.connectAgent(ctx, v, h, m.cfg.BootTimeout)
+	if err != nil {
+		return fmt.Errorf("vm %s did not boot: %w%s", v.Name, err, m.consoleTail(inst, v.Dir))
+	}
+	id := agentproto.Identity{Hostname: v.Name, Network: guestNet, SSH: sshCfg}
+	if netSpec != nil {
+		id.MAC = netSpec.MAC
+	}
+	if err := m.identify(ctx, v, h, c, id); err != nil {
 		return fmt.Errorf("vm %s did not boot: %w%s", v.Name, err, m.consoleTail(inst, v.Dir))
 	}
 	crashpoint.At("start.agent")
