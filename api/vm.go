@@ -72,6 +72,10 @@ type VM struct {
 	// daemon last connected to it (an exec, a copy, a stop): empty until
 	// then. A VM keeps the agent it booted with across a banger update.
 	AgentVersion string `json:"agentVersion,omitempty"`
+	// StartedFrom is how the VM last started: "cold" (booted) or
+	// "template ID" (resumed from that template); empty before its first
+	// start.
+	StartedFrom string `json:"startedFrom,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take
@@ -90,6 +94,8 @@ type CreateVMRequest struct {
 	// Engine is qemu or firecracker; empty chooses (see banger engine).
 	Engine  string `json:"engine,omitempty"`
 	NoStart bool   `json:"noStart,omitempty"`
+	// Cold boots the VM even when a template of its shape exists.
+	Cold bool `json:"cold,omitempty"`
 }
 
 // UpdateVMRequest changes a stopped VM's size.

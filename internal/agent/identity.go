@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -180,6 +181,16 @@ func applyIdentity(log *slog.Logger, cfg agentproto.BootConfig, id agentproto.Id
 			return cfg, err
 		}
 	}
+	if cfg.Root != nil {
+		// A clone's block devices may have a different file behind them
+		// than the template's, whose first blocks the kernel read (and
+		// cached) while probing: drop those before mounting.
+		for _, dev := range []string{cfg.Root.Image, cfg.Root.Disk} {
+			if err := flushBlockCache(dev); err != nil {
+				return cfg, err
+			}
+		}
+	}
 	cfg.Hostname, cfg.Network, cfg.SSH = id.Hostname, id.Network, id.SSH
 	cfg.AwaitIdentity = false
 	log.Info("identity applied", "hostname", id.Hostname, "mac", id.MAC)
@@ -201,6 +212,23 @@ func addEntropy(b []byte) error {
 	}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); e != 0 {
 		return fmt.Errorf("reseed the kernel's random pool: RNDRESEEDCRNG: %w", e)
+	}
+	return nil
+}
+
+// flushBlockCache drops the kernel's cached blocks of the block device
+// dev (BLKFLSBUF). A device that is not there yet has nothing cached.
+func flushBlockCache(dev string) error {
+	f, err := os.Open(dev)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("flush the cache of %s: %w", dev, err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.BLKFLSBUF, 0); err != nil {
+		return fmt.Errorf("flush the cache of %s: %w", dev, err)
 	}
 	return nil
 }

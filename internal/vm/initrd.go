@@ -28,6 +28,12 @@ const (
 // stops at its ready point and takes the VM's identity (hostname, network,
 // SSH host key) from the host over the agent channel (see identify).
 func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
+	return m.writeInitrdIn(v.Dir, k, sp)
+}
+
+// writeInitrdIn writes the boot initrd into dir (a VM's, or a template's
+// being made: the same bytes for the same kernel, agent and image).
+func (m *Manager) writeInitrdIn(dir string, k api.Kernel, sp spec) error {
 	agentArchive, err := m.agentArchive()
 	if err != nil {
 		return err
@@ -53,12 +59,12 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
 	if err := initrd.WriteBootConfigArchive(&buf, cfg); err != nil {
 		return err
 	}
-	tmp := filepath.Join(v.Dir, InitrdFile+".tmp")
+	tmp := filepath.Join(dir, InitrdFile+".tmp")
 	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write initrd: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(v.Dir, InitrdFile))
+	return os.Rename(tmp, filepath.Join(dir, InitrdFile))
 }
 
 // imageInit returns the image's own init when its command is one (as in

@@ -246,6 +246,19 @@ func (s *Store) Prune(busy func(dir string) bool) ([]string, error) {
 	return removed, errors.Join(errs...)
 }
 
+// Unfinished returns the directories of templates being made or left
+// unfinished by a daemon that died.
+func (s *Store) Unfinished() []string {
+	ents, _ := os.ReadDir(s.dir)
+	var out []string
+	for _, e := range ents {
+		if _, err := os.Stat(filepath.Join(s.dir, e.Name(), MetaFile)); err != nil && e.IsDir() {
+			out = append(out, filepath.Join(s.dir, e.Name()))
+		}
+	}
+	return out
+}
+
 // Pending is a template being made, in a temporary directory.
 type Pending struct {
 	// Dir is where the engine writes the template's files.

@@ -105,6 +105,9 @@ func TestListRemovePrune(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0].ID != tm.ID || list[0].SizeBytes == 0 {
 		t.Fatalf("List = %+v, %v", list, err)
 	}
+	if u := s.Unfinished(); len(u) != 2 {
+		t.Errorf("Unfinished = %v, want the two being made", u)
+	}
 	removed, err := s.Prune(func(d string) bool { return d == busy.Dir })
 	if err != nil || len(removed) != 1 || removed[0] != filepath.Base(stale.Dir) {
 		t.Errorf("Prune = %v, %v; want only the unfinished %s", removed, err, stale.Dir)
