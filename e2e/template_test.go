@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/bangervm/banger/internal/testutil"
 )
 
 // vmStartedFrom returns vm show's startedFrom for name.
@@ -109,5 +111,55 @@ func TestTemplateClones(t *testing.T) {
 	}
 	if !strings.Contains(e.daemonLog(), "discarding the template") {
 		t.Errorf("the daemon log does not say why the VM booted cold")
+	}
+}
+
+// TestTemplateClonesNetworked: clones of a template with a NIC each get
+// their own MAC (set before the link is used), address and SSH host key
+// (ssh checks the key banger pinned for each), and reach the network.
+func TestTemplateClonesNetworked(t *testing.T) {
+	testutil.RequireTool(t, "ssh", "openssh-client")
+	n := newNetEnv(t)
+	home := t.TempDir()
+	n.extra = append(n.extra, "HOME="+home)
+	n.ok("vm", "run", "-d", "--name", "first", "--image", "bb")
+	defer n.run("vm", "delete", "-f", "first", "n1", "n2")
+	id := waitTemplate(t, n.env)
+	n.ok("vm", "delete", "-f", "first")
+	n.ok("vm", "run", "-d", "--name", "n1", "--image", "bb")
+	n.ok("vm", "run", "-d", "--name", "n2", "--image", "bb")
+	cfg := strings.TrimSpace(n.ok("ssh-config"))
+	seen := map[string]string{}
+	for _, vm := range []string{"n1", "n2"} {
+		if got := vmStartedFrom(t, n.env, vm); got != "template "+id {
+			t.Errorf("%s started from %q, want template %s", vm, got, id)
+		}
+		var v struct{ IP string }
+		json.Unmarshal([]byte(n.ok("vm", "show", vm, "--json")), &v)
+		mac := strings.TrimSpace(n.ok("vm", "exec", vm, "--", "cat", "/sys/class/net/eth0/address"))
+		addr := n.ok("vm", "exec", vm, "--", "ip", "-4", "-o", "addr", "show", "eth0")
+		if v.IP == "" || !strings.Contains(addr, " "+v.IP+"/") {
+			t.Errorf("%s: guest addresses %q, banger says %q", vm, addr, v.IP)
+		}
+		for what, val := range map[string]string{"MAC": mac, "address": v.IP} {
+			if other, dup := seen[what+val]; dup {
+				t.Errorf("%s and %s share the %s %s", other, vm, what, val)
+			}
+			seen[what+val] = vm
+		}
+		if got := n.fetch(vm, "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw") {
+			t.Errorf("%s cannot reach the network: %q", vm, got)
+		}
+		// ssh verifies the host key banger pinned for this VM.
+		var r result
+		for range 20 {
+			if r = n.ssh(home, cfg, vm+".vm", "hostname"); r.code == 0 {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		if r.code != 0 || strings.TrimSpace(r.out) != vm {
+			t.Errorf("ssh %s.vm: %+v", vm, r)
+		}
 	}
 }

@@ -124,6 +124,38 @@ func (g *bootGate) Create(ctx context.Context, path string, mode fs.FileMode) (a
 	return h.Create(ctx, path, mode)
 }
 
+// TarOut and TarIn pass copies on (agentproto.Archiver) once the boot
+// has finished.
+func (g *bootGate) TarOut(ctx context.Context, path string) (io.ReadCloser, error) {
+	a, err := g.archiver(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.TarOut(ctx, path)
+}
+
+func (g *bootGate) TarIn(ctx context.Context, dir string) (agentproto.PendingFile, error) {
+	a, err := g.archiver(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return a.TarIn(ctx, dir)
+}
+
+func (g *bootGate) archiver(ctx context.Context) (agentproto.Archiver, error) {
+	h, err := g.handler(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a, ok := h.(agentproto.Archiver)
+	if !ok {
+		return nil, fmt.Errorf("this agent cannot copy files: %w", errdefs.ErrFailedPrecondition)
+	}
+	return a, nil
+}
+
+var _ agentproto.Archiver = (*bootGate)(nil)
+
 // Shutdown before the boot finished has nothing mounted to make safe.
 func (g *bootGate) Shutdown(ctx context.Context) error {
 	select {

@@ -107,6 +107,12 @@ func TestBootGate(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("health after the boot: %v", err)
 	}
+	// Copies reach the real handler's archiver (vm cp).
+	rc, err := g.TarOut(ctx, t.TempDir())
+	if err != nil {
+		t.Fatalf("TarOut through the gate: %v", err)
+	}
+	rc.Close()
 
 	h := newBootGate(slog.New(slog.DiscardHandler), true)
 	h.srv = &agentproto.Server{Handler: h, Logger: slog.New(slog.DiscardHandler)}

@@ -149,6 +149,10 @@ type NetSpec struct {
 	TapFD *os.File
 	// MAC is the guest's MAC address, e.g. "52:54:00:12:34:56".
 	MAC string
+	// Detached is a NIC with no host side (TapName and TapFD unset), for
+	// a template (see Templater): the guest probes the same device its
+	// clones get with a tap.
+	Detached bool
 }
 
 // State is a VM's run state.

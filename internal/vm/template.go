@@ -33,6 +33,10 @@ const (
 	templateDisk    = "disk.img"     // a template's stand-in for the VM's disk: sparse, same size
 )
 
+// templateMAC is a template's NIC address (locally administered); its
+// guest never uses it, clones replace it before the link is up.
+const templateMAC = "02:62:61:6e:67:00"
+
 // templateMakeTimeout bounds making a template in the background.
 const templateMakeTimeout = 5 * time.Minute
 
@@ -128,11 +132,6 @@ func (m *Manager) chooseTemplate(ctx context.Context, eng engine.Engine, es engi
 		return c
 	}
 	c.tp = tp
-	if es.Net != nil {
-		// A template needs a NIC with no host side; not done yet.
-		c.reason = "VMs with a NIC have no templates yet"
-		return c
-	}
 	key, err := m.templateKey(ctx, eng, es, k, sp)
 	if err != nil {
 		c.reason = "template key: " + err.Error()
@@ -266,6 +265,11 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 			d.Path = blank
 		}
 		ts.Disks = append(ts.Disks, d)
+	}
+	if es.Net != nil {
+		// The same NIC with no host side: a clone sets its own MAC and
+		// gets its tap.
+		ts.Net = &engine.NetSpec{Detached: true, MAC: templateMAC}
 	}
 	inst, err := tp.StartTemplate(ctx, ts, p.Dir)
 	if err != nil {

@@ -125,7 +125,13 @@ func Cmdline(cfg CmdlineConfig) []string {
 		add("-drive", drive, "-device", "virtio-blk-device,drive="+id)
 	}
 
-	if n := s.Net; n != nil {
+	if n := s.Net; n != nil && n.Detached {
+		dev := "virtio-net-device"
+		if n.MAC != "" {
+			dev += ",mac=" + n.MAC
+		}
+		add("-device", dev)
+	} else if n != nil {
 		nd := "tap,id=net0"
 		if n.TapFD != nil {
 			nd += ",fd=" + strconv.Itoa(cfg.TapFD)

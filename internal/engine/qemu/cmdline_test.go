@@ -111,6 +111,18 @@ func TestCmdline(t *testing.T) {
 				console, serialAgent, qmp),
 		},
 		{
+			name: "template NIC with no host side",
+			cfg: CmdlineConfig{Spec: func() engine.Spec {
+				s := base
+				s.Net = &engine.NetSpec{Detached: true, MAC: "52:54:00:00:00:01"}
+				return s
+			}(), Accel: engine.AccelTCG, TSCKHz: 5},
+			want: cat(common("tcg"),
+				[]string{"-smp", "1", "-m", "256M", "-kernel", "/k/vmlinux", "-initrd", "/k/initrd",
+					"-append", "console=ttyS0 quiet panic=-1 tsc_early_khz=5"},
+				console, []string{"-device", "virtio-net-device,mac=52:54:00:00:00:01"}, serialAgent, qmp),
+		},
+		{
 			name: "clone: the template's RAM mapped privately, waiting for its state",
 			cfg:  CmdlineConfig{Spec: base, Accel: engine.AccelTCG, TSCKHz: 5, MemPath: "/t/memory", Incoming: true},
 			want: cat([]string{"qemu", "-accel", "tcg", "-M", "microvm,x-option-roms=off,memory-backend=mem0",

@@ -224,7 +224,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec, mem memoryOptions)
 	if cc.VsockCID == 0 {
 		st.AgentSocket = filepath.Join(spec.Dir, AgentSocket)
 	}
-	if spec.Net != nil && spec.Net.TapFD == nil {
+	if spec.Net != nil && spec.Net.TapFD == nil && !spec.Net.Detached {
 		st.TapName = spec.Net.TapName
 	}
 	// Stale files from an earlier run would fool the readiness check.
@@ -330,7 +330,7 @@ func validate(spec *engine.Spec) error {
 	if err := checkSocketPaths(spec.Dir); err != nil {
 		return inv("%v", err)
 	}
-	if n := spec.Net; n != nil && n.TapFD == nil && n.TapName == "" {
+	if n := spec.Net; n != nil && n.TapFD == nil && n.TapName == "" && !n.Detached {
 		return inv("network without a tap name or fd")
 	}
 	if strings.ContainsAny(spec.Cmdline, "\n\x00") {
