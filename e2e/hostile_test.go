@@ -223,3 +223,39 @@ func TestConsoleLogRotated(t *testing.T) {
 		})
 	}
 }
+
+// TestIncompatibleAgent: a VM whose agent speaks a protocol version this
+// daemon does not (the hostile agent's proto-99 plays one from a far newer
+// or older banger) is refused agent commands with an error naming both
+// versions, and is still stopped data-safely: the engine's ACPI power
+// button reaches the agent, which syncs and powers off, instead of the VM
+// being killed after the stop timeout.
+func TestIncompatibleAgent(t *testing.T) {
+	e := hostileEnv(t, "")
+	t.Cleanup(func() { e.run("vm", "delete", "-f", "alien") })
+	e.ok("vm", "run", "-d", "--name", "alien", "--image", "bb")
+	e.ok("vm", "exec", "alien", "--", "sh", "-c", "echo precious > /root/data")
+	e.setHostile("alien", "proto-99")
+	// The running daemon's session predates the change: the next daemon
+	// has to shake hands again.
+	pid := e.daemonPID()
+	syscall.Kill(pid, syscall.SIGKILL)
+	for processAlive(pid) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if r := e.run("vm", "exec", "alien", "--", "true"); r.code == 0 || !strings.Contains(r.err, "protocol version 99") {
+		t.Errorf("exec on an incompatible agent: exit %d, stderr %q; want an error naming protocol version 99", r.code, r.err)
+	}
+	var stopped []struct{ Method string }
+	testutilJSON(t, e.ok("vm", "stop", "--json", "alien"), &stopped)
+	if len(stopped) != 1 || stopped[0].Method != "engine" {
+		t.Errorf("vm stop of an incompatible agent: %+v, want method engine (powered off on the power button, not killed)", stopped)
+	}
+	if log := e.consoleTails(); !strings.Contains(log, "power button pressed") {
+		t.Errorf("the agent did not see the power button; console:\n%s", log)
+	}
+	e.ok("vm", "start", "alien")
+	if out := e.ok("vm", "exec", "alien", "--", "cat", "/root/data"); out != "precious\n" {
+		t.Errorf("after the stop: /root/data = %q", out)
+	}
+}

@@ -177,6 +177,27 @@ func (c *sdContainer) run(uid int, argv ...string) result {
 
 // ok is run, failing the test unless argv exits 0; the journal of both
 // units goes into the failure.
+// sameVM returns a check that VM, running now, is still the same engine
+// process after something (a restart, an update) and still runs commands.
+func (c *sdContainer) sameVM(t *testing.T, uid int, vm string) (check func(after string)) {
+	t.Helper()
+	pidOf := func() int {
+		var v struct{ PID int }
+		testutilJSON(t, c.ok(uid, "banger", "vm", "show", vm, "--json"), &v)
+		return v.PID
+	}
+	before := pidOf()
+	return func(after string) {
+		t.Helper()
+		if out := c.ok(uid, "banger", "vm", "exec", vm, "--", "echo", "still-here"); strings.TrimSpace(out) != "still-here" {
+			t.Fatalf("exec after %s: %q", after, out)
+		}
+		if pid := pidOf(); pid != before || before == 0 {
+			t.Fatalf("VM engine pid %d before %s, %d after: want the same process", before, after, pid)
+		}
+	}
+}
+
 func (c *sdContainer) ok(uid int, argv ...string) string {
 	c.t.Helper()
 	r := c.run(uid, argv...)
@@ -242,21 +263,7 @@ func TestSystemInstall(t *testing.T) {
 		t.Errorf("image list with BANGER_HOME on an installed host: %q, want a daemon of its own with no images", out)
 	}
 	c.ok(0, append(dev, "daemon", "stop")...)
-	pidOf := func() int {
-		var v struct{ PID int }
-		testutilJSON(t, c.ok(sdOwnerUID, "banger", "vm", "show", "keep", "--json"), &v)
-		return v.PID
-	}
-	before := pidOf()
-	stillRunning := func(after string) {
-		t.Helper()
-		if out := c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "echo", "still-here"); strings.TrimSpace(out) != "still-here" {
-			t.Fatalf("exec after %s: %q", after, out)
-		}
-		if pid := pidOf(); pid != before || before == 0 {
-			t.Fatalf("VM engine pid %d before %s, %d after: want the same process", before, after, pid)
-		}
-	}
+	stillRunning := c.sameVM(t, sdOwnerUID, "keep")
 	c.ok(0, "banger", "system", "restart")
 	stillRunning("system restart")
 
@@ -325,7 +332,7 @@ func TestSystemInstall(t *testing.T) {
 	// Installing again, from the installed banger itself, upgrades in
 	// place; the running VM keeps running.
 	c.ok(sdOwnerUID, "banger", "vm", "start", "keep")
-	before = pidOf()
+	stillRunning = c.sameVM(t, sdOwnerUID, "keep")
 	c.ok(0, "banger", "system", "install", "--owner", sdOwner)
 	stillRunning("installing again")
 

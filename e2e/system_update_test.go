@@ -202,21 +202,7 @@ func TestSystemUpdate(t *testing.T) {
 	c.ok(0, "/srv/banger-old/banger", "system", "install", "--owner", sdOwner)
 	fx.importAs(c, sdOwnerUID)
 	c.ok(sdOwnerUID, "banger", "vm", "run", "-d", "--name", "keep", "--image", "bb")
-	pidOf := func() int {
-		var v struct{ PID int }
-		testutilJSON(t, c.ok(sdOwnerUID, "banger", "vm", "show", "keep", "--json"), &v)
-		return v.PID
-	}
-	vmPID := pidOf()
-	alive := func(after string) {
-		t.Helper()
-		if out := c.ok(sdOwnerUID, "banger", "vm", "exec", "keep", "--", "echo", "still-here"); strings.TrimSpace(out) != "still-here" {
-			t.Fatalf("exec after %s: %q", after, out)
-		}
-		if pid := pidOf(); pid != vmPID || vmPID == 0 {
-			t.Fatalf("VM engine pid %d before, %d after %s: want the same process", vmPID, pid, after)
-		}
-	}
+	alive := c.sameVM(t, sdOwnerUID, "keep")
 
 	srv := newReleaseServer(t, c.pid, key)
 	good := releaseTarball(t, newBins)

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -57,6 +58,11 @@ func runInit() {
 		sink.SetConsole(c)
 	}
 	log.Info("starting", "version", buildinfo.Version)
+	// Ctrl-Alt-Del must reach PID 1 as SIGINT (shutdownOnSignal), not
+	// restart the kernel on the spot with unwritten data in the cache.
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
+		log.Warn("turn off the kernel's Ctrl-Alt-Del reboot", "err", err)
+	}
 	if os.Getenv("PATH") == "" {
 		os.Setenv("PATH", DefaultPath)
 	}
@@ -72,7 +78,7 @@ func runInit() {
 		// The ready point: everything a template of this guest may hold
 		// is done, nothing VM-specific is. A clone resumes here.
 		gate = newBootGate(log, cfg.Init != "")
-		gate.srv = &agentproto.Server{Handler: gate, AgentVersion: buildinfo.Version, Logger: log}
+		gate.srv = &agentproto.Server{Handler: gate, AgentVersion: buildinfo.Version, Logger: log, Version: hostileVersion}
 		gctx, cancel := context.WithCancel(ctx)
 		stopGate = cancel
 		go serveForever(gctx, log, gate.srv, cfg)
@@ -130,7 +136,9 @@ func runInit() {
 	r := newReaper(log)
 	go r.run(ctx)
 	srv := newServer(log, cfg, rooted, r)
-	go shutdownOnSignal(log, srv.Handler)
+	stop := cleanStop(log, srv.Handler)
+	go shutdownOnSignal(log, stop)
+	go watchPowerButtons(log, "/sys/class/input", "/dev/input", func() { stop("power button") })
 	if gate != nil {
 		gate.open(srv.Handler)
 		select {} // the gate's server serves on
@@ -198,13 +206,17 @@ func newServer(log *slog.Logger, cfg agentproto.BootConfig, rooted bool, w waite
 	if hostile != nil {
 		served = hostile(log, h)
 	}
-	return &agentproto.Server{Handler: served, AgentVersion: buildinfo.Version, Logger: log}
+	return &agentproto.Server{Handler: served, AgentVersion: buildinfo.Version, Logger: log, Version: hostileVersion}
 }
 
 // hostile, set only in a test build (tag hostileagent, hostile.go), wraps
 // the handler in one that misbehaves on request, to test that the host
 // holds against a hostile guest.
 var hostile func(*slog.Logger, agentproto.Handler) agentproto.Handler
+
+// hostileVersion, set only in the test build, picks the protocol version
+// the handshake announces (agentproto.Server.Version).
+var hostileVersion func() uint16
 
 func serveForever(ctx context.Context, log *slog.Logger, srv *agentproto.Server, cfg agentproto.BootConfig) {
 	port := cfg.AgentPort
@@ -221,15 +233,28 @@ func serveForever(ctx context.Context, log *slog.Logger, srv *agentproto.Server,
 	}
 }
 
-// shutdownOnSignal treats SIGTERM and SIGINT (Ctrl-Alt-Del) to PID 1 as a
-// clean power-off, never a reboot.
-func shutdownOnSignal(log *slog.Logger, h agentproto.Handler) {
+// shutdownOnSignal treats SIGTERM and SIGINT to PID 1 as a clean
+// power-off, never a reboot. SIGINT is Ctrl-Alt-Del (Firecracker's
+// SendCtrlAltDel) once runInit has turned the kernel's own reboot off.
+func shutdownOnSignal(log *slog.Logger, stop func(why string)) {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	sig := <-sigs
-	log.Info("signal; shutting down", "signal", sig)
-	if err := h.Shutdown(context.Background()); err != nil {
-		log.Error("shutdown", "err", err)
+	stop("signal " + sig.String())
+}
+
+// cleanStop returns a function that stops the guest as the host's
+// Shutdown request does, then powers off; only its first call does
+// anything, whatever asked for it (a signal, the power button).
+func cleanStop(log *slog.Logger, h agentproto.Handler) func(why string) {
+	var once sync.Once
+	return func(why string) {
+		once.Do(func() {
+			log.Info("shutting down", "why", why)
+			if err := h.Shutdown(context.Background()); err != nil {
+				log.Error("shutdown", "err", err)
+			}
+			h.PowerOff()
+		})
 	}
-	h.PowerOff()
 }

@@ -33,11 +33,22 @@ import (
 //	                 hostiletar.Archive: entries outside SRC, through
 //	                 links, devices, a setuid file, control characters
 //	tar-endless      the archive of any path never ends (hostiletar.Endless)
+//	proto-99         the handshake announces protocol version 99, as an
+//	                 agent no banger speaks would: the host can no longer
+//	                 talk to it and must still stop the VM data-safely
 
 // HostileModeFile holds the hostile agent's modes.
 const HostileModeFile = "/run/banger-hostile"
 
-func init() { hostile = newHostile }
+func init() {
+	hostile = newHostile
+	hostileVersion = func() uint16 {
+		if hostileMode("proto-99") {
+			return 99
+		}
+		return agentproto.ProtocolVersion
+	}
+}
 
 var _ agentproto.Archiver = (*hostileHandler)(nil)
 

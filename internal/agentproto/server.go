@@ -71,8 +71,19 @@ type Server struct {
 	Handler      Handler
 	AgentVersion string
 	Logger       *slog.Logger // must not be nil
+	// Version, when set, is asked for the protocol version to announce at
+	// each handshake instead of ProtocolVersion. Only the test build of
+	// the agent sets it, to play an agent of another protocol version.
+	Version func() uint16
 
 	refusing atomic.Bool
+}
+
+func (s *Server) version() uint16 {
+	if s.Version != nil {
+		return s.Version()
+	}
+	return ProtocolVersion
 }
 
 // Refuse makes the server ignore every new HELLO; sessions already
@@ -225,15 +236,15 @@ func (s *Server) handshake(br *bufio.Reader, w io.Writer) error {
 			// A host of a version this agent also speaks is answered in
 			// its version; any other gets ours (and no session), so it
 			// can greet again in ours if it speaks it.
-			v := ProtocolVersion
-			if f.version >= MinProtocolVersion && f.version <= ProtocolVersion {
+			v := s.version()
+			if v == ProtocolVersion && f.version >= MinProtocolVersion && f.version <= ProtocolVersion {
 				v = f.version
 			}
 			if err := writeHS(w, hsFrame{kind: kindAck, version: v, nonce: f.nonce, payload: []byte(s.AgentVersion)}); err != nil {
 				return err
 			}
 			if v != f.version {
-				s.Logger.Warn("host speaks another protocol version", "host", f.version, "agent", ProtocolVersion)
+				s.Logger.Warn("host speaks another protocol version", "host", f.version, "agent", v)
 				want = nil
 				continue
 			}

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/config"
 )
 
@@ -86,23 +89,14 @@ func newImageListCmd(f *Factory) *cobra.Command {
 		Short:   "List images",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			imgs, err := c.Images(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(f, imgs)
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSOURCE\tREF\tSIZE\tCREATED")
-			for _, i := range imgs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.Source, i.Ref, humanBytes(i.SizeBytes), ago(i.CreatedAt))
-			}
-			return tw.Flush()
+			return fetchAndPrint(f, cmd, asJSON, (*client.Client).Images, func(w io.Writer, imgs []api.Image) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tSOURCE\tREF\tSIZE\tCREATED")
+				for _, i := range imgs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.Name, i.Source, i.Ref, humanBytes(i.SizeBytes), ago(i.CreatedAt))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -116,27 +110,19 @@ func newImageShowCmd(f *Factory) *cobra.Command {
 		Short: "Show one image",
 		Args:  exactArgs(1, "one image name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			i, err := c.Image(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(f, i)
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
-			fmt.Fprintf(tw, "name:\t%s\nsource:\t%s\nref:\t%s\ndigest:\t%s\nrootfs:\t%s\nsize:\t%s (content %s)\n",
-				i.Name, i.Source, i.Ref, i.Digest, i.RootFS, humanBytes(i.SizeBytes), humanBytes(i.ContentBytes))
-			if i.Kernel != "" {
-				fmt.Fprintf(tw, "kernel:\t%s\n", i.Kernel)
-			}
-			fmt.Fprintf(tw, "entrypoint:\t%s\ncmd:\t%s\nworkdir:\t%s\nuser:\t%s\nenv:\t%s\nlayers:\t%d\ncreated:\t%s\n",
-				strings.Join(i.Config.Entrypoint, " "), strings.Join(i.Config.Cmd, " "), i.Config.WorkingDir, i.Config.User,
-				strings.Join(i.Config.Env, " "), len(i.Layers), i.CreatedAt.Local().Format(time.RFC3339))
-			return tw.Flush()
+			get := func(c *client.Client, ctx context.Context) (api.Image, error) { return c.Image(ctx, args[0]) }
+			return fetchAndPrint(f, cmd, asJSON, get, func(w io.Writer, i api.Image) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+				fmt.Fprintf(tw, "name:\t%s\nsource:\t%s\nref:\t%s\ndigest:\t%s\nrootfs:\t%s\nsize:\t%s (content %s)\n",
+					i.Name, i.Source, i.Ref, i.Digest, i.RootFS, humanBytes(i.SizeBytes), humanBytes(i.ContentBytes))
+				if i.Kernel != "" {
+					fmt.Fprintf(tw, "kernel:\t%s\n", i.Kernel)
+				}
+				fmt.Fprintf(tw, "entrypoint:\t%s\ncmd:\t%s\nworkdir:\t%s\nuser:\t%s\nenv:\t%s\nlayers:\t%d\ncreated:\t%s\n",
+					strings.Join(i.Config.Entrypoint, " "), strings.Join(i.Config.Cmd, " "), i.Config.WorkingDir, i.Config.User,
+					strings.Join(i.Config.Env, " "), len(i.Layers), i.CreatedAt.Local().Format(time.RFC3339))
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -150,13 +136,7 @@ func newImageDeleteCmd(f *Factory) *cobra.Command {
 		Short:   "Delete images",
 		Args:    minArgs("image name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return forEach(f, args, func(n string) (string, error) {
-				return "deleted image " + n, c.DeleteImage(cmd.Context(), n)
-			})
+			return deleteEach(f, cmd, "image", args, (*client.Client).DeleteImage)
 		},
 	}
 	return cmd

@@ -1,7 +1,9 @@
 package cli
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"text/tabwriter"
@@ -10,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/catalog"
 )
 
@@ -152,27 +155,18 @@ func newKernelListCmd(f *Factory) *cobra.Command {
 				}
 				return nil
 			}
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			ks, err := c.Kernels(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(f, ks)
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tVERSION\tFORMAT\tINITRD\tSOURCE\tCREATED")
-			for _, k := range ks {
-				initrd := "-"
-				if k.Initrd != "" {
-					initrd = "yes"
+			return fetchAndPrint(f, cmd, asJSON, (*client.Client).Kernels, func(w io.Writer, ks []api.Kernel) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "NAME\tVERSION\tFORMAT\tINITRD\tSOURCE\tCREATED")
+				for _, k := range ks {
+					initrd := "-"
+					if k.Initrd != "" {
+						initrd = "yes"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Version, k.Format, initrd, k.Source, ago(k.CreatedAt))
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.Name, k.Version, k.Format, initrd, k.Source, ago(k.CreatedAt))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -187,30 +181,22 @@ func newKernelShowCmd(f *Factory) *cobra.Command {
 		Short: "Show one kernel",
 		Args:  exactArgs(1, "one kernel name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			k, err := c.Kernel(cmd.Context(), args[0])
-			if err != nil {
-				return err
-			}
-			if asJSON {
-				return printJSON(f, k)
-			}
-			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 1, ' ', 0)
-			fmt.Fprintf(tw, "name:\t%s\nversion:\t%s\nformat:\t%s\npvh:\t%v\nsource:\t%s\nvmlinux:\t%s\n", k.Name, k.Version, k.Format, k.PVH, k.Source, k.Vmlinux)
-			if k.BzImage != "" {
-				fmt.Fprintf(tw, "bzImage:\t%s\n", k.BzImage)
-			}
-			if k.Initrd != "" {
-				fmt.Fprintf(tw, "initrd:\t%s\n", k.Initrd)
-			}
-			if len(k.Modules) > 0 {
-				fmt.Fprintf(tw, "modules:\t%s\n", strings.Join(k.Modules, " "))
-			}
-			fmt.Fprintf(tw, "size:\t%s\ncreated:\t%s\n", humanBytes(k.SizeBytes), k.CreatedAt.Local().Format(time.RFC3339))
-			return tw.Flush()
+			get := func(c *client.Client, ctx context.Context) (api.Kernel, error) { return c.Kernel(ctx, args[0]) }
+			return fetchAndPrint(f, cmd, asJSON, get, func(w io.Writer, k api.Kernel) error {
+				tw := tabwriter.NewWriter(w, 0, 4, 1, ' ', 0)
+				fmt.Fprintf(tw, "name:\t%s\nversion:\t%s\nformat:\t%s\npvh:\t%v\nsource:\t%s\nvmlinux:\t%s\n", k.Name, k.Version, k.Format, k.PVH, k.Source, k.Vmlinux)
+				if k.BzImage != "" {
+					fmt.Fprintf(tw, "bzImage:\t%s\n", k.BzImage)
+				}
+				if k.Initrd != "" {
+					fmt.Fprintf(tw, "initrd:\t%s\n", k.Initrd)
+				}
+				if len(k.Modules) > 0 {
+					fmt.Fprintf(tw, "modules:\t%s\n", strings.Join(k.Modules, " "))
+				}
+				fmt.Fprintf(tw, "size:\t%s\ncreated:\t%s\n", humanBytes(k.SizeBytes), k.CreatedAt.Local().Format(time.RFC3339))
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
@@ -224,13 +210,7 @@ func newKernelRmCmd(f *Factory) *cobra.Command {
 		Short:   "Delete kernels",
 		Args:    minArgs("kernel name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := f.Client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			return forEach(f, args, func(n string) (string, error) {
-				return "deleted kernel " + n, c.DeleteKernel(cmd.Context(), n)
-			})
+			return deleteEach(f, cmd, "kernel", args, (*client.Client).DeleteKernel)
 		},
 	}
 }

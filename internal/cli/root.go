@@ -207,3 +207,32 @@ func printJSON(f *Factory, v any) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
+
+// fetchAndPrint is the body of the list and show commands: ask the daemon
+// with get, then print the answer as JSON (--json) or with text.
+func fetchAndPrint[T any](f *Factory, cmd *cobra.Command, asJSON bool, get func(*client.Client, context.Context) (T, error), text func(io.Writer, T) error) error {
+	c, err := f.Client(cmd.Context())
+	if err != nil {
+		return err
+	}
+	v, err := get(c, cmd.Context())
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(f, v)
+	}
+	return text(f.IO.Out, v)
+}
+
+// deleteEach is the body of the delete commands: del for each name, in
+// parallel, reporting each as "deleted NOUN NAME".
+func deleteEach(f *Factory, cmd *cobra.Command, noun string, names []string, del func(*client.Client, context.Context, string) error) error {
+	c, err := f.Client(cmd.Context())
+	if err != nil {
+		return err
+	}
+	return forEach(f, names, func(n string) (string, error) {
+		return "deleted " + noun + " " + n, del(c, cmd.Context(), n)
+	})
+}

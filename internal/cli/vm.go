@@ -353,7 +353,7 @@ func stopMethod(m string) string {
 	case "agent":
 		return "guest synced and powered off"
 	case "engine":
-		return "the guest agent did not answer: stopped through the engine"
+		return "the guest agent did not answer: the guest powered off on the engine's power button"
 	case "killed":
 		return "killed: the guest did not stop in time, recent writes may be lost"
 	case "killed-paused":

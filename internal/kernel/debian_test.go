@@ -40,7 +40,7 @@ func debianCloudDeb(t *testing.T) string {
 // bootModules are the modules Debian's cloud kernel needs for a banger
 // guest: DefaultModules plus their dependencies (ext4 is built in).
 var bootModules = []string{
-	"failover", "net_failover", "overlay", "virtio", "virtio_blk", "virtio_console", "virtio_mmio", "virtio_net",
+	"button", "evdev", "failover", "net_failover", "overlay", "virtio", "virtio_blk", "virtio_console", "virtio_mmio", "virtio_net",
 	"virtio_ring", "vmw_vsock_virtio_transport", "vmw_vsock_virtio_transport_common", "vsock",
 }
 

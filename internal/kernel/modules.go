@@ -23,10 +23,13 @@ import (
 )
 
 // DefaultModules are the modules a banger microVM needs before it can reach
-// its root disk and talk to the host. Any of them may be built in.
+// its root disk and talk to the host, and the ACPI power button with evdev,
+// through which the engine asks a guest whose agent does not answer to
+// stop cleanly. Any of them may be built in.
 var DefaultModules = []string{
 	"virtio_mmio", "virtio_blk", "virtio_net", "virtio_console",
 	"vsock", "vmw_vsock_virtio_transport", "overlay", "ext4",
+	"button", "evdev",
 }
 
 // maxModuleSize bounds one module, decompressed. The largest in-tree

@@ -80,6 +80,8 @@ var virtioTree = []testModule{
 	{rel: "kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko", depends: "vsock"},
 	{rel: "kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko", depends: "virtio,vmw_vsock_virtio_transport_common,virtio_ring,vsock"},
 	{rel: "kernel/fs/overlayfs/overlay.ko"},
+	{rel: "kernel/drivers/acpi/button.ko"},
+	{rel: "kernel/drivers/input/evdev.ko"},
 	{rel: "kernel/fs/unrelated.ko", depends: "vsock"},
 	{rel: "kernel/crypto/aesni-intel.ko"},
 }
@@ -98,7 +100,7 @@ func TestResolveModules(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "failover", "net_failover", "virtio_net",
-		"virtio_console", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "overlay"}
+		"virtio_console", "vsock", "vmw_vsock_virtio_transport_common", "vmw_vsock_virtio_transport", "overlay", "button", "evdev"}
 	if got := res.names(); !slices.Equal(got, want) {
 		t.Errorf("load order\n got %v\nwant %v", got, want)
 	}
@@ -117,6 +119,8 @@ kernel/net/vmw_vsock/vsock.ko:
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko: kernel/net/vmw_vsock/vsock.ko
 kernel/net/vmw_vsock/vmw_vsock_virtio_transport.ko: kernel/net/vmw_vsock/vmw_vsock_virtio_transport_common.ko kernel/net/vmw_vsock/vsock.ko kernel/drivers/virtio/virtio.ko kernel/drivers/virtio/virtio_ring.ko
 kernel/fs/overlayfs/overlay.ko:
+kernel/drivers/acpi/button.ko:
+kernel/drivers/input/evdev.ko:
 `
 	if got := string(res.depFile()); got != wantDep {
 		t.Errorf("modules.dep\n got:\n%s\nwant:\n%s", got, wantDep)
@@ -190,7 +194,7 @@ func TestImportFilesGeneratesInitramfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !info.HasInitrd || info.Version != testVersion || len(info.Modules) != 12 || info.Modules[0] != "virtio_ring" {
+	if !info.HasInitrd || info.Version != testVersion || len(info.Modules) != 14 || info.Modules[0] != "virtio_ring" {
 		t.Errorf("info = %+v", info)
 	}
 	if got := joinNames(listDir(t, stage)); got != "bzImage,initrd.img,vmlinux" {
@@ -232,7 +236,7 @@ func TestImportFilesGeneratesInitramfs(t *testing.T) {
 		t.Errorf("dev/console = %+v", c)
 	}
 	load := strings.Fields(string(entries[ModulesLoadPath].data))
-	if len(load) != 12 || load[0] != "/"+md+"/kernel/drivers/virtio/virtio_ring.ko" || load[11] != "/"+md+"/kernel/fs/overlayfs/overlay.ko" {
+	if len(load) != 14 || load[0] != "/"+md+"/kernel/drivers/virtio/virtio_ring.ko" || load[13] != "/"+md+"/kernel/drivers/input/evdev.ko" {
 		t.Errorf("modules.load = %v", load)
 	}
 	for _, p := range load {
@@ -278,7 +282,7 @@ func TestImportFilesAllBuiltin(t *testing.T) {
 	if info.HasInitrd || len(info.Modules) != 0 || joinNames(listDir(t, stage)) != "vmlinux" {
 		t.Errorf("info %+v, stage %v", info, listDir(t, stage))
 	}
-	want := []string{"virtio_net", "virtio_console", "vsock", "vmw_vsock_virtio_transport", "overlay"}
+	want := []string{"virtio_net", "virtio_console", "vsock", "vmw_vsock_virtio_transport", "overlay", "button", "evdev"}
 	if !slices.Equal(info.MissingModules, want) {
 		t.Errorf("missing %v, want %v", info.MissingModules, want)
 	}

@@ -58,7 +58,7 @@ func TestImportTar(t *testing.T) {
 				{name: "boot/config-" + testVersion, data: []byte("CONFIG_PVH=y\n")},
 				{name: "etc/passwd", data: []byte("root:x:0:0::/root:/bin/sh\n")},
 			}, mods...),
-			wantSource: "tar:/boot/vmlinux-" + testVersion, wantFormat: FormatELF, wantInitrd: true, wantMods: 12,
+			wantSource: "tar:/boot/vmlinux-" + testVersion, wantFormat: FormatELF, wantInitrd: true, wantMods: 14,
 		},
 		{
 			name: "vmlinux preferred over vmlinuz; shipped initrd ignored with modules",
@@ -67,7 +67,7 @@ func TestImportTar(t *testing.T) {
 				{name: "boot/vmlinux-" + testVersion, data: vmlinux},
 				{name: "boot/initrd.img-" + testVersion, data: initrd},
 			}, moduleEntries(t, "lib/modules/", testVersion)...),
-			wantSource: "tar:/boot/vmlinux-" + testVersion, wantFormat: FormatELF, wantInitrd: true, wantMods: 12,
+			wantSource: "tar:/boot/vmlinux-" + testVersion, wantFormat: FormatELF, wantInitrd: true, wantMods: 14,
 		},
 		{
 			name: "debian style root symlinks, initrd copied",
@@ -197,7 +197,7 @@ func TestImportDeb(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if info.Format != FormatBzImage || !info.PVH || info.Version != testVersion || len(info.Modules) != 12 ||
+			if info.Format != FormatBzImage || !info.PVH || info.Version != testVersion || len(info.Modules) != 14 ||
 				info.Source != deb+":/boot/vmlinuz-"+testVersion {
 				t.Errorf("info = %+v", info)
 			}

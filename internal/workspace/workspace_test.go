@@ -378,6 +378,26 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// ship plans and packs repo and prepares it in a new guest directory, on
+// branch (or the default), as vm workspace does over the agent channel.
+func ship(t *testing.T, repo Repo, opts Options, branch string) (guest string) {
+	t.Helper()
+	ctx := context.Background()
+	m, err := Plan(ctx, repo, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stream bytes.Buffer
+	if err := Pack(ctx, m, &stream); err != nil {
+		t.Fatal(err)
+	}
+	guest = filepath.Join(t.TempDir(), "repo")
+	if out, err := runSh(t, GuestPrepareScript(guest, branch), stream.Bytes()); err != nil {
+		t.Fatalf("prepare: %v\n%s", err, out)
+	}
+	return guest
+}
+
 // TestExportOlderWorkspace: a workspace without ShippedRef (shipped by an
 // older banger) is refused with a message naming --base-commit, which
 // still works.
@@ -389,18 +409,7 @@ func TestExportOlderWorkspace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Plan(ctx, repo, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stream bytes.Buffer
-	if err := Pack(ctx, m, &stream); err != nil {
-		t.Fatal(err)
-	}
-	guest := filepath.Join(t.TempDir(), "repo")
-	if out, err := runSh(t, GuestPrepareScript(guest, ""), stream.Bytes()); err != nil {
-		t.Fatalf("prepare: %v\n%s", err, out)
-	}
+	guest := ship(t, repo, Options{}, "")
 	run(t, guest, "update-ref", "-d", ShippedRef)
 	if _, err := runSh(t, GuestExportScript(guest, ""), nil); err == nil || !strings.Contains(err.Error(), "--base-commit "+repo.Head) {
 		t.Errorf("export without %s: %v", ShippedRef, err)
@@ -476,18 +485,7 @@ func TestShallowHost(t *testing.T) {
 	if _, err := Plan(ctx, repo, Options{FullHistory: true}); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "unshallow") {
 		t.Fatalf("Plan full history of shallow repo = %v", err)
 	}
-	m, err := Plan(ctx, repo, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stream bytes.Buffer
-	if err := Pack(ctx, m, &stream); err != nil {
-		t.Fatal(err)
-	}
-	guest := filepath.Join(t.TempDir(), "repo")
-	if out, err := runSh(t, GuestPrepareScript(guest, "main"), stream.Bytes()); err != nil {
-		t.Fatalf("prepare: %v\n%s", err, out)
-	}
+	guest := ship(t, repo, Options{}, "main")
 	diffMaps(t, "guest tree", tree(t, guest), tree(t, clone))
 }
 
@@ -576,18 +574,7 @@ func TestGuestChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := Plan(ctx, repo, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stream bytes.Buffer
-	if err := Pack(ctx, m, &stream); err != nil {
-		t.Fatal(err)
-	}
-	guest := filepath.Join(t.TempDir(), "repo")
-	if out, err := runSh(t, GuestPrepareScript(guest, ""), stream.Bytes()); err != nil {
-		t.Fatalf("prepare: %v\n%s", err, out)
-	}
+	guest := ship(t, repo, Options{}, "")
 	state := func() string {
 		t.Helper()
 		before := snapshot(t, filepath.Join(guest, ".git"))
