@@ -7,10 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/proc"
 )
 
 // Files in a template directory.
@@ -69,7 +69,7 @@ func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
 		os.Remove(tmp)
 		return err
 	}
-	if err := syncFile(tmp); err != nil {
+	if err := proc.SyncFile(tmp); err != nil {
 		return err
 	}
 	if err := qmpCall(ctx, q, "quit", nil, nil); err != nil {
@@ -81,7 +81,7 @@ func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
 	i.Cleanup()
 	// The RAM file was written through a shared mapping; make it durable
 	// before the state that names it appears.
-	if err := syncFile(filepath.Join(dir, TemplateMemory)); err != nil {
+	if err := proc.SyncFile(filepath.Join(dir, TemplateMemory)); err != nil {
 		return err
 	}
 	return os.Rename(tmp, state)
@@ -92,7 +92,7 @@ func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
 // See engine.Templater.
 func (e *Engine) StartClone(ctx context.Context, spec engine.Spec, dir string) (engine.Instance, error) {
 	mem, state := filepath.Join(dir, TemplateMemory), filepath.Join(dir, TemplateState)
-	if err := checkTemplate(mem, state, spec.MemoryMiB); err != nil {
+	if err := proc.CheckTemplate(mem, state, spec.MemoryMiB); err != nil {
 		return nil, fmt.Errorf("start vm %s from template %s: %w", spec.ID, dir, err)
 	}
 	inst, err := e.start(ctx, spec, memoryOptions{path: mem, incoming: true})
@@ -123,24 +123,6 @@ func (i *Instance) loadTemplate(ctx context.Context, state string) error {
 		return err
 	}
 	return qmpCall(ctx, q, "cont", nil, nil)
-}
-
-// checkTemplate refuses a template whose files are missing or whose RAM
-// file is not the size of the clone's memory (a template of another shape
-// would otherwise fail deep inside QEMU, or worse, load).
-func checkTemplate(mem, state string, memoryMiB int) error {
-	st, err := os.Stat(state)
-	if err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
-		return fmt.Errorf("no device state %s: %w", state, engine.ErrBadTemplate)
-	}
-	mt, err := os.Stat(mem)
-	if err != nil || !mt.Mode().IsRegular() {
-		return fmt.Errorf("no memory file %s: %w", mem, engine.ErrBadTemplate)
-	}
-	if want := int64(memoryMiB) << 20; mt.Size() != want {
-		return fmt.Errorf("memory file %s is %d bytes, the VM has %d: %w", mem, mt.Size(), want, engine.ErrBadTemplate)
-	}
-	return nil
 }
 
 func setIgnoreShared(ctx context.Context, qmp string) error {
@@ -192,16 +174,4 @@ func (i *Instance) waitMigration(ctx context.Context) error {
 // shellQuote quotes s for the sh -c that runs QEMU's exec: migration URI.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return nil
 }
