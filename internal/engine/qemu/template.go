@@ -53,26 +53,16 @@ func (e *Engine) SaveTemplate(ctx context.Context, ei engine.Instance, dir strin
 }
 
 func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
-	q := i.st.QMPSocket
-	if err := qmpCall(ctx, q, "stop", nil, nil); err != nil {
-		return err
-	}
-	if err := setIgnoreShared(ctx, q); err != nil {
-		return err
-	}
 	state := filepath.Join(dir, TemplateState)
 	tmp := state + ".tmp"
-	if err := qmpCall(ctx, q, "migrate", map[string]any{"uri": "exec:cat > " + shellQuote(tmp)}, nil); err != nil {
-		return err
-	}
-	if err := i.waitMigration(ctx); err != nil {
+	if err := SaveState(ctx, i.st.QMPSocket, i.P.Exited, "exec:cat > "+ShellQuote(tmp)); err != nil {
 		os.Remove(tmp)
 		return err
 	}
 	if err := proc.SyncFile(tmp); err != nil {
 		return err
 	}
-	if err := qmpCall(ctx, q, "quit", nil, nil); err != nil {
+	if err := qmpCall(ctx, i.st.QMPSocket, "quit", nil, nil); err != nil {
 		return err
 	}
 	if err := i.Wait(ctx); err != nil {
@@ -112,17 +102,40 @@ func (e *Engine) StartClone(ctx context.Context, spec engine.Spec, dir string) (
 }
 
 func (i *Instance) loadTemplate(ctx context.Context, state string) error {
-	q := i.st.QMPSocket
-	if err := setIgnoreShared(ctx, q); err != nil {
+	return LoadState(ctx, i.st.QMPSocket, i.P.Exited, "exec:cat "+ShellQuote(state))
+}
+
+// SaveState stops the guest of the QEMU whose QMP socket is qmp and
+// migrates its device state to uri with capability x-ignore-shared: RAM
+// in a shared memory-backend-file (CmdlineConfig.MemShared) is not copied.
+// exited reports whether that QEMU has exited.
+func SaveState(ctx context.Context, qmp string, exited func() bool, uri string) error {
+	if err := qmpCall(ctx, qmp, "stop", nil, nil); err != nil {
 		return err
 	}
-	if err := qmpCall(ctx, q, "migrate-incoming", map[string]any{"uri": "exec:cat " + shellQuote(state)}, nil); err != nil {
+	if err := setIgnoreShared(ctx, qmp); err != nil {
 		return err
 	}
-	if err := i.waitMigration(ctx); err != nil {
+	if err := qmpCall(ctx, qmp, "migrate", map[string]any{"uri": uri}, nil); err != nil {
 		return err
 	}
-	return qmpCall(ctx, q, "cont", nil, nil)
+	return waitMigration(ctx, qmp, exited)
+}
+
+// LoadState loads the device state SaveState wrote, from uri, into a QEMU
+// started with CmdlineConfig.Incoming (its RAM mapped from the template's
+// file), and lets the guest go on.
+func LoadState(ctx context.Context, qmp string, exited func() bool, uri string) error {
+	if err := setIgnoreShared(ctx, qmp); err != nil {
+		return err
+	}
+	if err := qmpCall(ctx, qmp, "migrate-incoming", map[string]any{"uri": uri}, nil); err != nil {
+		return err
+	}
+	if err := waitMigration(ctx, qmp, exited); err != nil {
+		return err
+	}
+	return qmpCall(ctx, qmp, "cont", nil, nil)
 }
 
 func setIgnoreShared(ctx context.Context, qmp string) error {
@@ -138,23 +151,23 @@ const migrationWait = 30 * time.Second
 // waitMigration polls query-migrate until the migration (either way)
 // completes, fails, or the process exits (QEMU exits when an incoming
 // migration fails).
-func (i *Instance) waitMigration(ctx context.Context) error {
+func waitMigration(ctx context.Context, qmp string, exited func() bool) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, migrationWait)
 		defer cancel()
 	}
 	for {
-		if i.P.Exited() {
+		if exited() {
 			return errors.New("qemu exited during the migration")
 		}
 		var m struct {
 			Status    string `json:"status"`
 			ErrorDesc string `json:"error-desc"`
 		}
-		err := qmpCall(ctx, i.st.QMPSocket, "query-migrate", nil, &m)
+		err := qmpCall(ctx, qmp, "query-migrate", nil, &m)
 		switch {
-		case err != nil && i.P.Exited():
+		case err != nil && exited():
 			return errors.New("qemu exited during the migration")
 		case err != nil:
 			return err
@@ -171,7 +184,7 @@ func (i *Instance) waitMigration(ctx context.Context) error {
 	}
 }
 
-// shellQuote quotes s for the sh -c that runs QEMU's exec: migration URI.
-func shellQuote(s string) string {
+// ShellQuote quotes s for the sh -c that runs QEMU's exec: migration URI.
+func ShellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
