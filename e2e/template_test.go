@@ -46,7 +46,22 @@ func waitTemplate(t *testing.T, e *env) string {
 // writes invisible to each other; --cold boots cold; a corrupt template
 // falls back to a cold boot and is discarded.
 func TestTemplateClones(t *testing.T) {
-	e := newVMEnvWith(t, "")
+	testTemplateClones(t, newVMEnvWith(t, ""), "state")
+}
+
+// TestTemplateClonesFirecracker is TestTemplateClones through the
+// Firecracker engine and its test double: templates are Firecracker
+// snapshots (PUT /snapshot/create), clones restore them (PUT
+// /snapshot/load), the double doing both with QEMU migration.
+func TestTemplateClonesFirecracker(t *testing.T) {
+	e := newVMEnvWith(t, "engine = \"firecracker\"\nfirecracker_bin = \""+filepath.Join(binDir, "firecracker")+"\"\njailer = false\n",
+		"BANGER_TEST_FIRECRACKER_DOUBLE=1")
+	testTemplateClones(t, e, "snapshot")
+}
+
+// testTemplateClones runs TestTemplateClones in e; stateFile is the name
+// of the engine's device state file in a template.
+func testTemplateClones(t *testing.T, e *env, stateFile string) {
 	e.ok("vm", "run", "-d", "--name", "first", "--image", "bb")
 	defer e.run("vm", "delete", "-f", "first", "c1", "c2", "c3", "c4")
 	if got := vmStartedFrom(t, e, "first"); got != "cold" {
@@ -98,7 +113,7 @@ func TestTemplateClones(t *testing.T) {
 	e.ok("vm", "delete", "-f", "c1", "c2", "c3")
 
 	// A corrupt template: the VM boots cold and the template is discarded.
-	state := filepath.Join(e.home, "cache", "templates", id, "state")
+	state := filepath.Join(e.home, "cache", "templates", id, stateFile)
 	if err := os.WriteFile(state, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}

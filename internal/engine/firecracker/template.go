@@ -58,7 +58,9 @@ type (
 
 // driveLink is the name, in the VM's directory, of the symlink to disk i
 // that a template's or clone's Firecracker opens.
-func driveLink(i int) string { return "drive-" + driveID(i) }
+func driveLink(i int) string { return driveLinkPrefix + driveID(i) }
+
+const driveLinkPrefix = "drive-"
 
 // relativePaths points p's drives and vsock at names relative to the
 // VM's directory (see startMode.relative), making the drive symlinks. It
@@ -153,6 +155,9 @@ func (e *Engine) SaveTemplate(ctx context.Context, ei engine.Instance, dir strin
 	if !ok {
 		return errors.New("save template: not a Firecracker instance")
 	}
+	// The drive links of the template VM point at its scratch disks,
+	// which the caller removes: they are of no use once it has ended.
+	defer removeDriveLinks(filepath.Dir(inst.st.PIDFile))
 	if err := inst.saveTemplate(ctx, dir); err != nil {
 		_ = inst.Kill()
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -163,6 +168,13 @@ func (e *Engine) SaveTemplate(ctx context.Context, ei engine.Instance, dir strin
 		return fmt.Errorf("save template of vm %s: %w", inst.ID, err)
 	}
 	return nil
+}
+
+func removeDriveLinks(vmDir string) {
+	links, _ := filepath.Glob(filepath.Join(vmDir, driveLinkPrefix+"*"))
+	for _, l := range links {
+		os.Remove(l)
+	}
 }
 
 func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
