@@ -8,6 +8,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/agentproto"
+	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/store"
 )
 
@@ -48,4 +49,32 @@ func (m *Manager) identify(ctx context.Context, v *store.VM, h *handle, c *agent
 		return fmt.Errorf("guest agent still waits for its identity after identify: %w", errdefs.ErrUnavailable)
 	}
 	return nil
+}
+
+// identifyAdopted finishes the boot of an adopted VM whose agent still
+// waits at its ready point: a daemon that died between starting the engine
+// and sending the identity left it there.
+func (m *Manager) identifyAdopted(ctx context.Context, v store.VM, h *handle, netSpec *engine.NetSpec, guestNet *agentproto.NetworkConfig) {
+	c, err := m.connectAgent(ctx, &v, h, m.cfg.BootTimeout)
+	if err != nil || c.ProtocolVersion() < 2 {
+		return // commands will report it
+	}
+	info, err := c.Health(ctx)
+	if err != nil || !info.AwaitingIdentity {
+		return
+	}
+	sshCfg, err := m.sshBoot(v)
+	if err != nil {
+		m.log.Warn("identify adopted vm", "vm", v.ID, "err", err)
+		return
+	}
+	id := agentproto.Identity{Hostname: v.Name, Network: guestNet, SSH: sshCfg}
+	if netSpec != nil {
+		id.MAC = netSpec.MAC
+	}
+	if err := m.identify(ctx, &v, h, c, id); err != nil {
+		m.log.Warn("identify adopted vm", "vm", v.ID, "err", err)
+		return
+	}
+	m.log.Info("adopted vm was waiting for its identity; sent", "vm", v.ID)
 }

@@ -255,13 +255,14 @@ func (m *Manager) adopt(ctx context.Context, v *store.VM, h *handle, inst engine
 	h.setInstLocked(inst)
 	h.stopping = false
 	h.mu.Unlock()
-	netSpec, _, err := m.netUp(ctx, *v)
+	netSpec, guestNet, err := m.netUp(ctx, *v)
 	if netSpec != nil && netSpec.TapFD != nil {
 		netSpec.TapFD.Close() // the engine holds the tap already
 	}
 	if err != nil {
 		m.log.Warn("rebuild vm network", "vm", v.ID, "err", err)
 	}
+	m.spawn(func(ctx context.Context) { m.identifyAdopted(ctx, *v, h, netSpec, guestNet) })
 	if a, ok := m.vmAddr(*v); ok {
 		m.addrs.set(v.Name, a)
 	}
