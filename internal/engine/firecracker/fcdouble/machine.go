@@ -36,7 +36,8 @@ type qemuMachine struct {
 	exited chan int
 
 	mu      sync.Mutex
-	dir     string // QEMU's sockets (qmp.sock, agent.sock)
+	dir     string   // QEMU's sockets (qmp.sock, agent.sock)
+	ram     *os.File // guest RAM (a memfd), nil for a restored VM
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when QEMU has exited
 	running bool          // Start succeeded: QEMU's exit ends the double
@@ -109,18 +110,20 @@ type qemuMemory struct {
 	shared, incoming bool
 }
 
-// memFile is the guest RAM file in QEMU's directory: every VM the double
-// boots has its RAM there, mapped shared, so that /snapshot/create can
-// save the device state without it (x-ignore-shared) and copy the file.
-const memFile = "mem"
+// ramFD is the fd of the guest RAM memfd in QEMU: every VM the double
+// boots has its RAM in a memfd it shares with QEMU (mapped shared), so
+// that /snapshot/create can save the device state without it
+// (x-ignore-shared) and copy the RAM. A memfd, not a file: nothing is left
+// when the double is killed, and no guest RAM goes to a disk.
+const ramFD = 4
 
 // Start boots the guest and returns once QEMU answers on its QMP socket.
 func (m *qemuMachine) Start(p bootPlan) error {
 	return m.start(p, qemuMemory{shared: true})
 }
 
-// start is Start with RAM as mem says; an empty mem.path is memFile in
-// QEMU's directory.
+// start is Start with RAM as mem says; an empty mem.path is a new memfd
+// (m.ram).
 func (m *qemuMachine) start(p bootPlan, mem qemuMemory) error {
 	bin, err := qemuBinary()
 	if err != nil {
@@ -150,8 +153,18 @@ func (m *qemuMachine) start(p bootPlan, mem qemuMemory) error {
 	if err != nil {
 		return err
 	}
+	var ram *os.File
 	if mem.path == "" {
-		mem.path = filepath.Join(dir, memFile)
+		if ram, err = newRAM(p.MemMiB); err != nil {
+			os.RemoveAll(dir)
+			return err
+		}
+		defer func() {
+			if m.ram != ram {
+				ram.Close()
+			}
+		}()
+		mem.path = "/proc/self/fd/" + strconv.Itoa(ramFD)
 	}
 	argv := qemuArgv(bin, dir, p, accel, tsc, mem)
 	m.log.Info("Starting QEMU: " + strings.Join(argv, " "))
@@ -161,6 +174,9 @@ func (m *qemuMachine) start(p bootPlan, mem qemuMemory) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if p.tap != nil {
 		cmd.ExtraFiles = []*os.File{p.tap} // fd 3, as qemuArgv says
+	}
+	if ram != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles[:0:0], p.tap, ram) // a nil tap closes fd 3
 	}
 	done := make(chan struct{})
 	started := make(chan error, 1)
@@ -196,7 +212,7 @@ func (m *qemuMachine) start(p bootPlan, mem qemuMemory) error {
 		return err
 	}
 	m.mu.Lock()
-	m.dir, m.cmd, m.done = dir, cmd, done
+	m.dir, m.cmd, m.done, m.ram = dir, cmd, done, ram
 	m.mu.Unlock()
 
 	qmp := filepath.Join(dir, qemu.QMPSocket)
@@ -273,9 +289,9 @@ func (m *qemuMachine) Snapshot(state, mem string, header []byte) error {
 		return err
 	}
 	m.mu.Lock()
-	ram := filepath.Join(m.dir, memFile)
+	ram := m.ram
 	m.mu.Unlock()
-	if !fileExists(ram) {
+	if ram == nil {
 		return errors.New("fcdouble cannot snapshot a VM restored from a snapshot")
 	}
 	if err := os.WriteFile(state, append(header, '\n'), 0o600); err != nil {
@@ -331,12 +347,8 @@ func (m *qemuMachine) Abort() {
 
 // copySparse copies src to dst, leaving holes where src has zero blocks
 // (a guest's RAM is mostly untouched).
-func copySparse(src, dst string) (err error) {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
+func copySparse(src *os.File, dst string) (err error) {
+	in := io.NewSectionReader(src, 0, 1<<62)
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -375,9 +387,18 @@ func allZero(b []byte) bool {
 	return true
 }
 
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
+// newRAM is a memfd of size MiB for guest RAM.
+func newRAM(mib int) (*os.File, error) {
+	fd, err := unix.MemfdCreate("fcdouble-ram", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("guest RAM memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "fcdouble-ram")
+	if err := f.Truncate(int64(mib) << 20); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("guest RAM memfd: %w", err)
+	}
+	return f, nil
 }
 
 // AgentSocket is QEMU's unix socket for the agent's virtio-serial port.
