@@ -76,6 +76,12 @@ type VM struct {
 	// "template ID" (resumed from that template); empty before its first
 	// start.
 	StartedFrom string `json:"startedFrom,omitempty"`
+	// Labels are the key=value pairs the VM was created with (see
+	// ValidateLabel); vm list and vm prune filter on them.
+	Labels map[string]string `json:"labels,omitempty"`
+	// ExpiresAt is when the daemon deletes the VM, as vm delete --force
+	// does, if it was created with a time-to-live.
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take
@@ -96,7 +102,24 @@ type CreateVMRequest struct {
 	NoStart bool   `json:"noStart,omitempty"`
 	// Cold boots the VM even when a template of its shape exists.
 	Cold bool `json:"cold,omitempty"`
+	// Labels mark the VM (see ValidateLabels).
+	Labels map[string]string `json:"labels,omitempty"`
+	// TTLSeconds, when positive, is how long after its creation the VM
+	// is deleted by the daemon (at most MaxTTL).
+	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
 }
+
+// MaxTTL bounds a VM's time-to-live.
+const MaxTTL = 365 * 24 * time.Hour
+
+// PruneVMsRequest narrows prune to the VMs carrying every label given.
+type PruneVMsRequest struct {
+	Labels map[string]string `json:"labels,omitempty"`
+}
+
+// QueryLabel is the query parameter of GET /v1/vms that keeps only VMs
+// carrying a label, given as key=value; repeated, all must match.
+const QueryLabel = "label"
 
 // UpdateVMRequest changes a stopped VM's size.
 type UpdateVMRequest struct {
