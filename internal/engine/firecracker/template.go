@@ -30,6 +30,8 @@ type startMode struct {
 	// Firecracker reopens them on load "at the same relative paths"
 	// (snapshot-support.md, Loading snapshots), so a clone, started in its
 	// own directory, opens its own disks and socket, not the template's.
+	// That also spares /snapshot/load's vsock_override, which older
+	// supported releases refuse as an unknown field.
 	relative bool
 	// load: restore this snapshot instead of configuring a boot.
 	load *snapshotLoadBody
