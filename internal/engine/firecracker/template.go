@@ -113,7 +113,11 @@ func loadSnapshot(ctx context.Context, c *apiClient, p apiPaths, load snapshotLo
 }
 
 // refuseJailed: a jailed clone needs the template's files inside its
-// jail, which the root helper does not place yet; callers boot cold.
+// jail, which the root helper does not place yet; callers boot cold. A
+// plain hard link, as for disks, would not do: the jailed Firecracker runs
+// as the owner, who owns the template's files, so a compromised one could
+// write the memory every later clone maps. That takes a template owned by
+// root (or a copy per clone).
 func (e *Engine) refuseJailed() error {
 	if e.cfg.UseJailer {
 		return fmt.Errorf("templates are not supported under the jailer yet (the template's files would have to be placed in each clone's jail): %w", errdefs.ErrFailedPrecondition)
