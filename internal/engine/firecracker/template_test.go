@@ -110,6 +110,11 @@ func TestTemplateThroughSnapshotAPI(t *testing.T) {
 	if st, err := inst.Status(ctx); err != nil || st != engine.StateRunning {
 		t.Errorf("clone Status = %q, %v; want running", st, err)
 	}
+	// A restarted daemon re-attaches to a clone as to any VM.
+	att, err := New(Config{Firecracker: bin}).Attach(ctx, engine.Spec{ID: clone.ID, Dir: clone.Dir})
+	if err != nil || att.PID() != inst.PID() {
+		t.Errorf("Attach to the clone: %v (pid %v, want %d)", err, att, inst.PID())
+	}
 	if l, err := os.Readlink(filepath.Join(clone.Dir, driveLink(1))); err != nil || l != clone.Disks[1].Path {
 		t.Errorf("clone's drive vdb link = %q, %v; want its own disk %s", l, err, clone.Disks[1].Path)
 	}
