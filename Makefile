@@ -7,7 +7,7 @@ PKG := github.com/bangervm/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).BuildTime=$(BUILD_TIME)
 PREFIX ?= /usr/local
 
-.PHONY: all build test test-installed unit fuzz bench install clean release
+.PHONY: all build test test-installed test-kube unit fuzz bench install clean release
 
 all: build
 
@@ -37,7 +37,8 @@ test: build
 	# coordinator at its deadline and fails with "context deadline
 	# exceeded" under load, with no failing input (go.dev/issue/75804;
 	# FuzzEscape did so in a CI run).
-	$(GO) test -run=NONE -fuzz=FuzzApply -fuzztime=15000x ./internal/image/flatten
+	$(GO) test -run=NONE -fuzz=^FuzzApply$$ -fuzztime=15000x ./internal/image/flatten
+	$(GO) test -run=NONE -fuzz=FuzzApplyDiscard -fuzztime=15000x ./internal/image/flatten
 	$(GO) test -run=NONE -fuzz=FuzzStrict -fuzztime=10000x ./internal/untar
 	$(GO) test -run=NONE -fuzz=FuzzEscape -fuzztime=40000x ./internal/termtext
 	$(GO) test -run=NONE -fuzz=FuzzCheckPatchSyntax -fuzztime=50000x ./internal/workspace
@@ -51,6 +52,16 @@ test: build
 # it takes as long as make test.
 test-installed:
 	.ci/test-installed
+
+# The Kubernetes test cluster (kube/cluster, internal/testutil/kubecluster):
+# builds kube-apiserver, kube-controller-manager, kube-scheduler and kubelet
+# once per version (cached under /var/cache/banger-ci/kube), then runs the
+# tests tagged kube, which bring a single-node cluster up inside a network
+# namespace of their own. Root; the Debian packages come from
+# BANGER_CI_KUBE=1 .ci/install-deps. Not part of make test or .ci/run yet.
+test-kube:
+	nice -n 19 kube/cluster/build
+	$(TEST_ENV) $(GO) test -tags kube -count=1 -timeout 20m ./internal/testutil/kubecluster
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

@@ -30,6 +30,18 @@ func (c *Client) VMs(ctx context.Context) ([]api.VM, error) {
 	return get[[]api.VM](ctx, c, api.PathVMs)
 }
 
+// VMsLabeled lists the VMs carrying every label of sel.
+func (c *Client) VMsLabeled(ctx context.Context, sel map[string]string) ([]api.VM, error) {
+	if len(sel) == 0 {
+		return c.VMs(ctx)
+	}
+	q := url.Values{}
+	for _, k := range api.SortedKeys(sel) {
+		q.Add(api.QueryLabel, k+"="+sel[k])
+	}
+	return get[[]api.VM](ctx, c, api.PathVMs+"?"+q.Encode())
+}
+
 // VM returns one VM by name, id or unique id prefix.
 func (c *Client) VM(ctx context.Context, ref string) (api.VM, error) {
 	return get[api.VM](ctx, c, vmPath(ref))
@@ -79,9 +91,10 @@ func (c *Client) UpdateVM(ctx context.Context, ref string, req api.UpdateVMReque
 	return decode[api.VM](resp.Body)
 }
 
-// PruneVMs deletes every VM that is not running.
-func (c *Client) PruneVMs(ctx context.Context) (api.PruneVMsResult, error) {
-	return post[api.PruneVMsResult](ctx, c, api.PathVMPrune, struct{}{})
+// PruneVMs deletes every VM that is not running and carries every label
+// of sel (all VMs not running when sel is empty).
+func (c *Client) PruneVMs(ctx context.Context, sel map[string]string) (api.PruneVMsResult, error) {
+	return post[api.PruneVMsResult](ctx, c, api.PathVMPrune, api.PruneVMsRequest{Labels: sel})
 }
 
 // VMStats returns a running VM's resource use.

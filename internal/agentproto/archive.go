@@ -3,6 +3,7 @@ package agentproto
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -30,6 +31,27 @@ func TarName(p string) string {
 	}
 	return b
 }
+
+// StreamTar runs WriteTar for root into a pipe that consume reads, and
+// stops the walk if consume returns before reading it all. A failure to
+// read root is returned wrapped ("read ROOT: ..."); else consume's error.
+func StreamTar(ctx context.Context, root, name string, consume func(io.Reader) error) error {
+	pr, pw := io.Pipe()
+	werr := make(chan error, 1)
+	go func() {
+		err := WriteTar(ctx, pw, root, name)
+		werr <- err
+		pw.CloseWithError(err)
+	}()
+	err := consume(pr)
+	pr.CloseWithError(errStreamEnded)
+	if lerr := <-werr; lerr != nil && !errors.Is(lerr, errStreamEnded) {
+		return fmt.Errorf("read %s: %w", root, lerr)
+	}
+	return err
+}
+
+var errStreamEnded = errors.New("tar stream consumer returned")
 
 // WriteTar writes the file tree at root to w as a PAX tar. The entry for
 // root is called name (one path element, see TarName), the others

@@ -25,7 +25,7 @@ import (
 
 // VMs is what the API needs of the VM manager.
 type VMs interface {
-	List(ctx context.Context) ([]api.VM, error)
+	List(ctx context.Context, sel map[string]string) ([]api.VM, error)
 	Get(ctx context.Context, ref string) (api.VM, error)
 	Create(ctx context.Context, req api.CreateVMRequest, progress func(api.Event)) (api.VM, error)
 	Start(ctx context.Context, ref string, progress func(api.Event)) (api.VM, error)
@@ -34,7 +34,7 @@ type VMs interface {
 	Restart(ctx context.Context, ref string, progress func(api.Event)) (api.VM, error)
 	Delete(ctx context.Context, ref string, force bool) error
 	Update(ctx context.Context, ref string, req api.UpdateVMRequest) (api.VM, error)
-	Prune(ctx context.Context) (api.PruneVMsResult, error)
+	Prune(ctx context.Context, sel map[string]string) (api.PruneVMsResult, error)
 	Stats(ctx context.Context, ref string) (api.VMStats, error)
 	ConsoleLog(ctx context.Context, ref string) (string, api.VM, error)
 	Agent(ctx context.Context, ref string) (*agentproto.Client, api.VM, error)
@@ -97,7 +97,12 @@ func (s *server) routeVMs(mux *http.ServeMux) {
 }
 
 func (s *server) listVMs(w http.ResponseWriter, r *http.Request) {
-	v, err := s.c.VMs.List(r.Context())
+	sel, err := api.ParseLabels(r.URL.Query()[api.QueryLabel])
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := s.c.VMs.List(r.Context(), sel)
 	if v == nil {
 		v = []api.VM{}
 	}
@@ -136,7 +141,18 @@ func (s *server) updateVM(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) pruneVMs(w http.ResponseWriter, r *http.Request) {
-	v, err := s.c.VMs.Prune(r.Context())
+	var req api.PruneVMsRequest
+	if r.ContentLength != 0 {
+		if err := decode(r, &req); err != nil {
+			writeError(w, err)
+			return
+		}
+	}
+	if err := api.ValidateLabels(req.Labels); err != nil {
+		writeError(w, err)
+		return
+	}
+	v, err := s.c.VMs.Prune(r.Context(), req.Labels)
 	reply(w, v, err)
 }
 

@@ -41,6 +41,19 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"image", "cache", "frob"}, `unknown command "frob" for "banger image cache"`},
 		{[]string{"frobnicate"}, `unknown command "frobnicate" for "banger"`},
 		{[]string{"vm", "stats"}, "banger vm stats: want one VM"},
+		{[]string{"vm", "create", "--label", "owner"}, `--label: label "owner": want key=value`},
+		{[]string{"vm", "run", "-d", "--label", "-bad=x"}, `label key "-bad"`},
+		{[]string{"vm", "create", "--label", "a=1", "--label", "a=2"}, `label "a" given twice`},
+		{[]string{"vm", "create", "--label", "a=has space"}, `value "has space"`},
+		{[]string{"vm", "list", "--label", "x"}, "want key=value"},
+		{[]string{"vm", "prune", "-f", "--label", "k=" + strings.Repeat("v", 64)}, "at most 63"},
+		{[]string{"vm", "create", "--ttl", "500ms"}, "--ttl 500ms: want a positive whole number of seconds"},
+		{[]string{"vm", "run", "-d", "--ttl", "-1h"}, "--ttl -1h0m0s"},
+		{[]string{"vm", "create", "--ttl", "9000h"}, "at most 8760h"},
+		{[]string{"mcp", "--max-vms", "0"}, "--max-vms 0: want at least 1"},
+		{[]string{"mcp", "--ttl", "0s"}, "--ttl 0s: want 1s to"},
+		{[]string{"mcp", "--net", "wide"}, `--net "wide"`},
+		{[]string{"vm", "create", "--ttl", "soon"}, `invalid argument "soon" for "--ttl"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

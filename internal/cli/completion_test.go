@@ -14,7 +14,7 @@ import (
 
 type namedVMs struct{ apiserver.VMs }
 
-func (namedVMs) List(context.Context) ([]api.VM, error) {
+func (namedVMs) List(context.Context, map[string]string) ([]api.VM, error) {
 	return []api.VM{{Name: "web"}, {Name: "db"}, {Name: "worker"}}, nil
 }
 

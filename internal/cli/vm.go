@@ -57,6 +57,8 @@ type sizeFlags struct {
 	Net                 string
 	Engine              string
 	Cold                bool
+	Labels              []string
+	TTL                 time.Duration
 }
 
 func (s *sizeFlags) add(cmd *cobra.Command) {
@@ -69,10 +71,41 @@ func (s *sizeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&s.Engine, "engine", "", "qemu or firecracker (default: config engine, else Firecracker when installed with working KVM, else QEMU; see banger engine)")
 	cmd.Flags().BoolVar(&s.Cold, "cold", false, "boot the VM fully even when a template of its shape exists (see banger template list)")
 	cmd.Flags().StringVar(&s.Net, "net", "", "network: public (NAT out, nothing of the host's networks or other VMs; default), full (plain NAT) or none (no NIC)")
+	cmd.Flags().StringArrayVar(&s.Labels, "label", nil, "label the VM, key=value (repeatable); vm list and vm prune filter on labels")
+	cmd.Flags().DurationVar(&s.TTL, "ttl", 0, "delete the VM this long after its creation, e.g. 30m or 2h (the daemon deletes it as vm delete --force does)")
+}
+
+// labelFlags parses repeated --label key=value flags.
+func labelFlags(args []string) (map[string]string, error) {
+	sel, err := api.ParseLabels(args)
+	if err != nil {
+		return nil, flagErrorf("--label: %v", err)
+	}
+	return sel, nil
+}
+
+// ttlSeconds checks --ttl and converts it to whole seconds.
+func ttlSeconds(ttl time.Duration) (int64, error) {
+	switch {
+	case ttl == 0:
+		return 0, nil
+	case ttl < time.Second || ttl%time.Second != 0:
+		return 0, flagErrorf("--ttl %v: want a positive whole number of seconds, e.g. 90s, 30m or 2h", ttl)
+	case ttl > api.MaxTTL:
+		return 0, flagErrorf("--ttl %v: at most %v", ttl, api.MaxTTL)
+	}
+	return int64(ttl / time.Second), nil
 }
 
 func (s *sizeFlags) request() (api.CreateVMRequest, error) {
 	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory, Net: s.Net, Engine: s.Engine, Cold: s.Cold}
+	var err error
+	if req.Labels, err = labelFlags(s.Labels); err != nil {
+		return req, err
+	}
+	if req.TTLSeconds, err = ttlSeconds(s.TTL); err != nil {
+		return req, err
+	}
 	switch s.Net {
 	case "", api.NetNone, api.NetPublic, api.NetFull:
 	default:
@@ -131,17 +164,22 @@ func newVMCreateCmd(f *Factory) *cobra.Command {
 
 func newVMListCmd(f *Factory, use string) *cobra.Command {
 	var asJSON, all bool
+	var labels []string
 	cmd := &cobra.Command{
 		Use:     use,
 		Aliases: []string{"ls"},
 		Short:   "List VMs",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			sel, err := labelFlags(labels)
+			if err != nil {
+				return err
+			}
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
-			vms, err := c.VMs(cmd.Context())
+			vms, err := c.VMsLabeled(cmd.Context(), sel)
 			if err != nil {
 				return err
 			}
@@ -182,6 +220,7 @@ func newVMListCmd(f *Factory, use string) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print as JSON")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only VMs with this label, key=value (repeatable: all must match)")
 	if use == "ps" {
 		cmd.Short = "List running VMs (-a: all)"
 		cmd.Flags().BoolVarP(&all, "all", "a", false, "include VMs that are not running")
@@ -221,6 +260,12 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 			}
 			if v.StartedFrom != "" {
 				fmt.Fprintf(tw, "started from:\t%s\n", v.StartedFrom)
+			}
+			if len(v.Labels) > 0 {
+				fmt.Fprintf(tw, "labels:\t%s\n", api.FormatLabels(v.Labels))
+			}
+			if v.ExpiresAt != nil {
+				fmt.Fprintf(tw, "expires:\t%s (in %s)\n", v.ExpiresAt.Local().Format(time.RFC3339), max(time.Until(*v.ExpiresAt), 0).Round(time.Second))
 			}
 			for _, x := range v.Forwards {
 				fmt.Fprintf(tw, "forward:\t%s:%d -> %d (active %v)\n", x.HostAddr, x.HostPort, x.GuestPort, x.Active)
@@ -385,17 +430,22 @@ func newVMDeleteCmd(f *Factory) *cobra.Command {
 
 func newVMPruneCmd(f *Factory) *cobra.Command {
 	var yes bool
+	var labels []string
 	cmd := &cobra.Command{
 		Use:   "prune",
-		Short: "Delete every VM that is not running",
+		Short: "Delete every VM that is not running (--label: only those labelled so)",
 		Args:  exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			sel, err := labelFlags(labels)
+			if err != nil {
+				return err
+			}
 			c, err := f.Client(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if !yes {
-				vms, err := c.VMs(cmd.Context())
+				vms, err := c.VMsLabeled(cmd.Context(), sel)
 				if err != nil {
 					return err
 				}
@@ -415,7 +465,7 @@ func newVMPruneCmd(f *Factory) *cobra.Command {
 				fmt.Fprintf(f.IO.Out, "would delete: %s\nrun again with -f to delete them\n", strings.Join(doomed, ", "))
 				return nil
 			}
-			res, err := c.PruneVMs(cmd.Context())
+			res, err := c.PruneVMs(cmd.Context(), sel)
 			for _, n := range res.Deleted {
 				fmt.Fprintf(f.IO.Out, "deleted vm %s\n", n)
 			}
@@ -423,6 +473,7 @@ func newVMPruneCmd(f *Factory) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVarP(&yes, "force", "f", false, "delete without asking")
+	cmd.Flags().StringArrayVar(&labels, "label", nil, "only VMs with this label, key=value (repeatable: all must match)")
 	return cmd
 }
 

@@ -178,26 +178,16 @@ func copyToVM(ctx context.Context, c *client.Client, src string, dst cpEndpoint)
 	default:
 		dir, name = path.Dir(dst.Path), path.Base(dst.Path)
 	}
-	pr, pw := io.Pipe()
-	werr := make(chan error, 1)
-	go func() {
-		err := agentproto.WriteTar(ctx, pw, src, name)
-		werr <- err
-		pw.CloseWithError(err)
-	}()
-	err = c.CopyToVM(ctx, dst.VM, dir, pr)
-	// Stop the archiving if the daemon stopped reading early.
-	pr.CloseWithError(errCopyEnded)
-	if lerr := <-werr; lerr != nil && !errors.Is(lerr, errCopyEnded) {
-		return fmt.Errorf("read %s: %w", src, lerr)
-	}
-	if err != nil {
+	var copyErr error
+	err = agentproto.StreamTar(ctx, src, name, func(r io.Reader) error {
+		copyErr = c.CopyToVM(ctx, dst.VM, dir, r)
+		return copyErr
+	})
+	if err != nil && err == copyErr {
 		return guestNotFound(err, dst.VM, dir)
 	}
-	return nil
+	return err
 }
-
-var errCopyEnded = errors.New("copy ended")
 
 // maxLinkHops bounds symbolic-link resolution of a guest destination.
 const maxLinkHops = 16

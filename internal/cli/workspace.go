@@ -1,19 +1,16 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/atomicfile"
-	"github.com/bangervm/banger/internal/termtext"
 	"github.com/bangervm/banger/internal/workspace"
 )
 
@@ -74,25 +71,17 @@ func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m works
 	if branch == "" {
 		branch = m.Repo.Branch
 	}
-	pr, pw := io.Pipe()
 	p := newProgress(f.IO)
 	defer p.done()
-	cw := &shipProgress{w: pw, report: p.event}
-	go func() { pw.CloseWithError(workspace.Pack(ctx, m, cw)) }()
-	var stderr bytes.Buffer
-	st, err := c.Exec(ctx, ref, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestPrepareScript(guest, branch)}, Dir: "/"},
-		client.ExecIO{Stdin: pr, Stdout: io.Discard, Stderr: &capWriter{w: &stderr, max: maxGuestStderr}})
-	pr.Close()
+	err := workspace.Ship(ctx, c, ref, m, guest, branch, func(n int64) {
+		p.event(api.Event{Phase: "ship", Message: fmt.Sprintf("shipping workspace: %s sent", humanBytes(n))})
+	})
 	if err != nil {
-		return fmt.Errorf("ship %s: %w", m.Repo.Root, err)
-	}
-	if st.Code != 0 || st.Signal != 0 {
 		image := "its image"
 		if v, err := c.VM(ctx, ref); err == nil {
 			image = "image " + v.Image
 		}
-		return fmt.Errorf("ship %s into vm %s failed (guest exit %d): %s; %s needs git, sh and tar in the guest: use an image that has them, such as debian-bookworm",
-			m.Repo.Root, ref, st.Code, termtext.Escape(string(bytes.TrimSpace(stderr.Bytes()))), image)
+		return fmt.Errorf("%w; %s needs git, sh and tar in the guest: use an image that has them, such as debian-bookworm", err, image)
 	}
 	if _, err := c.SetVMWorkspace(ctx, ref, guest); err != nil {
 		return err
@@ -180,10 +169,6 @@ type exportOptions struct {
 	Output     string // "" for standard output
 }
 
-// maxGuestStderr bounds what of a guest script's standard error is kept
-// for an error message.
-const maxGuestStderr = 8 << 10
-
 func runWorkspaceExport(ctx context.Context, f *Factory, o exportOptions) error {
 	c, v, err := vmWorkspace(ctx, f, o.VM)
 	if err != nil {
@@ -222,23 +207,9 @@ func exportPatch(ctx context.Context, c *client.Client, v api.VM, o exportOption
 		}
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	out := &capWriter{w: patch, max: workspace.MaxPatchSize, over: cancel}
-	var stderr bytes.Buffer
-	st, err := c.Exec(ctx, v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestExportScript(v.Workspace, o.BaseCommit)}, Dir: "/"},
-		client.ExecIO{Stdout: out, Stderr: &capWriter{w: &stderr, max: maxGuestStderr}})
-	if out.exceeded {
-		return fmt.Errorf("export from vm %s: %w; commit in the guest and fetch with git instead", v.Name, workspace.ErrPatchTooLarge)
-	}
+	tree, err := workspace.FetchPatch(ctx, c, v.ID, v.Workspace, o.BaseCommit, patch)
 	if err != nil {
 		return err
-	}
-	if out.err != nil {
-		return fmt.Errorf("export from vm %s: %w", v.Name, out.err)
-	}
-	if st.Code != 0 || st.Signal != 0 {
-		return fmt.Errorf("export from vm %s failed (guest exit %d): %s", v.Name, st.Code, termtext.Escape(string(bytes.TrimSpace(stderr.Bytes()))))
 	}
 	if _, err := patch.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("export from vm %s: %w", v.Name, err)
@@ -255,85 +226,15 @@ func exportPatch(ctx context.Context, c *client.Client, v api.VM, o exportOption
 	if o.BaseCommit == "" {
 		// The host has these changes now: vm run need not keep the VM
 		// for them.
-		markExported(ctx, c, v, stderr.String())
+		workspace.MarkExported(ctx, c, v.ID, v.Workspace, tree)
 	}
 	return nil
 }
 
-// markExported records in v's workspace the tree the export script
-// reported on its standard error (workspace.ExportedTreeMarker). Best
-// effort: without the record, vm run keeps the VM and says why.
-func markExported(ctx context.Context, c *client.Client, v api.VM, stderr string) {
-	lines := strings.Split(strings.TrimSpace(stderr), "\n")
-	tree, ok := strings.CutPrefix(lines[len(lines)-1], workspace.ExportedTreeMarker+" ")
-	if !ok {
-		return
-	}
-	script, err := workspace.GuestMarkExportedScript(v.Workspace, tree)
-	if err != nil {
-		return
-	}
-	c.Exec(ctx, v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", script}, Dir: "/"}, client.ExecIO{Stdout: io.Discard, Stderr: io.Discard})
-}
-
 // unexportedChanges reports whether v's workspace has changes that were
-// neither shipped nor exported (workspace.GuestChangesScript). It errs on
-// the side of keeping: any failure, or an answer other than "clean",
-// counts as changes. (The answer comes from the guest: a hostile one can
-// only get its own VM deleted or kept.)
+// neither shipped nor exported (see workspace.UnexportedChanges).
 func unexportedChanges(ctx context.Context, c *client.Client, v api.VM) bool {
-	var out bytes.Buffer
-	st, err := c.Exec(ctx, v.ID, api.ExecRequest{Argv: []string{"/bin/sh", "-c", workspace.GuestChangesScript(v.Workspace)}, Dir: "/"},
-		client.ExecIO{Stdout: &capWriter{w: &out, max: 64}, Stderr: io.Discard})
-	return err != nil || st.Code != 0 || strings.TrimSpace(out.String()) != "clean"
-}
-
-// capWriter passes at most max bytes on to w; at the first byte over, it
-// sets exceeded and calls over (if set) once, and drops the rest. Write
-// never fails, so that a stream into it keeps draining; the first error
-// of w is kept in err.
-type capWriter struct {
-	w        io.Writer
-	n, max   int64
-	over     func()
-	exceeded bool
-	err      error
-}
-
-func (c *capWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	room := c.max - c.n
-	if int64(len(p)) > room {
-		if !c.exceeded && c.over != nil {
-			c.over()
-		}
-		c.exceeded = true
-		p = p[:max(room, 0)]
-	}
-	c.n += int64(len(p))
-	if c.err == nil && len(p) > 0 {
-		_, c.err = c.w.Write(p)
-	}
-	return n, nil
-}
-
-// shipProgress reports how much of the workspace stream has been sent, at
-// most once per 8 MiB.
-type shipProgress struct {
-	w      io.Writer
-	n      int64
-	last   int64
-	report func(api.Event)
-}
-
-func (s *shipProgress) Write(b []byte) (int, error) {
-	n, err := s.w.Write(b)
-	s.n += int64(n)
-	if s.n-s.last >= 8<<20 {
-		s.last = s.n
-		s.report(api.Event{Phase: "ship", Message: fmt.Sprintf("shipping workspace: %s sent", humanBytes(s.n))})
-	}
-	return n, err
+	return workspace.UnexportedChanges(ctx, c, v.ID, v.Workspace)
 }
 
 // vmWorkspace returns a client and the VM ref names, which must have a

@@ -117,17 +117,3 @@ func TestWorkspaceExport(t *testing.T) {
 		t.Errorf("guest error: %q", err)
 	}
 }
-
-func TestCapWriter(t *testing.T) {
-	var b bytes.Buffer
-	overs := 0
-	w := &capWriter{w: &b, max: 5, over: func() { overs++ }}
-	for _, s := range []string{"abc", "def", "gh"} {
-		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
-			t.Fatalf("Write(%q) = %d, %v", s, n, err)
-		}
-	}
-	if b.String() != "abcde" || !w.exceeded || overs != 1 {
-		t.Errorf("got %q exceeded=%v overs=%d", b.String(), w.exceeded, overs)
-	}
-}

@@ -262,6 +262,7 @@ func (s *Store) publish(staged, digest string) (string, error) {
 }
 
 func (s *Store) stagingDir(kind string) (string, error) {
+	spreadSubdirs(s.cfg.Layout.Tmp())
 	d, err := os.MkdirTemp(s.cfg.Layout.Tmp(), kind+"-")
 	if err != nil {
 		return "", fmt.Errorf("staging dir: %w", err)

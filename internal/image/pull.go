@@ -198,15 +198,22 @@ func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int
 		return built{}, err
 	}
 	defer os.RemoveAll(stage)
-	root := filepath.Join(stage, "root")
-	if err := os.Mkdir(root, 0o755); err != nil {
-		return built{}, err
+	root, discard := filepath.Join(stage, "root"), filepath.Join(stage, "discard")
+	for _, d := range []string{root, discard} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			return built{}, err
+		}
 	}
 	tree, err := flatten.New(root)
 	if err != nil {
 		return built{}, err
 	}
 	defer tree.Close()
+	// What later layers replace is set aside and removed with the stage,
+	// after the image is built.
+	if err := tree.Discard(discard); err != nil {
+		return built{}, err
+	}
 	layers, err := img.Layers()
 	if err != nil {
 		return built{}, err

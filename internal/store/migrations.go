@@ -73,4 +73,11 @@ CREATE TABLE forwards (
 `,
 	// 5: the workspace shipped into a VM (its guest path), if any.
 	`ALTER TABLE vms ADD COLUMN workspace TEXT NOT NULL DEFAULT '';`,
+	// 6: labels (a JSON object) and the absolute time a VM with a
+	// time-to-live is deleted (unix milliseconds, 0 for none).
+	`
+ALTER TABLE vms ADD COLUMN labels_json TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE vms ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX vms_expires_at ON vms(expires_at) WHERE expires_at > 0;
+`,
 }

@@ -123,3 +123,66 @@ func TestNetIndexAndSettings(t *testing.T) {
 		t.Errorf("setting %q", v)
 	}
 }
+
+// Labels and the expiry time are kept in the file: a reopened store (a
+// restarted daemon) still knows which VMs are due.
+func TestVMLabelsAndExpiry(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "banger.db")
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, v := range []VM{
+		{ID: "a", Name: "a", Labels: map[string]string{"owner": "agent-7", "banger.mcp": "x1"}, ExpiresAt: now.Add(-time.Minute)},
+		{ID: "b", Name: "b", ExpiresAt: now.Add(time.Hour)},
+		{ID: "c", Name: "c"},
+		{ID: "d", Name: "d", ExpiresAt: now.Add(-2 * time.Minute)},
+	} {
+		v.State, v.SpecJSON, v.CreatedAt = "created", "{}", now
+		if err := s.PutVM(ctx, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+
+	s, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, err := s.GetVM(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Labels["owner"] != "agent-7" || a.Labels["banger.mcp"] != "x1" || len(a.Labels) != 2 {
+		t.Errorf("labels after reopen: %v", a.Labels)
+	}
+	if a.ExpiresAt.UnixMilli() != now.Add(-time.Minute).UnixMilli() {
+		t.Errorf("expiry after reopen: %v, want %v", a.ExpiresAt, now.Add(-time.Minute))
+	}
+	c, _ := s.GetVM(ctx, "c")
+	if c.Labels != nil || !c.ExpiresAt.IsZero() {
+		t.Errorf("unlabelled VM without a TTL read back as %v, %v", c.Labels, c.ExpiresAt)
+	}
+	// An update (a state change) keeps both.
+	a.State = "stopped"
+	if err := s.UpdateVM(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	expired, err := s.ExpiredVMs(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, v := range expired {
+		ids = append(ids, v.ID)
+	}
+	if len(ids) != 2 || ids[0] != "d" || ids[1] != "a" {
+		t.Errorf("expired = %v, want [d a] (soonest first; b not due, c without TTL)", ids)
+	}
+	if expired[1].Labels["owner"] != "agent-7" {
+		t.Errorf("expired VM lost its labels: %v", expired[1].Labels)
+	}
+}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -28,11 +29,13 @@ type VM struct {
 	Net       string // none, public or full
 	NetIndex  int    // address slot in banger's subnet (1-based; 0 when Net is none)
 	Workspace string // guest path of the repository shipped in, if any
+	Labels    map[string]string
+	ExpiresAt time.Time // zero: no time-to-live
 	CreatedAt time.Time
 	StartedAt time.Time
 }
 
-const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at, net, net_index, workspace`
+const vmCols = `id, name, image, kernel, engine, vcpu, memory_mib, disk_bytes, state, reason, dir, spec_json, created_at, started_at, net, net_index, workspace, labels_json, expires_at`
 
 func ts(t time.Time) string {
 	if t.IsZero() {
@@ -43,10 +46,20 @@ func ts(t time.Time) string {
 
 func scanVM(sc interface{ Scan(...any) error }) (VM, error) {
 	var v VM
-	var created, started string
-	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started, &v.Net, &v.NetIndex, &v.Workspace)
+	var created, started, labels string
+	var expires int64
+	err := sc.Scan(&v.ID, &v.Name, &v.Image, &v.Kernel, &v.Engine, &v.VCPU, &v.MemoryMiB, &v.DiskBytes, &v.State, &v.Reason, &v.Dir, &v.SpecJSON, &created, &started, &v.Net, &v.NetIndex, &v.Workspace, &labels, &expires)
 	if err != nil {
 		return v, err
+	}
+	if err := json.Unmarshal([]byte(labels), &v.Labels); err != nil {
+		return v, fmt.Errorf("vm %s labels: %w", v.Name, err)
+	}
+	if len(v.Labels) == 0 {
+		v.Labels = nil
+	}
+	if expires > 0 {
+		v.ExpiresAt = time.UnixMilli(expires)
 	}
 	v.CreatedAt, _ = time.Parse(time.RFC3339Nano, created)
 	v.StartedAt, _ = time.Parse(time.RFC3339Nano, started)
@@ -58,8 +71,12 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 	if v.Net == "" {
 		v.Net = "none"
 	}
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
-		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt), v.Net, v.NetIndex, v.Workspace)
+	labels, err := json.Marshal(v.Labels)
+	if err != nil || v.Labels == nil {
+		labels = []byte("{}")
+	}
+	_, err = s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+		v.ID, v.Name, v.Image, v.Kernel, v.Engine, v.VCPU, v.MemoryMiB, v.DiskBytes, v.State, v.Reason, v.Dir, v.SpecJSON, ts(v.CreatedAt), ts(v.StartedAt), v.Net, v.NetIndex, v.Workspace, string(labels), unixMilli(v.ExpiresAt))
 	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
 		return fmt.Errorf("vm %q: %w", v.Name, errdefs.ErrAlreadyExists)
 	}
@@ -67,6 +84,13 @@ func (s *Store) PutVM(ctx context.Context, v VM) error {
 		return fmt.Errorf("put vm %s: %w", v.Name, err)
 	}
 	return nil
+}
+
+func unixMilli(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
 }
 
 // UpdateVM rewrites a VM's mutable fields.
@@ -119,7 +143,17 @@ func (s *Store) GetVM(ctx context.Context, ref string) (VM, error) {
 
 // ListVMs returns every VM, oldest first.
 func (s *Store) ListVMs(ctx context.Context) ([]VM, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT `+vmCols+` FROM vms ORDER BY created_at, name`)
+	return s.queryVMs(ctx, `SELECT `+vmCols+` FROM vms ORDER BY created_at, name`)
+}
+
+// ExpiredVMs returns the VMs whose time-to-live ended at or before now,
+// soonest first.
+func (s *Store) ExpiredVMs(ctx context.Context, now time.Time) ([]VM, error) {
+	return s.queryVMs(ctx, `SELECT `+vmCols+` FROM vms WHERE expires_at > 0 AND expires_at <= ? ORDER BY expires_at`, now.UnixMilli())
+}
+
+func (s *Store) queryVMs(ctx context.Context, q string, args ...any) ([]VM, error) {
+	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list vms: %w", err)
 	}

@@ -55,6 +55,13 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 			return api.VM{}, fmt.Errorf("vm %q exists: choose another --name or delete it (banger vm delete %s): %w", req.Name, req.Name, errdefs.ErrAlreadyExists)
 		}
 	}
+	if err := api.ValidateLabels(req.Labels); err != nil {
+		return api.VM{}, err
+	}
+	ttl := time.Duration(req.TTLSeconds) * time.Second
+	if req.TTLSeconds < 0 || ttl > api.MaxTTL {
+		return api.VM{}, fmt.Errorf("time-to-live %ds: use 1s to %v: %w", req.TTLSeconds, api.MaxTTL, errdefs.ErrInvalidArgument)
+	}
 	mode, err := m.netMode(req.Net)
 	if err != nil {
 		return api.VM{}, err
@@ -79,7 +86,11 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 	rec := store.VM{
 		ID: newID(), Name: req.Name, Image: img.Name, Kernel: k.Name, Engine: engName,
 		VCPU: req.VCPU, MemoryMiB: req.MemoryMiB, DiskBytes: req.DiskBytes, State: api.VMCreating,
-		SpecJSON: string(spJSON), CreatedAt: time.Now(), Net: mode,
+		SpecJSON: string(spJSON), CreatedAt: time.Now(), Net: mode, Labels: req.Labels,
+	}
+	if ttl > 0 {
+		// Absolute, in the record: a restarted daemon keeps the deadline.
+		rec.ExpiresAt = rec.CreatedAt.Add(ttl)
 	}
 	rec.Dir = filepath.Join(m.vmsDir(), rec.ID)
 	// The record, with the directory's name and the address slot, exists

@@ -55,16 +55,7 @@ func (m *Manager) StopIdle(ctx context.Context, after time.Duration) {
 	if after <= 0 {
 		return
 	}
-	t := time.NewTicker(min(max(after/4, time.Second), 30*time.Second))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			m.stopIdle(ctx, after, now)
-		}
-	}
+	every(ctx, min(max(after/4, time.Second), 30*time.Second), func(now time.Time) { m.stopIdle(ctx, after, now) })
 }
 
 // Idle checks run idleChecks VMs at a time, each within idleCheckTimeout

@@ -161,6 +161,8 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 	if cfg.AutoStop > 0 {
 		m.spawn(func(ctx context.Context) { m.StopIdle(ctx, cfg.AutoStop) })
 	}
+	m.DeleteExpired(ctx, time.Now())
+	m.spawn(m.expireLoop)
 	return m, nil
 }
 
@@ -214,8 +216,12 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 	out := api.VM{
 		ID: v.ID, Name: v.Name, State: v.State, Reason: v.Reason, Image: v.Image, Kernel: v.Kernel,
 		Engine: v.Engine, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB, DiskBytes: v.DiskBytes, Dir: v.Dir,
-		Config: sp.Config, CreatedAt: v.CreatedAt, Net: v.Net, Workspace: v.Workspace,
+		Config: sp.Config, CreatedAt: v.CreatedAt, Net: v.Net, Workspace: v.Workspace, Labels: v.Labels,
 		StartedFrom: startedFrom(v.Dir),
+	}
+	if !v.ExpiresAt.IsZero() {
+		t := v.ExpiresAt
+		out.ExpiresAt = &t
 	}
 	if a, ok := m.vmAddr(v); ok {
 		out.IP = a.String()
@@ -267,15 +273,18 @@ func (m *Manager) pauseReason(ctx context.Context, inst engine.Instance) string 
 	return why
 }
 
-// List returns every VM.
-func (m *Manager) List(ctx context.Context) ([]api.VM, error) {
+// List returns every VM carrying all labels of sel (every VM when sel
+// is empty).
+func (m *Manager) List(ctx context.Context, sel map[string]string) ([]api.VM, error) {
 	vs, err := m.cfg.DB.ListVMs(ctx)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]api.VM, 0, len(vs))
 	for _, v := range vs {
-		out = append(out, m.toAPI(v))
+		if api.MatchLabels(v.Labels, sel) {
+			out = append(out, m.toAPI(v))
+		}
 	}
 	return out, nil
 }

@@ -119,9 +119,9 @@ func (m *Manager) destroy(ctx context.Context, v store.VM, h *handle) error {
 	return errors.Join(errs...)
 }
 
-// Prune deletes every VM that is stopped, created or failed; VMs being
-// created, started or stopped are left alone.
-func (m *Manager) Prune(ctx context.Context) (api.PruneVMsResult, error) {
+// Prune deletes every VM that is stopped, created or failed and carries
+// all labels of sel; VMs being created, started or stopped are left alone.
+func (m *Manager) Prune(ctx context.Context, sel map[string]string) (api.PruneVMsResult, error) {
 	vs, err := m.cfg.DB.ListVMs(ctx)
 	if err != nil {
 		return api.PruneVMsResult{}, err
@@ -132,6 +132,9 @@ func (m *Manager) Prune(ctx context.Context) (api.PruneVMsResult, error) {
 		switch v.State {
 		case api.VMStopped, api.VMCreated, api.VMError:
 		default:
+			continue
+		}
+		if !api.MatchLabels(v.Labels, sel) {
 			continue
 		}
 		if err := m.Delete(ctx, v.ID, false); err != nil {

@@ -622,3 +622,17 @@ func TestGuestChanges(t *testing.T) {
 		t.Error("a tree that is not an object id was accepted")
 	}
 }
+
+func TestCapWriter(t *testing.T) {
+	var b bytes.Buffer
+	overs := 0
+	w := &CapWriter{W: &b, Max: 5, Over: func() { overs++ }}
+	for _, s := range []string{"abc", "def", "gh"} {
+		if n, err := w.Write([]byte(s)); n != len(s) || err != nil {
+			t.Fatalf("Write(%q) = %d, %v", s, n, err)
+		}
+	}
+	if b.String() != "abcde" || !w.Exceeded || overs != 1 {
+		t.Errorf("got %q exceeded=%v overs=%d", b.String(), w.Exceeded, overs)
+	}
+}

@@ -28,20 +28,41 @@ func FuzzApply(f *testing.F) {
 	} {
 		f.Add(layerTar(f, ents...))
 	}
-	f.Fuzz(func(t *testing.T, data []byte) {
-		s := newSandbox(t)
-		tr, err := New(s.root)
-		if err != nil {
+	f.Fuzz(func(t *testing.T, data []byte) { applyTwice(t, data, "") })
+}
+
+// FuzzApplyDiscard is FuzzApply with a discard directory: what the second
+// pass replaces is renamed there, and nothing else may appear outside the
+// root.
+func FuzzApplyDiscard(f *testing.F) {
+	for _, l := range imageLayers(f) {
+		f.Add(l)
+	}
+	f.Add(layerTar(f, dir("d"), file("d/f", "f"), whiteout("d/.wh..wh..opq"), whiteout(".wh.d"), hardlink("d/g", "d/f")))
+	f.Fuzz(func(t *testing.T, data []byte) { applyTwice(t, data, t.TempDir()) })
+}
+
+// applyTwice applies data as two layers, with a discard directory unless
+// discard is empty, and checks that nothing was written outside the root
+// (or the discard directory).
+func applyTwice(t *testing.T, data []byte, discard string) {
+	s := newSandbox(t)
+	tr, err := New(s.root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	if discard != "" {
+		if err := tr.Discard(discard); err != nil {
 			t.Fatal(err)
 		}
-		defer tr.Close()
-		for range 2 {
-			if err := tr.Apply(context.Background(), bytes.NewReader(data)); err != nil {
-				break
-			}
+	}
+	for range 2 {
+		if err := tr.Apply(context.Background(), bytes.NewReader(data)); err != nil {
+			break
 		}
-		_ = tr.Fixups()
-		_ = tr.ContentSize()
-		s.checkContained(t)
-	})
+	}
+	_ = tr.Fixups()
+	_ = tr.ContentSize()
+	s.checkContained(t)
 }

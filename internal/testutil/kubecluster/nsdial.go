@@ -1,0 +1,151 @@
+package kubecluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dialIn opens a TCP connection from inside the network namespace at
+// nsPath: the socket is made on a thread switched into the namespace and
+// keeps belonging to it after the thread switches back.
+func dialIn(nsPath, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open(nsPath)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("setns %s: %w", nsPath, err)}
+			return
+		}
+		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) != nil {
+			// The thread stays locked and ends with this goroutine:
+			// never reuse a thread left in another namespace.
+			ch <- result{c, err}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
+
+// forwarder listens on the host's loopback and joins each connection to
+// addr inside the namespace: the test's clients (client-go, including
+// exec's streaming upgrades, which ignore a rest.Config's Dial) reach the
+// apiserver with no address or route added to the host.
+type forwarder struct {
+	ln     net.Listener
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func forward(nsPath, addr string) (*forwarder, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f := &forwarder{ln: ln, conns: map[net.Conn]struct{}{}}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			f.wg.Add(1)
+			go func() {
+				defer f.wg.Done()
+				f.pipe(c, nsPath, addr)
+			}()
+		}
+	}()
+	return f, nil
+}
+
+func (f *forwarder) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		c.Close()
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *forwarder) pipe(c net.Conn, nsPath, addr string) {
+	if !f.track(c) {
+		return
+	}
+	up, err := dialIn(nsPath, addr)
+	if err != nil {
+		c.Close()
+		return
+	}
+	if !f.track(up) {
+		c.Close()
+		return
+	}
+	done := make(chan struct{}, 2)
+	cp := func(dst, src net.Conn) {
+		io.Copy(dst, src)
+		if tc, ok := dst.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		done <- struct{}{}
+	}
+	go cp(up, c)
+	go cp(c, up)
+	<-done
+	<-done
+	c.Close()
+	up.Close()
+}
+
+// Addr is the host-side address, 127.0.0.1:PORT.
+func (f *forwarder) Addr() string { return f.ln.Addr().String() }
+
+// Close stops listening, ends every open connection and waits for them.
+func (f *forwarder) Close() {
+	f.mu.Lock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+	if err := f.ln.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		return
+	}
+	f.wg.Wait()
+}
