@@ -72,16 +72,16 @@ type VM struct {
 	// daemon last connected to it (an exec, a copy, a stop): empty until
 	// then. A VM keeps the agent it booted with across a banger update.
 	AgentVersion string `json:"agentVersion,omitempty"`
-	// StartedFrom is how the VM last started: "cold" (booted) or
-	// "template ID" (resumed from that template); empty before its first
-	// start.
-	StartedFrom string `json:"startedFrom,omitempty"`
 	// Labels are the key=value pairs the VM was created with (see
 	// ValidateLabel); vm list and vm prune filter on them.
 	Labels map[string]string `json:"labels,omitempty"`
 	// ExpiresAt is when the daemon deletes the VM, as vm delete --force
 	// does, if it was created with a time-to-live.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// StartedFrom is how the VM last started: "cold" (booted) or
+	// "template ID" (resumed from that template); empty before its first
+	// start.
+	StartedFrom string `json:"startedFrom,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take
@@ -100,13 +100,13 @@ type CreateVMRequest struct {
 	// Engine is qemu or firecracker; empty chooses (see banger engine).
 	Engine  string `json:"engine,omitempty"`
 	NoStart bool   `json:"noStart,omitempty"`
-	// Cold boots the VM even when a template of its shape exists.
-	Cold bool `json:"cold,omitempty"`
 	// Labels mark the VM (see ValidateLabels).
 	Labels map[string]string `json:"labels,omitempty"`
 	// TTLSeconds, when positive, is how long after its creation the VM
 	// is deleted by the daemon (at most MaxTTL).
 	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
+	// Cold boots the VM even when a template of its shape exists.
+	Cold bool `json:"cold,omitempty"`
 }
 
 // MaxTTL bounds a VM's time-to-live.
