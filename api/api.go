@@ -43,6 +43,9 @@ const (
 	PathKernelImport    = "/v1/kernels-import"    // POST ImportKernelRequest, stream
 	PathKernelPull      = "/v1/kernels-pull"      // POST PullKernelRequest, stream
 	PathShutdown        = "/v1/shutdown"          // POST
+	PathTemplates       = "/v1/templates"         // GET list
+	PathTemplate        = "/v1/templates/"        // DELETE /v1/templates/{id}
+	PathTemplatePrune   = "/v1/templates-prune"   // POST
 )
 
 // VersionInfo describes a binary.

@@ -78,6 +78,10 @@ type VM struct {
 	// ExpiresAt is when the daemon deletes the VM, as vm delete --force
 	// does, if it was created with a time-to-live.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// StartedFrom is how the VM last started: "cold" (booted) or
+	// "template ID" (resumed from that template); empty before its first
+	// start.
+	StartedFrom string `json:"startedFrom,omitempty"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM. Zero sizes take
@@ -101,6 +105,8 @@ type CreateVMRequest struct {
 	// TTLSeconds, when positive, is how long after its creation the VM
 	// is deleted by the daemon (at most MaxTTL).
 	TTLSeconds int64 `json:"ttlSeconds,omitempty"`
+	// Cold boots the VM even when a template of its shape exists.
+	Cold bool `json:"cold,omitempty"`
 }
 
 // MaxTTL bounds a VM's time-to-live.

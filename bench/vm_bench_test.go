@@ -428,6 +428,9 @@ func (r *rawBoot) boot(b *testing.B) time.Duration {
 	err := cmd.Run()
 	d := time.Since(t0)
 	c, _ := os.ReadFile(con)
+	// The console is QEMU's stdout (Cmdline: -chardev stdio), no longer a
+	// file QEMU writes itself.
+	c = append(c, out.Bytes()...)
 	if err != nil || !bytes.Contains(c, []byte("BENCH-INIT")) {
 		b.Fatalf("raw boot: %v\nqemu: %s\nconsole: %s", err, out.String(), tail(string(c), 2000))
 	}

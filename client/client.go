@@ -270,6 +270,21 @@ func (c *Client) RegisterImage(ctx context.Context, req api.RegisterImageRequest
 	return stream[api.Image](ctx, c, api.PathImageRegister, req, progress)
 }
 
+// Templates lists the VM templates.
+func (c *Client) Templates(ctx context.Context) ([]api.Template, error) {
+	return get[[]api.Template](ctx, c, api.PathTemplates)
+}
+
+// RemoveTemplate deletes a template by id or unique id prefix.
+func (c *Client) RemoveTemplate(ctx context.Context, id string) error {
+	return c.delete(ctx, api.PathTemplate+url.PathEscape(id))
+}
+
+// PruneTemplates removes stale and unfinished templates.
+func (c *Client) PruneTemplates(ctx context.Context) (api.PruneTemplatesResult, error) {
+	return post[api.PruneTemplatesResult](ctx, c, api.PathTemplatePrune, struct{}{})
+}
+
 // ImageCache lists the layer-blob cache.
 func (c *Client) ImageCache(ctx context.Context) ([]api.CachedBlob, error) {
 	return get[[]api.CachedBlob](ctx, c, api.PathImageCache)

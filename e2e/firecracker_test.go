@@ -127,6 +127,17 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	if out := n.ok("vm", "exec", "web", "--", "echo", "again"); out != "again\n" {
 		t.Errorf("exec after a daemon restart: %q", out)
 	}
+	// Jailed Firecracker VMs boot cold: making their template is refused,
+	// and the daemon log says why.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(n.daemonLog(), "not supported under the jailer"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("the daemon log does not say why the jailed VM has no template:\n%s", n.daemonLog())
+			break
+		}
+	}
+	if got := vmStartedFrom(t, n.env, "web"); got != "cold" {
+		t.Errorf("jailed VM started from %q, want cold", got)
+	}
 	n.ok("vm", "delete", "-f", "web")
 	if _, err := os.Stat(vmDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("VM directory %s (with its jail, root's) left after delete: %v", vmDir, err)

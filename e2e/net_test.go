@@ -295,6 +295,21 @@ func stripLinks(s string) string {
 // TestSSH: plain OpenSSH reaches a VM whose image has no sshd, through
 // banger's ssh_config (no resolver set-up), with the host key pinned at
 // creation; a re-keyed VM is refused.
+// ssh runs ssh with banger's ssh-config cfg from the host namespace, as a
+// user whose home is home.
+func (n *netEnv) ssh(home, cfg string, args ...string) result {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", n.host, "ssh", "-F", cfg, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}, args...)...)
+	cmd.Env = append(os.Environ(), "HOME="+home)
+	var out, errb strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	}
+	return result{out: out.String(), err: errb.String(), code: code}
+}
+
 func TestSSH(t *testing.T) {
 	testutil.RequireTool(t, "ssh", "openssh-client")
 	n := newNetEnv(t)
@@ -302,18 +317,7 @@ func TestSSH(t *testing.T) {
 	n.extra = append(n.extra, "HOME="+home)
 	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
 	cfg := strings.TrimSpace(n.ok("ssh-config"))
-	ssh := func(args ...string) result {
-		cmd := exec.Command("ip", append([]string{"netns", "exec", n.host, "ssh", "-F", cfg, "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"}, args...)...)
-		cmd.Env = append(os.Environ(), "HOME="+home)
-		var out, errb strings.Builder
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-		return result{out: out.String(), err: errb.String(), code: code}
-	}
+	ssh := func(args ...string) result { return n.ssh(home, cfg, args...) }
 	// The agent's SSH server needs a moment after boot to listen.
 	var r result
 	for i := 0; i < 20; i++ {

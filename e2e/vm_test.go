@@ -363,8 +363,11 @@ func (e *env) vmLeftovers() int {
 	return len(vms) + e.qemuProcesses()
 }
 
+// qemuProcesses counts the engine processes of VMs (their files are under
+// state/vms), not of a template the daemon is making in the background
+// (under cache/templates).
 func (e *env) qemuProcesses() int {
-	out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64.*"+e.home).Output()
+	out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64.*"+filepath.Join(e.home, "state", "vms")).Output()
 	return len(strings.Fields(string(out)))
 }
 

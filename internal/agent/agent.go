@@ -71,6 +71,24 @@ func runInit() {
 		log.Error("boot config; booting with defaults", "err", err)
 	}
 	loadModules(log, modulesLoadPath)
+	ctx := context.Background()
+	var gate *bootGate
+	stopGate := func() {}
+	if cfg.AwaitIdentity {
+		// The ready point: everything a template of this guest may hold
+		// is done, nothing VM-specific is. A clone resumes here.
+		gate = newBootGate(log, cfg.Init != "")
+		gate.srv = &agentproto.Server{Handler: gate, AgentVersion: buildinfo.Version, Logger: log, Version: hostileVersion}
+		gctx, cancel := context.WithCancel(ctx)
+		stopGate = cancel
+		go serveForever(gctx, log, gate.srv, cfg)
+		log.Info("ready point: waiting for the host's identity")
+		id := gate.wait()
+		if cfg, err = applyIdentity(log, cfg, id); err != nil {
+			log.Error("cannot take this VM's identity; powering off", "err", err)
+			powerOff(log)
+		}
+	}
 	rooted := false
 	if cfg.Root != nil {
 		if err := setupRoot(log, *cfg.Root); err != nil {
@@ -106,19 +124,25 @@ func runInit() {
 				log.Error("prepare the image's sshd; ssh to this VM will fail", "err", err)
 			}
 		}
+		// The serving child opens the agent port: let go of it first.
+		stopGate()
 		handOver(log, cfg) // returns only if exec failed
 		// The agent stays init, so nothing starts the image's sshd: the
 		// agent serves SSH itself.
 		cfg.Init = ""
+		gate = nil
 	}
 
-	ctx := context.Background()
 	r := newReaper(log)
 	go r.run(ctx)
 	srv := newServer(log, cfg, rooted, r)
 	stop := cleanStop(log, srv.Handler)
 	go shutdownOnSignal(log, stop)
 	go watchPowerButtons(log, "/sys/class/input", "/dev/input", func() { stop("power button") })
+	if gate != nil {
+		gate.open(srv.Handler)
+		select {} // the gate's server serves on
+	}
 	serveForever(ctx, log, srv, cfg)
 }
 
@@ -199,8 +223,11 @@ func serveForever(ctx context.Context, log *slog.Logger, srv *agentproto.Server,
 	if port == "" {
 		port = agentproto.DefaultPortName
 	}
-	for {
+	for ctx.Err() == nil {
 		err := serveChannel(ctx, log, srv, port)
+		if ctx.Err() != nil {
+			return
+		}
 		log.Error("agent channel", "err", err)
 		time.Sleep(time.Second)
 	}

@@ -32,7 +32,13 @@ func serveChannel(ctx context.Context, log *slog.Logger, srv *agentproto.Server,
 				return fmt.Errorf("open agent port %s: %w", dev, err)
 			}
 			log.Info("serving on virtio-serial", "port", portName, "dev", dev)
-			return srv.ServePort(ctx, f)
+			err = srv.ServePort(ctx, f)
+			if ctx.Err() != nil {
+				// Handed to another process (see runInit), which opens
+				// the port itself.
+				f.Close()
+			}
+			return err
 		}
 		if vsockBound() {
 			log.Info("serving on vsock", "port", agentproto.VsockPort)

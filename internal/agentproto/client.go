@@ -37,6 +37,7 @@ const helloInterval = 200 * time.Millisecond
 type Client struct {
 	sess         *yamux.Session
 	agentVersion string
+	protocol     uint16
 }
 
 // ClientConfig tunes Connect. The zero value is ready to use.
@@ -50,7 +51,8 @@ type ClientConfig struct {
 // guest is still booting. The Client owns conn from then on; Close closes
 // it. Connect never half-closes conn.
 //
-// An agent of another protocol version gives an error of class
+// An agent of a protocol version outside MinProtocolVersion to
+// ProtocolVersion gives an error of class
 // ErrFailedPrecondition (and ErrVersionMismatch).
 func Connect(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, error) {
 	if _, ok := ctx.Deadline(); !ok {
@@ -58,7 +60,7 @@ func Connect(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, err
 		ctx, cancel = context.WithTimeout(ctx, DefaultHandshakeTimeout)
 		defer cancel()
 	}
-	br, version, err := hostHandshake(ctx, conn)
+	br, version, proto, err := hostHandshake(ctx, conn)
 	if err != nil {
 		conn.Close()
 		return nil, err
@@ -69,7 +71,7 @@ func Connect(ctx context.Context, conn net.Conn, cfg ClientConfig) (*Client, err
 		conn.Close()
 		return nil, fmt.Errorf("start agent session: %w", err)
 	}
-	return &Client{sess: sess, agentVersion: version}, nil
+	return &Client{sess: sess, agentVersion: version, protocol: proto}, nil
 }
 
 func yamuxConfig(log *slog.Logger) *yamux.Config {
@@ -102,13 +104,12 @@ func (a slogAdapter) Printf(format string, v ...any) { a.log(fmt.Sprintf(format,
 func (a slogAdapter) Println(v ...any)               { a.log(fmt.Sprint(v...)) }
 
 // hostHandshake runs the host's side of the handshake (see the package
-// documentation) and returns the reader positioned at the first session byte
-// and the agent's version string.
-func hostHandshake(ctx context.Context, conn net.Conn) (*bufio.Reader, string, error) {
-	var n nonce
-	if _, err := rand.Read(n[:]); err != nil {
-		return nil, "", fmt.Errorf("agent handshake: %w", err)
-	}
+// documentation) and returns the reader positioned at the first session
+// byte, the agent's version string and the protocol version of the session.
+// It offers ProtocolVersion first; an older agent within
+// MinProtocolVersion answers with its own, and the host greets it again in
+// that version (an agent starts only on a GO after a HELLO of its version).
+func hostHandshake(ctx context.Context, conn net.Conn) (*bufio.Reader, string, uint16, error) {
 	// Unblock reads and writes when ctx ends; the deadlines are cleared
 	// before the session starts.
 	stopDeadline := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
@@ -117,14 +118,40 @@ func hostHandshake(ctx context.Context, conn net.Conn) (*bufio.Reader, string, e
 			_ = conn.SetDeadline(time.Time{})
 		}
 	}()
-	fail := func(err error) (*bufio.Reader, string, error) {
+	br := bufio.NewReader(conn)
+	version := ProtocolVersion
+	for {
+		agentVersion, got, err := hostRound(ctx, conn, br, version)
+		if err != nil {
+			return nil, "", 0, err
+		}
+		if got == version {
+			return br, agentVersion, version, nil
+		}
+		if got >= version || got < MinProtocolVersion {
+			return nil, "", 0, fmt.Errorf("agent %q speaks protocol version %d, this banger speaks versions %d to %d; restart the VM so it boots the agent of this banger: %w: %w",
+				agentVersion, got, MinProtocolVersion, ProtocolVersion, errdefs.ErrFailedPrecondition, errdefs.ErrVersionMismatch)
+		}
+		version = got
+	}
+}
+
+// hostRound greets the agent in version with a fresh nonce until it
+// acknowledges. When it answers in that version it sends GO and waits for
+// READY; otherwise it returns the agent's version without GO.
+func hostRound(ctx context.Context, conn net.Conn, br *bufio.Reader, version uint16) (agentVersion string, got uint16, err error) {
+	var n nonce
+	if _, err := rand.Read(n[:]); err != nil {
+		return "", 0, fmt.Errorf("agent handshake: %w", err)
+	}
+	fail := func(err error) (string, uint16, error) {
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%w)", ctx.Err(), err)
 		}
-		return nil, "", fmt.Errorf("agent handshake: no answer from the agent: %w: %w", err, errdefs.ErrUnavailable)
+		return "", 0, fmt.Errorf("agent handshake: no answer from the agent: %w: %w", err, errdefs.ErrUnavailable)
 	}
 
-	hello := hsFrame{kind: kindHello, version: ProtocolVersion, nonce: n}
+	hello := hsFrame{kind: kindHello, version: version, nonce: n}
 	stopHello := make(chan struct{})
 	helloDone := make(chan struct{})
 	go func() {
@@ -145,7 +172,6 @@ func hostHandshake(ctx context.Context, conn net.Conn) (*bufio.Reader, string, e
 	stop := sync.OnceFunc(func() { close(stopHello); <-helloDone })
 	defer stop()
 
-	br := bufio.NewReader(conn)
 	var ack hsFrame
 	for {
 		f, err := readHS(br)
@@ -159,12 +185,11 @@ func hostHandshake(ctx context.Context, conn net.Conn) (*bufio.Reader, string, e
 	}
 	// No HELLO may follow GO: the agent reads session bytes after it.
 	stop()
-	agentVersion := string(ack.payload)
-	if ack.version != ProtocolVersion {
-		return nil, "", fmt.Errorf("agent %q speaks protocol version %d, this banger speaks version %d; restart the VM so it boots the agent of this banger: %w: %w",
-			agentVersion, ack.version, ProtocolVersion, errdefs.ErrFailedPrecondition, errdefs.ErrVersionMismatch)
+	agentVersion = string(ack.payload)
+	if ack.version != version {
+		return agentVersion, ack.version, nil
 	}
-	if err := writeHS(conn, hsFrame{kind: kindGo, version: ProtocolVersion, nonce: n}); err != nil {
+	if err := writeHS(conn, hsFrame{kind: kindGo, version: version, nonce: n}); err != nil {
 		return fail(err)
 	}
 	for {
@@ -173,13 +198,17 @@ func hostHandshake(ctx context.Context, conn net.Conn) (*bufio.Reader, string, e
 			return fail(err)
 		}
 		if f.kind == kindReady && f.nonce == n {
-			return br, agentVersion, nil
+			return agentVersion, version, nil
 		}
 	}
 }
 
 // AgentVersion is the version string the agent reported in the handshake.
 func (c *Client) AgentVersion() string { return c.agentVersion }
+
+// ProtocolVersion is the protocol version of the session: ProtocolVersion,
+// or an older one the agent speaks.
+func (c *Client) ProtocolVersion() uint16 { return c.protocol }
 
 // Done is closed when the session has ended (connection lost or Close).
 func (c *Client) Done() <-chan struct{} { return c.sess.CloseChan() }
@@ -257,6 +286,22 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	var s Stats
 	err := c.simple(ctx, request{Op: opStats}, &s)
 	return s, err
+}
+
+// Identify tells an agent waiting at its ready point who it is; the boot
+// continues once it has applied the identity (MAC, clock, entropy, then
+// root, network and SSH). Operations sent meanwhile wait for the boot to
+// finish. When the result says Reconnect, the guest's own init takes over
+// and the agent serves from a new process: close this session and connect
+// again. An agent that is not waiting refuses with
+// ErrFailedPrecondition, as does one older than protocol 2.
+func (c *Client) Identify(ctx context.Context, id Identity) (IdentifyResult, error) {
+	var res IdentifyResult
+	if c.protocol < 2 {
+		return res, fmt.Errorf("agent identify: agent %q speaks protocol %d, which has no ready point: %w", c.agentVersion, c.protocol, errdefs.ErrFailedPrecondition)
+	}
+	err := c.simple(ctx, request{Op: opIdentify, Identity: &id}, &res)
+	return res, err
 }
 
 // Shutdown asks the agent to stop every process, make the guest's disks

@@ -52,13 +52,15 @@ const (
 	opShutdown  = "shutdown"
 	opTarOut    = "tarOut"
 	opTarIn     = "tarIn"
+	opIdentify  = "identify" // protocol 2
 )
 
 type request struct {
-	Op   string       `json:"op"`
-	Exec *ExecRequest `json:"exec,omitempty"`
-	Path string       `json:"path,omitempty"`
-	Mode uint32       `json:"mode,omitempty"`
+	Op       string       `json:"op"`
+	Exec     *ExecRequest `json:"exec,omitempty"`
+	Path     string       `json:"path,omitempty"`
+	Mode     uint32       `json:"mode,omitempty"`
+	Identity *Identity    `json:"identity,omitempty"`
 }
 
 type winSize struct {

@@ -277,7 +277,7 @@ func TestVersionMismatch(t *testing.T) {
 		if !errdefs.IsFailedPrecondition(err) {
 			t.Fatalf("err = %v, want FailedPrecondition", err)
 		}
-		for _, s := range []string{"99", fmt.Sprintf("version %d", ProtocolVersion), "restart the VM", "old-agent"} {
+		for _, s := range []string{"99", fmt.Sprintf("versions %d to %d", MinProtocolVersion, ProtocolVersion), "restart the VM", "old-agent"} {
 			if !strings.Contains(err.Error(), s) {
 				t.Errorf("error %q does not mention %q", err, s)
 			}

@@ -51,6 +51,13 @@ type GuestProcess interface {
 	Wait() (ExitStatus, error)
 }
 
+// Identifier is the optional part of a Handler that takes the guest's
+// Identity at its ready point (protocol 2). A Handler without it answers
+// Identify with ErrFailedPrecondition.
+type Identifier interface {
+	Identify(ctx context.Context, id Identity) (IdentifyResult, error)
+}
+
 // PendingFile is a file being written; Commit makes it visible, Abort
 // discards it.
 type PendingFile interface {
@@ -68,6 +75,8 @@ type Server struct {
 	// each handshake instead of ProtocolVersion. Only the test build of
 	// the agent sets it, to play an agent of another protocol version.
 	Version func() uint16
+
+	refusing atomic.Bool
 }
 
 func (s *Server) version() uint16 {
@@ -76,6 +85,11 @@ func (s *Server) version() uint16 {
 	}
 	return ProtocolVersion
 }
+
+// Refuse makes the server ignore every new HELLO; sessions already
+// started go on. The agent calls it before it hands the channel to another
+// process, so a host reconnecting meets that process, not this one.
+func (s *Server) Refuse() { s.refusing.Store(true) }
 
 // ServeConn serves one host connection (a vsock connection, or a pipe in
 // tests) until it ends or ctx is done, and closes it.
@@ -216,11 +230,20 @@ func (s *Server) handshake(br *bufio.Reader, w io.Writer) error {
 		}
 		switch f.kind {
 		case kindHello:
+			if s.refusing.Load() {
+				continue
+			}
+			// A host of a version this agent also speaks is answered in
+			// its version; any other gets ours (and no session), so it
+			// can greet again in ours if it speaks it.
 			v := s.version()
+			if v == ProtocolVersion && f.version >= MinProtocolVersion && f.version <= ProtocolVersion {
+				v = f.version
+			}
 			if err := writeHS(w, hsFrame{kind: kindAck, version: v, nonce: f.nonce, payload: []byte(s.AgentVersion)}); err != nil {
 				return err
 			}
-			if f.version != v {
+			if v != f.version {
 				s.Logger.Warn("host speaks another protocol version", "host", f.version, "agent", v)
 				want = nil
 				continue
@@ -229,7 +252,7 @@ func (s *Server) handshake(br *bufio.Reader, w io.Writer) error {
 			want = &n
 		case kindGo:
 			if want != nil && f.nonce == *want {
-				return writeHS(w, hsFrame{kind: kindReady, version: ProtocolVersion, nonce: f.nonce})
+				return writeHS(w, hsFrame{kind: kindReady, version: f.version, nonce: f.nonce})
 			}
 		}
 	}
@@ -301,9 +324,29 @@ func (s *Server) serveStream(ctx context.Context, st *yamux.Stream) {
 		s.tarOut(ctx, fw, req.Path)
 	case opTarIn:
 		s.tarIn(ctx, st, fw, req.Path)
+	case opIdentify:
+		s.identify(ctx, fw, req.Identity)
 	default:
 		_ = fw.error(fmt.Errorf("unknown operation %q (agent protocol %d): %w", req.Op, ProtocolVersion, errdefs.ErrInvalidArgument))
 	}
+}
+
+func (s *Server) identify(ctx context.Context, fw *frameWriter, id *Identity) {
+	idf, ok := s.Handler.(Identifier)
+	if !ok {
+		_ = fw.error(fmt.Errorf("identify: the agent is not waiting for an identity: %w", errdefs.ErrFailedPrecondition))
+		return
+	}
+	if id == nil {
+		_ = fw.error(fmt.Errorf("identify: no identity: %w", errdefs.ErrInvalidArgument))
+		return
+	}
+	res, err := idf.Identify(ctx, *id)
+	if err != nil {
+		_ = fw.error(err)
+		return
+	}
+	_ = fw.json(fResponse, res)
 }
 
 func reply[T any](fw *frameWriter, f func(context.Context) (T, error), ctx context.Context) {

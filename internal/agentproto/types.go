@@ -5,10 +5,16 @@ import (
 	"time"
 )
 
-// ProtocolVersion is the version this package speaks. Bump it on any
-// incompatible change to the session (not to the handshake, whose layout is
-// fixed so that versions can always be compared).
-const ProtocolVersion uint16 = 1
+// ProtocolVersion is the newest version this package speaks. Bump it on
+// any change to the session (not to the handshake, whose layout is fixed so
+// that versions can always be compared). Version 2 added Identify and the
+// agent's ready point.
+const ProtocolVersion uint16 = 2
+
+// MinProtocolVersion is the oldest agent version the host still talks to,
+// for every operation that version had: a VM booted before an upgrade keeps
+// working until it is restarted.
+const MinProtocolVersion uint16 = 1
 
 // Info is the answer to Health.
 type Info struct {
@@ -17,6 +23,9 @@ type Info struct {
 	Hostname        string        `json:"hostname"`
 	Uptime          time.Duration `json:"uptime"` // of the guest kernel
 	PID             int           `json:"pid"`    // 1 when the agent is the guest's init
+	// AwaitingIdentity is true while the agent waits at its ready point
+	// for Identify (protocol 2).
+	AwaitingIdentity bool `json:"awaitingIdentity,omitempty"`
 }
 
 // Stats is a snapshot of guest resource use.
@@ -109,7 +118,43 @@ type BootConfig struct {
 	// SSH, when set, has the agent serve SSH, or ready the image's own
 	// sshd when the image's init starts one (see SSHConfig).
 	SSH *SSHConfig `json:"ssh,omitempty"`
+	// AwaitIdentity stops the boot at the agent's ready point (modules
+	// loaded, devices probed, agent channel up; nothing VM-specific done)
+	// until the host sends Identify. Hostname, Network and SSH then come
+	// from the Identity, not from this file, so the same initramfs, and
+	// a template of the guest at that point, serves any VM of its shape.
+	AwaitIdentity bool `json:"awaitIdentity,omitempty"`
 }
+
+// Identity is what makes a guest stopped at its ready point this VM: sent
+// once, right after a cold boot's agent answers or after a template's clone
+// resumes. Every clone of one template starts with the same memory, so
+// everything that must be unique is in here, applied before it is used.
+type Identity struct {
+	Hostname string `json:"hostname,omitempty"`
+	// MAC is set on the NIC before the link is brought up (a clone's NIC
+	// still carries the template's address).
+	MAC     string         `json:"mac,omitempty"`
+	Network *NetworkConfig `json:"network,omitempty"`
+	SSH     *SSHConfig     `json:"ssh,omitempty"`
+	// Time is the host's wall clock when the message was sent.
+	Time time.Time `json:"time"`
+	// Entropy is host randomness mixed into the guest kernel's pool (and
+	// the pool reseeded) before anything in the guest reads randomness.
+	Entropy []byte `json:"entropy"`
+}
+
+// IdentifyResult is the agent's answer to Identify.
+type IdentifyResult struct {
+	// Reconnect means this session ends: the agent hands PID 1 to the
+	// image's init and serves from a new process, which answers the next
+	// handshake.
+	Reconnect bool `json:"reconnect,omitempty"`
+}
+
+// IdentityEntropy is how many bytes of host entropy an Identity carries;
+// the agent refuses fewer.
+const IdentityEntropy = 64
 
 // RootConfig is the copy-on-write root: a read-only image disk under an
 // overlay whose upper layer lives on the VM's own disk.

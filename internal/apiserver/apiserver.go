@@ -41,16 +41,25 @@ type Kernels interface {
 	Pull(ctx context.Context, req api.PullKernelRequest, progress func(api.Event)) (api.Kernel, error)
 }
 
+// Templates is what the API needs of the VM template store.
+type Templates interface {
+	Templates(ctx context.Context) ([]api.Template, error)
+	RemoveTemplate(ctx context.Context, id string) error
+	PruneTemplates(ctx context.Context) (api.PruneTemplatesResult, error)
+}
+
 // Config wires a Server.
 type Config struct {
-	Images   Images
-	Kernels  Kernels
-	VMs      VMs
-	Engine   api.EngineInfo
-	Network  api.NetworkInfo
-	Version  api.VersionInfo
-	Shutdown func() // called by POST /v1/shutdown
-	Log      *slog.Logger
+	Images  Images
+	Kernels Kernels
+	VMs     VMs
+	// Templates is nil when the daemon keeps none.
+	Templates Templates
+	Engine    api.EngineInfo
+	Network   api.NetworkInfo
+	Version   api.VersionInfo
+	Shutdown  func() // called by POST /v1/shutdown
+	Log       *slog.Logger
 }
 
 // New returns the API handler.
@@ -76,6 +85,11 @@ func New(c Config) http.Handler {
 	mux.HandleFunc("POST "+api.PathKernelPull, s.pullKernel)
 	if c.VMs != nil {
 		s.routeVMs(mux)
+	}
+	if c.Templates != nil {
+		mux.HandleFunc("GET "+api.PathTemplates, s.listTemplates)
+		mux.HandleFunc("DELETE "+api.PathTemplate+"{id}", s.removeTemplate)
+		mux.HandleFunc("POST "+api.PathTemplatePrune, s.pruneTemplates)
 	}
 	return s.checkVersion(s.trackOperations(mux))
 }
@@ -334,4 +348,21 @@ func PeerCheck(log *slog.Logger) func(ctx context.Context, c net.Conn) context.C
 		}
 		return ctx
 	}
+}
+
+func (s *server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	v, err := s.c.Templates.Templates(r.Context())
+	if v == nil {
+		v = []api.Template{}
+	}
+	reply(w, v, err)
+}
+
+func (s *server) removeTemplate(w http.ResponseWriter, r *http.Request) {
+	reply(w, struct{}{}, s.c.Templates.RemoveTemplate(r.Context(), r.PathValue("id")))
+}
+
+func (s *server) pruneTemplates(w http.ResponseWriter, r *http.Request) {
+	v, err := s.c.Templates.PruneTemplates(r.Context())
+	reply(w, v, err)
 }

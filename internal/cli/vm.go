@@ -56,6 +56,7 @@ type sizeFlags struct {
 	DiskSize            string
 	Net                 string
 	Engine              string
+	Cold                bool
 	Labels              []string
 	TTL                 time.Duration
 }
@@ -68,6 +69,7 @@ func (s *sizeFlags) add(cmd *cobra.Command) {
 	cmd.Flags().Var((*mibFlag)(&s.Memory), "memory", "memory: MiB (512) or a size with a unit (512M, 2G) (default: config vm.memory)")
 	cmd.Flags().StringVar(&s.DiskSize, "disk-size", "", "size of the VM's own disk, e.g. 4G (default: config vm.disk_size)")
 	cmd.Flags().StringVar(&s.Engine, "engine", "", "qemu or firecracker (default: config engine, else Firecracker when installed with working KVM, else QEMU; see banger engine)")
+	cmd.Flags().BoolVar(&s.Cold, "cold", false, "boot the VM fully even when a template of its shape exists (see banger template list)")
 	cmd.Flags().StringVar(&s.Net, "net", "", "network: public (NAT out, nothing of the host's networks or other VMs; default), full (plain NAT) or none (no NIC)")
 	cmd.Flags().StringArrayVar(&s.Labels, "label", nil, "label the VM, key=value (repeatable); vm list and vm prune filter on labels")
 	cmd.Flags().DurationVar(&s.TTL, "ttl", 0, "delete the VM this long after its creation, e.g. 30m or 2h (the daemon deletes it as vm delete --force does)")
@@ -96,7 +98,7 @@ func ttlSeconds(ttl time.Duration) (int64, error) {
 }
 
 func (s *sizeFlags) request() (api.CreateVMRequest, error) {
-	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory, Net: s.Net, Engine: s.Engine}
+	req := api.CreateVMRequest{Name: s.Name, Image: s.Image, Kernel: s.Kernel, VCPU: s.VCPU, MemoryMiB: s.Memory, Net: s.Net, Engine: s.Engine, Cold: s.Cold}
 	var err error
 	if req.Labels, err = labelFlags(s.Labels); err != nil {
 		return req, err
@@ -255,6 +257,9 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 				v.Image, v.Kernel, v.Engine, v.Accel, v.VCPU, v.MemoryMiB, humanBytes(v.DiskBytes), v.Dir, v.CreatedAt.Local().Format(time.RFC3339))
 			if v.PID != 0 {
 				fmt.Fprintf(tw, "pid:\t%d\n", v.PID)
+			}
+			if v.StartedFrom != "" {
+				fmt.Fprintf(tw, "started from:\t%s\n", v.StartedFrom)
 			}
 			if len(v.Labels) > 0 {
 				fmt.Fprintf(tw, "labels:\t%s\n", api.FormatLabels(v.Labels))

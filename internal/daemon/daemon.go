@@ -33,6 +33,7 @@ import (
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vm"
+	"github.com/bangervm/banger/internal/vmtemplate"
 )
 
 // Config wires a daemon.
@@ -110,6 +111,7 @@ func Run(ctx context.Context, c Config) error {
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
 		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")}, AutoStop: autoStop,
+		Templates: vmtemplate.New(l.Templates()),
 	})
 	if err != nil {
 		return err
@@ -150,7 +152,7 @@ func Run(ctx context.Context, c Config) error {
 	defer stop()
 	srv := &http.Server{
 		Handler: apiserver.New(apiserver.Config{
-			Images: images, Kernels: kernels, VMs: vms, Engine: engInfo, Network: netInfo, Log: log, Shutdown: stop,
+			Images: images, Kernels: kernels, VMs: vms, Templates: vms, Engine: engInfo, Network: netInfo, Log: log, Shutdown: stop,
 			Version: api.VersionInfo{Version: buildinfo.Version, Commit: buildinfo.Commit, BuildTime: buildinfo.BuildTime, APIVersion: api.Version, PID: pid},
 		}),
 		ConnContext: apiserver.PeerCheck(log),

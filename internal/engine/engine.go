@@ -149,6 +149,10 @@ type NetSpec struct {
 	TapFD *os.File
 	// MAC is the guest's MAC address, e.g. "52:54:00:12:34:56".
 	MAC string
+	// Detached is a NIC with no host side (TapName and TapFD unset), for
+	// a template (see Templater): the guest probes the same device its
+	// clones get with a tap.
+	Detached bool
 }
 
 // State is a VM's run state.
@@ -237,3 +241,34 @@ type ConsoleLogger interface {
 	// ConsoleLog is the path of the guest console log.
 	ConsoleLog() string
 }
+
+// Templater is implemented by engines that can start a VM from a template
+// instead of booting it; callers find it by type assertion.
+//
+// A template is a VM stopped at its agent's ready point (see package
+// agentproto: Identity), saved as guest memory plus device state in a
+// directory the caller owns. Clones map the template's memory privately
+// (copy-on-write): starting clones never changes a template's files, so any
+// number of them can start from one. A clone must be started with a Spec
+// whose device layout matches the template's exactly (the same disks in the
+// same order, of the same sizes; NIC present or not; vCPUs, memory, kernel,
+// initrd); the files behind the disks may differ. Callers key templates by
+// all of that.
+type Templater interface {
+	// StartTemplate boots spec like Start, with guest memory in a file in
+	// dir, so that SaveTemplate can keep it.
+	StartTemplate(ctx context.Context, spec Spec, dir string) (Instance, error)
+	// SaveTemplate pauses inst (from StartTemplate with the same dir),
+	// writes its device state into dir and ends the process. On success
+	// dir holds a complete template; on error its state is absent.
+	SaveTemplate(ctx context.Context, inst Instance, dir string) error
+	// StartClone starts spec from the template in dir and resumes it: the
+	// guest continues where the template stopped. It returns once the
+	// guest runs. A template that cannot be loaded gives an error matching
+	// ErrBadTemplate (the caller discards it); no process is left behind.
+	StartClone(ctx context.Context, spec Spec, dir string) (Instance, error)
+}
+
+// ErrBadTemplate marks a template that is missing, incomplete or that the
+// engine could not load: discard it and boot cold.
+var ErrBadTemplate = errors.New("template cannot be loaded")

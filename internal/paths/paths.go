@@ -118,6 +118,9 @@ func (l Layout) Tmp() string { return filepath.Join(l.State, "tmp") }
 // Blobs is the layer-blob cache shared by every image.
 func (l Layout) Blobs() string { return filepath.Join(l.Cache, "blobs") }
 
+// Templates is the VM template store (see package vmtemplate).
+func (l Layout) Templates() string { return filepath.Join(l.Cache, "templates") }
+
 // Socket is the daemon's API socket.
 func (l Layout) Socket() string { return filepath.Join(l.Runtime, "bangerd.sock") }
 

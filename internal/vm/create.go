@@ -141,7 +141,7 @@ func (m *Manager) Create(ctx context.Context, req api.CreateVMRequest, progress 
 		if err := m.setState(ctx, &rec, api.VMCreated, ""); err != nil {
 			return fail(err)
 		}
-	} else if err := m.start(ctx, &rec, h, &u, progress); err != nil {
+	} else if err := m.start(ctx, &rec, h, &u, progress, startOptions{Cold: req.Cold}); err != nil {
 		return fail(err)
 	}
 	u.Release()

@@ -23,7 +23,17 @@ const (
 // modules), the agent archive and the boot configuration, each padded to a
 // 512-byte boundary because the kernel looks for the next archive only at
 // aligned offsets.
-func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agentproto.NetworkConfig, sshCfg *agentproto.SSHConfig) error {
+//
+// The boot configuration holds nothing of this VM but its image: the agent
+// stops at its ready point and takes the VM's identity (hostname, network,
+// SSH host key) from the host over the agent channel (see identify).
+func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec) error {
+	return m.writeInitrdIn(v.Dir, k, sp)
+}
+
+// writeInitrdIn writes the boot initrd into dir (a VM's, or a template's
+// being made: the same bytes for the same kernel, agent and image).
+func (m *Manager) writeInitrdIn(dir string, k api.Kernel, sp spec) error {
 	agentArchive, err := m.agentArchive()
 	if err != nil {
 		return err
@@ -40,22 +50,21 @@ func (m *Manager) writeInitrd(v store.VM, k api.Kernel, sp spec, guestNet *agent
 	buf.Write(agentArchive)
 	initrd.Pad(&buf)
 	cfg := agentproto.BootConfig{
-		Hostname: v.Name, Env: sp.Config.Env, Dir: sp.Config.WorkingDir, User: sp.Config.User,
-		Cmd:     append(append([]string{}, sp.Config.Entrypoint...), sp.Config.Cmd...),
-		Root:    &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
-		Network: guestNet,
-		Init:    imageInit(sp.Config),
-		SSH:     sshCfg,
+		Env: sp.Config.Env, Dir: sp.Config.WorkingDir, User: sp.Config.User,
+		Cmd:           append(append([]string{}, sp.Config.Entrypoint...), sp.Config.Cmd...),
+		Root:          &agentproto.RootConfig{Image: "/dev/vda", Disk: "/dev/vdb"},
+		Init:          imageInit(sp.Config),
+		AwaitIdentity: true,
 	}
 	if err := initrd.WriteBootConfigArchive(&buf, cfg); err != nil {
 		return err
 	}
-	tmp := filepath.Join(v.Dir, InitrdFile+".tmp")
+	tmp := filepath.Join(dir, InitrdFile+".tmp")
 	if err := os.WriteFile(tmp, buf.Bytes(), 0o600); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("write initrd: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(v.Dir, InitrdFile))
+	return os.Rename(tmp, filepath.Join(dir, InitrdFile))
 }
 
 // imageInit returns the image's own init when its command is one (as in

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/crashpoint"
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/store"
@@ -59,7 +60,7 @@ func (m *Manager) Start(ctx context.Context, ref string, progress func(api.Event
 		return m.toAPI(v), nil
 	}
 	var u undo.Stack
-	if err := m.start(ctx, &v, h, &u, progress); err != nil {
+	if err := m.start(ctx, &v, h, &u, progress, startOptions{}); err != nil {
 		m.rollback(ctx, &u, v)
 		// The VM's disk holds user data: keep the VM, record why it failed.
 		m.setState(ctx, &v, api.VMError, err.Error())
@@ -175,7 +176,7 @@ func (m *Manager) engineSpec(v store.VM, k api.Kernel, sp spec) engine.Spec {
 // Each step pushes its undo onto u, which the caller runs on error: then
 // no engine process, tap, rules or boot initrd is left. A VM being created
 // stays creating; any other is recorded as starting first.
-func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Stack, progress func(api.Event)) error {
+func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Stack, progress func(api.Event), opts startOptions) error {
 	var sp spec
 	json.Unmarshal([]byte(v.SpecJSON), &sp)
 	k, err := m.cfg.Kernels.Get(ctx, v.Kernel)
@@ -206,28 +207,29 @@ func (m *Manager) start(ctx context.Context, v *store.VM, h *handle, u *undo.Sta
 	}
 	initrdPath := filepath.Join(v.Dir, InitrdFile)
 	u.Push("boot initrd", func(context.Context) error { return removeFile(initrdPath) })
-	if err := m.writeInitrd(*v, k, sp, guestNet, sshCfg); err != nil {
+	if err := m.writeInitrd(*v, k, sp); err != nil {
 		return err
 	}
 	crashpoint.At("start.net")
 	progress(api.Event{Phase: "boot", Message: "booting " + v.Name})
 	es := m.engineSpec(*v, k, sp)
 	es.Net = netSpec
-	inst, err := eng.Start(ctx, es)
 	if netSpec != nil && netSpec.TapFD != nil {
-		netSpec.TapFD.Close() // the engine process has its own copy
+		// The engine process has its own copy; a cold boot after a
+		// failed clone needs it again.
+		defer netSpec.TapFD.Close()
 	}
+	id := agentproto.Identity{Hostname: v.Name, Network: guestNet, SSH: sshCfg}
+	if netSpec != nil {
+		id.MAC = netSpec.MAC
+	}
+	inst, from, err := m.bootFromTemplate(ctx, v, h, eng, es, id, k, sp, opts)
 	if err != nil {
-		return fmt.Errorf("start vm %s: %w", v.Name, err)
+		return err
 	}
-	h.mu.Lock()
-	h.setInstLocked(inst)
-	h.stopping = false
-	h.mu.Unlock()
 	u.Push("engine process", func(ctx context.Context) error { return m.endInstance(ctx, h, inst) })
-	crashpoint.At("start.engine")
-	if _, err := m.connectAgent(ctx, v, h, m.cfg.BootTimeout); err != nil {
-		return fmt.Errorf("vm %s did not boot: %w%s", v.Name, err, m.consoleTail(inst, v.Dir))
+	if err := m.recordStartedFrom(*v, from); err != nil {
+		return err
 	}
 	crashpoint.At("start.agent")
 	v.StartedAt = time.Now()
@@ -253,13 +255,14 @@ func (m *Manager) adopt(ctx context.Context, v *store.VM, h *handle, inst engine
 	h.setInstLocked(inst)
 	h.stopping = false
 	h.mu.Unlock()
-	netSpec, _, err := m.netUp(ctx, *v)
+	netSpec, guestNet, err := m.netUp(ctx, *v)
 	if netSpec != nil && netSpec.TapFD != nil {
 		netSpec.TapFD.Close() // the engine holds the tap already
 	}
 	if err != nil {
 		m.log.Warn("rebuild vm network", "vm", v.ID, "err", err)
 	}
+	m.spawn(func(ctx context.Context) { m.identifyAdopted(ctx, *v, h, netSpec, guestNet) })
 	if a, ok := m.vmAddr(*v); ok {
 		m.addrs.set(v.Name, a)
 	}
@@ -399,7 +402,7 @@ func (m *Manager) Restart(ctx context.Context, ref string, progress func(api.Eve
 		return api.VM{}, err
 	}
 	var u undo.Stack
-	if err := m.start(ctx, &v, h, &u, progress); err != nil {
+	if err := m.start(ctx, &v, h, &u, progress, startOptions{}); err != nil {
 		m.rollback(ctx, &u, v)
 		m.setState(ctx, &v, api.VMError, err.Error())
 		return api.VM{}, err

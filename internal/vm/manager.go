@@ -39,6 +39,7 @@ import (
 	"github.com/bangervm/banger/internal/sshconf"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/termtext"
+	"github.com/bangervm/banger/internal/vmtemplate"
 )
 
 // Images is what the manager needs of the image store.
@@ -82,6 +83,8 @@ type Config struct {
 	// SSH is banger's ssh directory (client key, known_hosts); nil turns
 	// SSH access off.
 	SSH *sshconf.Dir
+	// Templates is where VM templates are kept; nil boots every VM cold.
+	Templates *vmtemplate.Store
 }
 
 // Manager runs VMs. It is safe for concurrent use. Close it before the
@@ -90,6 +93,9 @@ type Config struct {
 type Manager struct {
 	cfg Config
 	log *slog.Logger
+	// templating maps the ids of templates being made to their
+	// directory ("" before it exists). Guarded by mu.
+	templating map[string]string
 
 	// ctx is cancelled by Close; wg counts the goroutines Close waits for.
 	ctx    context.Context
@@ -151,6 +157,7 @@ func New(ctx context.Context, cfg Config) (*Manager, error) {
 		return nil, err
 	}
 	m.Reconcile(ctx)
+	m.cleanTemplates(ctx)
 	if cfg.AutoStop > 0 {
 		m.spawn(func(ctx context.Context) { m.StopIdle(ctx, cfg.AutoStop) })
 	}
@@ -210,6 +217,7 @@ func (m *Manager) toAPI(v store.VM) api.VM {
 		ID: v.ID, Name: v.Name, State: v.State, Reason: v.Reason, Image: v.Image, Kernel: v.Kernel,
 		Engine: v.Engine, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB, DiskBytes: v.DiskBytes, Dir: v.Dir,
 		Config: sp.Config, CreatedAt: v.CreatedAt, Net: v.Net, Workspace: v.Workspace, Labels: v.Labels,
+		StartedFrom: startedFrom(v.Dir),
 	}
 	if !v.ExpiresAt.IsZero() {
 		t := v.ExpiresAt

@@ -17,8 +17,10 @@ package enginetest
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -77,6 +79,9 @@ func Run(t *testing.T, newEngine func(t *testing.T) engine.Engine, fx Fixtures) 
 		}
 	})
 	t.Run("KillAndAttachAfterRestart", s.testKill)
+	if _, ok := newEngine(t).(engine.Templater); ok {
+		t.Run("Template", s.testTemplate)
+	}
 }
 
 type suite struct {
@@ -113,6 +118,12 @@ func (s *suite) start(t *testing.T, e engine.Engine, spec engine.Spec) engine.In
 		<-s.slots
 		t.Fatalf("Start: %v", err)
 	}
+	s.release(t, inst)
+	return inst
+}
+
+// release kills inst when the test ends and frees its slot.
+func (s *suite) release(t *testing.T, inst engine.Instance) {
 	t.Cleanup(func() {
 		defer func() { <-s.slots }()
 		inst.Kill()
@@ -125,7 +136,6 @@ func (s *suite) start(t *testing.T, e engine.Engine, spec engine.Spec) engine.In
 			logConsole(t, inst)
 		}
 	})
-	return inst
 }
 
 func logConsole(t *testing.T, inst engine.Instance) {
@@ -465,4 +475,108 @@ func assertConsoleMarker(t *testing.T, inst engine.Instance) {
 	if !strings.Contains(string(b), ReadyMarker) {
 		t.Errorf("console log has no %s:\n%s", ReadyMarker, b)
 	}
+}
+
+// testTemplate saves a booted guest as a template and starts two clones of
+// it at once: each answers on its agent channel, the template's files are
+// unchanged by them, and a template whose state is garbage fails with
+// ErrBadTemplate and leaves no process.
+func (s *suite) testTemplate(t *testing.T) {
+	e := s.newEngine(t)
+	tp := e.(engine.Templater)
+	ctx := context.Background()
+	dir := t.TempDir()
+
+	spec := s.spec(t)
+	s.slots <- struct{}{}
+	inst, err := tp.StartTemplate(ctx, spec, dir)
+	if err != nil {
+		<-s.slots
+		t.Fatalf("StartTemplate: %v", err)
+	}
+	s.agent(t, inst).Close()
+	err = tp.SaveTemplate(ctx, inst, dir)
+	<-s.slots
+	if err != nil {
+		logConsole(t, inst)
+		t.Fatalf("SaveTemplate: %v", err)
+	}
+	if !inst.Exited() {
+		t.Errorf("the template's process still runs after SaveTemplate")
+	}
+	before := hashDir(t, dir)
+
+	clones := make([]engine.Instance, 2)
+	for i := range clones {
+		clones[i] = s.startClone(t, tp, s.spec(t), dir)
+	}
+	for i, c := range clones {
+		s.agent(t, c).Close()
+		if st, err := c.Status(ctx); err != nil || st != engine.StateRunning {
+			t.Errorf("clone %d: Status = %q, %v; want running", i, st, err)
+		}
+	}
+	for _, c := range clones {
+		c.Kill()
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		c.Wait(wctx)
+		cancel()
+	}
+	if after := hashDir(t, dir); after != before {
+		t.Errorf("the template's files changed while clones ran:\nbefore %s\nafter  %s", before, after)
+	}
+
+	entries, _ := os.ReadDir(dir)
+	for _, en := range entries {
+		if fi, err := en.Info(); err == nil && fi.Size() < 1<<20 {
+			// The device state: replace it with garbage.
+			os.WriteFile(filepath.Join(dir, en.Name()), []byte("not a template"), 0o600)
+		}
+	}
+	bad := s.spec(t)
+	if c, err := tp.StartClone(ctx, bad, dir); !errors.Is(err, engine.ErrBadTemplate) {
+		if c != nil {
+			c.Kill()
+		}
+		t.Fatalf("StartClone of a corrupt template: %v, want ErrBadTemplate", err)
+	}
+	AssertNoProcess(t, bad.Dir)
+}
+
+func (s *suite) startClone(t *testing.T, tp engine.Templater, spec engine.Spec, dir string) engine.Instance {
+	t.Helper()
+	s.slots <- struct{}{}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	inst, err := tp.StartClone(ctx, spec, dir)
+	if err != nil {
+		<-s.slots
+		t.Fatalf("StartClone: %v", err)
+	}
+	s.release(t, inst)
+	return inst
+}
+
+// hashDir returns the names and SHA-256 of the regular files in dir.
+func hashDir(t *testing.T, dir string) string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, en := range entries {
+		f, err := os.Open(filepath.Join(dir, en.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s=%x ", en.Name(), h.Sum(nil)[:8])
+	}
+	return b.String()
 }

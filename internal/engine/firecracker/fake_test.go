@@ -25,6 +25,9 @@ type fakeFC struct {
 
 	mu         sync.Mutex
 	started    bool
+	paused     bool
+	configured bool // a boot resource was set: /snapshot/load is refused
+	memMiB     int
 	bootSource bool
 	rootDrive  string
 	udsPath    string
@@ -34,6 +37,7 @@ type fakeFC struct {
 
 	onStart       func(udsPath string)
 	onCtrlAltDel  func()
+	onLoadFailed  func()
 	onRequestLine func(line string)
 }
 
@@ -102,6 +106,9 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.started {
 			state = "Running"
 		}
+		if f.paused {
+			state = "Paused"
+		}
 		reply(200, map[string]string{"app_name": "Firecracker", "id": "anonymous-instance", "state": state, "vmm_version": "1.10.1"})
 		return
 	}
@@ -111,6 +118,9 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				fault("The requested operation is not supported after starting the microVM.")
 				return
 			}
+		}
+		if r.URL.Path != "/logger" && r.URL.Path != "/metrics" && !strings.HasPrefix(r.URL.Path, "/snapshot/") {
+			f.configured = true
 		}
 	}
 	switch {
@@ -158,8 +168,47 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fault("The id from the path does not match the id from the body!")
 			return
 		}
+	case r.URL.Path == "/machine-config":
+		n, _ := m["mem_size_mib"].(float64)
+		f.memMiB = int(n)
 	case r.URL.Path == "/vsock":
 		f.udsPath = str("uds_path")
+	case r.URL.Path == "/vm":
+		if !f.started {
+			fault("The requested operation is not supported before starting the microVM.")
+			return
+		}
+		f.paused = str("state") == "Paused"
+	case r.URL.Path == "/snapshot/create":
+		if !f.started || !f.paused {
+			fault("Create snapshot error: the microVM is not paused.")
+			return
+		}
+		if err := f.createSnapshot(str("snapshot_path"), str("mem_file_path")); err != nil {
+			fault("Create snapshot error: " + err.Error())
+			return
+		}
+	case r.URL.Path == "/snapshot/load":
+		if f.started || f.configured {
+			fault("Loading a microVM snapshot not allowed after configuring boot-specific resources.")
+			return
+		}
+		mb, _ := m["mem_backend"].(map[string]any)
+		path, _ := mb["backend_path"].(string)
+		uds, err := loadFakeSnapshot(str("snapshot_path"), path)
+		if err != nil {
+			// Firecracker ends the process after a failed load.
+			if f.onLoadFailed != nil {
+				defer f.onLoadFailed()
+			}
+			fault("Load snapshot error: " + err.Error())
+			return
+		}
+		f.started = true
+		f.paused = m["resume_vm"] != true
+		if f.onStart != nil {
+			f.onStart(uds)
+		}
 	case r.URL.Path == "/actions":
 		switch str("action_type") {
 		case "InstanceStart":
@@ -186,6 +235,52 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	reply(http.StatusNoContent, nil)
+}
+
+// fakeSnapshot is the fake's microVM state file.
+type fakeSnapshot struct {
+	Fake    string `json:"fake_firecracker_snapshot"`
+	UDSPath string `json:"uds_path"`
+	MemMiB  int    `json:"mem_mib"`
+}
+
+// createSnapshot writes the state file and a memory file of the
+// machine's size, as Firecracker does.
+func (f *fakeFC) createSnapshot(state, mem string) error {
+	b, _ := json.Marshal(fakeSnapshot{Fake: "v1", UDSPath: f.udsPath, MemMiB: f.memMiB})
+	if err := os.WriteFile(state, b, 0o600); err != nil {
+		return err
+	}
+	mf, err := os.Create(mem)
+	if err != nil {
+		return err
+	}
+	defer mf.Close()
+	if _, err := mf.WriteString("guest memory"); err != nil {
+		return err
+	}
+	return mf.Truncate(int64(f.memMiB) << 20)
+}
+
+// loadFakeSnapshot checks a state file and memory file createSnapshot
+// wrote and returns the vsock socket the snapshot names.
+func loadFakeSnapshot(state, mem string) (string, error) {
+	b, err := os.ReadFile(state)
+	if err != nil {
+		return "", err
+	}
+	var s fakeSnapshot
+	if err := json.Unmarshal(b, &s); err != nil || s.Fake != "v1" {
+		return "", fmt.Errorf("invalid snapshot state file %s (CRC mismatch)", state)
+	}
+	st, err := os.Stat(mem)
+	if err != nil {
+		return "", fmt.Errorf("cannot open the memory file: %w", err)
+	}
+	if st.Size() != int64(s.MemMiB)<<20 {
+		return "", fmt.Errorf("memory file %s is %d bytes, the snapshot has %d MiB", mem, st.Size(), s.MemMiB)
+	}
+	return s.UDSPath, nil
 }
 
 // serveFakeVsock listens on uds like Firecracker's vsock device with a
@@ -283,6 +378,12 @@ func fakeMain(args []string) int {
 				fmt.Fprintln(os.Stderr, "fake vsock:", err)
 			}
 		}
+	}
+	f.onLoadFailed = func() {
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			os.Exit(1)
+		}()
 	}
 	f.onCtrlAltDel = func() {
 		if os.Getenv("BANGER_FAKE_FC_IGNORE_CAD") == "1" {

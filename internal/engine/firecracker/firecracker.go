@@ -261,7 +261,7 @@ func binaryVersion(ctx context.Context, bin string) ([3]int, error) {
 
 // Start boots spec. See engine.Engine.
 func (e *Engine) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
-	inst, err := e.start(ctx, spec)
+	inst, err := e.start(ctx, spec, startMode{})
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", spec.ID, err)
 	}
@@ -353,7 +353,7 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 	return st, nil
 }
 
-func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, err error) {
+func (e *Engine) start(ctx context.Context, spec engine.Spec, mode startMode) (inst *Instance, err error) {
 	st, err := e.plan(ctx, &spec)
 	if err != nil {
 		return nil, err
@@ -425,6 +425,14 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 		return nil, err
 	} else if err := touch(st.LogFile, -1, -1); err != nil {
 		return nil, err
+	} else if mode.relative {
+		links, err := relativePaths(spec, &paths)
+		for _, l := range links {
+			undo = append(undo, removeFile(l))
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	if spec.Net != nil && spec.Net.TapFD != nil {
@@ -466,7 +474,12 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (inst *Instance, e
 	if err := e.waitAPI(ctx, inst); err != nil {
 		return nil, err
 	}
-	if err := configure(ctx, inst.api, spec, st, paths); err != nil {
+	if mode.load != nil {
+		err = loadSnapshot(ctx, inst.api, paths, *mode.load)
+	} else {
+		err = configure(ctx, inst.api, spec, st, paths)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if p.Exited() {

@@ -2,11 +2,14 @@ package proc
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
+	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/termtext"
 )
 
@@ -83,4 +86,37 @@ func QuoteTail(what, path string, off int64) string {
 		return ""
 	}
 	return "; " + what + ":\n" + termtext.Escape(s)
+}
+
+// SyncFile flushes path to disk (EINVAL, a file system without fsync, is
+// not an error).
+func SyncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return nil
+}
+
+// CheckTemplate refuses a template (see engine.Templater) whose device
+// state file is missing or empty, or whose memory file is missing or not
+// memoryMiB in size (a template of another shape would otherwise fail deep
+// inside the engine, or worse, load). Its errors match
+// engine.ErrBadTemplate.
+func CheckTemplate(mem, state string, memoryMiB int) error {
+	if st, err := os.Stat(state); err != nil || !st.Mode().IsRegular() || st.Size() == 0 {
+		return fmt.Errorf("no device state %s: %w", state, engine.ErrBadTemplate)
+	}
+	mt, err := os.Stat(mem)
+	if err != nil || !mt.Mode().IsRegular() {
+		return fmt.Errorf("no memory file %s: %w", mem, engine.ErrBadTemplate)
+	}
+	if want := int64(memoryMiB) << 20; mt.Size() != want {
+		return fmt.Errorf("memory file %s is %d bytes, the VM has %d: %w", mem, mt.Size(), want, engine.ErrBadTemplate)
+	}
+	return nil
 }

@@ -44,6 +44,15 @@ type CmdlineConfig struct {
 	// VsockCID, when non-zero, adds a vhost-vsock device with this guest
 	// CID instead of the virtio-serial agent port.
 	VsockCID uint32
+	// MemPath, when set, puts guest RAM in this file (memory-backend-file):
+	// mapped shared for a template (MemShared, so the file holds the RAM
+	// a clone maps), private for a clone (copy-on-write: the template
+	// never changes).
+	MemPath   string
+	MemShared bool
+	// Incoming starts the machine waiting for migrate-incoming (a clone)
+	// instead of running it.
+	Incoming bool
 }
 
 // Cmdline returns QEMU's argv (argv[0] is cfg.Binary) for a microvm
@@ -78,11 +87,22 @@ func Cmdline(cfg CmdlineConfig) []string {
 	if icount {
 		add("-icount", "shift=auto")
 	}
-	add("-M", "microvm,x-option-roms=off",
+	machine := "microvm,x-option-roms=off"
+	if cfg.MemPath != "" {
+		machine += ",memory-backend=mem0"
+	}
+	add("-M", machine,
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-smp", strconv.Itoa(max(s.VCPU, 1)),
 		"-m", strconv.Itoa(s.MemoryMiB)+"M",
 		"-kernel", s.Kernel)
+	if cfg.MemPath != "" {
+		share := "off"
+		if cfg.MemShared {
+			share = "on"
+		}
+		add("-object", "memory-backend-file,id=mem0,size="+strconv.Itoa(s.MemoryMiB)+"M,mem-path="+opt(cfg.MemPath)+",share="+share)
+	}
 	if s.Initrd != "" {
 		add("-initrd", s.Initrd)
 	}
@@ -105,7 +125,13 @@ func Cmdline(cfg CmdlineConfig) []string {
 		add("-drive", drive, "-device", "virtio-blk-device,drive="+id)
 	}
 
-	if n := s.Net; n != nil {
+	if n := s.Net; n != nil && n.Detached {
+		dev := "virtio-net-device"
+		if n.MAC != "" {
+			dev += ",mac=" + n.MAC
+		}
+		add("-device", dev)
+	} else if n != nil {
 		nd := "tap,id=net0"
 		if n.TapFD != nil {
 			nd += ",fd=" + strconv.Itoa(cfg.TapFD)
@@ -128,6 +154,9 @@ func Cmdline(cfg CmdlineConfig) []string {
 	}
 
 	add("-qmp", "unix:"+opt(filepath.Join(dir, QMPSocket))+",server=on,wait=off")
+	if cfg.Incoming {
+		add("-incoming", "defer")
+	}
 	return argv
 }
 

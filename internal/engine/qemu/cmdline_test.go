@@ -100,6 +100,38 @@ func TestCmdline(t *testing.T) {
 				[]string{"-netdev", "tap,id=net0,fd=3", "-device", "virtio-net-device,netdev=net0"},
 				serialAgent, qmp),
 		},
+		{
+			name: "template: guest RAM in a shared file",
+			cfg:  CmdlineConfig{Spec: base, Accel: engine.AccelTCG, TSCKHz: 5, MemPath: "/t/a,b/memory", MemShared: true},
+			want: cat([]string{"qemu", "-accel", "tcg", "-M", "microvm,x-option-roms=off,memory-backend=mem0",
+				"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+				"-smp", "1", "-m", "256M", "-kernel", "/k/vmlinux",
+				"-object", "memory-backend-file,id=mem0,size=256M,mem-path=/t/a,,b/memory,share=on",
+				"-initrd", "/k/initrd", "-append", "console=ttyS0 quiet panic=-1 tsc_early_khz=5"},
+				console, serialAgent, qmp),
+		},
+		{
+			name: "template NIC with no host side",
+			cfg: CmdlineConfig{Spec: func() engine.Spec {
+				s := base
+				s.Net = &engine.NetSpec{Detached: true, MAC: "52:54:00:00:00:01"}
+				return s
+			}(), Accel: engine.AccelTCG, TSCKHz: 5},
+			want: cat(common("tcg"),
+				[]string{"-smp", "1", "-m", "256M", "-kernel", "/k/vmlinux", "-initrd", "/k/initrd",
+					"-append", "console=ttyS0 quiet panic=-1 tsc_early_khz=5"},
+				console, []string{"-device", "virtio-net-device,mac=52:54:00:00:00:01"}, serialAgent, qmp),
+		},
+		{
+			name: "clone: the template's RAM mapped privately, waiting for its state",
+			cfg:  CmdlineConfig{Spec: base, Accel: engine.AccelTCG, TSCKHz: 5, MemPath: "/t/memory", Incoming: true},
+			want: cat([]string{"qemu", "-accel", "tcg", "-M", "microvm,x-option-roms=off,memory-backend=mem0",
+				"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+				"-smp", "1", "-m", "256M", "-kernel", "/k/vmlinux",
+				"-object", "memory-backend-file,id=mem0,size=256M,mem-path=/t/memory,share=off",
+				"-initrd", "/k/initrd", "-append", "console=ttyS0 quiet panic=-1 tsc_early_khz=5"},
+				console, serialAgent, qmp, []string{"-incoming", "defer"}),
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

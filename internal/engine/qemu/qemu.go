@@ -164,14 +164,22 @@ func (e *Engine) Version(ctx context.Context) (string, error) {
 
 // Start boots spec. See engine.Engine.
 func (e *Engine) Start(ctx context.Context, spec engine.Spec) (engine.Instance, error) {
-	inst, err := e.start(ctx, spec)
+	inst, err := e.start(ctx, spec, memoryOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", spec.ID, err)
 	}
 	return inst, nil
 }
 
-func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error) {
+// memoryOptions are CmdlineConfig's guest-memory fields: zero for an
+// ordinary VM, set for a template or a clone.
+type memoryOptions struct {
+	path     string
+	shared   bool
+	incoming bool
+}
+
+func (e *Engine) start(ctx context.Context, spec engine.Spec, mem memoryOptions) (*Instance, error) {
 	if err := validate(&spec); err != nil {
 		return nil, err
 	}
@@ -180,7 +188,8 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 		return nil, err
 	}
 	feat := e.features()
-	cc := CmdlineConfig{Binary: bin, Spec: spec, Accel: feat.Accel, TBSizeMiB: e.cfg.TBSizeMiB, TapFD: 3}
+	cc := CmdlineConfig{Binary: bin, Spec: spec, Accel: feat.Accel, TBSizeMiB: e.cfg.TBSizeMiB, TapFD: 3,
+		MemPath: mem.path, MemShared: mem.shared, Incoming: mem.incoming}
 	if cc.TBSizeMiB == 0 {
 		cc.TBSizeMiB = 64
 	}
@@ -215,7 +224,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec) (*Instance, error)
 	if cc.VsockCID == 0 {
 		st.AgentSocket = filepath.Join(spec.Dir, AgentSocket)
 	}
-	if spec.Net != nil && spec.Net.TapFD == nil {
+	if spec.Net != nil && spec.Net.TapFD == nil && !spec.Net.Detached {
 		st.TapName = spec.Net.TapName
 	}
 	// Stale files from an earlier run would fool the readiness check.
@@ -321,7 +330,7 @@ func validate(spec *engine.Spec) error {
 	if err := checkSocketPaths(spec.Dir); err != nil {
 		return inv("%v", err)
 	}
-	if n := spec.Net; n != nil && n.TapFD == nil && n.TapName == "" {
+	if n := spec.Net; n != nil && n.TapFD == nil && n.TapName == "" && !n.Detached {
 		return inv("network without a tap name or fd")
 	}
 	if strings.ContainsAny(spec.Cmdline, "\n\x00") {

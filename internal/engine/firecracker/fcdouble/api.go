@@ -159,6 +159,19 @@ type machine interface {
 	// AgentSocket is the unix socket of the guest agent's serial port, ""
 	// before Start.
 	AgentSocket() string
+	// Pause and Resume stop and restart the guest's vCPUs.
+	Pause() error
+	Resume() error
+	// Snapshot saves the paused guest: header, then its device state, in
+	// state; its RAM in mem.
+	Snapshot(state, mem string, header []byte) error
+	// Restore starts the guest p describes from a snapshot: its RAM mapped
+	// privately from mem, its device state from state after offset bytes
+	// (the header); paused unless resume.
+	Restore(p bootPlan, state, mem string, offset int64, resume bool) error
+	// Abort ends the double shortly, after a failed snapshot load (the
+	// machine may be half restored: Firecracker ends the process too).
+	Abort()
 }
 
 // vmm holds the API state: the pre-boot configuration and whether the VM
@@ -168,15 +181,18 @@ type vmm struct {
 	log *logger
 	m   machine
 
-	mu       sync.Mutex
-	started  bool
-	machine  machineConfig
-	boot     *bootSourceBody
-	drives   []drive
-	nets     []netIface
-	vsock    *bridge
-	vsockCID int64
-	metrics  *os.File
+	mu         sync.Mutex
+	started    bool
+	paused     bool
+	configured bool     // a boot resource was set: /snapshot/load is refused
+	plan       bootPlan // what the VM was booted or restored with
+	machine    machineConfig
+	boot       *bootSourceBody
+	drives     []drive
+	nets       []netIface
+	vsock      *bridge
+	vsockCID   int64
+	metrics    *os.File
 }
 
 func newVMM(id string, log *logger, m machine) *vmm {
@@ -256,6 +272,9 @@ func (v *vmm) route(w http.ResponseWriter, r *http.Request) error {
 			if v.started {
 				state = "Running"
 			}
+			if v.paused {
+				state = "Paused"
+			}
 			v.mu.Unlock()
 			writeJSON(w, http.StatusOK, map[string]string{
 				"id": v.id, "state": state, "vmm_version": Version, "app_name": "Firecracker",
@@ -272,6 +291,15 @@ func (v *vmm) route(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		return invalid
+	case http.MethodPatch:
+		if resource != "vm" || id != "" {
+			return invalid
+		}
+		if err := v.patchVM(r); err != nil {
+			return err
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
 	case http.MethodPut:
 	default:
 		return invalid
@@ -295,6 +323,16 @@ func (v *vmm) route(w http.ResponseWriter, r *http.Request) error {
 		h = v.putVsock
 	case "actions":
 		h = v.putAction
+	case "snapshot":
+		switch id {
+		case "create":
+			h = v.putSnapshotCreate
+		case "load":
+			h = v.putSnapshotLoad
+		default:
+			return invalid
+		}
+		id = ""
 	default:
 		return invalid
 	}
@@ -303,6 +341,12 @@ func (v *vmm) route(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err := h(r, id); err != nil {
 		return err
+	}
+	switch resource {
+	case "machine-config", "boot-source", "drives", "network-interfaces", "vsock":
+		v.mu.Lock()
+		v.configured = true
+		v.mu.Unlock()
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -774,7 +818,7 @@ func (v *vmm) start() error {
 	if err := v.m.Start(plan); err != nil {
 		return badRequest("Start microvm error: %v", err)
 	}
-	v.started = true
+	v.started, v.plan = true, plan
 	v.log.Info("Successfully started microvm")
 	return nil
 }

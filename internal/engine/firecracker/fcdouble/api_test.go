@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -43,6 +44,16 @@ func (f *fakeMachine) CtrlAltDel() error {
 	defer f.mu.Unlock()
 	f.ctrlAlt++
 	return nil
+}
+
+func (f *fakeMachine) Pause() error  { return nil }
+func (f *fakeMachine) Resume() error { return nil }
+func (f *fakeMachine) Abort()        {}
+func (f *fakeMachine) Snapshot(state, mem string, header []byte) error {
+	return errors.New("fake machine: no snapshots")
+}
+func (f *fakeMachine) Restore(p bootPlan, state, mem string, offset int64, resume bool) error {
+	return errors.New("fake machine: no snapshots")
 }
 
 func (f *fakeMachine) AgentSocket() string {
@@ -534,7 +545,7 @@ func TestQEMUArgv(t *testing.T) {
 		Net:    &netIface{ID: "eth0", HostDev: "tap3", MAC: "06:00:00:00:00:01"},
 		Vsock:  true,
 	}
-	argv := qemuArgv("qemu-system-x86_64", "/run/x", p, engine.AccelTCG, 2596150)
+	argv := qemuArgv("qemu-system-x86_64", "/run/x", p, engine.AccelTCG, 2596150, qemuMemory{})
 	s := strings.Join(argv, " ")
 	for _, want := range []string{
 		"-M microvm,x-option-roms=off", "-nodefaults", "-no-reboot", "-smp 2", "-m 256M",
@@ -557,11 +568,38 @@ func TestQEMUArgv(t *testing.T) {
 		t.Errorf("argv keeps the QEMU engine's console file or cmdline:\n%s", s)
 	}
 	p.Vsock, p.Net = false, nil
-	s = strings.Join(qemuArgv("q", "/run/x", p, engine.AccelTCG, 0), " ")
+	s = strings.Join(qemuArgv("q", "/run/x", p, engine.AccelTCG, 0, qemuMemory{}), " ")
 	if strings.Contains(s, "virtio-serial") || strings.Contains(s, "agent.sock") || strings.Contains(s, "-netdev") {
 		t.Errorf("no vsock or NIC configured, yet:\n%s", s)
 	}
 	if !strings.Contains(s, "-icount shift=auto") || strings.Contains(s, "tsc_early_khz") {
 		t.Errorf("TCG without a TSC rate should use -icount:\n%s", s)
 	}
+}
+
+// TestSnapshotRules: Firecracker's ordering of the snapshot API — PATCH
+// /vm and /snapshot/create only on a started VM, create only when paused,
+// /snapshot/load only before any boot resource is configured, and a load
+// of a file that is not a snapshot refused (the double then exits).
+func TestSnapshotRules(t *testing.T) {
+	a := newAPI(t, &fakeMachine{})
+	f := a.files("vmlinux", "snap", "mem")
+	create := `{"snapshot_type": "Full", "snapshot_path": ` + q(f["snap"]) + `, "mem_file_path": ` + q(f["mem"]) + `}`
+	a.fault("PATCH", "/vm", `{"state": "Paused"}`, errPreBoot)
+	a.fault("PATCH", "/vm", `{"state": "Stopped"}`, "Stopped")
+	a.fault("PUT", "/snapshot/create", create, errPreBoot)
+	a.fault("PUT", "/snapshot/load", `{"snapshot_path": `+q(f["snap"])+`}`, "either mem_backend or mem_file_path")
+	a.fault("PUT", "/snapshot/load", `{"snapshot_path": `+q(f["snap"])+`, "mem_backend": {"backend_type": "File", "backend_path": `+q(f["mem"])+`}}`, "not a snapshot")
+	a.put("/boot-source", `{"kernel_image_path": `+q(f["vmlinux"])+`}`)
+	a.fault("PUT", "/snapshot/load", `{"snapshot_path": `+q(f["snap"])+`, "mem_backend": {"backend_type": "File", "backend_path": `+q(f["mem"])+`}}`, "not allowed after configuring boot-specific resources")
+	a.put("/actions", `{"action_type": "InstanceStart"}`)
+	a.fault("PUT", "/snapshot/create", create, "must be paused")
+	a.do("PATCH", "/vm", `{"state": "Paused"}`)
+	var info map[string]string
+	a.getJSON("/", &info)
+	if info["state"] != "Paused" {
+		t.Errorf("state after PATCH /vm Paused: %q", info["state"])
+	}
+	a.fault("PUT", "/snapshot/create", create, "fake machine: no snapshots")
+	a.fault("PUT", "/snapshot/load", `{"snapshot_path": `+q(f["snap"])+`, "mem_file_path": `+q(f["mem"])+`}`, errPostBoot)
 }

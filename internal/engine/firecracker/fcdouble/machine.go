@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -34,7 +36,8 @@ type qemuMachine struct {
 	exited chan int
 
 	mu      sync.Mutex
-	dir     string // QEMU's sockets (qmp.sock, agent.sock)
+	dir     string   // QEMU's sockets (qmp.sock, agent.sock)
+	ram     *os.File // guest RAM (a memfd), nil for a restored VM
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when QEMU has exited
 	running bool          // Start succeeded: QEMU's exit ends the double
@@ -58,7 +61,7 @@ func qemuBinary() (string, error) {
 // (plus tsc_early_khz under TCG, without which a TCG guest can hang in clock
 // calibration), and the agent's
 // virtio-serial port exists only when a vsock device was configured.
-func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) []string {
+func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64, mem qemuMemory) []string {
 	spec := engine.Spec{
 		ID: "fcdouble", Dir: dir, VCPU: p.VCPU, MemoryMiB: p.MemMiB,
 		Kernel: p.Kernel, Initrd: p.Initrd, Cmdline: p.BootArgs,
@@ -71,6 +74,7 @@ func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) 
 	}
 	argv := qemu.Cmdline(qemu.CmdlineConfig{
 		Binary: binary, Spec: spec, Accel: accel, TSCKHz: tscKHz, TBSizeMiB: 64, TapFD: 3,
+		MemPath: mem.path, MemShared: mem.shared, Incoming: mem.incoming,
 	})
 	cmdline := p.BootArgs
 	if accel != engine.AccelKVM && tscKHz > 0 {
@@ -98,8 +102,29 @@ func qemuArgv(binary, dir string, p bootPlan, accel engine.Accel, tscKHz int64) 
 	return out
 }
 
+// qemuMemory is where QEMU keeps guest RAM: a file, mapped shared for a
+// VM that may be snapshotted, private for a restored one (see
+// qemu.CmdlineConfig).
+type qemuMemory struct {
+	path             string
+	shared, incoming bool
+}
+
+// ramFD is the fd of the guest RAM memfd in QEMU: every VM the double
+// boots has its RAM in a memfd it shares with QEMU (mapped shared), so
+// that /snapshot/create can save the device state without it
+// (x-ignore-shared) and copy the RAM. A memfd, not a file: nothing is left
+// when the double is killed, and no guest RAM goes to a disk.
+const ramFD = 4
+
 // Start boots the guest and returns once QEMU answers on its QMP socket.
 func (m *qemuMachine) Start(p bootPlan) error {
+	return m.start(p, qemuMemory{shared: true})
+}
+
+// start is Start with RAM as mem says; an empty mem.path is a new memfd
+// (m.ram).
+func (m *qemuMachine) start(p bootPlan, mem qemuMemory) error {
 	bin, err := qemuBinary()
 	if err != nil {
 		return err
@@ -128,7 +153,20 @@ func (m *qemuMachine) Start(p bootPlan) error {
 	if err != nil {
 		return err
 	}
-	argv := qemuArgv(bin, dir, p, accel, tsc)
+	var ram *os.File
+	if mem.path == "" {
+		if ram, err = newRAM(p.MemMiB); err != nil {
+			os.RemoveAll(dir)
+			return err
+		}
+		defer func() {
+			if m.ram != ram {
+				ram.Close()
+			}
+		}()
+		mem.path = "/proc/self/fd/" + strconv.Itoa(ramFD)
+	}
+	argv := qemuArgv(bin, dir, p, accel, tsc, mem)
 	m.log.Info("Starting QEMU: " + strings.Join(argv, " "))
 
 	cmd := exec.Command(argv[0], argv[1:]...)
@@ -136,6 +174,9 @@ func (m *qemuMachine) Start(p bootPlan) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if p.tap != nil {
 		cmd.ExtraFiles = []*os.File{p.tap} // fd 3, as qemuArgv says
+	}
+	if ram != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles[:0:0], p.tap, ram) // a nil tap closes fd 3
 	}
 	done := make(chan struct{})
 	started := make(chan error, 1)
@@ -171,7 +212,7 @@ func (m *qemuMachine) Start(p bootPlan) error {
 		return err
 	}
 	m.mu.Lock()
-	m.dir, m.cmd, m.done = dir, cmd, done
+	m.dir, m.cmd, m.done, m.ram = dir, cmd, done, ram
 	m.mu.Unlock()
 
 	qmp := filepath.Join(dir, qemu.QMPSocket)
@@ -186,7 +227,9 @@ func (m *qemuMachine) Start(p bootPlan) error {
 				return errors.New("QEMU exited during start (see its messages on stderr)")
 			default:
 			}
-			m.running = true
+			// A restored VM's QEMU may exit while its state loads; its
+			// exit ends the double only once it runs (see Restore).
+			m.running = !mem.incoming
 			return nil
 		}
 		select {
@@ -199,6 +242,163 @@ func (m *qemuMachine) Start(p bootPlan) error {
 			return errors.New("QEMU did not answer on its QMP socket")
 		}
 	}
+}
+
+// snapshotWait bounds saving or loading a snapshot's device state.
+const snapshotWait = 60 * time.Second
+
+// qmpSocket returns QEMU's QMP socket and a func reporting whether QEMU
+// has exited.
+func (m *qemuMachine) qmpSocket() (string, func() bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.dir == "" {
+		return "", nil, errors.New("not started")
+	}
+	done := m.done
+	return filepath.Join(m.dir, qemu.QMPSocket), func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	}, nil
+}
+
+// Pause stops the guest's vCPUs.
+func (m *qemuMachine) Pause() error { return m.qmp("stop") }
+
+// Resume lets them go on.
+func (m *qemuMachine) Resume() error { return m.qmp("cont") }
+
+func (m *qemuMachine) qmp(command string) error {
+	sock, _, err := m.qmpSocket()
+	if err != nil {
+		return err
+	}
+	return qmpCommand(sock, command)
+}
+
+// Snapshot writes header and a newline to state, then QEMU's device state
+// without RAM (qemu.SaveState), and copies the RAM file to mem. The guest
+// stays paused.
+func (m *qemuMachine) Snapshot(state, mem string, header []byte) error {
+	sock, exited, err := m.qmpSocket()
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	ram := m.ram
+	m.mu.Unlock()
+	if ram == nil {
+		return errors.New("fcdouble cannot snapshot a VM restored from a snapshot")
+	}
+	if err := os.WriteFile(state, append(header, '\n'), 0o600); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotWait)
+	defer cancel()
+	if err := qemu.SaveState(ctx, sock, exited, "exec:cat >> "+qemu.ShellQuote(state)); err != nil {
+		return err
+	}
+	return copySparse(ram, mem)
+}
+
+// Restore starts QEMU with p's devices and its RAM mapped privately from
+// mem, loads the device state that follows the header (offset bytes) in
+// state, and pauses the guest again unless resume. On error QEMU is gone
+// and, as Firecracker does, the double exits shortly after answering.
+func (m *qemuMachine) Restore(p bootPlan, state, mem string, offset int64, resume bool) error {
+	if err := m.start(p, qemuMemory{path: mem, incoming: true}); err != nil {
+		m.Abort()
+		return err
+	}
+	sock, exited, err := m.qmpSocket()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotWait)
+		err = qemu.LoadState(ctx, sock, exited, "exec:tail -c +"+strconv.FormatInt(offset+1, 10)+" "+qemu.ShellQuote(state))
+		cancel()
+	}
+	if err == nil && !resume {
+		err = qmpCommand(sock, "stop")
+	}
+	if err != nil {
+		m.kill()
+		m.Abort()
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if exited() {
+		return errors.New("QEMU exited after loading the snapshot")
+	}
+	m.running = true
+	return nil
+}
+
+// Abort ends the double once the API has answered the failed request.
+func (m *qemuMachine) Abort() {
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		m.exited <- 1
+	}()
+}
+
+// copySparse copies src to dst, leaving holes where src has zero blocks
+// (a guest's RAM is mostly untouched).
+func copySparse(src *os.File, dst string) (err error) {
+	in := io.NewSectionReader(src, 0, 1<<62)
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := out.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, rerr := io.ReadFull(in, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			if _, err := out.WriteAt(buf[:n], off); err != nil {
+				return err
+			}
+		}
+		off += int64(n)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	return out.Truncate(off)
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// newRAM is a memfd of size MiB for guest RAM.
+func newRAM(mib int) (*os.File, error) {
+	fd, err := unix.MemfdCreate("fcdouble-ram", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("guest RAM memfd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "fcdouble-ram")
+	if err := f.Truncate(int64(mib) << 20); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("guest RAM memfd: %w", err)
+	}
+	return f, nil
 }
 
 // AgentSocket is QEMU's unix socket for the agent's virtio-serial port.

@@ -1,0 +1,256 @@
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/proc"
+)
+
+// Files in a template directory.
+const (
+	TemplateMemory   = "memory"   // guest memory (snapshot mem_file_path)
+	TemplateSnapshot = "snapshot" // microVM state (snapshot snapshot_path)
+)
+
+var _ engine.Templater = (*Engine)(nil)
+
+// startMode is how start sets the VM up beyond a plain boot.
+type startMode struct {
+	// relative: the drives and the vsock socket are given to Firecracker
+	// as paths relative to its working directory (the VM's directory),
+	// drives through symlinks there. A snapshot records these paths and
+	// Firecracker reopens them on load "at the same relative paths"
+	// (snapshot-support.md, Loading snapshots), so a clone, started in its
+	// own directory, opens its own disks and socket, not the template's.
+	// That also spares /snapshot/load's vsock_override, which older
+	// supported releases refuse as an unknown field.
+	relative bool
+	// load: restore this snapshot instead of configuring a boot.
+	load *snapshotLoadBody
+}
+
+// Snapshot API bodies, named after the OpenAPI definitions.
+type (
+	vmStateBody struct {
+		State string `json:"state"` // "Paused", "Resumed"
+	}
+	snapshotCreateBody struct {
+		SnapshotType string `json:"snapshot_type"`
+		SnapshotPath string `json:"snapshot_path"`
+		MemFilePath  string `json:"mem_file_path"`
+	}
+	memoryBackendBody struct {
+		BackendType string `json:"backend_type"`
+		BackendPath string `json:"backend_path"`
+	}
+	snapshotLoadBody struct {
+		SnapshotPath string            `json:"snapshot_path"`
+		MemBackend   memoryBackendBody `json:"mem_backend"`
+		ResumeVM     bool              `json:"resume_vm"`
+	}
+)
+
+// driveLink is the name, in the VM's directory, of the symlink to disk i
+// that a template's or clone's Firecracker opens.
+func driveLink(i int) string { return driveLinkPrefix + driveID(i) }
+
+const driveLinkPrefix = "drive-"
+
+// relativePaths points p's drives and vsock at names relative to the
+// VM's directory (see startMode.relative), making the drive symlinks. It
+// returns the links it made, also on error.
+func relativePaths(spec engine.Spec, p *apiPaths) ([]string, error) {
+	var links []string
+	for i, d := range spec.Disks {
+		target, err := filepath.Abs(d.Path)
+		if err != nil {
+			return links, err
+		}
+		l := filepath.Join(spec.Dir, driveLink(i))
+		if err := os.Remove(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return links, err
+		}
+		if err := os.Symlink(target, l); err != nil {
+			return links, fmt.Errorf("link disk %s: %w", d.Path, err)
+		}
+		links = append(links, l)
+		p.disks[i] = driveLink(i)
+	}
+	p.vsock = VsockSocket
+	return links, nil
+}
+
+// loadRequests are the API calls that restore a clone: only the logger
+// and metrics may precede PUT /snapshot/load (snapshot-support.md).
+func loadRequests(p apiPaths, load snapshotLoadBody) []request {
+	return []request{
+		{"PUT", "/logger", loggerBody{LogPath: p.logFile, Level: "Info"}},
+		{"PUT", "/metrics", metricsBody{MetricsPath: p.metricsFile}},
+		{"PUT", "/snapshot/load", load},
+	}
+}
+
+// loadSnapshot sends loadRequests. A failed load (Firecracker ends the
+// process after one) marks the template bad.
+func loadSnapshot(ctx context.Context, c *apiClient, p apiPaths, load snapshotLoadBody) error {
+	for _, r := range loadRequests(p, load) {
+		if err := c.do(ctx, r.Method, r.Path, r.Body, nil); err != nil {
+			if r.Path == "/snapshot/load" {
+				return fmt.Errorf("%w: %w", err, engine.ErrBadTemplate)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// refuseJailed: a jailed clone needs the template's files inside its
+// jail, which the root helper does not place yet; callers boot cold. A
+// plain hard link, as for disks, would not do: the jailed Firecracker runs
+// as the owner, who owns the template's files, so a compromised one could
+// write the memory every later clone maps. That takes a template owned by
+// root (or a copy per clone).
+func (e *Engine) refuseJailed() error {
+	if e.cfg.UseJailer {
+		return fmt.Errorf("templates are not supported under the jailer yet (the template's files would have to be placed in each clone's jail): %w", errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+// StartTemplate boots spec like Start, its drives and vsock socket at
+// paths relative to spec.Dir so that clones reopen their own. Firecracker
+// keeps guest memory anonymous until SaveTemplate writes it into dir.
+// See engine.Templater.
+func (e *Engine) StartTemplate(ctx context.Context, spec engine.Spec, dir string) (engine.Instance, error) {
+	inst, err := e.startTemplate(ctx, spec, dir)
+	if err != nil {
+		return nil, fmt.Errorf("start template vm %s: %w", spec.ID, err)
+	}
+	return inst, nil
+}
+
+func (e *Engine) startTemplate(ctx context.Context, spec engine.Spec, dir string) (*Instance, error) {
+	if err := e.refuseJailed(); err != nil {
+		return nil, err
+	}
+	if spec.Net != nil {
+		// Firecracker opens a NIC's tap by name at boot and again on
+		// load; a template's NIC has no tap (engine.NetSpec.Detached).
+		return nil, fmt.Errorf("templates of VMs with a NIC are not supported on Firecracker yet: %w", errdefs.ErrFailedPrecondition)
+	}
+	for _, f := range []string{TemplateMemory, TemplateSnapshot, TemplateSnapshot + ".tmp"} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	return e.start(ctx, spec, startMode{relative: true})
+}
+
+// SaveTemplate pauses the VM (PATCH /vm), writes a full snapshot into dir
+// (PUT /snapshot/create) and ends the process. See engine.Templater.
+func (e *Engine) SaveTemplate(ctx context.Context, ei engine.Instance, dir string) error {
+	inst, ok := ei.(*Instance)
+	if !ok {
+		return errors.New("save template: not a Firecracker instance")
+	}
+	// The drive links of the template VM point at its scratch disks,
+	// which the caller removes: they are of no use once it has ended.
+	defer removeDriveLinks(filepath.Dir(inst.st.PIDFile))
+	if err := inst.saveTemplate(ctx, dir); err != nil {
+		_ = inst.Kill()
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = inst.Wait(wctx)
+		inst.Cleanup()
+		os.Remove(filepath.Join(dir, TemplateSnapshot+".tmp"))
+		return fmt.Errorf("save template of vm %s: %w", inst.ID, err)
+	}
+	return nil
+}
+
+func removeDriveLinks(vmDir string) {
+	links, _ := filepath.Glob(filepath.Join(vmDir, driveLinkPrefix+"*"))
+	for _, l := range links {
+		os.Remove(l)
+	}
+}
+
+func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	if i.st.JailID != "" {
+		return errors.New("a jailed VM cannot be saved as a template")
+	}
+	state := filepath.Join(dir, TemplateSnapshot)
+	tmp := state + ".tmp"
+	mem := filepath.Join(dir, TemplateMemory)
+	if err := i.api.do(ctx, http.MethodPatch, "/vm", vmStateBody{State: "Paused"}, nil); err != nil {
+		return err
+	}
+	if err := i.api.do(ctx, http.MethodPut, "/snapshot/create", snapshotCreateBody{
+		SnapshotType: "Full", SnapshotPath: tmp, MemFilePath: mem,
+	}, nil); err != nil {
+		return err
+	}
+	// Firecracker has no quit: the paused template VM is of no further use.
+	if err := i.Kill(); err != nil {
+		return err
+	}
+	if err := i.Wait(ctx); err != nil {
+		return err
+	}
+	i.Cleanup()
+	for _, f := range []string{mem, tmp} {
+		if err := proc.SyncFile(f); err != nil {
+			return err
+		}
+	}
+	return os.Rename(tmp, state)
+}
+
+// StartClone starts a fresh Firecracker in spec.Dir and restores the
+// template's snapshot with resume_vm: memory mapped privately from
+// dir/memory (mem_backend File), the template's files never written. The
+// clone's disks are reached through its own drive symlinks; the snapshot
+// reset the vsock device, so the host connects to the agent afresh. See
+// engine.Templater.
+func (e *Engine) StartClone(ctx context.Context, spec engine.Spec, dir string) (engine.Instance, error) {
+	inst, err := e.startClone(ctx, spec, dir)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s from template %s: %w", spec.ID, dir, err)
+	}
+	inst.Log.Info("vm started from template", "template", dir, "pid", inst.PID())
+	return inst, nil
+}
+
+func (e *Engine) startClone(ctx context.Context, spec engine.Spec, dir string) (*Instance, error) {
+	if err := e.refuseJailed(); err != nil {
+		return nil, err
+	}
+	if spec.Net != nil {
+		return nil, fmt.Errorf("templates of VMs with a NIC are not supported on Firecracker yet: %w", errdefs.ErrFailedPrecondition)
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	mem, state := filepath.Join(dir, TemplateMemory), filepath.Join(dir, TemplateSnapshot)
+	if err := proc.CheckTemplate(mem, state, spec.MemoryMiB); err != nil {
+		return nil, err
+	}
+	return e.start(ctx, spec, startMode{relative: true, load: &snapshotLoadBody{
+		SnapshotPath: state,
+		MemBackend:   memoryBackendBody{BackendType: "File", BackendPath: mem},
+		ResumeVM:     true,
+	}})
+}
