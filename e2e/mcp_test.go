@@ -305,6 +305,50 @@ func TestMCPCleanupAndTTL(t *testing.T) {
 	}
 }
 
+// TestMCPKeepAndStop: a sandbox stopped through the server keeps what was
+// written to its disk when started again, and with --keep the server's
+// sandboxes outlive its client.
+func TestMCPKeepAndStop(t *testing.T) {
+	e := newVMEnvWith(t, "")
+	t.Cleanup(func() { e.run("vm", "delete", "-f", "held") })
+	m := e.startMCP(t, "--net", "none", "--keep", "--image", "bb")
+	var sb mcpSandbox
+	m.ok("create_sandbox", map[string]any{"name": "held"}, &sb)
+	type runOut struct {
+		ExitCode       int `json:"exit_code"`
+		Stdout, Stderr string
+	}
+	var r runOut
+	m.ok("run_command", map[string]any{"sandbox": "held", "command": "echo kept > /root/mark", "workdir": "/"}, &r)
+	var stopped struct {
+		Sandbox mcpSandbox
+		Method  string
+	}
+	m.ok("stop_sandbox", map[string]any{"sandbox": "held"}, &stopped)
+	if stopped.Method != "agent" || stopped.Sandbox.State != "stopped" {
+		t.Errorf("stop_sandbox: %+v, want a synced stop", stopped)
+	}
+	m.ok("start_sandbox", map[string]any{"sandbox": "held"}, &sb)
+	m.ok("run_command", map[string]any{"sandbox": "held", "command": "cat /root/mark", "workdir": "/"}, &r)
+	if r.ExitCode != 0 || r.Stdout != "kept\n" {
+		t.Errorf("after stop and start: %+v", r)
+	}
+
+	m.s.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("banger mcp --keep still running 2 min after its client left\n%s", m.stderr)
+	}
+	var v struct{ State string }
+	testutilJSON(t, e.ok("vm", "show", "held", "--json"), &v)
+	if v.State != "running" {
+		t.Errorf("with --keep, the sandbox after its client left: %q, want running", v.State)
+	}
+}
+
 // inspector is the MCP reference inspector, installed by .ci/install-deps.
 const inspector = "/opt/banger-ci/mcp-inspector/bin/mcp-inspector"
 

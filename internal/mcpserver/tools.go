@@ -626,7 +626,7 @@ func saveFile(path string, r io.Reader) error {
 // StopOutput says how a sandbox stopped.
 type StopOutput struct {
 	Sandbox Sandbox `json:"sandbox"`
-	Method  string  `json:"method" jsonschema:"agent: the guest synced and powered off; engine or killed: recent writes may be lost"`
+	Method  string  `json:"method" jsonschema:"agent: the guest synced and powered off; engine: the agent did not answer and the guest powered off on the power button; killed: recent writes may be lost"`
 }
 
 func (s *Server) stopSandbox(ctx context.Context, req *mcp.CallToolRequest, in SandboxRef) (*mcp.CallToolResult, StopOutput, error) {
