@@ -99,6 +99,19 @@ func (m *mcpConn) ok(name string, args, out any) {
 	}
 }
 
+// leave closes the client's side and waits for the server to exit.
+func (m *mcpConn) leave() {
+	m.t.Helper()
+	m.s.Close()
+	done := make(chan error, 1)
+	go func() { done <- m.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		m.t.Fatalf("banger mcp still running 2 min after its client left\n%s", m.stderr)
+	}
+}
+
 // refused calls a tool that must fail with an error mentioning want.
 func (m *mcpConn) refused(name string, args any, want string) {
 	m.t.Helper()
@@ -106,6 +119,13 @@ func (m *mcpConn) refused(name string, args any, want string) {
 	if !res.IsError || !strings.Contains(text, want) {
 		m.t.Errorf("%s %v: error %v, %q; want a refusal mentioning %q", name, args, res.IsError, text, want)
 	}
+}
+
+// mcpRun is run_command's result.
+type mcpRun struct {
+	ExitCode             int  `json:"exit_code"`
+	TimedOut             bool `json:"timed_out"`
+	Stdout, Stderr, Note string
 }
 
 type mcpSandbox struct {
@@ -163,12 +183,7 @@ func TestMCPFlow(t *testing.T) {
 		t.Error("create_sandbox sent no progress notifications")
 	}
 
-	type runOut struct {
-		ExitCode             int  `json:"exit_code"`
-		TimedOut             bool `json:"timed_out"`
-		Stdout, Stderr, Note string
-	}
-	var r runOut
+	var r mcpRun
 	m.ok("run_command", map[string]any{"sandbox": sb.Name, "command": "./check.sh && pwd"}, &r)
 	if r.ExitCode != 0 || r.Stdout != "tests pass\n/root/repo\n" {
 		t.Errorf("./check.sh: %+v", r)
@@ -286,14 +301,7 @@ func TestMCPCleanupAndTTL(t *testing.T) {
 	}
 
 	// The client goes away: the server deletes kept, and exits.
-	m.s.Close()
-	done := make(chan error, 1)
-	go func() { done <- m.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("banger mcp still running 2 min after its client left\n%s", m.stderr)
-	}
+	m.leave()
 	if r := e.run("vm", "show", "kept"); r.code == 0 {
 		t.Errorf("sandbox kept survived its client\nserver stderr:\n%s", m.stderr)
 	}
@@ -314,11 +322,7 @@ func TestMCPKeepAndStop(t *testing.T) {
 	m := e.startMCP(t, "--net", "none", "--keep", "--image", "bb")
 	var sb mcpSandbox
 	m.ok("create_sandbox", map[string]any{"name": "held"}, &sb)
-	type runOut struct {
-		ExitCode       int `json:"exit_code"`
-		Stdout, Stderr string
-	}
-	var r runOut
+	var r mcpRun
 	m.ok("run_command", map[string]any{"sandbox": "held", "command": "echo kept > /root/mark", "workdir": "/"}, &r)
 	var stopped struct {
 		Sandbox mcpSandbox
@@ -334,14 +338,7 @@ func TestMCPKeepAndStop(t *testing.T) {
 		t.Errorf("after stop and start: %+v", r)
 	}
 
-	m.s.Close()
-	done := make(chan error, 1)
-	go func() { done <- m.cmd.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Minute):
-		t.Fatalf("banger mcp --keep still running 2 min after its client left\n%s", m.stderr)
-	}
+	m.leave()
 	var v struct{ State string }
 	testutilJSON(t, e.ok("vm", "show", "held", "--json"), &v)
 	if v.State != "running" {
