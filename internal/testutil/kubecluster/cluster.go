@@ -9,7 +9,8 @@
 // The Kubernetes programs come from kube/cluster/build (cached per
 // version); etcd, containerd, runc and the CNI plugins from Debian
 // (.ci/install-deps with BANGER_CI_KUBE=1). One cluster at a time per
-// machine: the kubelet's kubepods cgroups are machine-wide.
+// machine: the kubelet's kubepods cgroups are machine-wide, so Start waits
+// for a machine-wide lock that another test process's cluster may hold.
 package kubecluster
 
 import (
@@ -121,11 +122,46 @@ func Require(t testing.TB) {
 	}
 }
 
+// lockPath serialises clusters across test processes (go test runs
+// packages in parallel, and several checkouts may test at once).
+const lockPath = "/run/banger-kubecluster.lock"
+
+// machineLock waits up to 30 minutes for the machine's one cluster slot
+// and holds it until the test's other cleanups (registered after this one,
+// so run before it) have taken the cluster down.
+func machineLock(t testing.TB) {
+	t.Helper()
+	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatalf("cluster lock: %v", err)
+	}
+	t.Cleanup(func() { f.Close() })
+	deadline := time.Now().Add(30 * time.Minute)
+	for logged := false; ; {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return
+		}
+		if err != unix.EWOULDBLOCK {
+			t.Fatalf("cluster lock %s: %v", lockPath, err)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster lock %s: another test's cluster held it for 30 minutes", lockPath)
+		}
+		if !logged {
+			t.Logf("waiting for another test's cluster to end (lock %s)", lockPath)
+			logged = true
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 // Start brings a cluster up and returns when its node is Ready and the
 // default service account exists; the test's cleanup takes it down.
 func Start(t testing.TB) *Cluster {
 	t.Helper()
 	Require(t)
+	machineLock(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
