@@ -18,6 +18,7 @@ import (
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/contexts"
 	"github.com/bangervm/banger/internal/install"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/termtext"
@@ -47,6 +48,15 @@ type Factory struct {
 	// Running returns a client of a daemon that already answers, and
 	// never starts one (shell completion); nil means Client.
 	Running func(ctx context.Context) (*client.Client, error)
+	// ContextFlag is --context: the context for this command, over
+	// BANGER_CONTEXT and the current one (see package contexts).
+	ContextFlag string
+	// Cluster returns the client of a cluster context; nil means the
+	// real one (clusterClient).
+	Cluster func(ctx context.Context, cur contexts.Context) (*client.Client, error)
+	// ContextsFile is the user's contexts (see package contexts); empty
+	// means Layout's.
+	ContextsFile string
 }
 
 // NewFactory returns the factory for a real run.
@@ -57,29 +67,38 @@ func NewFactory() *Factory {
 		layout, owner = rec.Owner.Layout(rec.Paths), rec.Owner.UID
 	}
 	var c *client.Client
-	return &Factory{
+	f := &Factory{
 		IO:             System(),
 		Layout:         layout,
 		Installed:      installed,
 		InstalledOwner: owner,
 		Install:        rec,
-		Client: func(ctx context.Context) (*client.Client, error) {
-			if c != nil {
-				return c, nil
-			}
-			var err error
-			c, err = connect(ctx, layout, owner)
-			return c, err
-		},
-		Running: func(ctx context.Context) (*client.Client, error) {
-			rc := client.New(layout.Socket())
-			if installed {
-				rc = client.NewFor(layout.Socket(), owner)
-			}
-			_, err := rc.Version(ctx)
-			return rc, err
-		},
+		// The user's own contexts, also when the daemon is a system
+		// install's (whose Layout is its owner's).
+		ContextsFile: paths.FromEnv().Contexts(),
 	}
+	f.Client = f.contextClient(func(ctx context.Context) (*client.Client, error) {
+		if c == nil {
+			var err error
+			if c, err = connect(ctx, layout, owner); err != nil {
+				return nil, err
+			}
+		}
+		return c, nil
+	})
+	f.Running = func(ctx context.Context) (*client.Client, error) {
+		if cur, err := f.currentContext(); err != nil || !cur.IsLocal() {
+			// Completion never reaches out to a cluster.
+			return nil, fmt.Errorf("not the local context")
+		}
+		rc := client.New(layout.Socket())
+		if installed {
+			rc = client.NewFor(layout.Socket(), owner)
+		}
+		_, err := rc.Version(ctx)
+		return rc, err
+	}
+	return f
 }
 
 // installedRecord returns the install record when the CLI should talk
@@ -120,7 +139,10 @@ network — in seconds, from any OCI image.`,
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
-	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newTemplateCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f), newSystemCmd(f), newUpdateCmd(f), newMCPCmd(f))
+	root.PersistentFlags().StringVar(&f.ContextFlag, "context", "", "run against this context (see banger context list), over BANGER_CONTEXT and the current one")
+	root.AddCommand(newVersionCmd(f), localOnly(f, newImageCmd(f)), localOnly(f, newKernelCmd(f)), localOnly(f, newDaemonCmd(f)), newVMCmd(f),
+		localOnly(f, newTemplateCmd(f)), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), localOnly(f, newEngineCmd(f)), newDoctorCmd(f),
+		localOnly(f, newSystemCmd(f)), newUpdateCmd(f), newMCPCmd(f), newContextCmd(f))
 	refuseUnknownSubcommands(root)
 	registerCompletions(root, f)
 	return root

@@ -99,6 +99,9 @@ func xdg(env, def string) string {
 // ConfigFile is the user's config.toml.
 func (l Layout) ConfigFile() string { return filepath.Join(l.Config, "config.toml") }
 
+// Contexts lists the CLI's contexts (see package contexts).
+func (l Layout) Contexts() string { return filepath.Join(l.Config, "contexts.json") }
+
 // DB is the SQLite state store.
 func (l Layout) DB() string { return filepath.Join(l.State, "banger.db") }
 
