@@ -78,6 +78,9 @@ type VM struct {
 	// ExpiresAt is when the daemon deletes the VM, as vm delete --force
 	// does, if it was created with a time-to-live.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// Node is the Kubernetes node whose launcher Pod runs the VM, on a
+	// cluster context; empty on the local daemon.
+	Node string `json:"node,omitempty"`
 	// StartedFrom is how the VM last started: "cold" (booted) or
 	// "template ID" (resumed from that template); empty before its first
 	// start.

@@ -25,9 +25,11 @@ import (
 	"github.com/bangervm/banger/internal/safesocket"
 )
 
-// Client talks to one daemon over its unix socket.
+// Client talks to one daemon over its unix socket, or to whatever
+// serves the API on the connections its dial function makes (NewDial).
 type Client struct {
 	socket string
+	dial   func(ctx context.Context) (net.Conn, error)
 	http   *http.Client
 }
 
@@ -48,17 +50,27 @@ func NewFor(socket string, uid int) *Client {
 }
 
 func newClient(socket string, uids ...int) *Client {
+	return NewDial(socket, func(ctx context.Context) (net.Conn, error) {
+		return safesocket.Dial(ctx, socket, uids...)
+	})
+}
+
+// NewDial returns a client speaking the API on the connections dial
+// makes (each one HTTP/1.1 connection, upgraded for exec); name stands
+// for the peer in error messages. banger's cluster contexts serve the API
+// in-process this way.
+func NewDial(name string, dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return safesocket.Dial(ctx, socket, uids...)
+			return dial(ctx)
 		},
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{socket: name, dial: dial, http: &http.Client{Transport: tr}}
 }
 
-// Socket returns the path the client dials.
+// Socket returns the path the client dials (a name, for NewDial).
 func (c *Client) Socket() string { return c.socket }
 
 // IsDaemonDown reports whether err means no daemon is listening (as

@@ -366,3 +366,16 @@ func (s *server) pruneTemplates(w http.ResponseWriter, r *http.Request) {
 	v, err := s.c.Templates.PruneTemplates(r.Context())
 	reply(w, v, err)
 }
+
+// WriteJSON, WriteError, Reply and Stream answer as this package's
+// handlers do; package kube/remote serves the same API on a cluster.
+func WriteJSON(w http.ResponseWriter, v any)      { writeJSON(w, v) }
+func WriteError(w http.ResponseWriter, err error) { writeError(w, err) }
+func Reply[T any](w http.ResponseWriter, v T, err error) {
+	reply(w, v, err)
+}
+
+// Stream is stream for handlers outside this package.
+func Stream[T any](w http.ResponseWriter, r *http.Request, log *slog.Logger, op func(ctx context.Context, progress func(api.Event)) (T, error)) {
+	stream(w, r, log, op)
+}

@@ -2,14 +2,25 @@ package cli
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/bangervm/banger/client"
-	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/contexts"
+	"github.com/bangervm/banger/internal/kube/remote"
 )
 
-// clusterClient is the client of cluster context cur.
+// clusterClient is the client of cluster context cur: banger's API served
+// in this process on top of the cluster (package remote), with the
+// user's kubeconfig.
 func clusterClient(ctx context.Context, cur contexts.Context) (*client.Client, error) {
-	return nil, fmt.Errorf("context %s is a cluster, and this banger cannot talk to clusters yet: %w", cur.Name, errdefs.ErrUnavailable)
+	cfg, err := contexts.RESTConfig(cur)
+	if err != nil {
+		return nil, err
+	}
+	h, err := remote.New(remote.Config{REST: cfg, Namespace: cur.Namespace, Context: cur.Name})
+	if err != nil {
+		return nil, err
+	}
+	// The server lives as long as the command.
+	dial, _ := remote.InProcess(h)
+	return client.NewDial("cluster context "+cur.Name, dial), nil
 }

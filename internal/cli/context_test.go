@@ -22,7 +22,7 @@ func contextFactory(t *testing.T) (f *Factory, kubeconfig string) {
 	kubeconfig = filepath.Join(t.TempDir(), "kubeconfig")
 	const cfg = `apiVersion: v1
 kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:6443"}}]
+clusters: [{name: c, cluster: {server: "http://127.0.0.1:1"}}]
 users: [{name: u, user: {token: t}}]
 contexts: [{name: ci, context: {cluster: c, user: u, namespace: sandboxes}}]
 current-context: ci
@@ -105,5 +105,35 @@ func TestContextCommands(t *testing.T) {
 		if len(cur) != 1 || cur[0] != s.current {
 			t.Fatalf("after %v: current %v, want %s", s.args, cur, s.current)
 		}
+	}
+}
+
+// The context decides who answers: the daemon for local, the cluster
+// (here one that refuses connections) for a cluster context.
+func TestContextSelectsClient(t *testing.T) {
+	f, kc := contextFactory(t)
+	local := 0
+	f.Client = f.contextClient(func(context.Context) (*client.Client, error) {
+		local++
+		return nil, errors.New("the local daemon")
+	})
+	if code, _, errOut := f.run("context", "add", "team", "--kubeconfig", kc); code != 0 {
+		t.Fatal(errOut)
+	}
+	if code, _, errOut := f.run("context", "use", "team"); code != 0 {
+		t.Fatal(errOut)
+	}
+	code, _, errOut := f.run("vm", "list")
+	if code != ExitFailure || !strings.Contains(errOut, "list sandboxes in namespace sandboxes") || local != 0 {
+		t.Errorf("vm list on context team: exit %d, %q, local daemon asked %d times; want the cluster's failure", code, errOut, local)
+	}
+	code, _, errOut = f.run("--context", "local", "vm", "list")
+	if code != ExitFailure || !strings.Contains(errOut, "the local daemon") || local != 1 {
+		t.Errorf("--context local vm list: exit %d, %q; want the local daemon asked", code, errOut)
+	}
+	// On a cluster, images are OCI references: banger says so.
+	code, _, errOut = f.run("vm", "create", "--name", "b")
+	if code != ExitFailure || !strings.Contains(errOut, "--image REF") {
+		t.Errorf("vm create without --image on a cluster: exit %d, %q", code, errOut)
 	}
 }

@@ -258,6 +258,9 @@ func newVMShowCmd(f *Factory) *cobra.Command {
 			if v.PID != 0 {
 				fmt.Fprintf(tw, "pid:\t%d\n", v.PID)
 			}
+			if v.Node != "" {
+				fmt.Fprintf(tw, "node:\t%s\n", v.Node)
+			}
 			if v.StartedFrom != "" {
 				fmt.Fprintf(tw, "started from:\t%s\n", v.StartedFrom)
 			}

@@ -1,0 +1,212 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/errdefs"
+	kapi "github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/controller"
+)
+
+// fatalWaiting are the launcher container's waiting reasons that do not
+// clear up by waiting: the launcher image cannot be had, or the container
+// cannot be made.
+var fatalWaiting = map[string]bool{
+	"ErrImagePull": true, "ImagePullBackOff": true, "ErrImageNeverPull": true, "InvalidImageName": true,
+	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
+}
+
+// create makes sb and waits until its Pod is Ready, reporting each step;
+// on failure or cancellation it deletes the Sandbox again.
+func (s *server) create(ctx context.Context, sb *kapi.Sandbox, progress func(api.Event)) (api.VM, error) {
+	made, err := s.kube.createSandbox(ctx, sb)
+	if errdefs.IsAlreadyExists(err) {
+		return api.VM{}, fmt.Errorf("vm %s exists in namespace %s: pick another --name, or delete it first: %w", sb.Name, s.c.Namespace, errdefs.ErrAlreadyExists)
+	}
+	if err != nil {
+		return api.VM{}, err
+	}
+	progress(api.Event{Message: fmt.Sprintf("sandbox %s created in namespace %s", made.Name, s.c.Namespace)})
+	v, err := s.waitReady(ctx, made, progress)
+	if err == nil {
+		return v, nil
+	}
+	// Roll back, as a failed local create does; the cleanup outlives a
+	// caller who went away.
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+	defer cancel()
+	if derr := s.kube.deleteSandbox(dctx, made.Name, made.UID); derr != nil {
+		return api.VM{}, fmt.Errorf("%w (and deleting sandbox %s failed: %v: delete it with banger vm delete --force %s)", err, made.Name, derr, made.Name)
+	}
+	return api.VM{}, err
+}
+
+// waitReady polls sb and its Pod until the Pod is Ready, reporting what
+// changes, and fails with the Pod's reason when the launcher cannot run.
+func (s *server) waitReady(ctx context.Context, sb *kapi.Sandbox, progress func(api.Event)) (api.VM, error) {
+	last := ""
+	for {
+		cur, err := s.kube.getSandbox(ctx, sb.Name)
+		if errdefs.IsNotFound(err) {
+			return api.VM{}, fmt.Errorf("vm %s: its sandbox was deleted while it started: %w", sb.Name, errdefs.ErrNotFound)
+		}
+		if err != nil {
+			return api.VM{}, err
+		}
+		if cur.UID != sb.UID {
+			return api.VM{}, fmt.Errorf("vm %s: its sandbox was replaced while it started: %w", sb.Name, errdefs.ErrAlreadyExists)
+		}
+		pod, err := s.kube.launcherPod(ctx, cur)
+		if err != nil {
+			return api.VM{}, err
+		}
+		msg, err := startStep(cur, pod)
+		if err != nil {
+			return api.VM{}, fmt.Errorf("vm %s: %w", sb.Name, err)
+		}
+		if podReady(pod) {
+			progress(api.Event{Message: fmt.Sprintf("vm %s ready on node %s", sb.Name, pod.Spec.NodeName)})
+			return VMFromSandbox(cur, pod), nil
+		}
+		if msg != last {
+			progress(api.Event{Message: msg})
+			last = msg
+		}
+		select {
+		case <-ctx.Done():
+			return api.VM{}, fmt.Errorf("vm %s: %w: %w", sb.Name, errdefs.ErrCanceled, ctx.Err())
+		case <-time.After(s.c.Poll):
+		}
+	}
+}
+
+// startStep says where a starting Sandbox is, or why it will not start.
+func startStep(sb *kapi.Sandbox, pod *corev1.Pod) (string, error) {
+	st := sb.Status
+	switch st.Phase {
+	case kapi.PhaseFailed, kapi.PhaseUnknown:
+		return "", fmt.Errorf("the launcher failed (%s): %s: %w", orDash(st.Reason), orDash(st.Message), errdefs.ErrUnavailable)
+	case kapi.PhaseSucceeded:
+		return "", fmt.Errorf("the launcher exited before the VM was ready: %w", errdefs.ErrUnavailable)
+	}
+	if pod == nil {
+		return "waiting for the controller to make the launcher pod", nil
+	}
+	if pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded {
+		return "", fmt.Errorf("launcher pod %s ended (%s) before the VM was ready: %s: %w", pod.Name, pod.Status.Phase, orDash(pod.Status.Message), errdefs.ErrUnavailable)
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
+			return fmt.Sprintf("waiting for a node: %s", orDash(c.Message)), nil
+		}
+	}
+	if pod.Spec.NodeName == "" {
+		return "waiting for the scheduler", nil
+	}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name != controller.ContainerName {
+			continue
+		}
+		switch {
+		case cs.State.Waiting != nil && fatalWaiting[cs.State.Waiting.Reason]:
+			return "", fmt.Errorf("launcher pod %s on node %s: %s: %s: %w", pod.Name, pod.Spec.NodeName, cs.State.Waiting.Reason, orDash(cs.State.Waiting.Message), errdefs.ErrUnavailable)
+		case cs.State.Waiting != nil:
+			return fmt.Sprintf("launcher pod on node %s: %s", pod.Spec.NodeName, strings.TrimSpace(cs.State.Waiting.Reason+" "+cs.State.Waiting.Message)), nil
+		case cs.State.Terminated != nil:
+			t := cs.State.Terminated
+			return "", fmt.Errorf("launcher exited %d (%s) before the VM was ready: %s: %w", t.ExitCode, t.Reason, orDash(t.Message), errdefs.ErrUnavailable)
+		case cs.State.Running != nil:
+			return fmt.Sprintf("launcher started on node %s, waiting for the VM to be ready", pod.Spec.NodeName), nil
+		}
+	}
+	return fmt.Sprintf("scheduled on node %s", pod.Spec.NodeName), nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+// delete deletes ref's Sandbox and waits until it and its Pod are gone.
+// A running VM needs force, as on the local daemon; on a cluster the
+// launcher stops the VM cleanly when its Pod is deleted.
+func (s *server) delete(ctx context.Context, ref string, force bool) error {
+	sb, pod, v, err := s.get(ctx, ref)
+	if err != nil {
+		return err
+	}
+	switch v.State {
+	case api.VMRunning, api.VMStarting:
+		if !force {
+			return fmt.Errorf("vm %s is running: delete it with --force (the launcher stops it cleanly first): %w", v.Name, errdefs.ErrFailedPrecondition)
+		}
+	}
+	if err := s.kube.deleteSandbox(ctx, sb.Name, sb.UID); err != nil {
+		return err
+	}
+	return s.waitGone(ctx, sb, pod)
+}
+
+// waitGone polls until sb (by UID) and pod (when not nil) no longer exist.
+func (s *server) waitGone(ctx context.Context, sb *kapi.Sandbox, pod *corev1.Pod) error {
+	for {
+		cur, err := s.kube.getSandbox(ctx, sb.Name)
+		sbGone := errdefs.IsNotFound(err) || (err == nil && cur.UID != sb.UID)
+		if err != nil && !errdefs.IsNotFound(err) {
+			return err
+		}
+		podGone := true
+		if pod != nil {
+			if podGone, err = s.kube.podGone(ctx, pod); err != nil {
+				return err
+			}
+		}
+		if sbGone && podGone {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("vm %s: waiting for its deletion: %w: %w (it goes on in the cluster)", sb.Name, errdefs.ErrCanceled, ctx.Err())
+		case <-time.After(s.c.Poll):
+		}
+	}
+}
+
+// prune deletes every VM that does not run (stopped, failed) and carries
+// every label of sel, and waits until they are gone.
+func (s *server) prune(ctx context.Context, sel map[string]string) (api.PruneVMsResult, error) {
+	vms, sbs, err := s.vms(ctx)
+	if err != nil {
+		return api.PruneVMsResult{}, err
+	}
+	res := api.PruneVMsResult{Deleted: []string{}}
+	var errs []error
+	for i, v := range vms {
+		if !api.MatchLabels(v.Labels, sel) || (v.State != api.VMStopped && v.State != api.VMError) {
+			continue
+		}
+		sb := &sbs[i]
+		pod, err := s.kube.launcherPod(ctx, sb)
+		if err == nil {
+			err = s.kube.deleteSandbox(ctx, sb.Name, sb.UID)
+		}
+		if err == nil {
+			err = s.waitGone(ctx, sb, pod)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		res.Deleted = append(res.Deleted, v.Name)
+	}
+	return res, errors.Join(errs...)
+}
