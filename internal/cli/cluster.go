@@ -2,6 +2,9 @@ package cli
 
 import (
 	"context"
+	"io"
+
+	"k8s.io/klog/v2"
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/contexts"
@@ -12,6 +15,11 @@ import (
 // in this process on top of the cluster (package remote), with the
 // user's kubeconfig.
 func clusterClient(ctx context.Context, cur contexts.Context) (*client.Client, error) {
+	// client-go reports what it cannot return (a stdin copy cut short
+	// when an exec ends) through klog on stderr; the CLI prints only its
+	// own messages.
+	klog.LogToStderr(false)
+	klog.SetOutput(io.Discard)
 	cfg, err := contexts.RESTConfig(cur)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,313 @@
+//go:build kube
+
+package remote
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	crclient "sigs.k8s.io/controller-runtime/pkg/client"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	kapi "github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/controller"
+	"github.com/bangervm/banger/internal/testutil/kubecluster"
+)
+
+// standIn is the launcher Pod's program until the real launcher's image
+// lands: it installs a `banger-launcher api` that answers one HTTP request
+// with its request line (so the test sees what reached the Pod), and
+// sleeps until SIGTERM. The test image's busybox has few applet links;
+// busybox itself has the rest.
+const standIn = `cat > /bin/banger-launcher <<'EOF'
+#!/bin/sh
+[ "$1" = api ] || exit 2
+read -r line
+line=$(printf %s "$line" | busybox tr -d '\r')
+while read -r h; do
+  h=$(printf %s "$h" | busybox tr -d '\r')
+  [ -z "$h" ] && break
+done
+printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${#line}" "$line"
+EOF
+busybox chmod 755 /bin/banger-launcher
+trap 'exit 0' TERM
+sleep 3600 & wait`
+
+// userRole is what the README says a user of a cluster context needs, in
+// one namespace.
+var userRole = []rbacv1.PolicyRule{
+	{APIGroups: []string{kapi.Group}, Resources: []string{kapi.Resource}, Verbs: []string{"get", "list", "create", "delete", "patch"}},
+	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}},
+}
+
+func startController(t *testing.T, cfg *rest.Config) {
+	t.Helper()
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kapi.AddToScheme} {
+		if err := add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: s, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Cache: controller.CacheOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := controller.DefaultLauncher(kubecluster.BusyboxImage)
+	l.PullPolicy = corev1.PullNever
+	l.Command = []string{"sh", "-c", standIn}
+	// Small enough that two VMs fit the node's 2 CPUs.
+	l.CPUOverhead.Set(0)
+	if err := (&controller.Reconciler{Launcher: l}).Setup(mgr); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	})
+}
+
+func installCRD(ctx context.Context, t *testing.T, c crclient.Client) {
+	t.Helper()
+	crd, err := kapi.LoadCRD(kapi.CRDPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, crd); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if err := c.Get(ctx, crclient.ObjectKeyFromObject(crd), crd); err != nil {
+			t.Fatal(err)
+		}
+		for _, cond := range crd.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return
+			}
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("CRD not established")
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// grantUser gives user the README's rights in namespace default.
+func grantUser(ctx context.Context, t *testing.T, c crclient.Client, user string) {
+	t.Helper()
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "banger-user", Namespace: "default"}, Rules: userRole}
+	binding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "banger-user", Namespace: "default"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: user}},
+	}
+	for _, o := range []crclient.Object{role, binding} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// events collects progress messages.
+type events struct {
+	mu   sync.Mutex
+	msgs []string
+	seen chan string
+}
+
+func (e *events) add(ev api.Event) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.msgs = append(e.msgs, ev.Message)
+	if e.seen != nil {
+		select {
+		case e.seen <- ev.Message:
+		default:
+		}
+	}
+}
+
+func (e *events) String() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return strings.Join(e.msgs, "\n")
+}
+
+// On a real cluster, as a user holding only the README's RBAC: create
+// streams the launcher Pod's progress until it is Ready, list and get
+// (by name and id prefix) map Sandboxes to VMs with labels and node,
+// routes under a VM reach `banger-launcher api` in its Pod through exec
+// with the path rewritten to the launcher's name for the VM, the
+// workspace is recorded on the Sandbox, delete refuses a running VM
+// without force and waits until the Pod is gone, a create that cannot be
+// scheduled reports why and is rolled back when the caller gives up, and
+// prune deletes a failed VM and keeps a running one. The launcher is a
+// busybox stand-in (no VM boots): the real launcher is the launcher
+// helper's.
+func TestClusterContext(t *testing.T) {
+	start := time.Now()
+	cl := kubecluster.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, kapi.AddToScheme} {
+		if err := add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin, err := crclient.New(cl.Config, crclient.Options{Scheme: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	installCRD(ctx, t, admin)
+	startController(t, cl.Config)
+	grantUser(ctx, t, admin, "alice")
+	alice := rest.CopyConfig(cl.Config)
+	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
+	h, err := New(Config{REST: alice, Namespace: "default", Context: "test", Poll: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial, stop := InProcess(h)
+	defer stop()
+	c := client.NewDial("test", dial)
+
+	var ev events
+	box, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "box", Image: "debian", MemoryMiB: 128, DiskBytes: 512 << 20, Labels: map[string]string{"team": "a"}, TTLSeconds: 3600}, ev.add)
+	if err != nil {
+		t.Fatalf("create: %v\nprogress:\n%s", err, ev.String())
+	}
+	t.Logf("box ready at %s; progress:\n%s", time.Since(start).Round(100*time.Millisecond), ev.String())
+	if box.State != api.VMRunning || box.Node != kubecluster.NodeName || box.DiskBytes != 512<<20 || box.ExpiresAt == nil || box.ID == "" {
+		t.Errorf("created %+v: want running on %s, 512 MiB of disk, an expiry and an id", box, kubecluster.NodeName)
+	}
+	if p := ev.String(); !strings.Contains(p, "sandbox box created in namespace default") || !strings.Contains(p, "vm box ready on node "+kubecluster.NodeName) {
+		t.Errorf("progress lacks creation or readiness:\n%s", p)
+	}
+
+	vms, err := c.VMsLabeled(ctx, map[string]string{"team": "a"})
+	if err != nil || len(vms) != 1 || vms[0].Name != "box" || vms[0].State != api.VMRunning {
+		t.Errorf("list team=a: %+v, %v; want box running", vms, err)
+	}
+	if vms, err := c.VMsLabeled(ctx, map[string]string{"team": "b"}); err != nil || len(vms) != 0 {
+		t.Errorf("list team=b: %+v, %v; want none", vms, err)
+	}
+	for _, ref := range []string{"box", box.ID[:8]} {
+		if v, err := c.VM(ctx, ref); err != nil || v.ID != box.ID {
+			t.Errorf("get %s: %+v, %v; want box", ref, v, err)
+		}
+	}
+	if _, err := c.VM(ctx, "ghost"); !errdefs.IsNotFound(err) {
+		t.Errorf("get ghost: %v, want not found", err)
+	}
+
+	// A VM's routes reach its Pod through exec: the stand-in answers
+	// with the request line it was sent.
+	var logs bytes.Buffer
+	if err := c.VMLogs(ctx, box.ID[:8], false, &logs); err != nil || logs.String() != "GET /v1/vms/box/logs HTTP/1.1" {
+		t.Errorf("logs through the launcher: %q, %v; want the request line for the launcher's name of the VM", logs.String(), err)
+	}
+	v, err := c.SetVMWorkspace(ctx, "box", "/root/repo")
+	if err != nil || v.Workspace != "/root/repo" {
+		t.Errorf("set workspace: %+v, %v; want /root/repo recorded", v, err)
+	}
+	if v, err := c.VM(ctx, "box"); err != nil || v.Workspace != "/root/repo" {
+		t.Errorf("after setting the workspace: %+v, %v", v, err)
+	}
+
+	// A create that cannot be scheduled says why; giving up rolls it back.
+	big := events{seen: make(chan string, 16)}
+	cctx, ccancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		_, err := c.CreateVM(cctx, api.CreateVMRequest{Name: "big", Image: "debian", MemoryMiB: 1 << 20}, big.add)
+		errc <- err
+	}()
+	for msg := range big.seen {
+		if strings.Contains(msg, "waiting for a node") && strings.Contains(msg, "Insufficient memory") {
+			break
+		}
+	}
+	ccancel()
+	if err := <-errc; !errdefs.IsCanceled(err) {
+		t.Errorf("cancelled create: %v, want canceled", err)
+	}
+	waitFor(ctx, t, "big rolled back", func() bool {
+		err := admin.Get(ctx, crclient.ObjectKey{Namespace: "default", Name: "big"}, &kapi.Sandbox{})
+		return apierrors.IsNotFound(err)
+	})
+	t.Logf("big rolled back at %s; progress:\n%s", time.Since(start).Round(100*time.Millisecond), big.String())
+
+	// Prune takes a failed VM (its Pod deleted behind its back) and
+	// leaves a running one.
+	if _, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "doomed", Image: "debian", MemoryMiB: 128, Labels: map[string]string{"team": "a"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := admin.Delete(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "doomed-vm"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(ctx, t, "doomed failed", func() bool {
+		v, err := c.VM(ctx, "doomed")
+		return err == nil && v.State == api.VMError
+	})
+	res, err := c.PruneVMs(ctx, map[string]string{"team": "a"})
+	if err != nil || len(res.Deleted) != 1 || res.Deleted[0] != "doomed" {
+		t.Errorf("prune team=a: %+v, %v; want doomed deleted", res, err)
+	}
+	t.Logf("pruned at %s", time.Since(start).Round(100*time.Millisecond))
+
+	// Delete: refused while running without force; with it, returns once
+	// the Pod is gone.
+	if err := c.DeleteVM(ctx, "box", false); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "--force") {
+		t.Errorf("delete a running vm without force: %v", err)
+	}
+	if err := c.DeleteVM(ctx, "box", true); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("box deleted at %s", time.Since(start).Round(100*time.Millisecond))
+	var pods corev1.PodList
+	if err := admin.List(ctx, &pods, crclient.InNamespace("default")); err != nil || len(pods.Items) != 0 {
+		t.Errorf("after delete: pods %v, %v; want none", len(pods.Items), err)
+	}
+	if vms, err := c.VMs(ctx); err != nil || len(vms) != 0 {
+		t.Errorf("after delete: %+v, %v; want no VMs", vms, err)
+	}
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for !ok() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("waiting for %s: %v", what, ctx.Err())
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
