@@ -102,6 +102,10 @@ func (s *server) routes() http.Handler {
 		mux.HandleFunc("POST "+api.PathVM+"{ref}/"+a, s.notYet("vm "+a))
 	}
 	mux.HandleFunc(api.PathVM+"{ref}/{rest...}", s.proxy)
+	// A forward listens on the daemon's host; inside a launcher Pod it
+	// would reach no one.
+	mux.HandleFunc(api.PathVM+"{ref}/"+api.ActionForwards, s.unavailable("vm forward"))
+	mux.HandleFunc(api.PathVM+"{ref}/"+api.ActionForwards+"/{port}", s.unavailable("vm forward"))
 	for _, p := range []string{api.PathImages, api.PathImage, api.PathImagePull, api.PathImageRegister, api.PathImagePromote, api.PathImageCache, api.PathImageCachePrune} {
 		mux.HandleFunc(p, s.unavailable("images"))
 	}

@@ -48,6 +48,11 @@ func TestRoutesNotOnACluster(t *testing.T) {
 		"engine":     func() error { _, err := c.Engine(ctx); return err },
 		"vm set":     func() error { _, err := c.UpdateVM(ctx, "box", api.UpdateVMRequest{VCPU: 2}); return err },
 		"shutdown":   func() error { return c.Shutdown(ctx) },
+		"forward": func() error {
+			_, err := c.AddVMForward(ctx, "box", api.Forward{HostPort: 8080, GuestPort: 80})
+			return err
+		},
+		"forwards": func() error { _, err := c.VMForwards(ctx, "box"); return err },
 	}
 	for name, call := range calls {
 		err := call()
