@@ -10,6 +10,7 @@ import (
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/controller"
 	"github.com/bangervm/banger/internal/testutil"
 )
 
@@ -96,5 +97,14 @@ func TestRunBootsVM(t *testing.T) {
 	}
 	if err := stop(); err != nil {
 		t.Fatalf("second launcher on SIGTERM: %v", err)
+	}
+}
+
+// The controller writes what the launcher reads: same variables, and the
+// state volume where the launcher keeps its state.
+func TestControllerAgrees(t *testing.T) {
+	if EnvSpec != controller.EnvSpec || EnvName != controller.EnvName || Home != controller.StatePath {
+		t.Errorf("launcher reads %s, %s and keeps state in %s; the controller sets %s, %s and mounts %s",
+			EnvSpec, EnvName, Home, controller.EnvSpec, controller.EnvName, controller.StatePath)
 	}
 }
