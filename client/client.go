@@ -25,8 +25,7 @@ import (
 	"github.com/bangervm/banger/internal/safesocket"
 )
 
-// Client talks to one daemon over its unix socket, or to whatever
-// serves the API on the connections its dial function makes (NewDial).
+// Client talks to one daemon over its unix socket.
 type Client struct {
 	socket string
 	dial   func(ctx context.Context) (net.Conn, error)
@@ -50,16 +49,16 @@ func NewFor(socket string, uid int) *Client {
 }
 
 func newClient(socket string, uids ...int) *Client {
-	return NewDial(socket, func(ctx context.Context) (net.Conn, error) {
+	return NewWithDial(socket, func(ctx context.Context) (net.Conn, error) {
 		return safesocket.Dial(ctx, socket, uids...)
 	})
 }
 
-// NewDial returns a client speaking the API on the connections dial
-// makes (each one HTTP/1.1 connection, upgraded for exec); name stands
-// for the peer in error messages. banger's cluster contexts serve the API
-// in-process this way.
-func NewDial(name string, dial func(ctx context.Context) (net.Conn, error)) *Client {
+// NewWithDial returns a client that reaches the API through dial, one
+// call per connection (a Kubernetes launcher's API is reached through a
+// Pod exec). where names the daemon in errors. The connections carry
+// HTTP/1.1; the caller's dial is responsible for whom it reaches.
+func NewWithDial(where string, dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return dial(ctx)
@@ -67,10 +66,10 @@ func NewDial(name string, dial func(ctx context.Context) (net.Conn, error)) *Cli
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &Client{socket: name, dial: dial, http: &http.Client{Transport: tr}}
+	return &Client{socket: where, dial: dial, http: &http.Client{Transport: tr}}
 }
 
-// Socket returns the path the client dials (a name, for NewDial).
+// Socket returns the path the client dials.
 func (c *Client) Socket() string { return c.socket }
 
 // IsDaemonDown reports whether err means no daemon is listening (as
