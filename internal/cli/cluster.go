@@ -30,5 +30,5 @@ func clusterClient(ctx context.Context, cur contexts.Context) (*client.Client, e
 	}
 	// The server lives as long as the command.
 	dial, _ := remote.InProcess(h)
-	return client.NewDial("cluster context "+cur.Name, dial), nil
+	return client.NewWithDial("cluster context "+cur.Name, dial), nil
 }

@@ -404,6 +404,8 @@ func stopMethod(m string) string {
 		return "the guest agent did not answer: the guest powered off on the engine's power button"
 	case "killed":
 		return "killed: the guest did not stop in time, recent writes may be lost"
+	case "launcher":
+		return "its launcher Pod was deleted, and the launcher synced and powered off the guest"
 	case "killed-paused":
 		return "killed: the guest was paused by its engine and could not sync, recent writes may be lost"
 	}

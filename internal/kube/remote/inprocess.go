@@ -8,7 +8,7 @@ import (
 )
 
 // InProcess serves h on in-memory connections: dial makes one (for
-// client.NewDial), served by an http.Server in this process, so the
+// client.NewWithDial), served by an http.Server in this process, so the
 // client's requests, streams and upgrades (exec) behave as over a socket.
 // stop closes the server and every connection.
 func InProcess(h http.Handler) (dial func(ctx context.Context) (net.Conn, error), stop func()) {

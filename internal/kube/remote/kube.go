@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -174,4 +175,24 @@ func (k *kube) podGone(ctx context.Context, pod *corev1.Pod) (bool, error) {
 		return false, k.err("get pod "+pod.Name, err)
 	}
 	return p.UID != pod.UID, nil
+}
+
+// setRunning sets the Sandbox's spec.running and reports whether the
+// cluster kept it: a Sandbox CRD without the field (before kubedisk's
+// controller) prunes it silently.
+func (k *kube) setRunning(ctx context.Context, name string, running bool) (kept bool, err error) {
+	patch := fmt.Appendf(nil, `{"spec":{"running":%t}}`, running)
+	raw, err := k.sbx.Patch(types.MergePatchType).Namespace(k.ns).Resource(kapi.Resource).Name(name).Body(patch).Do(ctx).Raw()
+	if err != nil {
+		return false, k.err("set spec.running of sandbox "+name, err)
+	}
+	var got struct {
+		Spec struct {
+			Running *bool `json:"running"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(raw, &got); err != nil {
+		return false, fmt.Errorf("set spec.running of sandbox %s: %w", name, err)
+	}
+	return got.Spec.Running != nil && *got.Spec.Running == running, nil
 }

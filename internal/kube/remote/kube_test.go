@@ -33,14 +33,19 @@ import (
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
 
-// standIn is the launcher Pod's program until the real launcher's image
-// lands: it installs a `banger-launcher api` that answers one HTTP request
-// with its request line (so the test sees what reached the Pod), and
-// sleeps until SIGTERM. The test image's busybox has few applet links;
-// busybox itself has the rest.
+// standIn is the launcher Pod's program in place of the real launcher
+// (whose VM needs its image and a registry): it installs a
+// `banger-launcher` whose api answers one HTTP request with its request
+// line (so the test sees what reached the Pod) and whose ready (the
+// readiness probe) passes 3 s after the start, and sleeps until SIGTERM.
+// The test image's busybox has few applet links; busybox has the rest.
 const standIn = `cat > /bin/banger-launcher <<'EOF'
 #!/bin/sh
-[ "$1" = api ] || exit 2
+case "$1" in
+ready) test -e /tmp/ready; exit ;;
+api) ;;
+*) exit 2 ;;
+esac
 read -r line
 line=$(printf %s "$line" | busybox tr -d '\r')
 while read -r h; do
@@ -50,6 +55,7 @@ done
 printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${#line}" "$line"
 EOF
 busybox chmod 755 /bin/banger-launcher
+(sleep 3; : > /tmp/ready) &
 trap 'exit 0' TERM
 sleep 3600 & wait`
 
@@ -197,7 +203,7 @@ func TestClusterContext(t *testing.T) {
 	}
 	dial, stop := InProcess(h)
 	defer stop()
-	c := client.NewDial("test", dial)
+	c := client.NewWithDial("test", dial)
 
 	var ev events
 	box, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "box", Image: "debian", MemoryMiB: 128, DiskBytes: 512 << 20, Labels: map[string]string{"team": "a"}, TTLSeconds: 3600}, ev.add)
@@ -208,7 +214,8 @@ func TestClusterContext(t *testing.T) {
 	if box.State != api.VMRunning || box.Node != kubecluster.NodeName || box.DiskBytes != 512<<20 || box.ExpiresAt == nil || box.ID == "" {
 		t.Errorf("created %+v: want running on %s, 512 MiB of disk, an expiry and an id", box, kubecluster.NodeName)
 	}
-	if p := ev.String(); !strings.Contains(p, "sandbox box created in namespace default") || !strings.Contains(p, "vm box ready on node "+kubecluster.NodeName) {
+	if p := ev.String(); !strings.Contains(p, "sandbox box created in namespace default") || !strings.Contains(p, "launcher started on node "+kubecluster.NodeName+", waiting for the VM to be ready") ||
+		!strings.Contains(p, "vm box ready on node "+kubecluster.NodeName) {
 		t.Errorf("progress lacks creation or readiness:\n%s", p)
 	}
 
@@ -283,6 +290,33 @@ func TestClusterContext(t *testing.T) {
 	}
 	t.Logf("pruned at %s", time.Since(start).Round(100*time.Millisecond))
 
+	// Stop and start through spec.running, where the CRD has it (kubedisk);
+	// a CRD without it is refused clearly.
+	crd, err := os.ReadFile(kapi.CRDPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(crd), "running:") {
+		if _, err := c.StopVM(ctx, "box"); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "spec.running") {
+			t.Errorf("stop on a CRD without spec.running: %v, want a failed precondition naming it", err)
+		}
+		t.Log("the CRD has no spec.running: stop refused, start not tried")
+	} else {
+		r, err := c.StopVM(ctx, "box")
+		if err != nil || r.VM.State != api.VMStopped || r.Method != "launcher" {
+			t.Fatalf("stop: %+v, %v; want stopped by the launcher", r, err)
+		}
+		if pods := podCount(ctx, t, admin); pods != 0 {
+			t.Errorf("stopped box leaves %d pods", pods)
+		}
+		var sev events
+		v, err := c.StartVM(ctx, "box", sev.add)
+		if err != nil || v.State != api.VMRunning {
+			t.Fatalf("start: %+v, %v\nprogress:\n%s", v, err, sev.String())
+		}
+		t.Logf("box stopped and started at %s", time.Since(start).Round(100*time.Millisecond))
+	}
+
 	// Delete: refused while running without force; with it, returns once
 	// the Pod is gone.
 	if err := c.DeleteVM(ctx, "box", false); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "--force") {
@@ -292,9 +326,8 @@ func TestClusterContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("box deleted at %s", time.Since(start).Round(100*time.Millisecond))
-	var pods corev1.PodList
-	if err := admin.List(ctx, &pods, crclient.InNamespace("default")); err != nil || len(pods.Items) != 0 {
-		t.Errorf("after delete: pods %v, %v; want none", len(pods.Items), err)
+	if pods := podCount(ctx, t, admin); pods != 0 {
+		t.Errorf("after delete: %d pods, want none", pods)
 	}
 	if vms, err := c.VMs(ctx); err != nil || len(vms) != 0 {
 		t.Errorf("after delete: %+v, %v; want no VMs", vms, err)
@@ -310,4 +343,13 @@ func waitFor(ctx context.Context, t *testing.T, what string, ok func() bool) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+func podCount(ctx context.Context, t *testing.T, c crclient.Client) int {
+	t.Helper()
+	var pods corev1.PodList
+	if err := c.List(ctx, &pods, crclient.InNamespace("default")); err != nil {
+		t.Fatal(err)
+	}
+	return len(pods.Items)
 }

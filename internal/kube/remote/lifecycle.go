@@ -210,3 +210,72 @@ func (s *server) prune(ctx context.Context, sel map[string]string) (api.PruneVMs
 	}
 	return res, errors.Join(errs...)
 }
+
+// noRunningField is the answer of a cluster whose Sandbox CRD has no
+// spec.running yet.
+func noRunningField(what, name string) error {
+	return fmt.Errorf("vm %s: %s needs the Sandbox's spec.running, which this cluster's banger CRD does not have: update banger on the cluster (kubectl apply -k deploy/kubernetes); banger vm delete --force %s deletes the VM: %w",
+		what, name, name, errdefs.ErrFailedPrecondition)
+}
+
+// stop sets spec.running false, which makes the controller delete the
+// Pod (the launcher stops the VM the data-safe way on SIGTERM) and keep
+// the disk, and waits until the Pod is gone.
+func (s *server) stop(ctx context.Context, ref string) (api.StopResult, error) {
+	sb, pod, v, err := s.get(ctx, ref)
+	if err != nil {
+		return api.StopResult{}, err
+	}
+	if v.State == api.VMStopped {
+		return api.StopResult{VM: v, Method: "already-stopped"}, nil
+	}
+	kept, err := s.kube.setRunning(ctx, sb.Name, false)
+	if err != nil {
+		return api.StopResult{}, err
+	}
+	if !kept {
+		return api.StopResult{}, noRunningField("vm stop", sb.Name)
+	}
+	for {
+		gone := true
+		if pod != nil {
+			if gone, err = s.kube.podGone(ctx, pod); err != nil {
+				return api.StopResult{}, err
+			}
+		}
+		if gone {
+			_, _, v, err = s.get(ctx, sb.Name)
+			if err != nil {
+				return api.StopResult{}, err
+			}
+			if v.State == api.VMStopped {
+				return api.StopResult{VM: v, Method: "launcher"}, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return api.StopResult{}, fmt.Errorf("vm %s: waiting for it to stop: %w: %w (it goes on in the cluster)", sb.Name, errdefs.ErrCanceled, ctx.Err())
+		case <-time.After(s.c.Poll):
+		}
+	}
+}
+
+// start sets spec.running true, which makes the controller start a new
+// Pod on the VM's disk, and waits until it is Ready as create does.
+func (s *server) start(ctx context.Context, ref string, progress func(api.Event)) (api.VM, error) {
+	sb, _, v, err := s.get(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if v.State == api.VMRunning {
+		return v, nil
+	}
+	kept, err := s.kube.setRunning(ctx, sb.Name, true)
+	if err != nil {
+		return api.VM{}, err
+	}
+	if !kept {
+		return api.VM{}, noRunningField("vm start", sb.Name)
+	}
+	return s.waitReady(ctx, sb, progress)
+}

@@ -93,48 +93,61 @@ func (s *server) routes() http.Handler {
 	mux.HandleFunc("POST "+api.PathVMPrune, s.pruneVMs)
 	mux.HandleFunc("GET "+api.PathVM+"{ref}", s.getVM)
 	mux.HandleFunc("DELETE "+api.PathVM+"{ref}", s.deleteVM)
-	mux.HandleFunc("PATCH "+api.PathVM+"{ref}", s.unavailable("vm set"))
-	for _, a := range []string{api.ActionStart, api.ActionStop, api.ActionRestart, api.ActionKill} {
-		// TODO(issue 17): stop and start through the Sandbox's
-		// spec.running (kubedisk's SandboxSpec.Running) once it is on
-		// main: stop sets it false and waits for the Pod to go, start
-		// sets it true and streams as create does.
-		mux.HandleFunc("POST "+api.PathVM+"{ref}/"+a, s.notYet("vm "+a))
-	}
+	mux.HandleFunc("PATCH "+api.PathVM+"{ref}", s.unavailable("vm set", whyResize))
+	// Stop and start set the Sandbox's spec.running (see stop). Kill
+	// has no cluster form: the launcher always stops the VM cleanly.
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/"+api.ActionStop, func(w http.ResponseWriter, r *http.Request) {
+		v, err := s.stop(r.Context(), r.PathValue("ref"))
+		apiserver.Reply(w, v, err)
+	})
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/"+api.ActionStart, func(w http.ResponseWriter, r *http.Request) {
+		apiserver.Stream(w, r, s.log, func(ctx context.Context, progress func(api.Event)) (api.VM, error) {
+			return s.start(ctx, r.PathValue("ref"), progress)
+		})
+	})
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/"+api.ActionRestart, func(w http.ResponseWriter, r *http.Request) {
+		apiserver.Stream(w, r, s.log, func(ctx context.Context, progress func(api.Event)) (api.VM, error) {
+			if _, err := s.stop(ctx, r.PathValue("ref")); err != nil {
+				return api.VM{}, err
+			}
+			return s.start(ctx, r.PathValue("ref"), progress)
+		})
+	})
+	mux.HandleFunc("POST "+api.PathVM+"{ref}/"+api.ActionKill, s.unavailable("vm kill", whyKill))
 	mux.HandleFunc(api.PathVM+"{ref}/{rest...}", s.proxy)
 	// A forward listens on the daemon's host; inside a launcher Pod it
 	// would reach no one.
-	mux.HandleFunc(api.PathVM+"{ref}/"+api.ActionForwards, s.unavailable("vm forward"))
-	mux.HandleFunc(api.PathVM+"{ref}/"+api.ActionForwards+"/{port}", s.unavailable("vm forward"))
+	mux.HandleFunc(api.PathVM+"{ref}/"+api.ActionForwards, s.unavailable("vm forward", whyFwd))
+	mux.HandleFunc(api.PathVM+"{ref}/"+api.ActionForwards+"/{port}", s.unavailable("vm forward", whyFwd))
 	for _, p := range []string{api.PathImages, api.PathImage, api.PathImagePull, api.PathImageRegister, api.PathImagePromote, api.PathImageCache, api.PathImageCachePrune} {
-		mux.HandleFunc(p, s.unavailable("images"))
+		mux.HandleFunc(p, s.unavailable("images", whyLocal))
 	}
 	for _, p := range []string{api.PathKernels, api.PathKernel, api.PathKernelImport, api.PathKernelPull} {
-		mux.HandleFunc(p, s.unavailable("kernels"))
+		mux.HandleFunc(p, s.unavailable("kernels", whyLocal))
 	}
 	for _, p := range []string{api.PathTemplates, api.PathTemplate, api.PathTemplatePrune} {
-		mux.HandleFunc(p, s.unavailable("templates"))
+		mux.HandleFunc(p, s.unavailable("templates", whyLocal))
 	}
-	mux.HandleFunc(api.PathEngine, s.unavailable("banger engine"))
-	mux.HandleFunc(api.PathNetwork, s.unavailable("host networking"))
-	mux.HandleFunc(api.PathShutdown, s.unavailable("daemon shutdown"))
+	mux.HandleFunc(api.PathEngine, s.unavailable("banger engine", whyLocal))
+	mux.HandleFunc(api.PathNetwork, s.unavailable("host networking", whyLocal))
+	mux.HandleFunc(api.PathShutdown, s.unavailable("daemon shutdown", whyLocal))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(api.HeaderVersion, api.Version)
 		mux.ServeHTTP(w, r)
 	})
 }
 
-func (s *server) unavailable(what string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		apiserver.WriteError(w, fmt.Errorf("%s: not available on a cluster context (context %s): a cluster's VMs boot OCI images by reference (--image REF) in their own Pods; for the local daemon's use banger --context local: %w",
-			what, s.c.Context, errdefs.ErrFailedPrecondition))
-	}
-}
+// Why routes are unavailable on a cluster.
+const (
+	whyLocal  = "they belong to the local daemon: banger --context local ... reaches it; a cluster's VMs boot OCI images by reference (--image REF) in their own Pods"
+	whyResize = "a Sandbox's size is fixed: delete the VM and create it again with --vcpu and --memory"
+	whyKill   = "banger vm stop stops a cluster's VM, and its launcher always syncs the guest first"
+	whyFwd    = "a forward listens on the daemon's host, and a launcher Pod's ports reach no one outside the cluster"
+)
 
-func (s *server) notYet(what string) http.HandlerFunc {
+func (s *server) unavailable(what, why string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		apiserver.WriteError(w, fmt.Errorf("%s: not available on a cluster context yet (it needs the Sandbox's spec.running, still to come); banger vm delete --force %s deletes the VM: %w",
-			what, r.PathValue("ref"), errdefs.ErrFailedPrecondition))
+		apiserver.WriteError(w, fmt.Errorf("%s: not available on a cluster context (context %s): %s: %w", what, s.c.Context, why, errdefs.ErrFailedPrecondition))
 	}
 }
 

@@ -25,7 +25,7 @@ func inProcessClient(t *testing.T, h http.Handler) *client.Client {
 	t.Helper()
 	dial, stop := InProcess(h)
 	t.Cleanup(stop)
-	return client.NewDial("test", dial)
+	return client.NewWithDial("test", dial)
 }
 
 // What has no meaning on a cluster answers a clear error, without asking
@@ -58,16 +58,6 @@ func TestRoutesNotOnACluster(t *testing.T) {
 		err := call()
 		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "not available on a cluster context (context team)") {
 			t.Errorf("%s: %v, want failed precondition: not available on a cluster context", name, err)
-		}
-	}
-	// Until the Sandbox has spec.running.
-	for name, call := range map[string]func() error{
-		"stop":  func() error { _, err := c.StopVM(ctx, "box"); return err },
-		"start": func() error { _, err := c.StartVM(ctx, "box", nil); return err },
-		"kill":  func() error { _, err := c.KillVM(ctx, "box"); return err },
-	} {
-		if err := call(); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "banger vm delete --force box") {
-			t.Errorf("vm %s: %v, want failed precondition naming vm delete --force", name, err)
 		}
 	}
 	// The cluster is asked for the rest, and its failure has a class.

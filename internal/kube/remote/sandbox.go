@@ -25,6 +25,15 @@ const AnnotationWorkspace = "banger.dev/workspace"
 // QEMU engine, run by the launcher in the VM's Pod.
 const EngineLauncher = "qemu"
 
+// Phases of a Sandbox told to stop (spec.running false), as kubedisk's
+// controller reports them.
+// TODO(issue 17): kapi.PhaseStopping and kapi.PhaseStopped once kubedisk's
+// types are on main.
+const (
+	phaseStopping = "Stopping"
+	phaseStopped  = "Stopped"
+)
+
 // podReady reports whether the launcher Pod passed its readiness probe:
 // the VM runs and its agent answered.
 func podReady(pod *corev1.Pod) bool {
@@ -94,8 +103,10 @@ func vmState(sb *kapi.Sandbox, pod *corev1.Pod) (state, reason string) {
 		return api.VMStarting, "the launcher runs; waiting for the VM to be ready"
 	case kapi.PhaseSucceeded:
 		return api.VMStopped, "the VM powered off"
-	case kapi.PhaseTerminating:
+	case kapi.PhaseTerminating, phaseStopping:
 		return api.VMStopping, why
+	case phaseStopped:
+		return api.VMStopped, ""
 	case kapi.PhaseUnknown:
 		return api.VMError, fmt.Sprintf("node %s stopped reporting (lost or unreachable): %s", st.Node, why)
 	}
@@ -125,8 +136,8 @@ func SandboxFromRequest(req api.CreateVMRequest, ns string) (*kapi.Sandbox, erro
 	}
 	if req.NoStart {
 		// TODO(issue 17): create with spec.running=false once kubedisk's
-		// SandboxSpec.Running is on main.
-		return nil, fmt.Errorf("--no-start is not available on a cluster context yet (it needs the Sandbox's spec.running): %w", errdefs.ErrFailedPrecondition)
+		// SandboxSpec.Running is on main (then: create, vm start).
+		return nil, fmt.Errorf("--no-start is not available on a cluster context yet: create the VM, then banger vm stop it: %w", errdefs.ErrFailedPrecondition)
 	}
 	if err := api.ValidateLabels(req.Labels); err != nil {
 		return nil, err
