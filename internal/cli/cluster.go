@@ -2,8 +2,8 @@ package cli
 
 import (
 	"context"
-	"io"
 
+	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 
 	"github.com/bangervm/banger/client"
@@ -18,8 +18,7 @@ func clusterClient(ctx context.Context, cur contexts.Context) (*client.Client, e
 	// client-go reports what it cannot return (a stdin copy cut short
 	// when an exec ends) through klog on stderr; the CLI prints only its
 	// own messages.
-	klog.LogToStderr(false)
-	klog.SetOutput(io.Discard)
+	klog.SetLogger(logr.Discard())
 	cfg, err := contexts.RESTConfig(cur)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,6 @@
 //go:build kube
 
-package remote
+package remote_test
 
 import (
 	"bytes"
@@ -28,8 +28,10 @@ import (
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/cli"
 	kapi "github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/controller"
+	"github.com/bangervm/banger/internal/kube/remote"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
 
@@ -197,11 +199,11 @@ func TestClusterContext(t *testing.T) {
 	grantUser(ctx, t, admin, "alice")
 	alice := rest.CopyConfig(cl.Config)
 	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
-	h, err := New(Config{REST: alice, Namespace: "default", Context: "test", Poll: 200 * time.Millisecond})
+	h, err := remote.New(remote.Config{REST: alice, Namespace: "default", Context: "test", Poll: 200 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dial, stop := InProcess(h)
+	dial, stop := remote.InProcess(h)
 	defer stop()
 	c := client.NewWithDial("test", dial)
 
@@ -290,6 +292,9 @@ func TestClusterContext(t *testing.T) {
 	}
 	t.Logf("pruned at %s", time.Since(start).Round(100*time.Millisecond))
 
+	testCLI(t, cl.Kubeconfig)
+	t.Logf("the CLI's round at %s", time.Since(start).Round(100*time.Millisecond))
+
 	// Stop and start through spec.running, where the CRD has it (kubedisk);
 	// a CRD without it is refused clearly.
 	crd, err := os.ReadFile(kapi.CRDPath())
@@ -352,4 +357,40 @@ func podCount(ctx context.Context, t *testing.T, c crclient.Client) int {
 		t.Fatal(err)
 	}
 	return len(pods.Items)
+}
+
+// testCLI drives banger's own commands on a cluster context made from
+// kubeconfig (admin rights), namespace default.
+func testCLI(t *testing.T, kubeconfig string) {
+	t.Setenv("BANGER_HOME", t.TempDir())
+	t.Setenv("BANGER_CONTEXT", "")
+	run := func(args ...string) (int, string, string) {
+		f := cli.NewFactory()
+		io, out, errOut := cli.TestStreams()
+		f.IO = io
+		return cli.Run(f, args), out.String(), errOut.String()
+	}
+	steps := []struct {
+		args        []string
+		code        int
+		out, errOut string
+	}{
+		{args: []string{"context", "add", "k", "--kubeconfig", kubeconfig, "--namespace", "default"}, out: "added context k: namespace default"},
+		{args: []string{"context", "use", "k"}},
+		{args: []string{"vm", "create", "--name", "cli", "--image", "debian", "--memory", "128", "--label", "via=cli"}, out: "vm cli running"},
+		{args: []string{"vm", "list", "--label", "via=cli"}, out: "cli"},
+		{args: []string{"vm", "show", "cli"}, out: kubecluster.NodeName},
+		{args: []string{"vm", "logs", "cli"}, out: "GET /v1/vms/cli/logs HTTP/1.1"},
+		{args: []string{"vm", "delete", "cli"}, code: cli.ExitFailure, errOut: "delete it with --force"},
+		{args: []string{"image", "list"}, code: cli.ExitFailure, errOut: "banger image list is not available on a cluster context (the current context is k"},
+		{args: []string{"vm", "create", "--name", "noimage"}, code: cli.ExitFailure, errOut: "--image REF"},
+		{args: []string{"vm", "delete", "-f", "cli"}, out: "deleted vm cli"},
+		{args: []string{"vm", "show", "cli"}, code: cli.ExitFailure, errOut: "no such vm in namespace default of context k"},
+	}
+	for _, s := range steps {
+		code, out, errOut := run(s.args...)
+		if code != s.code || !strings.Contains(out, s.out) || !strings.Contains(errOut, s.errOut) {
+			t.Fatalf("banger %s: exit %d\nstdout %q\nstderr %q\nwant exit %d, stdout with %q, stderr with %q", strings.Join(s.args, " "), code, out, errOut, s.code, s.out, s.errOut)
+		}
+	}
 }
