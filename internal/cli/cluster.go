@@ -23,7 +23,7 @@ func clusterClient(ctx context.Context, cur contexts.Context) (*client.Client, e
 	if err != nil {
 		return nil, err
 	}
-	h, err := remote.New(remote.Config{REST: cfg, Namespace: cur.Namespace, Context: cur.Name})
+	h, err := remote.New(remote.Config{REST: cfg, Namespace: cur.Namespace, Context: cur.Name, DefaultImage: cur.Image})
 	if err != nil {
 		return nil, err
 	}

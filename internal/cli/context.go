@@ -96,7 +96,8 @@ BANGER_CONTEXT or --context names another for one command.`,
 		Use:   "add NAME --kubeconfig PATH [--namespace NS] [--kube-context C]",
 		Short: "Add a cluster context (the kubeconfig is checked, not copied)",
 		Example: `  banger context add team --kubeconfig ~/.kube/config
-  banger context add ci --kubeconfig ./ci.kubeconfig --kube-context ci-admin --namespace sandboxes`,
+  banger context add ci --kubeconfig ./ci.kubeconfig --kube-context ci-admin --namespace sandboxes
+  banger context add team --kubeconfig ~/.kube/config --image registry.example:5000/dev:1`,
 		Args: exactArgs(1, "one context name"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if add.Kubeconfig == "" {
@@ -117,6 +118,7 @@ BANGER_CONTEXT or --context names another for one command.`,
 	addCmd.Flags().StringVar(&add.Kubeconfig, "kubeconfig", "", "kubeconfig file of the cluster (required)")
 	addCmd.Flags().StringVar(&add.Namespace, "namespace", "", "namespace of the VMs (default: the kube context's, else default)")
 	addCmd.Flags().StringVar(&add.KubeContext, "kube-context", "", "context in the kubeconfig (default: its current context, recorded now)")
+	addCmd.Flags().StringVar(&add.Image, "image", "", "OCI reference of the image VMs boot when --image is not given (the cluster's nodes must be able to pull it)")
 
 	useCmd := &cobra.Command{
 		Use:     "use NAME",

@@ -131,9 +131,17 @@ func TestContextSelectsClient(t *testing.T) {
 	if code != ExitFailure || !strings.Contains(errOut, "the local daemon") || local != 1 {
 		t.Errorf("--context local vm list: exit %d, %q; want the local daemon asked", code, errOut)
 	}
-	// On a cluster, images are OCI references: banger says so.
+	// On a cluster, images are OCI references: banger says so, unless
+	// the context names one.
 	code, _, errOut = f.run("vm", "create", "--name", "b")
 	if code != ExitFailure || !strings.Contains(errOut, "--image REF") {
 		t.Errorf("vm create without --image on a cluster: exit %d, %q", code, errOut)
+	}
+	if code, _, errOut := f.run("context", "add", "imaged", "--kubeconfig", kc, "--image", "reg.example:5000/dev:1"); code != 0 {
+		t.Fatal(errOut)
+	}
+	code, _, errOut = f.run("--context", "imaged", "vm", "create", "--name", "b")
+	if code != ExitFailure || !strings.Contains(errOut, "create sandbox b in namespace sandboxes") {
+		t.Errorf("vm create on a context with an image: exit %d, %q; want the (unreachable) cluster asked", code, errOut)
 	}
 }

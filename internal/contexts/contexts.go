@@ -43,6 +43,9 @@ type Context struct {
 	KubeContext string `json:"kubeContext,omitempty"`
 	// Namespace holds the context's Sandboxes.
 	Namespace string `json:"namespace,omitempty"`
+	// Image is the OCI reference VMs boot when a command names none (a
+	// cluster has no default_image of its own).
+	Image string `json:"image,omitempty"`
 	// Current marks the current context in List's answer; it is not
 	// stored.
 	Current bool `json:"current"`

@@ -50,6 +50,8 @@ type Config struct {
 	Namespace string
 	// Context names the banger context, for messages.
 	Context string
+	// DefaultImage is the image of a create request that names none.
+	DefaultImage string
 	// APICommand reaches the launcher's API; DefaultAPICommand when nil.
 	APICommand []string
 	// Poll is how often create and delete look at the cluster while they
@@ -254,6 +256,9 @@ func (s *server) createVM(w http.ResponseWriter, r *http.Request) {
 	if err := dec.Decode(&req); err != nil {
 		apiserver.WriteError(w, fmt.Errorf("request body: %v: %w", err, errdefs.ErrInvalidArgument))
 		return
+	}
+	if req.Image == "" {
+		req.Image = s.c.DefaultImage
 	}
 	sb, err := SandboxFromRequest(req, s.c.Namespace)
 	if err != nil {
