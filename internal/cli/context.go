@@ -44,7 +44,7 @@ func (f *Factory) contextClient(local func(ctx context.Context) (*client.Client,
 		if f.Cluster != nil {
 			return f.Cluster(ctx, cur)
 		}
-		return clusterClient(ctx, cur)
+		return remoteClient(ctx, cur)
 	}
 }
 

@@ -11,10 +11,10 @@ import (
 	"github.com/bangervm/banger/internal/kube/remote"
 )
 
-// clusterClient is the client of cluster context cur: banger's API served
+// remoteClient is the client of cluster context cur: banger's API served
 // in this process on top of the cluster (package remote), with the
 // user's kubeconfig.
-func clusterClient(ctx context.Context, cur contexts.Context) (*client.Client, error) {
+func remoteClient(ctx context.Context, cur contexts.Context) (*client.Client, error) {
 	// client-go reports what it cannot return (a stdin copy cut short
 	// when an exec ends) through klog on stderr; the CLI prints only its
 	// own messages.

@@ -52,7 +52,7 @@ type Factory struct {
 	// BANGER_CONTEXT and the current one (see package contexts).
 	ContextFlag string
 	// Cluster returns the client of a cluster context; nil means the
-	// real one (clusterClient).
+	// real one (remoteClient).
 	Cluster func(ctx context.Context, cur contexts.Context) (*client.Client, error)
 	// ContextsFile is the user's contexts (see package contexts); empty
 	// means Layout's.
