@@ -37,10 +37,12 @@ import (
 
 // standIn is the launcher Pod's program in place of the real launcher
 // (whose VM needs its image and a registry): it installs a
-// `banger-launcher` whose api answers one HTTP request with its request
-// line (so the test sees what reached the Pod) and whose ready (the
-// readiness probe) passes 3 s after the start, and sleeps until SIGTERM.
-// The test image's busybox has few applet links; busybox has the rest.
+// `banger-launcher` whose api answers one HTTP request — an exec with the
+// upgrade, then a stdout frame "hello" and exit status 3; anything else
+// with its request line, so the test sees what reached the Pod — and
+// whose ready (the readiness probe) passes 3 s after the start, and sleeps
+// until SIGTERM. The test image's busybox has few applet links; busybox
+// has the rest.
 const standIn = `cat > /bin/banger-launcher <<'EOF'
 #!/bin/sh
 case "$1" in
@@ -50,10 +52,20 @@ api) ;;
 esac
 read -r line
 line=$(printf %s "$line" | busybox tr -d '\r')
+len=0
 while read -r h; do
   h=$(printf %s "$h" | busybox tr -d '\r')
   [ -z "$h" ] && break
+  case "$h" in Content-Length:*) len=${h#*: } ;; esac
 done
+case "$line" in
+*"/exec HTTP/1.1")
+  head -c "$len" >/dev/null
+  printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: banger-exec\r\nConnection: Upgrade\r\n\r\n'
+  printf 'o\000\000\000\005hello'
+  printf 'q\000\000\000\012{"code":3}'
+  exit 0 ;;
+esac
 printf 'HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' "${#line}" "$line"
 EOF
 busybox chmod 755 /bin/banger-launcher
@@ -242,6 +254,11 @@ func TestClusterContext(t *testing.T) {
 	var logs bytes.Buffer
 	if err := c.VMLogs(ctx, box.ID[:8], false, &logs); err != nil || logs.String() != "GET /v1/vms/box/logs HTTP/1.1" {
 		t.Errorf("logs through the launcher: %q, %v; want the request line for the launcher's name of the VM", logs.String(), err)
+	}
+	var out bytes.Buffer
+	st, err := c.Exec(ctx, box.ID[:8], api.ExecRequest{Argv: []string{"true"}}, client.ExecIO{Stdout: &out})
+	if err != nil || st.Code != 3 || out.String() != "hello" {
+		t.Errorf("exec through the launcher: status %+v, stdout %q, %v; want 3 and hello", st, out.String(), err)
 	}
 	v, err := c.SetVMWorkspace(ctx, "box", "/root/repo")
 	if err != nil || v.Workspace != "/root/repo" {
