@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bangervm/banger/internal/network"
+	"github.com/bangervm/banger/internal/network/nettest"
 	"github.com/bangervm/banger/internal/testutil"
 )
 
@@ -134,7 +136,27 @@ func testTemplateClones(t *testing.T, e *env, stateFile string) {
 // (ssh checks the key banger pinned for each), and reach the network.
 func TestTemplateClonesNetworked(t *testing.T) {
 	testutil.RequireTool(t, "ssh", "openssh-client")
-	n := newNetEnv(t)
+	testTemplateClonesNetworked(t, newNetEnv(t))
+}
+
+// TestTemplateClonesNetworkedFirecracker: TestTemplateClonesNetworked on
+// the Firecracker engine (through the test double): the template VM's NIC
+// is on a throwaway tap, removed once the template is saved, and each
+// clone's /snapshot/load maps it to the clone's own tap
+// (network_overrides).
+func TestTemplateClonesNetworkedFirecracker(t *testing.T) {
+	testutil.RequireTool(t, "ssh", "openssh-client")
+	n := newNetEnvAs(t, false, nil, netConfig{
+		toml: "engine = \"firecracker\"\nfirecracker_bin = \"" + filepath.Join(binDir, "firecracker") + "\"\njailer = false\n",
+		env:  []string{"BANGER_TEST_FIRECRACKER_DOUBLE=1"},
+	})
+	testTemplateClonesNetworked(t, n)
+	if links := nettest.MustIP(t, n.host, "-o", "link"); strings.Contains(links, network.TapPrefix+"t") {
+		t.Errorf("a template's tap is left:\n%s", links)
+	}
+}
+
+func testTemplateClonesNetworked(t *testing.T, n *netEnv) {
 	home := t.TempDir()
 	n.extra = append(n.extra, "HOME="+home)
 	n.ok("vm", "run", "-d", "--name", "first", "--image", "bb")

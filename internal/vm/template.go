@@ -17,6 +17,7 @@ import (
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/crashpoint"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vmtemplate"
 )
@@ -267,9 +268,12 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 		ts.Disks = append(ts.Disks, d)
 	}
 	if es.Net != nil {
-		// The same NIC with no host side: a clone sets its own MAC and
-		// gets its tap.
-		ts.Net = &engine.NetSpec{Detached: true, MAC: templateMAC}
+		net, release, err := m.templateNIC(ctx, tp, key)
+		if err != nil {
+			return vmtemplate.Template{}, err
+		}
+		defer release()
+		ts.Net = net
 	}
 	inst, err := tp.StartTemplate(ctx, ts, p.Dir)
 	if err != nil {
@@ -294,6 +298,49 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 	}
 	done = true
 	return t, nil
+}
+
+// templateNIC is the NIC of a template VM: the same device its clones
+// get, with the template's MAC (a clone sets its own before the link is
+// up). It has no host side, unless the engine needs one
+// (engine.Features.TemplateTap): then a throwaway tap of the template's
+// own name, bgr-t<key>, which no VM id (hex) can take; release removes
+// it. That tap is a bridge port with no firewall rules of a VM, and the
+// template's guest never brings its link up (that waits for an identity).
+func (m *Manager) templateNIC(ctx context.Context, tp engine.Templater, key vmtemplate.Key) (*engine.NetSpec, func(), error) {
+	detached := &engine.NetSpec{Detached: true, MAC: templateMAC}
+	eng, ok := tp.(engine.Engine)
+	if !ok {
+		return detached, func() {}, nil
+	}
+	f, err := eng.Features(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !f.TemplateTap {
+		return detached, func() {}, nil
+	}
+	n := m.cfg.Network
+	if n == nil {
+		return nil, nil, errors.New("template with a NIC: host networking is off")
+	}
+	tap, err := network.TapName("t" + key.ID()[:10])
+	if err != nil {
+		return nil, nil, err
+	}
+	fd, err := n.Ops.CreateTap(ctx, tap, n.Bridge, n.OwnerUID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("template tap: %w", err)
+	}
+	release := func() {
+		if fd != nil {
+			fd.Close()
+		}
+		if err := n.Ops.DeleteTap(context.WithoutCancel(ctx), tap); err != nil {
+			m.log.Warn("remove template tap", "tap", tap, "err", err)
+		}
+	}
+	return &engine.NetSpec{TapName: tap, TapFD: fd, MAC: templateMAC}, release, nil
 }
 
 // awaitReadyPoint waits until the agent answers and says it waits for
