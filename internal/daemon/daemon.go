@@ -107,11 +107,17 @@ func Run(ctx context.Context, c Config) error {
 	if autoStop > 0 {
 		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", autoStop)
 	}
+	var templates *vmtemplate.Store
+	if max := c.Settings.TemplateCacheBytes(); max > 0 {
+		templates = vmtemplate.New(l.Templates(), max)
+	} else {
+		log.Info("templates are off (template_cache_max = \"0\"): every VM boots cold")
+	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
 		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")}, AutoStop: autoStop,
-		Templates: vmtemplate.New(l.Templates()),
+		Templates: templates,
 	})
 	if err != nil {
 		return err

@@ -54,6 +54,9 @@ func (m *Manager) bootFromTemplate(ctx context.Context, v *store.VM, h *handle, 
 		inst, err := m.boot(ctx, v, h, func() (engine.Instance, error) { return choice.tp.StartClone(ctx, es, t.Dir) }, id)
 		if err == nil {
 			m.log.Info("vm started from template", "vm", v.ID, "template", t.ID)
+			if err := m.cfg.Templates.Touch(t.ID); err != nil {
+				m.log.Warn("record the template's use", "template", t.ID, "err", err)
+			}
 			return inst, "template " + t.ID, nil
 		}
 		if ctx.Err() != nil {
@@ -229,6 +232,13 @@ func (m *Manager) makeTemplateLater(tp engine.Templater, key vmtemplate.Key, es 
 			return
 		}
 		m.log.Info("template made", "template", t.ID, "took", time.Since(begin).Round(time.Millisecond), "bytes", t.SizeBytes)
+		removed, err := m.cfg.Templates.Trim(t.ID)
+		if len(removed) > 0 {
+			m.log.Info("templates over template_cache_max removed, least recently used first", "removed", removed, "max_bytes", m.cfg.Templates.Max())
+		}
+		if err != nil {
+			m.log.Warn("keep templates within template_cache_max", "err", err)
+		}
 	})
 }
 
@@ -407,7 +417,8 @@ func (m *Manager) Templates(ctx context.Context) ([]api.Template, error) {
 	out := make([]api.Template, 0, len(ts))
 	for _, t := range ts {
 		at := api.Template{ID: t.ID, Engine: t.Key.Engine, Image: t.Key.Image.Path, VCPU: t.Key.VCPU,
-			MemoryMiB: t.Key.MemoryMiB, NIC: t.Key.NIC, SizeBytes: t.SizeBytes, CreatedAt: t.CreatedAt, Dir: t.Dir}
+			MemoryMiB: t.Key.MemoryMiB, NIC: t.Key.NIC, SizeBytes: t.SizeBytes, CreatedAt: t.CreatedAt, LastUsed: t.LastUsed,
+			CacheMaxBytes: m.cfg.Templates.Max(), Dir: t.Dir}
 		if len(t.Key.Kernel) > 0 {
 			at.Kernel = t.Key.Kernel[0].Path
 		}
