@@ -136,7 +136,17 @@ func (m *Manager) chooseTemplate(ctx context.Context, eng engine.Engine, es engi
 		return c
 	}
 	c.tp = tp
-	key, err := m.templateKey(ctx, eng, es, k, sp)
+	f, err := eng.Features(ctx)
+	if err != nil {
+		c.reason = "engine features: " + err.Error()
+		return c
+	}
+	if f.TemplatesOff != "" {
+		// Known before anything is written: no template VM is attempted.
+		c.reason = f.TemplatesOff
+		return c
+	}
+	key, err := m.templateKey(eng.Name(), f, es, k, sp)
 	if err != nil {
 		c.reason = "template key: " + err.Error()
 		return c
@@ -159,13 +169,9 @@ func (m *Manager) chooseTemplate(ctx context.Context, eng engine.Engine, es engi
 }
 
 // templateKey is everything a clone of es must share with its template.
-func (m *Manager) templateKey(ctx context.Context, eng engine.Engine, es engine.Spec, k api.Kernel, sp spec) (vmtemplate.Key, error) {
+func (m *Manager) templateKey(engineName string, f engine.Features, es engine.Spec, k api.Kernel, sp spec) (vmtemplate.Key, error) {
 	key := vmtemplate.Key{VCPU: es.VCPU, MemoryMiB: es.MemoryMiB, NIC: es.Net != nil}
-	f, err := eng.Features(ctx)
-	if err != nil {
-		return key, err
-	}
-	key.Engine = eng.Name() + "/" + string(f.Accel)
+	key.Engine = engineName + "/" + string(f.Accel)
 	stat := func(p string) (vmtemplate.FileID, error) {
 		id, err := vmtemplate.StatFile(p)
 		if err != nil {
@@ -184,6 +190,7 @@ func (m *Manager) templateKey(ctx context.Context, eng engine.Engine, es engine.
 		}
 		key.Kernel = append(key.Kernel, id)
 	}
+	var err error
 	if key.Agent, err = stat(m.cfg.AgentBinary); err != nil {
 		return key, err
 	}

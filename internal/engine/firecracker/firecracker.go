@@ -138,13 +138,17 @@ func (e *Engine) Name() string { return Name }
 // Features reports KVM and the vsock agent channel: Firecracker has no
 // other accelerator and always has vsock.
 func (e *Engine) Features(ctx context.Context) (engine.Features, error) {
-	return engine.Features{
+	f := engine.Features{
 		Accel:          engine.AccelKVM,
 		AccelReason:    "Firecracker always uses KVM",
 		HasVsock:       true,
 		AgentTransport: engine.AgentVsock,
 		TemplateTap:    true,
-	}, nil
+	}
+	if err := e.refuseJailed(); err != nil {
+		f.TemplatesOff = err.Error()
+	}
+	return f, nil
 }
 
 // state is what Start leaves in engine.json, before the process exists, so

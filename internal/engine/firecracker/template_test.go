@@ -225,11 +225,18 @@ func TestSaveTemplateSurfacesErrors(t *testing.T) {
 }
 
 // TestTemplateRefusedJailed: the jailed path is refused before anything
-// starts, so the caller boots cold.
+// starts, so the caller boots cold; Features says so up front, so that
+// the caller attempts no template at all.
 func TestTemplateRefusedJailed(t *testing.T) {
 	bin, _ := fakeBinary(t)
 	ctx := context.Background()
 	jailed := New(Config{Firecracker: bin, UseJailer: true, Jailer: bin})
+	if f, _ := jailed.Features(ctx); !strings.Contains(f.TemplatesOff, "jailer") {
+		t.Errorf("jailed Features.TemplatesOff = %q; want the jailer named", f.TemplatesOff)
+	}
+	if f, _ := New(Config{Firecracker: bin}).Features(ctx); f.TemplatesOff != "" || !f.TemplateTap {
+		t.Errorf("Features = %+v; want templates on, with a tap for a template's NIC", f)
+	}
 	if _, err := jailed.StartTemplate(ctx, templateSpec(t), t.TempDir()); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "jailer") {
 		t.Errorf("jailed StartTemplate: %v; want a failed precondition naming the jailer", err)
 	}
