@@ -201,6 +201,7 @@ func newServer(log *slog.Logger, cfg agentproto.BootConfig, rooted bool, w waite
 		User:     cfg.User,
 		Shutdown: func(ctx context.Context) error { return guestShutdown(ctx, log) },
 		PowerOff: func() { powerOff(log) },
+		SetClock: setClock,
 		waiter:   w,
 	}
 	if rooted {
