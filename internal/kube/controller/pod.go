@@ -22,6 +22,12 @@ const (
 	managedBy      = "banger-controller"
 	// EnvSpec carries the Sandbox's spec, as JSON, to the launcher.
 	EnvSpec = "BANGER_SANDBOX_SPEC"
+	// EnvName carries the Sandbox's name, the VM's name in the launcher.
+	EnvName = "BANGER_SANDBOX_NAME"
+	// StateVolume is the launcher's state (the VM's disk included),
+	// mounted at StatePath.
+	StateVolume = "state"
+	StatePath   = "/var/lib/banger"
 	// ContainerName is the launcher's container in the Pod.
 	ContainerName = "launcher"
 )
@@ -40,6 +46,9 @@ type Launcher struct {
 	PullPolicy corev1.PullPolicy
 	// Command overrides the image's entrypoint when set.
 	Command []string
+	// Ready is the readiness probe's command: the Pod is Ready once the
+	// VM runs and its agent answered. None when empty.
+	Ready []string
 	// CPUOverhead and MemoryOverhead are added to the VM's size in the
 	// Pod's requests: the engine process (QEMU or Firecracker), the
 	// launcher and the agent channel. See DefaultLauncher for the values
@@ -57,6 +66,8 @@ func DefaultLauncher(image string) Launcher {
 	return Launcher{
 		Image:          image,
 		PullPolicy:     corev1.PullIfNotPresent,
+		Command:        []string{"banger-launcher", "run"},
+		Ready:          []string{"banger-launcher", "ready"},
 		CPUOverhead:    resource.MustParse("100m"),
 		MemoryOverhead: resource.MustParse("128Mi"),
 	}
@@ -148,12 +159,16 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			TerminationGracePeriodSeconds: &grace,
+			// The VM's disk lives here: an emptyDir dies with the Pod.
+			Volumes: []corev1.Volume{{Name: StateVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 			Containers: []corev1.Container{{
 				Name:            ContainerName,
 				Image:           l.Image,
 				ImagePullPolicy: l.PullPolicy,
 				Command:         l.Command,
-				Env:             []corev1.EnvVar{{Name: EnvSpec, Value: string(specJSON)}},
+				Env:             []corev1.EnvVar{{Name: EnvSpec, Value: string(specJSON)}, {Name: EnvName, Value: sb.Name}},
+				VolumeMounts:    []corev1.VolumeMount{{Name: StateVolume, MountPath: StatePath}},
+				ReadinessProbe:  readiness(l.Ready),
 				Resources:       res,
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: &no,
@@ -162,6 +177,19 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			}},
 		},
 	}, nil
+}
+
+// readiness runs cmd in the container every 2 s (a guest boots in seconds
+// under KVM, tens of seconds under TCG on a busy node).
+func readiness(cmd []string) *corev1.Probe {
+	if len(cmd) == 0 {
+		return nil
+	}
+	return &corev1.Probe{
+		ProbeHandler:   corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: cmd}},
+		PeriodSeconds:  2,
+		TimeoutSeconds: 10,
+	}
 }
 
 // Expiry is when a Sandbox with a TTL is to be deleted; ok is false
