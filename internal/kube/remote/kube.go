@@ -67,13 +67,46 @@ func (k *kube) getSandbox(ctx context.Context, name string) (*kapi.Sandbox, erro
 	return &sb, nil
 }
 
-func (k *kube) createSandbox(ctx context.Context, sb *kapi.Sandbox) (*kapi.Sandbox, error) {
-	var out kapi.Sandbox
-	err := k.sbx.Post().Namespace(k.ns).Resource(kapi.Resource).Body(sb).Do(ctx).Into(&out)
+// createSandbox creates sb; stopped creates it with spec.running false
+// (no Pod), and kept says whether the cluster kept that field (see
+// setRunning).
+func (k *kube) createSandbox(ctx context.Context, sb *kapi.Sandbox, stopped bool) (out *kapi.Sandbox, kept bool, err error) {
+	body, err := json.Marshal(sb)
 	if err != nil {
-		return nil, k.err("create sandbox "+sb.Name, err)
+		return nil, false, err
 	}
-	return &out, nil
+	if stopped {
+		// TODO(issue 17): SandboxSpec.Running once kubedisk's types are
+		// on main.
+		var m map[string]any
+		if err := json.Unmarshal(body, &m); err != nil {
+			return nil, false, err
+		}
+		m["spec"].(map[string]any)["running"] = false
+		if body, err = json.Marshal(m); err != nil {
+			return nil, false, err
+		}
+	}
+	raw, err := k.sbx.Post().Namespace(k.ns).Resource(kapi.Resource).SetHeader("Content-Type", "application/json").Body(body).Do(ctx).Raw()
+	if err != nil {
+		return nil, false, k.err("create sandbox "+sb.Name, err)
+	}
+	out = &kapi.Sandbox{}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return nil, false, fmt.Errorf("create sandbox %s: %w", sb.Name, err)
+	}
+	return out, runningIs(raw, false), nil
+}
+
+// runningIs reports whether the Sandbox JSON raw has spec.running set to
+// want.
+func runningIs(raw []byte, want bool) bool {
+	var got struct {
+		Spec struct {
+			Running *bool `json:"running"`
+		} `json:"spec"`
+	}
+	return json.Unmarshal(raw, &got) == nil && got.Spec.Running != nil && *got.Spec.Running == want
 }
 
 // deleteSandbox deletes the Sandbox with uid (and nothing that took its
@@ -186,13 +219,5 @@ func (k *kube) setRunning(ctx context.Context, name string, running bool) (kept 
 	if err != nil {
 		return false, k.err("set spec.running of sandbox "+name, err)
 	}
-	var got struct {
-		Spec struct {
-			Running *bool `json:"running"`
-		} `json:"spec"`
-	}
-	if err := json.Unmarshal(raw, &got); err != nil {
-		return false, fmt.Errorf("set spec.running of sandbox %s: %w", name, err)
-	}
-	return got.Spec.Running != nil && *got.Spec.Running == running, nil
+	return runningIs(raw, running), nil
 }

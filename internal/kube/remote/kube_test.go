@@ -322,7 +322,14 @@ func TestClusterContext(t *testing.T) {
 		if _, err := c.StopVM(ctx, "box"); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "spec.running") {
 			t.Errorf("stop on a CRD without spec.running: %v, want a failed precondition naming it", err)
 		}
-		t.Log("the CRD has no spec.running: stop refused, start not tried")
+		_, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "later", Image: "debian", MemoryMiB: 128, NoStart: true}, nil)
+		if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "spec.running") {
+			t.Errorf("create --no-start on a CRD without spec.running: %v, want a failed precondition naming it", err)
+		}
+		waitFor(ctx, t, "later rolled back", func() bool {
+			return apierrors.IsNotFound(admin.Get(ctx, crclient.ObjectKey{Namespace: "default", Name: "later"}, &kapi.Sandbox{}))
+		})
+		t.Log("the CRD has no spec.running: stop and create --no-start refused, start not tried")
 	} else {
 		r, err := c.StopVM(ctx, "box")
 		if err != nil || r.VM.State != api.VMStopped || r.Method != "launcher" {
@@ -337,6 +344,13 @@ func TestClusterContext(t *testing.T) {
 			t.Fatalf("start: %+v, %v\nprogress:\n%s", v, err, sev.String())
 		}
 		t.Logf("box stopped and started at %s", time.Since(start).Round(100*time.Millisecond))
+		later, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "later", Image: "debian", MemoryMiB: 128, NoStart: true}, nil)
+		if err != nil || later.State != api.VMStopped {
+			t.Fatalf("create --no-start: %+v, %v; want stopped", later, err)
+		}
+		if err := c.DeleteVM(ctx, "later", false); err != nil {
+			t.Errorf("delete a stopped vm: %v", err)
+		}
 	}
 
 	// Delete: refused while running without force; with it, returns once

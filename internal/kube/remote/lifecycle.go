@@ -23,10 +23,11 @@ var fatalWaiting = map[string]bool{
 	"CreateContainerConfigError": true, "CreateContainerError": true, "RunContainerError": true,
 }
 
-// create makes sb and waits until its Pod is Ready, reporting each step;
-// on failure or cancellation it deletes the Sandbox again.
-func (s *server) create(ctx context.Context, sb *kapi.Sandbox, progress func(api.Event)) (api.VM, error) {
-	made, err := s.kube.createSandbox(ctx, sb)
+// create makes sb and waits until its Pod is Ready, reporting each step
+// (stopped: until the controller says it is stopped, with no Pod); on
+// failure or cancellation it deletes the Sandbox again.
+func (s *server) create(ctx context.Context, sb *kapi.Sandbox, stopped bool, progress func(api.Event)) (api.VM, error) {
+	made, kept, err := s.kube.createSandbox(ctx, sb, stopped)
 	if errdefs.IsAlreadyExists(err) {
 		return api.VM{}, fmt.Errorf("vm %s exists in namespace %s: pick another --name, or delete it first: %w", sb.Name, s.c.Namespace, errdefs.ErrAlreadyExists)
 	}
@@ -34,7 +35,15 @@ func (s *server) create(ctx context.Context, sb *kapi.Sandbox, progress func(api
 		return api.VM{}, err
 	}
 	progress(api.Event{Message: fmt.Sprintf("sandbox %s created in namespace %s", made.Name, s.c.Namespace)})
-	v, err := s.waitReady(ctx, made, progress)
+	var v api.VM
+	switch {
+	case stopped && !kept:
+		err = noRunningField("vm create --no-start", made.Name)
+	case stopped:
+		v, err = s.waitState(ctx, made.Name, api.VMStopped)
+	default:
+		v, err = s.waitReady(ctx, made, progress)
+	}
 	if err == nil {
 		return v, nil
 	}
@@ -214,8 +223,23 @@ func (s *server) prune(ctx context.Context, sel map[string]string) (api.PruneVMs
 // noRunningField is the answer of a cluster whose Sandbox CRD has no
 // spec.running yet.
 func noRunningField(what, name string) error {
-	return fmt.Errorf("vm %s: %s needs the Sandbox's spec.running, which this cluster's banger CRD does not have: update banger on the cluster (kubectl apply -k deploy/kubernetes); banger vm delete --force %s deletes the VM: %w",
-		what, name, name, errdefs.ErrFailedPrecondition)
+	return fmt.Errorf("vm %s: %s needs the Sandbox's spec.running, which this cluster's banger CRD does not have: update banger on the cluster (kubectl apply -k deploy/kubernetes): %w",
+		name, what, errdefs.ErrFailedPrecondition)
+}
+
+// waitState polls VM name until it is in state.
+func (s *server) waitState(ctx context.Context, name, state string) (api.VM, error) {
+	for {
+		_, _, v, err := s.get(ctx, name)
+		if err != nil || v.State == state {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return api.VM{}, fmt.Errorf("vm %s: waiting for it to be %s (it is %s): %w: %w", name, state, v.State, errdefs.ErrCanceled, ctx.Err())
+		case <-time.After(s.c.Poll):
+		}
+	}
 }
 
 // stop sets spec.running false, which makes the controller delete the
@@ -236,28 +260,24 @@ func (s *server) stop(ctx context.Context, ref string) (api.StopResult, error) {
 	if !kept {
 		return api.StopResult{}, noRunningField("vm stop", sb.Name)
 	}
-	for {
-		gone := true
-		if pod != nil {
-			if gone, err = s.kube.podGone(ctx, pod); err != nil {
-				return api.StopResult{}, err
-			}
-		}
-		if gone {
-			_, _, v, err = s.get(ctx, sb.Name)
+	if pod != nil {
+		for {
+			gone, err := s.kube.podGone(ctx, pod)
 			if err != nil {
 				return api.StopResult{}, err
 			}
-			if v.State == api.VMStopped {
-				return api.StopResult{VM: v, Method: "launcher"}, nil
+			if gone {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return api.StopResult{}, fmt.Errorf("vm %s: waiting for its pod to go: %w: %w (it goes on in the cluster)", sb.Name, errdefs.ErrCanceled, ctx.Err())
+			case <-time.After(s.c.Poll):
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return api.StopResult{}, fmt.Errorf("vm %s: waiting for it to stop: %w: %w (it goes on in the cluster)", sb.Name, errdefs.ErrCanceled, ctx.Err())
-		case <-time.After(s.c.Poll):
-		}
 	}
+	v, err = s.waitState(ctx, sb.Name, api.VMStopped)
+	return api.StopResult{VM: v, Method: "launcher"}, err
 }
 
 // start sets spec.running true, which makes the controller start a new

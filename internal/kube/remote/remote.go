@@ -266,7 +266,7 @@ func (s *server) createVM(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	apiserver.Stream(w, r, s.log, func(ctx context.Context, progress func(api.Event)) (api.VM, error) {
-		return s.create(ctx, sb, progress)
+		return s.create(ctx, sb, req.NoStart, progress)
 	})
 }
 

@@ -134,11 +134,6 @@ func SandboxFromRequest(req api.CreateVMRequest, ns string) (*kapi.Sandbox, erro
 	if req.Engine != "" && req.Engine != EngineLauncher {
 		return nil, fmt.Errorf("engine %q: a cluster's launcher runs VMs with qemu: %w", req.Engine, errdefs.ErrInvalidArgument)
 	}
-	if req.NoStart {
-		// TODO(issue 17): create with spec.running=false once kubedisk's
-		// SandboxSpec.Running is on main (then: create, vm start).
-		return nil, fmt.Errorf("--no-start is not available on a cluster context yet: create the VM, then banger vm stop it: %w", errdefs.ErrFailedPrecondition)
-	}
 	if err := api.ValidateLabels(req.Labels); err != nil {
 		return nil, err
 	}

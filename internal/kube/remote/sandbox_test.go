@@ -90,7 +90,6 @@ func TestSandboxFromRequest(t *testing.T) {
 	}{
 		{api.CreateVMRequest{}, "--image REF", errdefs.IsInvalidArgument},
 		{api.CreateVMRequest{Image: "i", Engine: "firecracker"}, "qemu", errdefs.IsInvalidArgument},
-		{api.CreateVMRequest{Image: "i", NoStart: true}, "--no-start", errdefs.IsFailedPrecondition},
 		{api.CreateVMRequest{Image: "i", Labels: map[string]string{"-x": "y"}}, "-x", errdefs.IsInvalidArgument},
 	} {
 		if _, err := SandboxFromRequest(bad.req, "ns"); err == nil || !strings.Contains(err.Error(), bad.want) || !bad.class(err) {
