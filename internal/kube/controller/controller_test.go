@@ -46,7 +46,7 @@ func TestRenderPod(t *testing.T) {
 	c := pod.Spec.Containers[0]
 	want := map[corev1.ResourceName]string{
 		corev1.ResourceCPU:              "2100m",
-		corev1.ResourceMemory:           "384Mi", // 256 + 128 overhead
+		corev1.ResourceMemory:           "448Mi", // 256 + 192 overhead
 		corev1.ResourceEphemeralStorage: "1Gi",
 	}
 	for name, q := range want {
@@ -55,8 +55,8 @@ func TestRenderPod(t *testing.T) {
 			t.Errorf("request %s = %s, want %s", name, got.String(), q)
 		}
 	}
-	if lim := c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("384Mi")) != 0 {
-		t.Errorf("memory limit %s, want 384Mi", lim.String())
+	if lim := c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("448Mi")) != 0 {
+		t.Errorf("memory limit %s, want 448Mi", lim.String())
 	}
 	var spec api.SandboxSpec
 	if len(c.Env) != 2 || c.Env[0].Name != EnvSpec || json.Unmarshal([]byte(c.Env[0].Value), &spec) != nil ||
@@ -83,8 +83,8 @@ func TestRenderPodDefaultsAndBadSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := pod.Spec.Containers[0].Resources.Requests
-	if cpu, mem, disk := r[corev1.ResourceCPU], r[corev1.ResourceMemory], r[corev1.ResourceEphemeralStorage]; cpu.String() != "1100m" || mem.String() != "640Mi" || disk.String() != "4Gi" {
-		t.Errorf("default requests cpu %s memory %s disk %s, want 1100m 640Mi 4Gi", cpu.String(), mem.String(), disk.String())
+	if cpu, mem, disk := r[corev1.ResourceCPU], r[corev1.ResourceMemory], r[corev1.ResourceEphemeralStorage]; cpu.String() != "1100m" || mem.String() != "704Mi" || disk.String() != "4Gi" {
+		t.Errorf("default requests cpu %s memory %s disk %s, want 1100m 704Mi 4Gi", cpu.String(), mem.String(), disk.String())
 	}
 	if _, err := RenderPod(sandbox(api.SandboxSpec{Image: "debian", DiskSize: "4X"}), DefaultLauncher("l")); err == nil {
 		t.Error("disk size 4X: rendered a pod, want an error")

@@ -171,20 +171,9 @@ func TestSandboxPods(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Create(ctx, crd); err != nil {
-		t.Fatalf("install CRD: %v", err)
+	if err := cl.CreateCRD(ctx, crd); err != nil {
+		t.Fatal(err)
 	}
-	waitFor(ctx, t, "CRD established", func() (bool, error) {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(crd), crd); err != nil {
-			return false, err
-		}
-		for _, cond := range crd.Status.Conditions {
-			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
 	newSandbox := func(name string, spec api.SandboxSpec) *api.Sandbox {
 		return &api.Sandbox{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Spec: spec}
 	}
@@ -243,7 +232,7 @@ func TestSandboxPods(t *testing.T) {
 		t.Errorf("pod owners %+v labels %v: want box as controller, team=a", pod.OwnerReferences, pod.Labels)
 	}
 	req := pod.Spec.Containers[0].Resources.Requests
-	for name, want := range map[corev1.ResourceName]string{corev1.ResourceCPU: "1100m", corev1.ResourceMemory: "384Mi", corev1.ResourceEphemeralStorage: "1Gi"} {
+	for name, want := range map[corev1.ResourceName]string{corev1.ResourceCPU: "1100m", corev1.ResourceMemory: "448Mi", corev1.ResourceEphemeralStorage: "1Gi"} {
 		if q := req[name]; q.Cmp(resource.MustParse(want)) != 0 {
 			t.Errorf("pod request %s = %s, want %s", name, q.String(), want)
 		}

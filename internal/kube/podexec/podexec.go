@@ -1,154 +1,167 @@
-// Package podexec makes a byte stream out of a command run in a Pod through
-// the exec subresource: what the caller writes is the command's standard
-// input, what it reads is its standard output. banger reaches a launcher's
-// API this way (`banger-launcher api` copies stdio to the API socket), so
-// the Pod opens no port and the user needs only `pods/exec create`.
+// Package podexec reaches a Sandbox launcher's API: a net.Conn carried by
+// one exec of `banger-launcher api` in the launcher's container, through
+// the Pod's exec subresource (RBAC: pods/exec create). One exec is one
+// connection; closing the connection ends the exec. No port is opened in
+// the Pod.
 package podexec
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/httpstream"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/remotecommand"
 )
 
-// Target is the container a command runs in.
-type Target struct {
-	Namespace, Pod, Container string
-}
+// Command is what the exec runs in the container.
+var Command = []string{"banger-launcher", "api"}
 
-func (t Target) String() string { return t.Namespace + "/" + t.Pod + "/" + t.Container }
+// stderrMax bounds what of the exec's stderr an error quotes.
+const stderrMax = 4 << 10
 
-// maxStderr bounds what of the command's standard error is kept for an
-// error message.
-const maxStderr = 4 << 10
-
-// Dial starts command in t and returns a connection to its stdin and
-// stdout. The exec is under way when Dial returns; a failure to start it
-// (no such Pod, no RBAC right, the command missing) comes back from the
-// first Read, with the command's standard error. Close ends the command's
-// input and the exec stream; ctx bounds the whole exec.
-func Dial(ctx context.Context, cfg *rest.Config, t Target, command []string) (net.Conn, error) {
-	rc, err := restClient(cfg)
-	if err != nil {
+// Dial starts `banger-launcher api` in container of namespace/pod and
+// returns a connection to the launcher's API carried by the exec's stdin
+// and stdout. The exec's failure (the Pod gone, RBAC refusing it, the
+// launcher not serving) shows as the connection's read error, with what
+// the command wrote to stderr. ctx bounds only the setup; Close ends the
+// exec.
+func Dial(ctx context.Context, cfg *rest.Config, namespace, pod, container string) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	req := rc.Post().Resource("pods").Namespace(t.Namespace).Name(t.Pod).SubResource("exec").
-		VersionedParams(&corev1.PodExecOptions{Container: t.Container, Command: command, Stdin: true, Stdout: true, Stderr: true}, scheme.ParameterCodec)
-	spdy, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
+	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", t, err)
+		return nil, fmt.Errorf("exec in pod %s/%s: %w", namespace, pod, err)
 	}
-	// Websockets first, as kubectl does; SPDY for an apiserver that
-	// does not upgrade them.
-	ws, err := remotecommand.NewWebSocketExecutor(cfg, "GET", req.URL().String())
+	req := cs.CoreV1().RESTClient().Post().Resource("pods").Namespace(namespace).Name(pod).SubResource("exec").
+		VersionedParams(&corev1.PodExecOptions{Container: container, Command: Command, Stdin: true, Stdout: true, Stderr: true},
+			scheme.ParameterCodec)
+	exec, err := remotecommand.NewSPDYExecutor(cfg, "POST", req.URL())
 	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", t, err)
+		return nil, fmt.Errorf("exec in pod %s/%s: %w", namespace, pod, err)
 	}
-	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
-		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("exec in %s: %w", t, err)
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
 	inR, inW := io.Pipe()
-	outR, outW := io.Pipe()
-	c := &conn{target: t, in: inW, out: outR, cancel: cancel}
+	outR, pw := io.Pipe()
+	outW := &sink{w: pw}
+	sctx, cancel := context.WithCancel(context.Background())
+	c := &conn{in: inW, out: outR, sink: outW, cancel: cancel, done: make(chan struct{}), where: namespace + "/" + pod}
 	go func() {
-		var stderr capped
-		err := ex.StreamWithContext(ctx, remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: &stderr})
+		defer close(c.done)
+		err := exec.StreamWithContext(sctx, remotecommand.StreamOptions{Stdin: inR, Stdout: outW, Stderr: &c.stderr})
 		if err == nil {
 			err = io.EOF
 		} else {
-			msg := strings.TrimSpace(stderr.String())
-			if msg != "" {
-				err = fmt.Errorf("exec %s in %s: %w: %s", strings.Join(command, " "), t, err, msg)
-			} else {
-				err = fmt.Errorf("exec %s in %s: %w", strings.Join(command, " "), t, err)
-			}
+			err = fmt.Errorf("exec %s in pod %s: %w%s", strings.Join(Command, " "), c.where, err, c.stderr.quote())
 		}
-		outW.CloseWithError(err)
-		inR.CloseWithError(err)
-		cancel()
+		c.err = err
+		// The stdin copy ends at EOF; this side's writes fail with err.
+		inW.Close()
+		pw.CloseWithError(err)
 	}()
 	return c, nil
 }
 
-func restClient(cfg *rest.Config) (*rest.RESTClient, error) {
-	c := rest.CopyConfig(cfg)
-	c.GroupVersion = &corev1.SchemeGroupVersion
-	c.APIPath = "/api"
-	c.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
-	rc, err := rest.RESTClientFor(c)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client: %w", err)
-	}
-	return rc, nil
-}
-
-// conn is the exec stream as a net.Conn. It has no deadlines: the exec's
-// context bounds it.
 type conn struct {
-	target    Target
-	in        *io.PipeWriter
-	out       *io.PipeReader
-	cancel    context.CancelFunc
-	closeOnce sync.Once
+	in     *io.PipeWriter
+	out    *io.PipeReader
+	sink   *sink
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // why the exec ended, once done is closed
+	where  string
+	stderr boundedBuffer
+	once   sync.Once
 }
 
-func (c *conn) Read(p []byte) (int, error)  { return c.out.Read(p) }
-func (c *conn) Write(p []byte) (int, error) { return c.in.Write(p) }
+func (c *conn) Read(p []byte) (int, error) { return c.out.Read(p) }
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.in.Write(p)
+	if err != nil {
+		select {
+		case <-c.done:
+			return n, c.err
+		default:
+		}
+	}
+	return n, err
+}
 
-// Close ends the command's input and the stream.
+// Close ends stdin (the launcher then ends its side) and the exec.
 func (c *conn) Close() error {
-	c.closeOnce.Do(func() {
+	c.once.Do(func() {
 		c.in.Close()
+		c.sink.drop()
 		c.out.CloseWithError(net.ErrClosed)
 		c.cancel()
 	})
 	return nil
 }
 
-func (c *conn) LocalAddr() net.Addr                { return addr("local") }
-func (c *conn) RemoteAddr() net.Addr               { return addr(c.target.String()) }
-func (c *conn) SetDeadline(t time.Time) error      { return nil }
-func (c *conn) SetReadDeadline(t time.Time) error  { return nil }
-func (c *conn) SetWriteDeadline(t time.Time) error { return nil }
+type execAddr string
 
-type addr string
+func (a execAddr) Network() string { return "pod-exec" }
+func (a execAddr) String() string  { return string(a) }
 
-func (a addr) Network() string { return "pods/exec" }
-func (a addr) String() string  { return string(a) }
+func (c *conn) LocalAddr() net.Addr  { return execAddr("local") }
+func (c *conn) RemoteAddr() net.Addr { return execAddr(c.where) }
 
-// capped keeps the first maxStderr bytes written to it.
-type capped struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// Deadlines are not supported: cancel the request's context instead
+// (the client closes the connection when it is cancelled).
+func (c *conn) SetDeadline(time.Time) error      { return errors.ErrUnsupported }
+func (c *conn) SetReadDeadline(time.Time) error  { return errors.ErrUnsupported }
+func (c *conn) SetWriteDeadline(time.Time) error { return errors.ErrUnsupported }
+
+// sink is the exec's stdout: into the pipe the connection reads, and
+// dropped once the connection is closed (a closed pipe would be an error
+// client-go logs).
+type sink struct {
+	w       *io.PipeWriter
+	dropped atomic.Bool
 }
 
-func (c *capped) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if room := maxStderr - c.b.Len(); room > 0 {
-		c.b.Write(p[:min(len(p), room)])
+func (s *sink) Write(p []byte) (int, error) {
+	if s.dropped.Load() {
+		return len(p), nil
+	}
+	n, err := s.w.Write(p)
+	if err != nil && s.dropped.Load() {
+		return len(p), nil
+	}
+	return n, err
+}
+
+func (s *sink) drop() { s.dropped.Store(true) }
+
+// boundedBuffer keeps the first stderrMax bytes written to it.
+type boundedBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *boundedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if room := stderrMax - len(b.buf); room > 0 {
+		b.buf = append(b.buf, p[:min(room, len(p))]...)
 	}
 	return len(p), nil
 }
 
-func (c *capped) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
+func (b *boundedBuffer) quote() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s := strings.TrimSpace(strings.ToValidUTF8(string(b.buf), "?")); s != "" {
+		return fmt.Sprintf(" (stderr: %q)", s)
+	}
+	return ""
 }

@@ -17,7 +17,6 @@ import (
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/apiserver"
-	"github.com/bangervm/banger/internal/kube/podexec"
 )
 
 // launcherPath is the launcher's route for VM route rest of Sandbox name:
@@ -84,7 +83,7 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request) {
 }
 
 // reverseProxy sends requests to path on the launcher API of t.
-func (s *server) reverseProxy(t podexec.Target, path, vm string) *httputil.ReverseProxy {
+func (s *server) reverseProxy(t target, path, vm string) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL = &url.URL{Scheme: "http", Host: "launcher", Path: path, RawQuery: pr.In.URL.RawQuery}

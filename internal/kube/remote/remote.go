@@ -39,10 +39,6 @@ import (
 	"github.com/bangervm/banger/internal/kube/podexec"
 )
 
-// DefaultAPICommand runs in the launcher container and copies its stdio
-// to one connection on the launcher's API socket.
-var DefaultAPICommand = []string{"banger-launcher", "api"}
-
 // Config wires a handler.
 type Config struct {
 	REST *rest.Config
@@ -52,8 +48,6 @@ type Config struct {
 	Context string
 	// DefaultImage is the image of a create request that names none.
 	DefaultImage string
-	// APICommand reaches the launcher's API; DefaultAPICommand when nil.
-	APICommand []string
 	// Poll is how often create and delete look at the cluster while they
 	// wait; 500ms when zero.
 	Poll time.Duration
@@ -64,14 +58,11 @@ type server struct {
 	log  *slog.Logger // discards: the CLI prints, never logs
 	kube *kube
 	// dial connects to the launcher API in t.
-	dial func(ctx context.Context, t podexec.Target) (net.Conn, error)
+	dial func(ctx context.Context, t target) (net.Conn, error)
 }
 
 // New returns the API handler for the cluster and namespace of c.
 func New(c Config) (http.Handler, error) {
-	if c.APICommand == nil {
-		c.APICommand = DefaultAPICommand
-	}
 	if c.Poll == 0 {
 		c.Poll = 500 * time.Millisecond
 	}
@@ -79,8 +70,8 @@ func New(c Config) (http.Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &server{c: c, kube: k, log: slog.New(slog.DiscardHandler), dial: func(ctx context.Context, t podexec.Target) (net.Conn, error) {
-		return podexec.Dial(ctx, c.REST, t, c.APICommand)
+	s := &server{c: c, kube: k, log: slog.New(slog.DiscardHandler), dial: func(ctx context.Context, t target) (net.Conn, error) {
+		return podexec.Dial(ctx, c.REST, t.Namespace, t.Pod, t.Container)
 	}}
 	return s.routes(), nil
 }
@@ -291,7 +282,12 @@ func (s *server) pruneVMs(w http.ResponseWriter, r *http.Request) {
 	apiserver.Reply(w, v, err)
 }
 
+// target is a container whose launcher API podexec reaches.
+type target struct {
+	Namespace, Pod, Container string
+}
+
 // podTarget is the launcher container of pod.
-func podTarget(pod *corev1.Pod) podexec.Target {
-	return podexec.Target{Namespace: pod.Namespace, Pod: pod.Name, Container: controller.ContainerName}
+func podTarget(pod *corev1.Pod) target {
+	return target{Namespace: pod.Namespace, Pod: pod.Name, Container: controller.ContainerName}
 }

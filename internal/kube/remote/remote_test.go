@@ -16,7 +16,6 @@ import (
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/errdefs"
-	"github.com/bangervm/banger/internal/kube/podexec"
 )
 
 // inProcessClient is a client of h served in this process, as the CLI
@@ -110,12 +109,12 @@ func launcherStandIn(t *testing.T) http.Handler {
 func TestProxyToLauncher(t *testing.T) {
 	launcherDial, stop := InProcess(launcherStandIn(t))
 	t.Cleanup(stop)
-	var dialed []podexec.Target
-	s := &server{c: Config{Namespace: "ns"}, dial: func(ctx context.Context, tg podexec.Target) (net.Conn, error) {
+	var dialed []target
+	s := &server{c: Config{Namespace: "ns"}, dial: func(ctx context.Context, tg target) (net.Conn, error) {
 		dialed = append(dialed, tg)
 		return launcherDial(ctx)
 	}}
-	target := podexec.Target{Namespace: "ns", Pod: "box-vm", Container: "launcher"}
+	target := target{Namespace: "ns", Pod: "box-vm", Container: "launcher"}
 	mux := http.NewServeMux()
 	mux.HandleFunc(api.PathVM+"{ref}/{rest...}", func(w http.ResponseWriter, r *http.Request) {
 		s.reverseProxy(target, launcherPath("box", r.PathValue("rest")), "box").ServeHTTP(w, r)
