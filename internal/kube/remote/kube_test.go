@@ -81,7 +81,17 @@ var userRole = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}},
 }
 
-func startController(t *testing.T, cfg *rest.Config) {
+// standInLauncher runs standIn in busybox.
+func standInLauncher() controller.Launcher {
+	l := controller.DefaultLauncher(kubecluster.BusyboxImage)
+	l.PullPolicy = corev1.PullNever
+	l.Command = []string{"sh", "-c", standIn}
+	// Small enough that two VMs fit the node's 2 CPUs.
+	l.CPUOverhead.Set(0)
+	return l
+}
+
+func startController(t *testing.T, cfg *rest.Config, l controller.Launcher) {
 	t.Helper()
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	s := runtime.NewScheme()
@@ -94,11 +104,6 @@ func startController(t *testing.T, cfg *rest.Config) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := controller.DefaultLauncher(kubecluster.BusyboxImage)
-	l.PullPolicy = corev1.PullNever
-	l.Command = []string{"sh", "-c", standIn}
-	// Small enough that two VMs fit the node's 2 CPUs.
-	l.CPUOverhead.Set(0)
 	if err := (&controller.Reconciler{Launcher: l}).Setup(mgr); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +212,7 @@ func TestClusterContext(t *testing.T) {
 		t.Fatal(err)
 	}
 	installCRD(ctx, t, admin)
-	startController(t, cl.Config)
+	startController(t, cl.Config, standInLauncher())
 	grantUser(ctx, t, admin, "alice")
 	alice := rest.CopyConfig(cl.Config)
 	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
