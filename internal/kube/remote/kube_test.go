@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
+	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bangervm/banger/api"
@@ -100,7 +101,10 @@ func startController(t *testing.T, cfg *rest.Config, l controller.Launcher) {
 			t.Fatal(err)
 		}
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: s, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Cache: controller.CacheOptions()})
+	// Each test of the package runs a controller in this process.
+	yes := true
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: s, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Cache: controller.CacheOptions(),
+		Controller: crconfig.Controller{SkipNameValidation: &yes}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,6 +164,19 @@ func grantUser(ctx context.Context, t *testing.T, c crclient.Client, user string
 	}
 }
 
+// contextClient is banger's client on namespace default of the cluster
+// cfg reaches, as a cluster context's.
+func contextClient(t *testing.T, cfg *rest.Config) *client.Client {
+	t.Helper()
+	h, err := remote.New(remote.Config{REST: cfg, Namespace: "default", Context: "test", Poll: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dial, stop := remote.InProcess(h)
+	t.Cleanup(stop)
+	return client.NewWithDial("test", dial)
+}
+
 // events collects progress messages.
 type events struct {
 	mu   sync.Mutex
@@ -216,13 +233,7 @@ func TestClusterContext(t *testing.T) {
 	grantUser(ctx, t, admin, "alice")
 	alice := rest.CopyConfig(cl.Config)
 	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
-	h, err := remote.New(remote.Config{REST: alice, Namespace: "default", Context: "test", Poll: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dial, stop := remote.InProcess(h)
-	defer stop()
-	c := client.NewWithDial("test", dial)
+	c := contextClient(t, alice)
 
 	var ev events
 	box, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "box", Image: "debian", MemoryMiB: 128, DiskBytes: 512 << 20, Labels: map[string]string{"team": "a"}, TTLSeconds: 3600}, ev.add)

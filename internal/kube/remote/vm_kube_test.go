@@ -24,7 +24,6 @@ import (
 	kapi "github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/controller"
 	"github.com/bangervm/banger/internal/kube/images"
-	"github.com/bangervm/banger/internal/kube/remote"
 	"github.com/bangervm/banger/internal/testutil"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
@@ -94,13 +93,7 @@ func TestClusterContextVM(t *testing.T) {
 	l.PullPolicy = corev1.PullNever
 	startController(t, cl.Config, l)
 
-	h, err := remote.New(remote.Config{REST: cl.Config, Namespace: "default", Context: "test", Poll: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dial, stop := remote.InProcess(h)
-	defer stop()
-	c := client.NewWithDial("test", dial)
+	c := contextClient(t, cl.Config)
 
 	var ev events
 	v, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "box", Image: ref, MemoryMiB: 256, DiskBytes: 512 << 20}, ev.add)
