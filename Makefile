@@ -25,7 +25,7 @@ build:
 # own settings (testutil.SuiteSetting): a developer's BANGER_HOME,
 # BANGER_NETWORK or BANGER_ROOT_HELPER must not reach the code under test.
 SHELL_BANGER := $(foreach v,$(filter BANGER%,$(.VARIABLES)),$(if $(filter environment% command,$(origin $(v))),$(v)))
-TEST_ENV := env $(addprefix -u ,$(filter-out BANGER_BIN BANGER_TEST_CACHE BANGER_TEST_RESOLVED BANGER_BENCH_%,$(SHELL_BANGER)))
+TEST_ENV := env $(addprefix -u ,$(filter-out BANGER_BIN BANGER_TEST_CACHE BANGER_TEST_RESOLVED BANGER_BENCH_% BANGER_KUBE_%,$(SHELL_BANGER)))
 
 test: build
 	$(GO) vet ./...
@@ -66,10 +66,12 @@ test-installed:
 # once per version (cached under /var/cache/banger-ci/kube), then runs the
 # tests tagged kube, which bring a single-node cluster up inside a network
 # namespace of their own. Root; the Debian packages come from
-# BANGER_CI_KUBE=1 .ci/install-deps. Not part of make test or .ci/run yet.
-test-kube:
+# BANGER_CI_KUBE=1 .ci/install-deps. .ci/run runs it after make test (and
+# the build beside it).
+test-kube: build
 	nice -n 19 kube/cluster/build
-	$(TEST_ENV) $(GO) test -tags kube -count=1 -p 1 -timeout 20m ./internal/testutil/kubecluster ./internal/kube/...
+	$(GO) vet -tags kube ./...
+	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -tags kube -count=1 -p 1 -timeout 20m ./internal/testutil/kubecluster ./internal/kube/...
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

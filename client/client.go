@@ -28,6 +28,7 @@ import (
 // Client talks to one daemon over its unix socket.
 type Client struct {
 	socket string
+	dial   func(ctx context.Context) (net.Conn, error)
 	http   *http.Client
 }
 
@@ -48,14 +49,24 @@ func NewFor(socket string, uid int) *Client {
 }
 
 func newClient(socket string, uids ...int) *Client {
+	return NewWithDial(socket, func(ctx context.Context) (net.Conn, error) {
+		return safesocket.Dial(ctx, socket, uids...)
+	})
+}
+
+// NewWithDial returns a client that reaches the API through dial, one
+// call per connection (a Kubernetes launcher's API is reached through a
+// Pod exec). where names the daemon in errors. The connections carry
+// HTTP/1.1; the caller's dial is responsible for whom it reaches.
+func NewWithDial(where string, dial func(ctx context.Context) (net.Conn, error)) *Client {
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return safesocket.Dial(ctx, socket, uids...)
+			return dial(ctx)
 		},
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{socket: where, dial: dial, http: &http.Client{Transport: tr}}
 }
 
 // Socket returns the path the client dials.

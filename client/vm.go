@@ -14,7 +14,6 @@ import (
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/errdefs"
-	"github.com/bangervm/banger/internal/safesocket"
 )
 
 func vmPath(ref string, action ...string) string {
@@ -132,7 +131,7 @@ type ExecIO struct {
 
 // Exec runs a process in a VM and returns how it ended.
 func (c *Client) Exec(ctx context.Context, ref string, req api.ExecRequest, stdio ExecIO) (api.ExitStatus, error) {
-	conn, err := safesocket.Dial(ctx, c.socket)
+	conn, err := c.dial(ctx)
 	if err != nil {
 		return api.ExitStatus{}, fmt.Errorf("bangerd at %s: %w", c.socket, err)
 	}

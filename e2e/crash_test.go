@@ -199,7 +199,7 @@ func TestDiskFull(t *testing.T) {
 	// Pulled, not registered: a pull writes a sparse image, a register
 	// copies every byte of the 1 GiB file.
 	reg := testutil.NewRegistry(t)
-	e.ok("image", "pull", reg.Push(t, busyboxImage(t), "test/busybox:1"), "--name", "bb", "--kernel", "debian-cloud")
+	e.ok("image", "pull", reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1"), "--name", "bb", "--kernel", "debian-cloud")
 	e.ok("vm", "run", "-d", "--name", "full", "--image", "bb")
 	defer e.run("vm", "delete", "-f", "full")
 

@@ -38,38 +38,6 @@ var (
 	vmErr    string
 )
 
-// busyboxImage is an OCI image of Debian's busybox-static with an image
-// config whose env and working dir the tests check.
-func busyboxImage(t *testing.T) v1.Image {
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		testutil.Require(t, false, "busybox-static at /bin/busybox")
-	}
-	out, err := exec.Command("/bin/busybox", "--list").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	entries := []testutil.TarEntry{
-		{Name: "bin/", Type: '5'}, {Name: "sbin/", Type: '5'}, {Name: "etc/", Type: '5'}, {Name: "root/", Type: '5', Mode: 0o700},
-		{Name: "srv/", Type: '5'}, {Name: "tmp/", Type: '5', Mode: 0o1777}, {Name: "dev/", Type: '5'}, {Name: "proc/", Type: '5'},
-		{Name: "sys/", Type: '5'}, {Name: "run/", Type: '5'},
-		{Name: "bin/busybox", Body: string(bb), Mode: 0o755},
-		{Name: "etc/passwd", Body: "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"},
-		{Name: "etc/group", Body: "root:x:0:\nnogroup:x:65534:\n"},
-		{Name: "srv/marker", Body: "from the image\n"},
-	}
-	for _, a := range strings.Fields(string(out)) {
-		if a != "busybox" {
-			entries = append(entries, testutil.TarEntry{Name: "bin/" + a, Type: '2', Linkname: "busybox"})
-		}
-	}
-	return testutil.Image(t, v1.Config{
-		Env:        []string{"PATH=/bin:/sbin", "GREETING=hello-from-image"},
-		Cmd:        []string{"/bin/sh"},
-		WorkingDir: "/srv",
-	}, testutil.Tar(t, entries...))
-}
-
 func sharedVMEnv(t *testing.T) *vmEnv {
 	t.Helper()
 	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
@@ -82,7 +50,7 @@ func sharedVMEnv(t *testing.T) *vmEnv {
 		}
 		e := &env{t: t, home: home}
 		reg := testutil.NewRegistry(t)
-		ref := reg.Push(t, busyboxImage(t), "test/busybox:1")
+		ref := reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
 		for _, args := range [][]string{
 			{"kernel", "import", "--deb", deb, "--name", "debian-cloud"},
 			{"image", "pull", ref, "--name", "bb", "--kernel", "debian-cloud"},
@@ -390,7 +358,7 @@ func TestVMEngineMissing(t *testing.T) {
 func TestVMImageWithInit(t *testing.T) {
 	e := sharedVMEnv(t)
 	reg := testutil.NewRegistry(t)
-	base := busyboxImage(t)
+	base := testutil.BusyboxImage(t)
 	withInit := testutil.Image(t, v1.Config{Env: []string{"PATH=/bin:/sbin"}, Cmd: []string{"/sbin/init"}},
 		mustTarOf(t, base),
 		testutil.Tar(t,

@@ -41,6 +41,13 @@ type Config struct {
 	Layout   paths.Layout
 	Settings config.Config
 	Log      *slog.Logger
+	// Socket is where the API listens; empty means Layout.Socket(). A
+	// Kubernetes launcher serves it at the path its Pod's exec reaches.
+	Socket string
+	// Launcher is a Kubernetes launcher's daemon, which runs one VM in a
+	// Pod sized for it: no VM templates (making one boots a second VM)
+	// and no .vm DNS server (no other VM to resolve).
+	Launcher bool
 	// ShutdownTimeout bounds how long in-flight requests get to roll back
 	// after the context is cancelled.
 	ShutdownTimeout time.Duration
@@ -107,11 +114,15 @@ func Run(ctx context.Context, c Config) error {
 	if autoStop > 0 {
 		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", autoStop)
 	}
+	templates := vmtemplate.New(l.Templates())
+	if c.Launcher {
+		templates = nil
+	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,
 		AgentBinary: agentBinary(), Log: log.With("op", "vm"), Network: netw, NetworkErr: netErr,
 		SSH: &sshconf.Dir{Path: filepath.Join(l.State, "ssh")}, AutoStop: autoStop,
-		Templates: vmtemplate.New(l.Templates()),
+		Templates: templates,
 	})
 	if err != nil {
 		return err
@@ -119,14 +130,21 @@ func Run(ctx context.Context, c Config) error {
 	// Deferred after the store's Close, so it runs first: the manager's
 	// goroutines write to the store.
 	defer vms.Close()
-	dnsSrv, err := dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
-	if err != nil {
+	var dnsSrv *dns.Server
+	err = errors.New("a launcher runs no .vm DNS server")
+	if !c.Launcher {
+		dnsSrv, err = dns.Listen(dns.Config{Addr: c.Settings.DNSAddr, Lookup: vms.Lookup, Logger: log.With("op", "dns")})
+	}
+	switch {
+	case c.Launcher:
+		netInfo.DNSRouteReason = err.Error()
+	case err != nil:
 		log.Warn("no .vm DNS server", "err", err)
 		netInfo.DNSError = err.Error()
 		if netw != nil {
 			netInfo.DNSRouteReason = "no .vm DNS server to route to"
 		}
-	} else {
+	default:
 		go dnsSrv.Serve(ctx)
 		defer dnsSrv.Close()
 		netInfo.DNSAddr = dnsSrv.Addr().String()
@@ -142,7 +160,11 @@ func Run(ctx context.Context, c Config) error {
 		}
 	}
 
-	ln, err := safesocket.Listen(l.Socket(), 0o600)
+	socket := c.Socket
+	if socket == "" {
+		socket = l.Socket()
+	}
+	ln, err := safesocket.Listen(socket, 0o600)
 	if err != nil {
 		return err
 	}
@@ -162,7 +184,7 @@ func Run(ctx context.Context, c Config) error {
 		BaseContext:       func(net.Listener) context.Context { return ctx },
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	log.Info("bangerd started", "pid", pid, "socket", l.Socket(), "version", buildinfo.Version)
+	log.Info("bangerd started", "pid", pid, "socket", socket, "version", buildinfo.Version)
 	// Under systemd (Type=notify), `systemctl start` returns once the
 	// socket is listening.
 	if err := sdnotify.Ready(); err != nil {

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,9 +67,14 @@ func TestRenderPod(t *testing.T) {
 		t.Errorf("memory limit %s, want 384Mi", lim.String())
 	}
 	var spec api.SandboxSpec
-	if len(c.Env) != 1 || c.Env[0].Name != EnvSpec || json.Unmarshal([]byte(c.Env[0].Value), &spec) != nil ||
-		spec.Image != "debian" || spec.Net != api.NetNone || spec.VCPUs != 2 || spec.Running == nil || !*spec.Running {
-		t.Errorf("env %+v: want %s with the defaulted spec", c.Env, EnvSpec)
+	if len(c.Env) != 2 || c.Env[0].Name != EnvSpec || json.Unmarshal([]byte(c.Env[0].Value), &spec) != nil ||
+		spec.Image != "debian" || spec.Net != api.NetNone || spec.VCPUs != 2 || spec.Running == nil || !*spec.Running ||
+		c.Env[1].Name != EnvName || c.Env[1].Value != "box" {
+		t.Errorf("env %+v: want %s with the defaulted spec and %s=box", c.Env, EnvSpec, EnvName)
+	}
+	if p := c.ReadinessProbe; p == nil || p.Exec == nil || strings.Join(p.Exec.Command, " ") != "banger-launcher ready" ||
+		strings.Join(c.Command, " ") != "banger-launcher run" {
+		t.Errorf("command %q, readiness probe %+v: want banger-launcher run, and ready as the probe", c.Command, p)
 	}
 	if *c.SecurityContext.AllowPrivilegeEscalation || len(c.SecurityContext.Capabilities.Drop) != 1 {
 		t.Errorf("security context %+v: want no escalation, ALL dropped", c.SecurityContext)

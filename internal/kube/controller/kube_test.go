@@ -161,6 +161,7 @@ func testLauncher(script string) Launcher {
 	l := DefaultLauncher(kubecluster.BusyboxImage)
 	l.PullPolicy = corev1.PullNever
 	l.Command = []string{"sh", "-c", script + "trap 'exit 0' TERM; sleep 3600 & wait"}
+	l.Ready = nil
 	return l
 }
 

@@ -22,14 +22,14 @@ const (
 	managedBy      = "banger-controller"
 	// EnvSpec carries the Sandbox's spec, as JSON, to the launcher.
 	EnvSpec = "BANGER_SANDBOX_SPEC"
+	// EnvName carries the Sandbox's name, the VM's name in the launcher.
+	EnvName = "BANGER_SANDBOX_NAME"
+	// StateVolume is the launcher's state (the VM's disk, the image
+	// cache, logs): the Sandbox's claim, mounted at StatePath.
+	StateVolume = "state"
+	StatePath   = "/var/lib/banger"
 	// ContainerName is the launcher's container in the Pod.
 	ContainerName = "launcher"
-	// StateVolume is the Pod's volume for banger's state (the Sandbox's
-	// claim), mounted at StateDir in the launcher container.
-	StateVolume = "state"
-	// StateDir is where the launcher keeps banger's state: the VM's disk,
-	// the image cache, logs.
-	StateDir = "/var/lib/banger"
 )
 
 // Defaults for spec fields left empty (the CRD defaults them too; these
@@ -46,6 +46,9 @@ type Launcher struct {
 	PullPolicy corev1.PullPolicy
 	// Command overrides the image's entrypoint when set.
 	Command []string
+	// Ready is the readiness probe's command: the Pod is Ready once the
+	// VM runs and its agent answered. None when empty.
+	Ready []string
 	// CPUOverhead and MemoryOverhead are added to the VM's size in the
 	// Pod's requests: the engine process (QEMU or Firecracker), the
 	// launcher and the agent channel. See DefaultLauncher for the values
@@ -69,6 +72,8 @@ func DefaultLauncher(image string) Launcher {
 	return Launcher{
 		Image:          image,
 		PullPolicy:     corev1.PullIfNotPresent,
+		Command:        []string{"banger-launcher", "run"},
+		Ready:          []string{"banger-launcher", "ready"},
 		CPUOverhead:    resource.MustParse("100m"),
 		MemoryOverhead: resource.MustParse("128Mi"),
 		StateOverhead:  resource.MustParse("2Gi"),
@@ -188,7 +193,7 @@ func RenderClaim(sb *api.Sandbox, l Launcher) (*corev1.PersistentVolumeClaim, er
 // RenderPod is the launcher Pod for sb: owned by it (deleting the Sandbox
 // deletes the Pod), never restarted (the Pod's life is the VM's), with no
 // service account token (the launcher needs no API access), and the
-// Sandbox's claim at StateDir, so a new Pod after a stop finds the VM's
+// Sandbox's claim at StatePath, so a new Pod after a stop finds the VM's
 // disk. The grace period is the launcher's time to stop the VM cleanly.
 func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 	spec := Defaulted(sb.Spec)
@@ -224,9 +229,10 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 				Image:           l.Image,
 				ImagePullPolicy: l.PullPolicy,
 				Command:         l.Command,
-				Env:             []corev1.EnvVar{{Name: EnvSpec, Value: string(specJSON)}},
+				Env:             []corev1.EnvVar{{Name: EnvSpec, Value: string(specJSON)}, {Name: EnvName, Value: sb.Name}},
+				VolumeMounts:    []corev1.VolumeMount{{Name: StateVolume, MountPath: StatePath}},
+				ReadinessProbe:  readiness(l.Ready),
 				Resources:       Requests(spec, l),
-				VolumeMounts:    []corev1.VolumeMount{{Name: StateVolume, MountPath: StateDir}},
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: &no,
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
@@ -234,6 +240,19 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			}},
 		},
 	}, nil
+}
+
+// readiness runs cmd in the container every 2 s (a guest boots in seconds
+// under KVM, tens of seconds under TCG on a busy node).
+func readiness(cmd []string) *corev1.Probe {
+	if len(cmd) == 0 {
+		return nil
+	}
+	return &corev1.Probe{
+		ProbeHandler:   corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: cmd}},
+		PeriodSeconds:  2,
+		TimeoutSeconds: 10,
+	}
 }
 
 // Expiry is when a Sandbox with a TTL is to be deleted; ok is false

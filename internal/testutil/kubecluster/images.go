@@ -1,18 +1,13 @@
 package kubecluster
 
 import (
-	"archive/tar"
-	"bytes"
 	"fmt"
-	"io"
 	"os"
 	"path"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/bangervm/banger/internal/kube/images"
 )
 
 // The images every test cluster has, made on the machine from Debian's
@@ -33,55 +28,14 @@ var busyboxApplets = []string{"sh", "echo", "cat", "sleep", "true", "false", "ls
 // busyboxLayer is a tar of /bin/busybox (the file at src) and its applet
 // links.
 func busyboxLayer(src string) ([]byte, error) {
-	bin, err := os.ReadFile(src)
-	if err != nil {
+	if _, err := os.Stat(src); err != nil {
 		return nil, fmt.Errorf("busybox for the test images: %w (apt-get install busybox-static)", err)
 	}
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	hdrs := []*tar.Header{
-		{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755},
-		{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777},
-		{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bin))},
-	}
-	for _, h := range hdrs {
-		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
-		}
-		if h.Typeflag == tar.TypeReg {
-			if _, err := tw.Write(bin); err != nil {
-				return nil, err
-			}
-		}
-	}
+	entries := []images.Entry{{Path: "bin/busybox", Src: src}, {Path: "tmp", Dir: true, Mode: 0o1777}}
 	for _, a := range busyboxApplets {
-		if err := tw.WriteHeader(&tar.Header{Name: path.Join("bin", a), Typeflag: tar.TypeSymlink, Linkname: "busybox", Mode: 0o777}); err != nil {
-			return nil, err
-		}
+		entries = append(entries, images.Entry{Path: path.Join("bin", a), Link: "busybox"})
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-func image(layer []byte, cfg v1.Config) (v1.Image, error) {
-	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer)), nil })
-	if err != nil {
-		return nil, err
-	}
-	img, err := mutate.AppendLayers(empty.Image, l)
-	if err != nil {
-		return nil, err
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return nil, err
-	}
-	cf = cf.DeepCopy()
-	cf.Config = cfg
-	cf.OS, cf.Architecture = "linux", "amd64"
-	return mutate.ConfigFile(img, cf)
+	return images.Layer(entries)
 }
 
 // writeImages writes the pause and busybox images as one docker-save tar
@@ -92,23 +46,15 @@ func writeImages(dst, src string) error {
 		return err
 	}
 	env := []string{"PATH=/bin"}
-	pause, err := image(layer, v1.Config{Entrypoint: []string{"/bin/busybox", "sleep", "2147483647"}, Env: env})
+	pause, err := images.Image(layer, v1.Config{Entrypoint: []string{"/bin/busybox", "sleep", "2147483647"}, Env: env})
 	if err != nil {
 		return err
 	}
-	bb, err := image(layer, v1.Config{Cmd: []string{"sh"}, Env: env})
+	bb, err := images.Image(layer, v1.Config{Cmd: []string{"sh"}, Env: env})
 	if err != nil {
 		return err
 	}
-	refs := map[name.Reference]v1.Image{}
-	for ref, img := range map[string]v1.Image{PauseImage: pause, BusyboxImage: bb} {
-		tag, err := name.NewTag(ref)
-		if err != nil {
-			return err
-		}
-		refs[tag] = img
-	}
-	if err := tarball.MultiRefWriteToFile(dst, refs); err != nil {
+	if err := images.WriteTar(dst, map[string]v1.Image{PauseImage: pause, BusyboxImage: bb}); err != nil {
 		return fmt.Errorf("write test images: %w", err)
 	}
 	return nil

@@ -1,0 +1,302 @@
+// Package launcher is what runs in a Sandbox's Pod (banger-launcher): a
+// one-VM bangerd. `run` serves banger's own API (package daemon, with host
+// networking off) on a unix socket in the container, keeps banger's state
+// on the volume at /var/lib/banger, imports the kernel baked into the
+// image, pulls the Sandbox's image, creates the VM named after the Sandbox
+// (or starts it again when the volume already holds it) and, on SIGTERM,
+// stops it the data-safe way before exiting 0. `api` joins its stdin and
+// stdout to one connection on that socket: the only way in, through the
+// Pod's exec subresource (no port is opened, so a guest never reaches the
+// API). `ready` is the Pod's readiness probe.
+package launcher
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	bapi "github.com/bangervm/banger/api"
+	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/config"
+	"github.com/bangervm/banger/internal/daemon"
+	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/paths"
+	"github.com/bangervm/banger/internal/safesocket"
+)
+
+// Fixed places in the launcher container.
+const (
+	// Home holds banger's state, the VM's disk included: the Pod mounts
+	// its volume here.
+	Home = "/var/lib/banger"
+	// Runtime holds the API socket, the pidfile and the lock.
+	Runtime = "/run/banger"
+	// Socket is the API socket `banger-launcher api` reaches.
+	Socket = Runtime + "/api.sock"
+	// KernelName is the name the image's kernel gets in banger's store.
+	KernelName = "launcher"
+)
+
+// Environment the controller sets on the launcher container.
+const (
+	EnvSpec = "BANGER_SANDBOX_SPEC"
+	EnvName = "BANGER_SANDBOX_NAME"
+)
+
+// Config is one launcher.
+type Config struct {
+	Name string          // the Sandbox's, and the VM's, name
+	Spec api.SandboxSpec // defaulted by the controller
+	// Home and Runtime default to the constants above; Socket to
+	// Runtime/api.sock.
+	Home, Runtime, Socket string
+	// KernelDir holds vmlinux and, optionally, initrd.img: the kernel
+	// imported into banger's store on first start.
+	KernelDir string
+	Log       *slog.Logger
+	// StopTimeout bounds the VM's stop on SIGTERM (default 25 s, inside
+	// the Pod's 30 s grace period).
+	StopTimeout time.Duration
+}
+
+// FromEnv reads the Sandbox's name and spec from the environment the
+// controller gives the container.
+func FromEnv() (name string, spec api.SandboxSpec, err error) {
+	name = os.Getenv(EnvName)
+	if name == "" {
+		return "", spec, fmt.Errorf("%s is not set: the launcher runs in a Sandbox's Pod, made by banger-controller", EnvName)
+	}
+	raw := os.Getenv(EnvSpec)
+	if raw == "" {
+		return "", spec, fmt.Errorf("%s is not set: the launcher runs in a Sandbox's Pod, made by banger-controller", EnvSpec)
+	}
+	if err := json.Unmarshal([]byte(raw), &spec); err != nil {
+		return "", spec, fmt.Errorf("%s: %w", EnvSpec, err)
+	}
+	return name, spec, nil
+}
+
+func (c *Config) defaults() {
+	if c.Home == "" {
+		c.Home = Home
+	}
+	if c.Runtime == "" {
+		c.Runtime = Runtime
+	}
+	if c.Socket == "" {
+		c.Socket = filepath.Join(c.Runtime, "api.sock")
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = 25 * time.Second
+	}
+}
+
+// settings are bangerd's for a Pod: no host networking (the Pod has its
+// own; --net none for now), QEMU (no Firecracker in the image), the
+// image's kernel by default.
+func settings() config.Config {
+	s := config.Default()
+	s.Network = false
+	s.Jailer = false
+	s.Engine = engine.QEMU
+	s.DefaultKernel = KernelName
+	return s
+}
+
+// Run boots the Sandbox's VM and serves the API until ctx is cancelled
+// (SIGTERM), then stops the VM with its data flushed and returns nil. It
+// returns early, with an error, if the VM cannot be booted or stops on
+// its own with an error; nil if the guest powered itself off.
+func Run(ctx context.Context, c Config) error {
+	c.defaults()
+	if c.Spec.Net != "" && c.Spec.Net != api.NetNone {
+		return fmt.Errorf("net %q: a Sandbox's VM has no network yet (only none): %w", c.Spec.Net, errdefs.ErrInvalidArgument)
+	}
+	disk, err := config.ParseSize(c.Spec.DiskSize)
+	if err != nil && c.Spec.DiskSize != "" {
+		return fmt.Errorf("diskSize: %w", err)
+	}
+	l := paths.Layout{
+		Config: filepath.Join(c.Home, "config"), State: filepath.Join(c.Home, "state"),
+		Cache: filepath.Join(c.Home, "cache"), Runtime: c.Runtime,
+	}
+	// The daemon outlives ctx: the VM is stopped through it first.
+	dctx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopDaemon()
+	daemonDone := make(chan error, 1)
+	go func() {
+		daemonDone <- daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true})
+	}()
+	stop := func() error {
+		stopDaemon()
+		return <-daemonDone
+	}
+	cl := client.New(c.Socket)
+	if err := waitAPI(ctx, cl, daemonDone); err != nil {
+		stop()
+		return err
+	}
+	c.Log.Info("launcher: api up", "socket", c.Socket)
+	if err := boot(ctx, cl, c, disk); err != nil {
+		if ctx.Err() != nil {
+			// SIGTERM while booting: stop whatever came up.
+			stopVM(cl, c)
+			stop()
+			return nil
+		}
+		stop()
+		return err
+	}
+	c.Log.Info("launcher: vm running", "vm", c.Name)
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			stopVM(cl, c)
+			if err := stop(); err != nil {
+				return err
+			}
+			return nil
+		case err := <-daemonDone:
+			return fmt.Errorf("banger's daemon in the launcher ended: %w", err)
+		case <-tick.C:
+			v, err := cl.VM(ctx, c.Name)
+			if err != nil || v.State == bapi.VMRunning || v.State == bapi.VMPaused || ctx.Err() != nil {
+				continue
+			}
+			stop()
+			if v.State == bapi.VMStopped {
+				c.Log.Info("launcher: the guest stopped on its own", "vm", c.Name, "reason", v.Reason)
+				return nil
+			}
+			return fmt.Errorf("vm %s is %s: %s", c.Name, v.State, v.Reason)
+		}
+	}
+}
+
+// waitAPI waits until the daemon answers on its socket.
+func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan error) error {
+	for {
+		if _, err := cl.Version(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-daemonDone:
+			return fmt.Errorf("banger's daemon in the launcher: %w", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// boot makes the VM run: started again if the volume already holds it,
+// else created from the image (pulled) and the image's kernel (imported).
+func boot(ctx context.Context, cl *client.Client, c Config, disk int64) error {
+	log := func(e bapi.Event) { c.Log.Info("launcher: "+e.Phase, "message", e.Message) }
+	v, err := cl.VM(ctx, c.Name)
+	switch {
+	case err == nil && v.State == bapi.VMRunning:
+		return nil
+	case err == nil:
+		_, err = cl.StartVM(ctx, c.Name, log)
+		if err != nil {
+			return fmt.Errorf("start vm %s: %w", c.Name, err)
+		}
+		return nil
+	case !errdefs.IsNotFound(err):
+		return err
+	}
+	kernel := c.Spec.Kernel
+	if kernel == "" {
+		kernel = KernelName
+		if _, err := cl.Kernel(ctx, KernelName); errdefs.IsNotFound(err) {
+			req := bapi.ImportKernelRequest{Name: KernelName, Kernel: filepath.Join(c.KernelDir, "vmlinux")}
+			if initrd := filepath.Join(c.KernelDir, "initrd.img"); exists(initrd) {
+				req.Initrd = initrd
+			}
+			if _, err := cl.ImportKernel(ctx, req, log); err != nil {
+				return fmt.Errorf("import the launcher's kernel: %w", err)
+			}
+		} else if err != nil {
+			return err
+		}
+	}
+	img, err := cl.PullImage(ctx, bapi.PullImageRequest{Ref: c.Spec.Image, Kernel: kernel}, log)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", c.Spec.Image, err)
+	}
+	_, err = cl.CreateVM(ctx, bapi.CreateVMRequest{
+		Name: c.Name, Image: img.Name, Kernel: kernel, VCPU: int(c.Spec.VCPUs), MemoryMiB: int(c.Spec.MemoryMiB),
+		DiskBytes: disk, Net: bapi.NetNone, Engine: engine.QEMU, Labels: c.Spec.Labels,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("create vm %s: %w", c.Name, err)
+	}
+	return nil
+}
+
+// stopVM is the data-safe stop of `banger vm stop`: the agent syncs and
+// unmounts, then the engine ends.
+func stopVM(cl *client.Client, c Config) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.StopTimeout)
+	defer cancel()
+	res, err := cl.StopVM(ctx, c.Name)
+	if err != nil && !errdefs.IsNotFound(err) {
+		c.Log.Error("launcher: stop vm", "vm", c.Name, "err", err)
+		return
+	}
+	c.Log.Info("launcher: vm stopped", "vm", c.Name, "method", res.Method)
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Ready reports whether the VM runs and its agent answered (banger marks
+// a VM running only then): the Pod's readiness probe.
+func Ready(ctx context.Context, socket, name string) error {
+	v, err := client.New(socket).VM(ctx, name)
+	if err != nil {
+		return err
+	}
+	if v.State != bapi.VMRunning {
+		return fmt.Errorf("vm %s is %s", name, v.State)
+	}
+	return nil
+}
+
+// API joins in and out to one connection on the API socket until both
+// directions end: what a Pod exec of `banger-launcher api` carries. in's
+// end half-closes the connection, so the server still answers what it
+// read.
+func API(ctx context.Context, socket string, in io.Reader, out io.Writer) error {
+	conn, err := safesocket.Dial(ctx, socket)
+	if err != nil {
+		return fmt.Errorf("launcher api at %s: %w", socket, err)
+	}
+	defer conn.Close()
+	go func() {
+		io.Copy(conn, in)
+		conn.CloseWrite()
+	}()
+	_, err = io.Copy(out, conn)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return err
+	}
+	return nil
+}
