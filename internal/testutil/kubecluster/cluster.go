@@ -4,7 +4,8 @@
 // certificates made in Go and two images (a pause image and busybox) made
 // from Debian's static busybox and imported into containerd. Everything it
 // starts is stopped, unmounted and removed when the test ends, and the host
-// sysctls the kubelet sets are put back. Claims get volumes from the
+// sysctls the kubelet sets are put back. Pods reach the API through the
+// kubernetes Service's address. Claims get volumes from the
 // controller-manager's hostPath provisioner through a default
 // StorageClass.
 //
@@ -241,6 +242,18 @@ func Start(t testing.TB) *Cluster {
 		link set node0 up
 		link set node1 up
 		route add default dev node0`, nodeIP))
+	// There is no kube-proxy: the one Service Pods need, the API's
+	// (what in-cluster clients such as banger's controller dial), is
+	// forwarded to the apiserver here.
+	nettest.Do(t, ns, func() {
+		for _, chain := range []string{"PREROUTING", "OUTPUT"} {
+			err := hostcmd.IPTables(context.Background(), "nat", "-A", chain, "-d", serviceIP.String()+"/32", "-p", "tcp", "--dport", "443",
+				"-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", nodeIP, apiPort))
+			if err != nil {
+				t.Fatalf("forward the kubernetes service: %v", err)
+			}
+		}
+	})
 
 	p, err := newPKI(filepath.Join(dir, "pki"))
 	if err != nil {
