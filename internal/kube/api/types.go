@@ -96,6 +96,10 @@ func (s SandboxSpec) IsRunning() bool { return s.Running == nil || *s.Running }
 // SandboxStatus is what the controller observed.
 type SandboxStatus struct {
 	Phase string `json:"phase,omitempty"`
+	// ObservedGeneration is the spec generation this status answers: a
+	// client that changed the spec (running: false, say) knows the
+	// controller acted on it once this reaches the new generation.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Node is the node the launcher Pod was scheduled to.
 	Node string `json:"node,omitempty"`
 	// Reason says why the Sandbox is not Running, when it is not.

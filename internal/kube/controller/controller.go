@@ -117,6 +117,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	st.ObservedGeneration = sb.Generation
 	if !reflect.DeepEqual(*st, sb.Status) {
 		sb.Status = *st
 		if err := r.Client.Status().Update(ctx, &sb); err != nil {

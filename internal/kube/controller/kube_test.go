@@ -156,11 +156,12 @@ func controllerAccount(ctx context.Context, t *testing.T, c client.Client, cl *k
 
 // testLauncher is busybox standing in for the VM launcher: script runs
 // first, then a shell that ends on SIGTERM (sleep as PID 1 would ignore
-// it and hold every deletion for the whole grace period).
+// it and hold every deletion for the whole grace period), STOP_DELAY
+// once the file HOLD names is gone (none unless script sets it).
 func testLauncher(script string) Launcher {
 	l := DefaultLauncher(kubecluster.BusyboxImage)
 	l.PullPolicy = corev1.PullNever
-	l.Command = []string{"sh", "-c", script + "trap 'exit 0' TERM; sleep 3600 & wait"}
+	l.Command = []string{"sh", "-c", script + `trap 'while [ -e "${HOLD:-/nonexistent}" ]; do sleep 0.2; done; exit 0' TERM; sleep 3600 & wait`}
 	l.Ready = nil
 	return l
 }
@@ -378,9 +379,14 @@ func TestSandboxPods(t *testing.T) {
 
 // diskScript is the stand-in launcher's first step: on a fresh disk it
 // writes a token into /var/lib/banger; it logs whether the token was
-// there already ("found TOKEN") or made now ("fresh TOKEN").
-const diskScript = `f=/var/lib/banger/token
-if [ -e $f ]; then echo "found $(cat $f)"; else cat /proc/sys/kernel/random/uuid >$f && echo "fresh $(cat $f)"; fi
+// there already ("found TOKEN") or made now ("fresh TOKEN"). A Sandbox
+// labelled holdstop makes the file hold on its fresh disk, and stops only
+// once the test has removed it (as a VM syncing its disk takes its time).
+const diskScript = `f=/var/lib/banger/token HOLD=/var/lib/banger/hold
+if [ -e $f ]; then echo "found $(cat $f)"; else
+  case "$BANGER_SANDBOX_SPEC" in *holdstop*) touch $HOLD;; esac
+  cat /proc/sys/kernel/random/uuid >$f && echo "fresh $(cat $f)"
+fi
 `
 
 // podLog waits for the first line the launcher container logged.
@@ -395,6 +401,21 @@ func podLog(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, pod stri
 	return line
 }
 
+// volumeDir is where the hostPath volume bound to claim lives on the
+// machine.
+func volumeDir(ctx context.Context, t *testing.T, c client.Client, claim string) string {
+	t.Helper()
+	var pvc corev1.PersistentVolumeClaim
+	if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: claim}, &pvc); err != nil {
+		t.Fatalf("claim %s: %v", claim, err)
+	}
+	var pv corev1.PersistentVolume
+	if err := c.Get(ctx, types.NamespacedName{Name: pvc.Spec.VolumeName}, &pv); err != nil || pv.Spec.HostPath == nil {
+		t.Fatalf("volume %q of claim %s: %+v, %v", pvc.Spec.VolumeName, claim, pv.Spec, err)
+	}
+	return pv.Spec.HostPath.Path
+}
+
 func setRunning(ctx context.Context, t *testing.T, c client.Client, sb *api.Sandbox, running bool) {
 	t.Helper()
 	patch := fmt.Sprintf(`{"spec":{"running":%t}}`, running)
@@ -407,7 +428,9 @@ func setRunning(ctx context.Context, t *testing.T, c client.Client, sb *api.Sand
 // hostPath one): a Sandbox's disk is a claim of its own, mounted at
 // /var/lib/banger in the launcher; stopping deletes the Pod and keeps the
 // claim and what was written on it; a stopped Sandbox stays stopped
-// across a controller restart; starting makes a new Pod that finds the
+// across a controller restart; one started again while its Pod is still
+// stopping waits for that Pod and gets a new one (not Failed as a Pod
+// lost behind its back); starting makes a new Pod that finds the
 // disk as it was; deleting the Sandbox leaves no Pod, claim, volume or
 // volume directory. The launcher is busybox writing a token on a fresh
 // disk and logging whether it found one (this tests the controller, not
@@ -437,11 +460,8 @@ func TestSandboxDisk(t *testing.T) {
 		t.Errorf("claim owners %+v phase %s size %s class %v: want box's, Bound, 3Gi, the default class %s",
 			claim.OwnerReferences, claim.Status.Phase, size.String(), claim.Spec.StorageClassName, kubecluster.StorageClass)
 	}
-	var pv corev1.PersistentVolume
-	if err := c.Get(ctx, types.NamespacedName{Name: claim.Spec.VolumeName}, &pv); err != nil || pv.Spec.HostPath == nil {
-		t.Fatalf("box's volume %s: %+v, %v", claim.Spec.VolumeName, pv.Spec, err)
-	}
-	tokenFile := filepath.Join(pv.Spec.HostPath.Path, "token")
+	pvDir := volumeDir(ctx, t, c, "box-disk")
+	tokenFile := filepath.Join(pvDir, "token")
 	first := launcherPods(ctx, t, c, "box")
 	if len(first) != 1 {
 		t.Fatalf("%d launcher pods for box, want 1", len(first))
@@ -482,20 +502,58 @@ func TestSandboxDisk(t *testing.T) {
 	// Sandbox running proves the new controller is at work.
 	stop()
 	runController(t, sa, s, l)
-	other := newSandbox("other", api.SandboxSpec{Image: "debian", MemoryMiB: 128, DiskSize: "512M"})
-	if err := c.Create(ctx, other); err != nil {
+	flip := newSandbox("flip", api.SandboxSpec{Image: "debian", MemoryMiB: 128, DiskSize: "512M", Labels: map[string]string{"holdstop": "yes"}})
+	if err := c.Create(ctx, flip); err != nil {
 		t.Fatal(err)
 	}
-	waitPhase(ctx, t, c, "other", api.PhaseRunning)
+	waitPhase(ctx, t, c, "flip", api.PhaseRunning)
 	if err := c.Get(ctx, client.ObjectKeyFromObject(box), box); err != nil || box.Status.Phase != api.PhaseStopped {
 		t.Errorf("stopped box after a controller restart: %+v, %v", box.Status, err)
 	}
 	if pods := launcherPods(ctx, t, c, "box"); len(pods) != 0 {
 		t.Errorf("stopped box has %d pods after a controller restart, want none", len(pods))
 	}
-	if err := c.Delete(ctx, other); err != nil {
+	// Started again while its Pod is still stopping: the Sandbox waits for
+	// that Pod to go, then starts a new one (the Pod it deleted is not one
+	// lost behind its back).
+	flipPod := launcherPods(ctx, t, c, "flip")
+	if len(flipPod) != 1 {
+		t.Fatalf("flip has %d pods, want 1", len(flipPod))
+	}
+	// The launcher logs after it made the hold file.
+	podLog(ctx, t, cl, flipPod[0].Name)
+	hold := filepath.Join(volumeDir(ctx, t, c, "flip-disk"), "hold")
+	if _, err := os.Stat(hold); err != nil {
+		t.Fatalf("flip's hold file: %v", err)
+	}
+	setRunning(ctx, t, c, flip, false)
+	waitPhase(ctx, t, c, "flip", api.PhaseStopping)
+	setRunning(ctx, t, c, flip, true)
+	waitFor(ctx, t, "the controller to see flip started while stopping", func() (bool, error) {
+		err := c.Get(ctx, client.ObjectKeyFromObject(flip), flip)
+		return err == nil && flip.Status.ObservedGeneration == flip.Generation, fmt.Errorf("status %+v, generation %d (%v)", flip.Status, flip.Generation, err)
+	})
+	if flip.Status.Phase != api.PhaseStopping {
+		t.Errorf("flip started while its pod stops: %+v, want Stopping", flip.Status)
+	}
+	if err := os.Remove(hold); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(ctx, t, "flip running in a new pod", func() (bool, error) {
+		if err := c.Get(ctx, client.ObjectKeyFromObject(flip), flip); err != nil {
+			return false, err
+		}
+		if flip.Status.Phase == api.PhaseFailed {
+			t.Fatalf("flip started while stopping: %+v, want a new pod", flip.Status)
+		}
+		pods := launcherPods(ctx, t, c, "flip")
+		return flip.Status.Phase == api.PhaseRunning && len(pods) == 1 && pods[0].UID != flipPod[0].UID,
+			fmt.Errorf("status %+v, %d pods", flip.Status, len(pods))
+	})
+	t.Logf("flip stopped and started at once at %s", time.Since(start).Round(100*time.Millisecond))
+	// Stopped, it makes room for box (deleting it would wait for the
+	// garbage collector).
+	setRunning(ctx, t, c, flip, false)
 
 	// Start: a new Pod on the same claim finds the disk as it was.
 	setRunning(ctx, t, c, box, true)
@@ -515,10 +573,10 @@ func TestSandboxDisk(t *testing.T) {
 	}
 	waitGone(ctx, t, c, &second[0])
 	waitGone(ctx, t, c, &claim)
-	waitGone(ctx, t, c, &pv)
+	waitGone(ctx, t, c, &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: claim.Spec.VolumeName}})
 	t.Logf("box's pod, claim and volume gone at %s", time.Since(start).Round(100*time.Millisecond))
-	if _, err := os.Stat(pv.Spec.HostPath.Path); !os.IsNotExist(err) {
-		t.Errorf("volume directory %s after delete: %v, want it removed", pv.Spec.HostPath.Path, err)
+	if _, err := os.Stat(pvDir); !os.IsNotExist(err) {
+		t.Errorf("volume directory %s after delete: %v, want it removed", pvDir, err)
 	}
 	var left corev1.PersistentVolumeClaimList
 	if err := c.List(ctx, &left, client.InNamespace("default"), client.MatchingLabels{LabelSandbox: "box"}); err != nil || len(left.Items) != 0 {
