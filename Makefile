@@ -7,7 +7,7 @@ PKG := github.com/bangervm/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).BuildTime=$(BUILD_TIME)
 PREFIX ?= /usr/local
 
-.PHONY: all build test test-installed test-kube unit fuzz bench install clean release
+.PHONY: all build test test-installed test-kube kube-images unit fuzz bench install clean release
 
 all: build
 
@@ -71,7 +71,13 @@ test-installed:
 test-kube: build
 	nice -n 19 kube/cluster/build
 	$(GO) vet -tags kube ./...
-	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -tags kube -count=1 -p 1 -timeout 20m ./internal/testutil/kubecluster ./internal/kube/...
+	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -tags kube -count=1 -p 1 -timeout 40m ./internal/testutil/kubecluster ./internal/kube/...
+
+# banger.dev/launcher:dev and banger.dev/controller:dev as one docker-save
+# tar (ctr images import / docker load): KERNEL and INITRD are a kernel
+# banger imported (banger kernel show debian-cloud --json).
+kube-images: build
+	$(GO) run ./internal/kube/images/writetar -bin bin -kernel '$(KERNEL)' -initrd '$(INITRD)' -o bin/kube-images.tar
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

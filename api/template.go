@@ -14,7 +14,13 @@ type Template struct {
 	NIC       bool      `json:"nic"`
 	SizeBytes int64     `json:"sizeBytes"` // on disk
 	CreatedAt time.Time `json:"createdAt"`
-	Dir       string    `json:"dir"`
+	// LastUsed is when a VM last started from it (else its making): over
+	// the cap, the least recently used go first.
+	LastUsed time.Time `json:"lastUsed"`
+	// CacheMaxBytes is the cap on all templates' disk space
+	// (template_cache_max), the same in every entry.
+	CacheMaxBytes int64  `json:"cacheMaxBytes"`
+	Dir           string `json:"dir"`
 }
 
 // PruneTemplatesResult lists the templates prune removed.

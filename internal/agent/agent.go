@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 	"syscall"
@@ -100,6 +101,11 @@ func runInit() {
 			powerOff(log)
 		} else {
 			rooted = true
+			if id, kept, err := ensureMachineID("/", filepath.Join(DiskDir, "upper")); err != nil {
+				log.Error("give the VM its machine-id; it may share the image's", "err", err)
+			} else {
+				log.Info("machine-id", "id", id, "kept", kept)
+			}
 		}
 	}
 	mountAll(log, rootMounts)
@@ -195,6 +201,7 @@ func newServer(log *slog.Logger, cfg agentproto.BootConfig, rooted bool, w waite
 		User:     cfg.User,
 		Shutdown: func(ctx context.Context) error { return guestShutdown(ctx, log) },
 		PowerOff: func() { powerOff(log) },
+		SetClock: setClock,
 		waiter:   w,
 	}
 	if rooted {

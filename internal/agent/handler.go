@@ -40,6 +40,9 @@ type HandlerConfig struct {
 	// agent that does not own the machine).
 	Shutdown func(ctx context.Context) error
 	PowerOff func()
+	// SetClock sets the machine's wall clock; nil refuses (tests, and an
+	// agent that does not own the machine's clock).
+	SetClock func(t time.Time) error
 
 	waiter waiter // nil: directWaiter
 }
@@ -52,6 +55,25 @@ type Handler struct {
 }
 
 var _ agentproto.Handler = (*Handler)(nil)
+var _ agentproto.ClockSetter = (*Handler)(nil)
+
+// clockRange bounds the times SetClock accepts: a host clock outside it
+// is broken, and setting the guest's to it helps nobody.
+var clockRange = [2]time.Time{time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(2200, 1, 1, 0, 0, 0, 0, time.UTC)}
+
+// SetClock implements agentproto.ClockSetter.
+func (h *Handler) SetClock(ctx context.Context, t time.Time) error {
+	if h.cfg.SetClock == nil {
+		return fmt.Errorf("set clock: this agent does not own the clock: %w", errdefs.ErrFailedPrecondition)
+	}
+	if t.Before(clockRange[0]) || t.After(clockRange[1]) {
+		return fmt.Errorf("set clock: %s is out of range: %w", t.UTC().Format(time.RFC3339), errdefs.ErrInvalidArgument)
+	}
+	if err := h.cfg.SetClock(t); err != nil {
+		return fmt.Errorf("set clock: %w", err)
+	}
+	return nil
+}
 
 // NewHandler returns a Handler for cfg.
 func NewHandler(cfg HandlerConfig) *Handler {

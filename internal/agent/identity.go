@@ -92,6 +92,25 @@ func (g *bootGate) Health(ctx context.Context) (agentproto.Info, error) {
 	return h.Health(ctx)
 }
 
+// SetClock passes to the serving handler once the boot has finished.
+func (g *bootGate) SetClock(ctx context.Context, t time.Time) error {
+	h, err := g.handler(ctx)
+	if err != nil {
+		return err
+	}
+	cs, ok := h.(agentproto.ClockSetter)
+	if !ok {
+		return fmt.Errorf("set clock: this agent cannot: %w", errdefs.ErrFailedPrecondition)
+	}
+	return cs.SetClock(ctx, t)
+}
+
+// setClock sets the machine's wall clock.
+func setClock(t time.Time) error {
+	tv := unix.NsecToTimeval(t.UnixNano())
+	return unix.Settimeofday(&tv)
+}
+
 func (g *bootGate) Stats(ctx context.Context) (agentproto.Stats, error) {
 	h, err := g.handler(ctx)
 	if err != nil {
@@ -204,8 +223,7 @@ func applyIdentity(log *slog.Logger, cfg agentproto.BootConfig, id agentproto.Id
 	if err := addEntropy(id.Entropy); err != nil {
 		return cfg, err
 	}
-	tv := unix.NsecToTimeval(id.Time.UnixNano())
-	if err := unix.Settimeofday(&tv); err != nil {
+	if err := setClock(id.Time); err != nil {
 		log.Warn("set the clock from the host", "err", err)
 	}
 	if id.MAC != "" {

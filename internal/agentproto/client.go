@@ -304,6 +304,20 @@ func (c *Client) Identify(ctx context.Context, id Identity) (IdentifyResult, err
 	return res, err
 }
 
+// SetClock sets the guest's wall clock to t. Identify carries the host's
+// clock too, but the guest applies it only once it has read and decoded
+// the message: on a guest just resumed under TCG, whose every code path
+// is translated anew, that is a second or more later. Sent again once the
+// boot has finished, over a warm path, t is off by one short trip. An
+// agent that predates the operation answers ErrInvalidArgument ("unknown
+// operation").
+func (c *Client) SetClock(ctx context.Context, t time.Time) error {
+	if c.protocol < 2 {
+		return fmt.Errorf("agent set clock: agent %q speaks protocol %d: %w", c.agentVersion, c.protocol, errdefs.ErrFailedPrecondition)
+	}
+	return c.simple(ctx, request{Op: opSetClock, Time: &t}, nil)
+}
+
 // Shutdown asks the agent to stop every process, make the guest's disks
 // consistent (sync, unmount or remount read-only) and power off. It returns
 // nil only once the agent has confirmed that the data is on disk; the VM

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/bangervm/banger/errdefs"
 )
@@ -53,6 +54,7 @@ const (
 	opTarOut    = "tarOut"
 	opTarIn     = "tarIn"
 	opIdentify  = "identify" // protocol 2
+	opSetClock  = "setClock" // protocol 2; older agents answer "unknown operation"
 )
 
 type request struct {
@@ -61,6 +63,7 @@ type request struct {
 	Path     string       `json:"path,omitempty"`
 	Mode     uint32       `json:"mode,omitempty"`
 	Identity *Identity    `json:"identity,omitempty"`
+	Time     *time.Time   `json:"time,omitempty"` // setClock
 }
 
 type winSize struct {

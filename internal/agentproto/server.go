@@ -326,6 +326,8 @@ func (s *Server) serveStream(ctx context.Context, st *yamux.Stream) {
 		s.tarIn(ctx, st, fw, req.Path)
 	case opIdentify:
 		s.identify(ctx, fw, req.Identity)
+	case opSetClock:
+		s.setClock(ctx, fw, req.Time)
 	default:
 		_ = fw.error(fmt.Errorf("unknown operation %q (agent protocol %d): %w", req.Op, ProtocolVersion, errdefs.ErrInvalidArgument))
 	}
@@ -347,6 +349,30 @@ func (s *Server) identify(ctx context.Context, fw *frameWriter, id *Identity) {
 		return
 	}
 	_ = fw.json(fResponse, res)
+}
+
+// ClockSetter is the optional part of a Handler that sets the guest's
+// wall clock (see Client.SetClock). A Handler without it answers
+// ErrFailedPrecondition.
+type ClockSetter interface {
+	SetClock(ctx context.Context, t time.Time) error
+}
+
+func (s *Server) setClock(ctx context.Context, fw *frameWriter, t *time.Time) {
+	cs, ok := s.Handler.(ClockSetter)
+	if !ok {
+		_ = fw.error(fmt.Errorf("set clock: this agent cannot: %w", errdefs.ErrFailedPrecondition))
+		return
+	}
+	if t == nil || t.IsZero() {
+		_ = fw.error(fmt.Errorf("set clock: no time: %w", errdefs.ErrInvalidArgument))
+		return
+	}
+	if err := cs.SetClock(ctx, *t); err != nil {
+		_ = fw.error(err)
+		return
+	}
+	_ = fw.json(fResponse, struct{}{})
 }
 
 func reply[T any](fw *frameWriter, f func(context.Context) (T, error), ctx context.Context) {

@@ -121,6 +121,36 @@ func TestIdentify(t *testing.T) {
 	}
 }
 
+type clockHandler struct {
+	fakeHandler
+	got chan time.Time
+}
+
+func (h *clockHandler) SetClock(ctx context.Context, t time.Time) error {
+	h.got <- t
+	return nil
+}
+
+// TestSetClock: the host's time reaches a handler that sets the clock
+// intact; one that cannot refuses it as FailedPrecondition.
+func TestSetClock(t *testing.T) {
+	h := &clockHandler{got: make(chan time.Time, 1)}
+	c := connect(t, servePort(t, h).connect())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	want := time.Unix(1800000000, 123456789).UTC()
+	if err := c.SetClock(ctx, want); err != nil {
+		t.Fatalf("set clock: %v", err)
+	}
+	if got := <-h.got; !got.Equal(want) {
+		t.Errorf("clock %v, want %v", got, want)
+	}
+	plain := connect(t, servePort(t, &fakeHandler{}).connect())
+	if err := plain.SetClock(ctx, want); !errdefs.IsFailedPrecondition(err) {
+		t.Errorf("set clock on a handler that cannot: %v, want FailedPrecondition", err)
+	}
+}
+
 // TestRefuse: a server told to refuse answers no new HELLO, so a host
 // reconnecting reaches the process the channel was handed to.
 func TestRefuse(t *testing.T) {

@@ -15,7 +15,9 @@ func newTemplateCmd(f *Factory) *cobra.Command {
 VMs of the same shape (engine, kernel, agent, image, vCPUs, memory, disk size,
 NIC) start from it instead of booting. The first cold boot of a shape makes
 one in the background; a template whose kernel, agent or image changed is
-never used again and is removed by prune.`,
+never used again and is removed by prune. Templates are a cache: their disk
+space is capped by template_cache_max in config.toml (default 4G; "0" turns
+templates off), and making one removes the least recently used over it.`,
 	}
 	var listJSON, pruneJSON bool
 	list := &cobra.Command{
@@ -35,11 +37,19 @@ never used again and is removed by prune.`,
 				return printJSON(f, ts)
 			}
 			tw := tabwriter.NewWriter(f.IO.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tENGINE\tVCPU\tMEMORY\tNIC\tSIZE\tIMAGE")
+			fmt.Fprintln(tw, "ID\tENGINE\tVCPU\tMEMORY\tNIC\tSIZE\tLAST USED\tIMAGE")
+			var total int64
 			for _, t := range ts {
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d MiB\t%v\t%s\t%s\n", t.ID, t.Engine, t.VCPU, t.MemoryMiB, t.NIC, humanBytes(t.SizeBytes), t.Image)
+				total += t.SizeBytes
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d MiB\t%v\t%s\t%s\t%s\n", t.ID, t.Engine, t.VCPU, t.MemoryMiB, t.NIC, humanBytes(t.SizeBytes), ago(t.LastUsed), t.Image)
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(ts) > 0 {
+				fmt.Fprintf(f.IO.Out, "%s of %s (template_cache_max; over it, making a template removes the least recently used)\n", humanBytes(total), humanBytes(ts[0].CacheMaxBytes))
+			}
+			return nil
 		},
 	}
 	list.Flags().BoolVar(&listJSON, "json", false, "print as JSON")

@@ -63,9 +63,19 @@ type Config struct {
 	// ConsoleLogMax caps each VM's console.log (and the engine's own
 	// log); past it the file is rotated to console.log.1. A size such as
 	// "8M".
-	ConsoleLogMax string     `toml:"console_log_max"`
-	VM            VMDefaults `toml:"vm"`
+	ConsoleLogMax string `toml:"console_log_max"`
+	// TemplateCacheMax caps the disk space VM templates take (a size such
+	// as "4G"); past it, making a template removes the least recently
+	// used others. "0" turns templates off.
+	TemplateCacheMax string     `toml:"template_cache_max"`
+	VM               VMDefaults `toml:"vm"`
 }
+
+// DefaultTemplateCacheMax: a template takes its guest's touched memory
+// plus device state, 80-150 MiB for a default 512 MiB VM (bench/README.md),
+// so 4 GiB keeps a few dozen shapes (every image, size and engine a user
+// commonly runs) at the size of one default VM disk.
+const DefaultTemplateCacheMax = "4G"
 
 // MinAutoStop is the shortest auto_stop accepted.
 const MinAutoStop = time.Second
@@ -83,6 +93,16 @@ func (c Config) ConsoleLogBytes() int64 {
 	return n
 }
 
+// TemplateCacheBytes is TemplateCacheMax in bytes, 0 when templates are
+// off. validate has checked it.
+func (c Config) TemplateCacheBytes() int64 {
+	if strings.TrimSpace(c.TemplateCacheMax) == "0" {
+		return 0
+	}
+	n, _ := ParseSize(c.TemplateCacheMax)
+	return n
+}
+
 // VMDefaults sizes VMs when a command gives no flags.
 type VMDefaults struct {
 	VCPU     int    `toml:"vcpu"`
@@ -93,16 +113,17 @@ type VMDefaults struct {
 // Default returns the built-in settings.
 func Default() Config {
 	return Config{
-		LogLevel:      "info",
-		DefaultImage:  "debian-bookworm",
-		DefaultKernel: "debian-cloud",
-		Network:       true,
-		Jailer:        true,
-		RootHelper:    "/run/banger/root.sock",
-		Bridge:        "banger0",
-		DNSAddr:       "127.0.0.1:42069",
-		ConsoleLogMax: "8M",
-		VM:            VMDefaults{VCPU: 1, MemoryMB: 512, DiskSize: "4G"},
+		LogLevel:         "info",
+		DefaultImage:     "debian-bookworm",
+		DefaultKernel:    "debian-cloud",
+		Network:          true,
+		Jailer:           true,
+		RootHelper:       "/run/banger/root.sock",
+		Bridge:           "banger0",
+		DNSAddr:          "127.0.0.1:42069",
+		ConsoleLogMax:    "8M",
+		TemplateCacheMax: DefaultTemplateCacheMax,
+		VM:               VMDefaults{VCPU: 1, MemoryMB: 512, DiskSize: "4G"},
 	}
 }
 
@@ -177,6 +198,11 @@ func (c *Config) validate() error {
 	}
 	if n, err := ParseSize(c.ConsoleLogMax); err != nil || n < 64<<10 {
 		return fmt.Errorf("console_log_max %q: want a size of at least 64K, such as \"8M\": %w", c.ConsoleLogMax, errdefs.ErrInvalidArgument)
+	}
+	if strings.TrimSpace(c.TemplateCacheMax) != "0" {
+		if n, err := ParseSize(c.TemplateCacheMax); err != nil || n < 64<<20 {
+			return fmt.Errorf("template_cache_max %q: want a size of at least 64M, such as \"4G\", or \"0\" to turn templates off: %w", c.TemplateCacheMax, errdefs.ErrInvalidArgument)
+		}
 	}
 	if c.AutoStop != "" {
 		d, err := time.ParseDuration(c.AutoStop)

@@ -51,6 +51,17 @@ func TestLoad(t *testing.T) {
 			}
 		}},
 		{name: "console_log_max too small", toml: "console_log_max = \"1K\"\n", wantErr: `console_log_max "1K"`},
+		{name: "template_cache_max", toml: "template_cache_max = \"1G\"\n", check: func(t *testing.T, c Config) {
+			if c.TemplateCacheBytes() != 1<<30 || Default().TemplateCacheBytes() != 4<<30 {
+				t.Errorf("TemplateCacheBytes = %d", c.TemplateCacheBytes())
+			}
+		}},
+		{name: "template_cache_max off", toml: "template_cache_max = \"0\"\n", check: func(t *testing.T, c Config) {
+			if c.TemplateCacheBytes() != 0 {
+				t.Errorf("TemplateCacheBytes = %d", c.TemplateCacheBytes())
+			}
+		}},
+		{name: "template_cache_max too small", toml: "template_cache_max = \"1M\"\n", wantErr: `template_cache_max "1M"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -114,9 +114,14 @@ func Run(ctx context.Context, c Config) error {
 	if autoStop > 0 {
 		log.Info("stopping VMs idle for longer than auto_stop", "auto_stop", autoStop)
 	}
-	templates := vmtemplate.New(l.Templates())
-	if c.Launcher {
-		templates = nil
+	var templates *vmtemplate.Store
+	switch max := c.Settings.TemplateCacheBytes(); {
+	case c.Launcher:
+		// A launcher runs one VM: no template would be used again.
+	case max > 0:
+		templates = vmtemplate.New(l.Templates(), max)
+	default:
+		log.Info("templates are off (template_cache_max = \"0\"): every VM boots cold")
 	}
 	vms, err := vm.New(ctx, vm.Config{
 		Layout: l, DB: db, Images: images, Kernels: kernels, Engines: engs, Choose: choose, Settings: c.Settings,

@@ -220,6 +220,14 @@ type Features struct {
 	HasVsock bool
 	// AgentTransport is how DialAgent reaches the guest.
 	AgentTransport AgentTransport
+	// TemplatesOff, when set, says why this engine, as configured, can
+	// make no templates (see Templater): its VMs boot cold, and no
+	// template is attempted.
+	TemplatesOff string
+	// TemplateTap: a template VM's NIC needs a tap of its own (the engine
+	// has no NIC without a host side, NetSpec.Detached is refused); its
+	// clones are each given theirs.
+	TemplateTap bool
 }
 
 // Pauser is implemented by instances whose engine pauses a guest by

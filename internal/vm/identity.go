@@ -48,6 +48,12 @@ func (m *Manager) identify(ctx context.Context, v *store.VM, h *handle, c *agent
 	if info.AwaitingIdentity {
 		return fmt.Errorf("guest agent still waits for its identity after identify: %w", errdefs.ErrUnavailable)
 	}
+	// The clock again, now that the guest's path is warm (see
+	// agentproto.Client.SetClock): one short round trip. An agent that
+	// cannot keeps the identity's clock.
+	if err := c.SetClock(ctx, time.Now()); err != nil {
+		m.log.Debug("set the guest's clock again", "vm", v.ID, "err", err)
+	}
 	return nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/bangervm/banger/internal/agentproto"
 	"github.com/bangervm/banger/internal/crashpoint"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/store"
 	"github.com/bangervm/banger/internal/vmtemplate"
 )
@@ -53,6 +54,9 @@ func (m *Manager) bootFromTemplate(ctx context.Context, v *store.VM, h *handle, 
 		inst, err := m.boot(ctx, v, h, func() (engine.Instance, error) { return choice.tp.StartClone(ctx, es, t.Dir) }, id)
 		if err == nil {
 			m.log.Info("vm started from template", "vm", v.ID, "template", t.ID)
+			if err := m.cfg.Templates.Touch(t.ID); err != nil {
+				m.log.Warn("record the template's use", "template", t.ID, "err", err)
+			}
 			return inst, "template " + t.ID, nil
 		}
 		if ctx.Err() != nil {
@@ -132,7 +136,17 @@ func (m *Manager) chooseTemplate(ctx context.Context, eng engine.Engine, es engi
 		return c
 	}
 	c.tp = tp
-	key, err := m.templateKey(ctx, eng, es, k, sp)
+	f, err := eng.Features(ctx)
+	if err != nil {
+		c.reason = "engine features: " + err.Error()
+		return c
+	}
+	if f.TemplatesOff != "" {
+		// Known before anything is written: no template VM is attempted.
+		c.reason = f.TemplatesOff
+		return c
+	}
+	key, err := m.templateKey(eng.Name(), f, es, k, sp)
 	if err != nil {
 		c.reason = "template key: " + err.Error()
 		return c
@@ -155,13 +169,9 @@ func (m *Manager) chooseTemplate(ctx context.Context, eng engine.Engine, es engi
 }
 
 // templateKey is everything a clone of es must share with its template.
-func (m *Manager) templateKey(ctx context.Context, eng engine.Engine, es engine.Spec, k api.Kernel, sp spec) (vmtemplate.Key, error) {
+func (m *Manager) templateKey(engineName string, f engine.Features, es engine.Spec, k api.Kernel, sp spec) (vmtemplate.Key, error) {
 	key := vmtemplate.Key{VCPU: es.VCPU, MemoryMiB: es.MemoryMiB, NIC: es.Net != nil}
-	f, err := eng.Features(ctx)
-	if err != nil {
-		return key, err
-	}
-	key.Engine = eng.Name() + "/" + string(f.Accel)
+	key.Engine = engineName + "/" + string(f.Accel)
 	stat := func(p string) (vmtemplate.FileID, error) {
 		id, err := vmtemplate.StatFile(p)
 		if err != nil {
@@ -180,6 +190,7 @@ func (m *Manager) templateKey(ctx context.Context, eng engine.Engine, es engine.
 		}
 		key.Kernel = append(key.Kernel, id)
 	}
+	var err error
 	if key.Agent, err = stat(m.cfg.AgentBinary); err != nil {
 		return key, err
 	}
@@ -228,6 +239,13 @@ func (m *Manager) makeTemplateLater(tp engine.Templater, key vmtemplate.Key, es 
 			return
 		}
 		m.log.Info("template made", "template", t.ID, "took", time.Since(begin).Round(time.Millisecond), "bytes", t.SizeBytes)
+		removed, err := m.cfg.Templates.Trim(t.ID)
+		if len(removed) > 0 {
+			m.log.Info("templates over template_cache_max removed, least recently used first", "removed", removed, "max_bytes", m.cfg.Templates.Max())
+		}
+		if err != nil {
+			m.log.Warn("keep templates within template_cache_max", "err", err)
+		}
 	})
 }
 
@@ -267,9 +285,12 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 		ts.Disks = append(ts.Disks, d)
 	}
 	if es.Net != nil {
-		// The same NIC with no host side: a clone sets its own MAC and
-		// gets its tap.
-		ts.Net = &engine.NetSpec{Detached: true, MAC: templateMAC}
+		net, release, err := m.templateNIC(ctx, tp, key)
+		if err != nil {
+			return vmtemplate.Template{}, err
+		}
+		defer release()
+		ts.Net = net
 	}
 	inst, err := tp.StartTemplate(ctx, ts, p.Dir)
 	if err != nil {
@@ -294,6 +315,49 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 	}
 	done = true
 	return t, nil
+}
+
+// templateNIC is the NIC of a template VM: the same device its clones
+// get, with the template's MAC (a clone sets its own before the link is
+// up). It has no host side, unless the engine needs one
+// (engine.Features.TemplateTap): then a throwaway tap of the template's
+// own name, bgr-t<key>, which no VM id (hex) can take; release removes
+// it. That tap is a bridge port with no firewall rules of a VM, and the
+// template's guest never brings its link up (that waits for an identity).
+func (m *Manager) templateNIC(ctx context.Context, tp engine.Templater, key vmtemplate.Key) (*engine.NetSpec, func(), error) {
+	detached := &engine.NetSpec{Detached: true, MAC: templateMAC}
+	eng, ok := tp.(engine.Engine)
+	if !ok {
+		return detached, func() {}, nil
+	}
+	f, err := eng.Features(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !f.TemplateTap {
+		return detached, func() {}, nil
+	}
+	n := m.cfg.Network
+	if n == nil {
+		return nil, nil, errors.New("template with a NIC: host networking is off")
+	}
+	tap, err := network.TapName("t" + key.ID()[:10])
+	if err != nil {
+		return nil, nil, err
+	}
+	fd, err := n.Ops.CreateTap(ctx, tap, n.Bridge, n.OwnerUID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("template tap: %w", err)
+	}
+	release := func() {
+		if fd != nil {
+			fd.Close()
+		}
+		if err := n.Ops.DeleteTap(context.WithoutCancel(ctx), tap); err != nil {
+			m.log.Warn("remove template tap", "tap", tap, "err", err)
+		}
+	}
+	return &engine.NetSpec{TapName: tap, TapFD: fd, MAC: templateMAC}, release, nil
 }
 
 // awaitReadyPoint waits until the agent answers and says it waits for
@@ -360,7 +424,8 @@ func (m *Manager) Templates(ctx context.Context) ([]api.Template, error) {
 	out := make([]api.Template, 0, len(ts))
 	for _, t := range ts {
 		at := api.Template{ID: t.ID, Engine: t.Key.Engine, Image: t.Key.Image.Path, VCPU: t.Key.VCPU,
-			MemoryMiB: t.Key.MemoryMiB, NIC: t.Key.NIC, SizeBytes: t.SizeBytes, CreatedAt: t.CreatedAt, Dir: t.Dir}
+			MemoryMiB: t.Key.MemoryMiB, NIC: t.Key.NIC, SizeBytes: t.SizeBytes, CreatedAt: t.CreatedAt, LastUsed: t.LastUsed,
+			CacheMaxBytes: m.cfg.Templates.Max(), Dir: t.Dir}
 		if len(t.Key.Kernel) > 0 {
 			at.Kernel = t.Key.Kernel[0].Path
 		}

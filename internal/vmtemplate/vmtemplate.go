@@ -31,6 +31,10 @@ import (
 // MetaFile is the template's description, written last.
 const MetaFile = "template.json"
 
+// UsedFile's modification time is when a VM last started from the
+// template (see Touch); created with the template.
+const UsedFile = "used"
+
 // FileID names a file and the version of it a template was made from.
 type FileID struct {
 	Path    string `json:"path"`
@@ -100,16 +104,24 @@ type Template struct {
 	// SizeBytes is the space its files take on disk (the memory file is
 	// sparse).
 	SizeBytes int64 `json:"-"`
+	// LastUsed is when a VM last started from it (see Touch), else when
+	// it was made.
+	LastUsed time.Time `json:"-"`
 }
 
 // Store is the template directory. Its methods are safe for concurrent
 // use by one process (the daemon).
 type Store struct {
 	dir string
+	max int64
 }
 
-// New returns the store in dir (created on first use).
-func New(dir string) *Store { return &Store{dir: dir} }
+// New returns the store in dir (created on first use), whose templates
+// Trim keeps within max bytes on disk; max <= 0 is no cap.
+func New(dir string, max int64) *Store { return &Store{dir: dir, max: max} }
+
+// Max is the store's cap in bytes, 0 for none.
+func (s *Store) Max() int64 { return max(s.max, 0) }
 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -145,7 +157,68 @@ func (s *Store) load(id string) (Template, error) {
 	}
 	t.Dir = dir
 	t.SizeBytes = diskUsage(dir)
+	t.LastUsed = t.CreatedAt
+	if fi, err := os.Stat(filepath.Join(dir, UsedFile)); err == nil {
+		t.LastUsed = fi.ModTime().UTC()
+	}
 	return t, nil
+}
+
+// Touch records that a VM started from template id now: Trim removes the
+// least recently used first.
+func (s *Store) Touch(id string) error {
+	if !validID(id) {
+		return fmt.Errorf("template %q: not a template id: %w", id, errdefs.ErrInvalidArgument)
+	}
+	p := filepath.Join(s.dir, id, UsedFile)
+	now := time.Now()
+	err := os.Chtimes(p, now, now)
+	if errors.Is(err, fs.ErrNotExist) {
+		err = os.WriteFile(p, nil, 0o600)
+	}
+	if err != nil {
+		return fmt.Errorf("template %s: %w", id, err)
+	}
+	return nil
+}
+
+// Trim removes the least recently used templates, never keep (the one
+// just made), until the store's complete templates take at most its cap
+// on disk, and returns the ids removed. keep stays even if it alone is
+// over the cap: the cap bounds what older templates may take. Templates
+// being made are neither counted nor removed. A VM started from a removed
+// template runs on (it holds the memory file open; its blocks are freed
+// when the last such VM ends).
+func (s *Store) Trim(keep string) ([]string, error) {
+	if s.max <= 0 {
+		return nil, nil
+	}
+	ts, err := s.List()
+	if err != nil {
+		return nil, err
+	}
+	var total int64
+	for _, t := range ts {
+		total += t.SizeBytes
+	}
+	slices.SortStableFunc(ts, func(a, b Template) int { return a.LastUsed.Compare(b.LastUsed) })
+	var removed []string
+	var errs []error
+	for _, t := range ts {
+		if total <= s.max {
+			break
+		}
+		if t.ID == keep {
+			continue
+		}
+		if err := os.RemoveAll(t.Dir); err != nil {
+			errs = append(errs, fmt.Errorf("remove template %s: %w", t.ID, err))
+			continue
+		}
+		total -= t.SizeBytes
+		removed = append(removed, t.ID)
+	}
+	return removed, errors.Join(errs...)
 }
 
 // validID accepts the hex names Key.ID makes, so that an id from the
@@ -295,6 +368,10 @@ func (p *Pending) Commit(remove ...string) (Template, error) {
 	t := Template{ID: id, Key: p.key, CreatedAt: time.Now().UTC()}
 	b, _ := json.MarshalIndent(t, "", "  ")
 	meta := filepath.Join(p.Dir, MetaFile)
+	if err := os.WriteFile(filepath.Join(p.Dir, UsedFile), nil, 0o600); err != nil {
+		p.Abort()
+		return Template{}, fmt.Errorf("template %s: %w", id, err)
+	}
 	if err := os.WriteFile(meta, b, 0o600); err != nil {
 		p.Abort()
 		return Template{}, fmt.Errorf("template %s: %w", id, err)
@@ -311,6 +388,7 @@ func (p *Pending) Commit(remove ...string) (Template, error) {
 	}
 	t.Dir = final
 	t.SizeBytes = diskUsage(final)
+	t.LastUsed = t.CreatedAt
 	return t, nil
 }
 

@@ -49,7 +49,7 @@ func make1(t *testing.T, s *Store, k Key) Template {
 // no longer once a file it names changes; the shape is part of the key.
 func TestKeyMatch(t *testing.T) {
 	dir := t.TempDir()
-	s := New(filepath.Join(dir, "templates"))
+	s := New(filepath.Join(dir, "templates"), 0)
 	k := testKey(t, dir)
 	if _, err := s.Get(k); !errdefs.IsNotFound(err) {
 		t.Fatalf("Get on an empty store: %v, want NotFound", err)
@@ -90,7 +90,7 @@ func TestKeyMatch(t *testing.T) {
 // busy ones.
 func TestListRemovePrune(t *testing.T) {
 	dir := t.TempDir()
-	s := New(filepath.Join(dir, "templates"))
+	s := New(filepath.Join(dir, "templates"), 0)
 	k := testKey(t, dir)
 	tm := make1(t, s, k)
 	busy, err := s.Create(Key{Engine: "other"})
@@ -125,5 +125,72 @@ func TestListRemovePrune(t *testing.T) {
 	}
 	if _, err := s.Get(k); !errdefs.IsNotFound(err) {
 		t.Errorf("Get after Remove: %v", err)
+	}
+}
+
+// TestTrimLeastRecentlyUsed: over its cap, the store removes the least
+// recently used templates first (a template's use is Touch, else its
+// making), until the rest fit; the template just made is kept even when
+// it alone is over the cap; no cap removes nothing.
+func TestTrimLeastRecentlyUsed(t *testing.T) {
+	dir := t.TempDir()
+	k := testKey(t, dir)
+	s := New(filepath.Join(dir, "templates"), 0)
+	mk := func(vcpu int) Template {
+		kk := k
+		kk.VCPU = vcpu
+		p, err := s.Create(kk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mem := make([]byte, 256<<10)
+		for i := range mem {
+			mem[i] = byte(i) | 1
+		}
+		os.WriteFile(filepath.Join(p.Dir, "memory"), mem, 0o600)
+		tm, err := p.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tm
+	}
+	a, b, c := mk(1), mk(2), mk(3)
+	base := time.Now().Add(-10 * time.Hour)
+	used := func(tm Template, at time.Time) {
+		t.Helper()
+		if err := s.Touch(tm.ID); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(filepath.Join(tm.Dir, UsedFile), at, at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Made a, b, c; then c used, a used: least recently used first is b,
+	// then c, then a.
+	used(b, base)
+	used(c, base.Add(time.Hour))
+	used(a, base.Add(2*time.Hour))
+	d := mk(4)
+
+	if removed, err := s.Trim(d.ID); err != nil || len(removed) != 0 {
+		t.Errorf("Trim with no cap = %v, %v; want nothing removed", removed, err)
+	}
+	// Room for d and one more: b then c go, a (most recently used) stays.
+	s.max = d.SizeBytes + a.SizeBytes + a.SizeBytes/2
+	removed, err := s.Trim(d.ID)
+	if err != nil || len(removed) != 2 || removed[0] != b.ID || removed[1] != c.ID {
+		t.Errorf("Trim = %v, %v; want [%s %s] (b, then c)", removed, err, b.ID, c.ID)
+	}
+	list, _ := s.List()
+	if len(list) != 2 {
+		t.Errorf("after Trim: %+v; want a and d", list)
+	}
+	// A cap below the new template alone: all others go, it stays.
+	s.max = 1
+	if removed, err := s.Trim(d.ID); err != nil || len(removed) != 1 || removed[0] != a.ID {
+		t.Errorf("Trim under a tiny cap = %v, %v; want [%s]", removed, err, a.ID)
+	}
+	if list, _ := s.List(); len(list) != 1 || list[0].ID != d.ID {
+		t.Errorf("after Trim under a tiny cap: %+v; want d alone", list)
 	}
 }

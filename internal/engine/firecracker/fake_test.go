@@ -31,11 +31,12 @@ type fakeFC struct {
 	bootSource bool
 	rootDrive  string
 	udsPath    string
+	nics       map[string]string    // iface_id → host_dev_name
 	faults     map[string]fakeFault // "PUT /drives/vda" → injected answer
 	violations []string
 	reqLog     []string // "METHOD PATH BODY"
 
-	onStart       func(udsPath string)
+	onStart       func(udsPath string, nics map[string]string)
 	onCtrlAltDel  func()
 	onLoadFailed  func()
 	onRequestLine func(line string)
@@ -109,7 +110,7 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.paused {
 			state = "Paused"
 		}
-		reply(200, map[string]string{"app_name": "Firecracker", "id": "anonymous-instance", "state": state, "vmm_version": "1.10.1"})
+		reply(200, map[string]string{"app_name": "Firecracker", "id": "anonymous-instance", "state": state, "vmm_version": "1.12.0"})
 		return
 	}
 	if r.Method == http.MethodPut {
@@ -168,6 +169,10 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			fault("The id from the path does not match the id from the body!")
 			return
 		}
+		if f.nics == nil {
+			f.nics = map[string]string{}
+		}
+		f.nics[str("iface_id")] = str("host_dev_name")
 	case r.URL.Path == "/machine-config":
 		n, _ := m["mem_size_mib"].(float64)
 		f.memMiB = int(n)
@@ -195,7 +200,17 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		mb, _ := m["mem_backend"].(map[string]any)
 		path, _ := mb["backend_path"].(string)
-		uds, err := loadFakeSnapshot(str("snapshot_path"), path)
+		var overrides map[string]string
+		if o, ok := m["network_overrides"].([]any); ok {
+			overrides = map[string]string{}
+			for _, e := range o {
+				e, _ := e.(map[string]any)
+				id, _ := e["iface_id"].(string)
+				dev, _ := e["host_dev_name"].(string)
+				overrides[id] = dev
+			}
+		}
+		uds, nics, err := loadFakeSnapshot(str("snapshot_path"), path, overrides)
 		if err != nil {
 			// Firecracker ends the process after a failed load.
 			if f.onLoadFailed != nil {
@@ -207,7 +222,7 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		f.started = true
 		f.paused = m["resume_vm"] != true
 		if f.onStart != nil {
-			f.onStart(uds)
+			f.onStart(uds, nics)
 		}
 	case r.URL.Path == "/actions":
 		switch str("action_type") {
@@ -222,7 +237,7 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			f.started = true
 			if f.onStart != nil {
-				f.onStart(f.udsPath)
+				f.onStart(f.udsPath, f.nics)
 			}
 		case "SendCtrlAltDel":
 			if !f.started {
@@ -239,15 +254,16 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // fakeSnapshot is the fake's microVM state file.
 type fakeSnapshot struct {
-	Fake    string `json:"fake_firecracker_snapshot"`
-	UDSPath string `json:"uds_path"`
-	MemMiB  int    `json:"mem_mib"`
+	Fake    string            `json:"fake_firecracker_snapshot"`
+	UDSPath string            `json:"uds_path"`
+	MemMiB  int               `json:"mem_mib"`
+	NICs    map[string]string `json:"nics,omitempty"`
 }
 
 // createSnapshot writes the state file and a memory file of the
 // machine's size, as Firecracker does.
 func (f *fakeFC) createSnapshot(state, mem string) error {
-	b, _ := json.Marshal(fakeSnapshot{Fake: "v1", UDSPath: f.udsPath, MemMiB: f.memMiB})
+	b, _ := json.Marshal(fakeSnapshot{Fake: "v1", UDSPath: f.udsPath, MemMiB: f.memMiB, NICs: f.nics})
 	if err := os.WriteFile(state, b, 0o600); err != nil {
 		return err
 	}
@@ -263,24 +279,32 @@ func (f *fakeFC) createSnapshot(state, mem string) error {
 }
 
 // loadFakeSnapshot checks a state file and memory file createSnapshot
-// wrote and returns the vsock socket the snapshot names.
-func loadFakeSnapshot(state, mem string) (string, error) {
+// wrote and returns the vsock socket and the NICs' taps the snapshot
+// names, with overrides (iface_id → host_dev_name) applied; an override
+// of an interface the snapshot lacks is refused, as Firecracker does.
+func loadFakeSnapshot(state, mem string, overrides map[string]string) (string, map[string]string, error) {
 	b, err := os.ReadFile(state)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	var s fakeSnapshot
 	if err := json.Unmarshal(b, &s); err != nil || s.Fake != "v1" {
-		return "", fmt.Errorf("invalid snapshot state file %s (CRC mismatch)", state)
+		return "", nil, fmt.Errorf("invalid snapshot state file %s (CRC mismatch)", state)
 	}
 	st, err := os.Stat(mem)
 	if err != nil {
-		return "", fmt.Errorf("cannot open the memory file: %w", err)
+		return "", nil, fmt.Errorf("cannot open the memory file: %w", err)
 	}
 	if st.Size() != int64(s.MemMiB)<<20 {
-		return "", fmt.Errorf("memory file %s is %d bytes, the snapshot has %d MiB", mem, st.Size(), s.MemMiB)
+		return "", nil, fmt.Errorf("memory file %s is %d bytes, the snapshot has %d MiB", mem, st.Size(), s.MemMiB)
 	}
-	return s.UDSPath, nil
+	for id, dev := range overrides {
+		if _, ok := s.NICs[id]; !ok {
+			return "", nil, fmt.Errorf("invalid network override: the snapshot has no network interface %q", id)
+		}
+		s.NICs[id] = dev
+	}
+	return s.UDSPath, s.NICs, nil
 }
 
 // serveFakeVsock listens on uds like Firecracker's vsock device with a
@@ -322,14 +346,14 @@ func TestMain(m *testing.M) {
 }
 
 // fakeMain is the fake firecracker program. Environment:
-// BANGER_FAKE_FC_VERSION (default 1.10.1), BANGER_FAKE_FC_FAULTS (see
+// BANGER_FAKE_FC_VERSION (default 1.12.0), BANGER_FAKE_FC_FAULTS (see
 // parseFaults), BANGER_FAKE_FC_LOG (request log, one line per request;
 // contract violations as "VIOLATION ..."), BANGER_FAKE_FC_IGNORE_CAD=1 (the
 // guest ignores Ctrl+Alt+Del).
 func fakeMain(args []string) int {
 	ver := os.Getenv("BANGER_FAKE_FC_VERSION")
 	if ver == "" {
-		ver = "1.10.1"
+		ver = "1.12.0"
 	}
 	var sock string
 	for i, a := range args {
@@ -371,8 +395,11 @@ func fakeMain(args []string) int {
 	f.onRequestLine = func(line string) {
 		logLine(line)
 	}
-	f.onStart = func(uds string) {
+	f.onStart = func(uds string, nics map[string]string) {
 		fmt.Println("fake guest: booting") // the serial console
+		for id, dev := range nics {
+			fmt.Printf("fake guest: nic %s on tap %s\n", id, dev)
+		}
 		if uds != "" {
 			if _, err := serveFakeVsock(uds); err != nil {
 				fmt.Fprintln(os.Stderr, "fake vsock:", err)

@@ -138,12 +138,17 @@ func (e *Engine) Name() string { return Name }
 // Features reports KVM and the vsock agent channel: Firecracker has no
 // other accelerator and always has vsock.
 func (e *Engine) Features(ctx context.Context) (engine.Features, error) {
-	return engine.Features{
+	f := engine.Features{
 		Accel:          engine.AccelKVM,
 		AccelReason:    "Firecracker always uses KVM",
 		HasVsock:       true,
 		AgentTransport: engine.AgentVsock,
-	}, nil
+		TemplateTap:    true,
+	}
+	if err := e.refuseJailed(); err != nil {
+		f.TemplatesOff = err.Error()
+	}
+	return f, nil
 }
 
 // state is what Start leaves in engine.json, before the process exists, so
@@ -270,7 +275,7 @@ func (e *Engine) Start(ctx context.Context, spec engine.Spec) (engine.Instance, 
 
 // plan checks everything that can be checked before touching the disk and
 // returns the state to write.
-func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
+func (e *Engine) plan(ctx context.Context, spec *engine.Spec, mode startMode) (state, error) {
 	if err := validate(spec); err != nil {
 		return state{}, err
 	}
@@ -293,6 +298,11 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 	}
 	if err := CheckVersion(v); err != nil {
 		return state{}, err
+	}
+	if slices.Compare(v[:], mode.minVersion[:]) < 0 {
+		m := mode.minVersion
+		return state{}, fmt.Errorf("firecracker v%d.%d.%d is too old for %s: that needs v%d.%d.%d or newer: %w",
+			v[0], v[1], v[2], mode.minWhy, m[0], m[1], m[2], errdefs.ErrFailedPrecondition)
 	}
 	st := state{
 		Engine:     Name,
@@ -354,7 +364,7 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec) (state, error) {
 }
 
 func (e *Engine) start(ctx context.Context, spec engine.Spec, mode startMode) (inst *Instance, err error) {
-	st, err := e.plan(ctx, &spec)
+	st, err := e.plan(ctx, &spec, mode)
 	if err != nil {
 		return nil, err
 	}

@@ -375,6 +375,10 @@ func TestValidatorCatchesViolations(t *testing.T) {
 		{"GET", "/", ``, ""},
 		{"GET", "/", `{}`, "takes no body"},
 		{"PUT", "/logger", `{"log_path":"/l","level":"Loud"}`, "not one of"},
+		{"PUT", "/snapshot/load", `{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"},"network_overrides":[{"iface_id":"eth0","host_dev_name":"tap1"}]}`, ""},
+		{"PUT", "/snapshot/load", `{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"},"network_overrides":[{"iface_id":"eth0"}]}`, `"host_dev_name" missing`},
+		{"PUT", "/snapshot/load", `{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"},"network_overrides":[{"iface_id":"eth0","host_dev_name":"tap1","guest_mac":"x"}]}`, `unknown field "guest_mac"`},
+		{"PUT", "/snapshot/load", `{"snapshot_path":"/s","mem_backend":{"backend_type":"File","backend_path":"/m"},"network_overrides":{"iface_id":"eth0"}}`, "want an array"},
 	}
 	for _, tt := range tests {
 		err := s.validateRequest(tt.method, tt.path, []byte(tt.body))

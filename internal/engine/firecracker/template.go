@@ -35,7 +35,19 @@ type startMode struct {
 	relative bool
 	// load: restore this snapshot instead of configuring a boot.
 	load *snapshotLoadBody
+	// minVersion, when set, is the oldest Firecracker this start needs,
+	// for the reason in minWhy.
+	minVersion [3]int
+	minWhy     string
 }
+
+// NetworkOverridesVersion is the first Firecracker whose /snapshot/load
+// takes network_overrides (CHANGELOG 1.12.0, #4731): a clone's NIC is
+// backed by the clone's own tap only from there on.
+var NetworkOverridesVersion = [3]int{1, 12, 0}
+
+// nicIface is the iface_id of the VM's NIC (see configRequests).
+const nicIface = "eth0"
 
 // Snapshot API bodies, named after the OpenAPI definitions.
 type (
@@ -51,10 +63,15 @@ type (
 		BackendType string `json:"backend_type"`
 		BackendPath string `json:"backend_path"`
 	}
+	networkOverrideBody struct {
+		IfaceID     string `json:"iface_id"`
+		HostDevName string `json:"host_dev_name"`
+	}
 	snapshotLoadBody struct {
-		SnapshotPath string            `json:"snapshot_path"`
-		MemBackend   memoryBackendBody `json:"mem_backend"`
-		ResumeVM     bool              `json:"resume_vm"`
+		SnapshotPath     string                `json:"snapshot_path"`
+		MemBackend       memoryBackendBody     `json:"mem_backend"`
+		ResumeVM         bool                  `json:"resume_vm"`
+		NetworkOverrides []networkOverrideBody `json:"network_overrides,omitempty"`
 	}
 )
 
@@ -116,8 +133,13 @@ func loadSnapshot(ctx context.Context, c *apiClient, p apiPaths, load snapshotLo
 // jail, which the root helper does not place yet; callers boot cold. A
 // plain hard link, as for disks, would not do: the jailed Firecracker runs
 // as the owner, who owns the template's files, so a compromised one could
-// write the memory every later clone maps. That takes a template owned by
-// root (or a copy per clone).
+// write the memory every later clone maps. The way chosen: the root helper
+// seals a template once made (root:root, 0444) and hard-links its memory
+// and state into each clone's jail (same filesystem: the jail is in the
+// VM's directory, the template in the cache, both under banger's home),
+// costing no disk per clone. A copy per clone would cost the template's
+// touched memory (80-150 MiB for a 512 MiB VM) in disk and time at every
+// start, most of what a template saves; ext4 has no reflink.
 func (e *Engine) refuseJailed() error {
 	if e.cfg.UseJailer {
 		return fmt.Errorf("templates are not supported under the jailer yet (the template's files would have to be placed in each clone's jail): %w", errdefs.ErrFailedPrecondition)
@@ -127,8 +149,10 @@ func (e *Engine) refuseJailed() error {
 
 // StartTemplate boots spec like Start, its drives and vsock socket at
 // paths relative to spec.Dir so that clones reopen their own. Firecracker
-// keeps guest memory anonymous until SaveTemplate writes it into dir.
-// See engine.Templater.
+// keeps guest memory anonymous until SaveTemplate writes it into dir. A
+// NIC needs a tap (Firecracker has no NIC without one): a throwaway the
+// caller removes once the template is saved, since clones are given their
+// own. See engine.Templater.
 func (e *Engine) StartTemplate(ctx context.Context, spec engine.Spec, dir string) (engine.Instance, error) {
 	inst, err := e.startTemplate(ctx, spec, dir)
 	if err != nil {
@@ -141,17 +165,23 @@ func (e *Engine) startTemplate(ctx context.Context, spec engine.Spec, dir string
 	if err := e.refuseJailed(); err != nil {
 		return nil, err
 	}
-	if spec.Net != nil {
-		// Firecracker opens a NIC's tap by name at boot and again on
-		// load; a template's NIC has no tap (engine.NetSpec.Detached).
-		return nil, fmt.Errorf("templates of VMs with a NIC are not supported on Firecracker yet: %w", errdefs.ErrFailedPrecondition)
+	mode := startMode{relative: true}
+	if n := spec.Net; n != nil {
+		if n.Detached || n.TapName == "" {
+			// Firecracker opens a NIC's tap by name at boot: a template
+			// VM's NIC needs one (engine.Features.TemplateTap).
+			return nil, fmt.Errorf("a Firecracker template's NIC needs a tap to open (Firecracker has no NIC without a host side): %w", errdefs.ErrInvalidArgument)
+		}
+		// Refused here, not only at clone time: a template no clone
+		// could load is of no use.
+		mode.minVersion, mode.minWhy = NetworkOverridesVersion, "templates of VMs with a NIC (/snapshot/load network_overrides)"
 	}
 	for _, f := range []string{TemplateMemory, TemplateSnapshot, TemplateSnapshot + ".tmp"} {
 		if err := os.Remove(filepath.Join(dir, f)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return nil, err
 		}
 	}
-	return e.start(ctx, spec, startMode{relative: true})
+	return e.start(ctx, spec, mode)
 }
 
 // SaveTemplate pauses the VM (PATCH /vm), writes a full snapshot into dir
@@ -221,8 +251,9 @@ func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
 // StartClone starts a fresh Firecracker in spec.Dir and restores the
 // template's snapshot with resume_vm: memory mapped privately from
 // dir/memory (mem_backend File), the template's files never written. The
-// clone's disks are reached through its own drive symlinks; the snapshot
-// reset the vsock device, so the host connects to the agent afresh. See
+// clone's disks are reached through its own drive symlinks, its NIC
+// through its own tap (network_overrides); the snapshot reset the vsock
+// device, so the host connects to the agent afresh. See
 // engine.Templater.
 func (e *Engine) StartClone(ctx context.Context, spec engine.Spec, dir string) (engine.Instance, error) {
 	inst, err := e.startClone(ctx, spec, dir)
@@ -237,9 +268,6 @@ func (e *Engine) startClone(ctx context.Context, spec engine.Spec, dir string) (
 	if err := e.refuseJailed(); err != nil {
 		return nil, err
 	}
-	if spec.Net != nil {
-		return nil, fmt.Errorf("templates of VMs with a NIC are not supported on Firecracker yet: %w", errdefs.ErrFailedPrecondition)
-	}
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err
@@ -248,9 +276,16 @@ func (e *Engine) startClone(ctx context.Context, spec engine.Spec, dir string) (
 	if err := proc.CheckTemplate(mem, state, spec.MemoryMiB); err != nil {
 		return nil, err
 	}
-	return e.start(ctx, spec, startMode{relative: true, load: &snapshotLoadBody{
+	mode := startMode{relative: true, load: &snapshotLoadBody{
 		SnapshotPath: state,
 		MemBackend:   memoryBackendBody{BackendType: "File", BackendPath: mem},
 		ResumeVM:     true,
-	}})
+	}}
+	if spec.Net != nil {
+		// The snapshot names the template's tap; the clone's NIC is
+		// backed by its own.
+		mode.load.NetworkOverrides = []networkOverrideBody{{IfaceID: nicIface, HostDevName: spec.Net.TapName}}
+		mode.minVersion, mode.minWhy = NetworkOverridesVersion, "clones of VMs with a NIC (/snapshot/load network_overrides)"
+	}
+	return e.start(ctx, spec, mode)
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/bangervm/banger/internal/engine"
 )
 
-// templateSpec is testSpec without a NIC (Firecracker templates have
-// none yet) in a fresh directory.
+// templateSpec is testSpec without a NIC (TestTemplateWithNIC has one)
+// in a fresh directory.
 func templateSpec(t *testing.T) engine.Spec {
 	spec := testSpec(t)
 	spec.Net = nil
@@ -224,20 +224,112 @@ func TestSaveTemplateSurfacesErrors(t *testing.T) {
 	}
 }
 
-// TestTemplateRefusedJailedOrWithNIC: the jailed path and VMs with a NIC
-// are refused before anything starts, so the caller boots cold.
-func TestTemplateRefusedJailedOrWithNIC(t *testing.T) {
+// TestTemplateRefusedJailed: the jailed path is refused before anything
+// starts, so the caller boots cold; Features says so up front, so that
+// the caller attempts no template at all.
+func TestTemplateRefusedJailed(t *testing.T) {
 	bin, _ := fakeBinary(t)
 	ctx := context.Background()
 	jailed := New(Config{Firecracker: bin, UseJailer: true, Jailer: bin})
+	if f, _ := jailed.Features(ctx); !strings.Contains(f.TemplatesOff, "jailer") {
+		t.Errorf("jailed Features.TemplatesOff = %q; want the jailer named", f.TemplatesOff)
+	}
+	if f, _ := New(Config{Firecracker: bin}).Features(ctx); f.TemplatesOff != "" || !f.TemplateTap {
+		t.Errorf("Features = %+v; want templates on, with a tap for a template's NIC", f)
+	}
 	if _, err := jailed.StartTemplate(ctx, templateSpec(t), t.TempDir()); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "jailer") {
 		t.Errorf("jailed StartTemplate: %v; want a failed precondition naming the jailer", err)
 	}
 	if _, err := jailed.StartClone(ctx, templateSpec(t), t.TempDir()); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("jailed StartClone: %v; want a failed precondition", err)
 	}
-	e := New(Config{Firecracker: bin})
-	if _, err := e.StartTemplate(ctx, testSpec(t), t.TempDir()); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "NIC") {
-		t.Errorf("StartTemplate with a NIC: %v; want a failed precondition naming the NIC", err)
+}
+
+// TestTemplateWithNIC: a template VM's NIC is configured on the tap it is
+// given; a clone's /snapshot/load carries network_overrides mapping the
+// NIC (eth0) to the clone's own tap, valid against firecracker.yaml, and
+// the fake restores the NIC on that tap, not the template's. A NIC with
+// no tap is refused.
+func TestTemplateWithNIC(t *testing.T) {
+	bin, reqLog := fakeBinary(t)
+	e := New(Config{Firecracker: bin, StartTimeout: 5 * time.Second, Logger: testLogger(t)})
+	ctx := context.Background()
+	dir := t.TempDir()
+	spec := testSpec(t)
+	spec.Net.TapName = "bgr-ttemplate"
+	inst, err := e.StartTemplate(ctx, spec, dir)
+	if err != nil {
+		t.Fatalf("StartTemplate: %v", err)
+	}
+	if err := e.SaveTemplate(ctx, inst, dir); err != nil {
+		t.Fatalf("SaveTemplate: %v", err)
+	}
+	var nic string
+	for _, r := range readReqLog(t, reqLog) {
+		if strings.HasPrefix(r, "PUT /network-interfaces/eth0") {
+			nic = r
+		}
+	}
+	assertContains(t, nic, `"host_dev_name":"bgr-ttemplate"`)
+	os.Remove(reqLog)
+
+	clone := testSpec(t)
+	clone.Net.TapName = "bgr-clone1"
+	cinst, err := e.StartClone(ctx, clone, dir)
+	if err != nil {
+		t.Fatalf("StartClone: %v", err)
+	}
+	defer func() { cinst.Kill(); cinst.Wait(ctx) }()
+	var load string
+	for _, r := range readReqLog(t, reqLog) {
+		if strings.HasPrefix(r, "PUT /snapshot/load") {
+			load = r
+		}
+	}
+	assertContains(t, load, `"network_overrides":[{"iface_id":"eth0","host_dev_name":"bgr-clone1"}]`)
+	waitConsole(t, clone.Dir, "fake guest: nic eth0 on tap bgr-clone1")
+
+	detached := testSpec(t)
+	detached.Net = &engine.NetSpec{Detached: true, MAC: "02:00:00:00:00:01"}
+	if _, err := e.StartTemplate(ctx, detached, t.TempDir()); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "tap") {
+		t.Errorf("StartTemplate with a detached NIC: %v; want an invalid argument naming the tap", err)
+	}
+	assertNothingLeft(t, detached)
+}
+
+// TestTemplateWithNICNeedsNetworkOverrides: before Firecracker 1.12 (no
+// network_overrides) a template or clone with a NIC is refused as a
+// failed precondition naming the version, before any process starts;
+// without a NIC both work.
+func TestTemplateWithNICNeedsNetworkOverrides(t *testing.T) {
+	bin, reqLog := fakeBinary(t, "BANGER_FAKE_FC_VERSION=1.11.1")
+	e := New(Config{Firecracker: bin, StartTimeout: 5 * time.Second})
+	ctx := context.Background()
+	spec := testSpec(t)
+	if _, err := e.StartTemplate(ctx, spec, t.TempDir()); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "v1.12.0") {
+		t.Errorf("StartTemplate with a NIC on 1.11.1: %v; want a failed precondition naming v1.12.0", err)
+	}
+	assertNothingLeft(t, spec)
+	dir, _ := saveTestTemplate(t, e, reqLog)
+	clone := testSpec(t)
+	if _, err := e.StartClone(ctx, clone, dir); !errdefs.IsFailedPrecondition(err) || errors.Is(err, engine.ErrBadTemplate) {
+		t.Errorf("StartClone with a NIC on 1.11.1: %v; want a failed precondition, not a bad template", err)
+	}
+	assertNothingLeft(t, clone)
+}
+
+// waitConsole waits for line in the VM's console log.
+func waitConsole(t *testing.T, dir, line string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(dir, ConsoleLog))
+		if strings.Contains(string(b), line) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("console log has no %q:\n%s", line, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -81,7 +81,7 @@ func TestJailedPlan(t *testing.T) {
 	spec := testSpec(t)
 	base := t.TempDir()
 	e := New(Config{Firecracker: bin, UseJailer: true, Jailer: bin, ChrootBase: base, UID: 1000, GID: 1000})
-	st, err := e.plan(context.Background(), &spec)
+	st, err := e.plan(context.Background(), &spec, startMode{})
 	if err != nil {
 		t.Fatal(err)
 	}

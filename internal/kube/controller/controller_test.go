@@ -46,7 +46,7 @@ func TestRenderPod(t *testing.T) {
 	c := pod.Spec.Containers[0]
 	want := map[corev1.ResourceName]string{
 		corev1.ResourceCPU:    "2100m",
-		corev1.ResourceMemory: "384Mi", // 256 + 128 overhead
+		corev1.ResourceMemory: "448Mi", // 256 + 192 overhead
 	}
 	for name, q := range want {
 		got := c.Resources.Requests[name]
@@ -63,8 +63,8 @@ func TestRenderPod(t *testing.T) {
 	if m := c.VolumeMounts; len(m) != 1 || m[0].Name != StateVolume || m[0].MountPath != "/var/lib/banger" || m[0].ReadOnly {
 		t.Errorf("mounts %+v: want %s read-write at /var/lib/banger", m, StateVolume)
 	}
-	if lim := c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("384Mi")) != 0 {
-		t.Errorf("memory limit %s, want 384Mi", lim.String())
+	if lim := c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("448Mi")) != 0 {
+		t.Errorf("memory limit %s, want 448Mi", lim.String())
 	}
 	var spec api.SandboxSpec
 	if len(c.Env) != 2 || c.Env[0].Name != EnvSpec || json.Unmarshal([]byte(c.Env[0].Value), &spec) != nil ||
@@ -87,8 +87,8 @@ func TestRenderPodDefaultsAndBadSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := pod.Spec.Containers[0].Resources.Requests
-	if cpu, mem := r[corev1.ResourceCPU], r[corev1.ResourceMemory]; cpu.String() != "1100m" || mem.String() != "640Mi" {
-		t.Errorf("default requests cpu %s memory %s, want 1100m 640Mi", cpu.String(), mem.String())
+	if cpu, mem := r[corev1.ResourceCPU], r[corev1.ResourceMemory]; cpu.String() != "1100m" || mem.String() != "704Mi" {
+		t.Errorf("default requests cpu %s memory %s, want 1100m 704Mi", cpu.String(), mem.String())
 	}
 	pvc, err := RenderClaim(sandbox(api.SandboxSpec{Image: "debian"}), DefaultLauncher("l"))
 	if err != nil {

@@ -112,35 +112,18 @@ func clusterWithCRD(t *testing.T) (*kubecluster.Cluster, context.Context, client
 	if err != nil {
 		t.Fatal(err)
 	}
-	installCRD(ctx, t, c)
+	crd, err := api.LoadCRD(api.CRDPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.CreateCRD(ctx, crd); err != nil {
+		t.Fatal(err)
+	}
 	return cl, ctx, c, s
 }
 
 func newSandbox(name string, spec api.SandboxSpec) *api.Sandbox {
 	return &api.Sandbox{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default"}, Spec: spec}
-}
-
-// installCRD creates deploy/kubernetes's CRD and waits until it is served.
-func installCRD(ctx context.Context, t *testing.T, c client.Client) {
-	t.Helper()
-	crd, err := api.LoadCRD(api.CRDPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Create(ctx, crd); err != nil {
-		t.Fatalf("install CRD: %v", err)
-	}
-	waitFor(ctx, t, "CRD established", func() (bool, error) {
-		if err := c.Get(ctx, client.ObjectKeyFromObject(crd), crd); err != nil {
-			return false, err
-		}
-		for _, cond := range crd.Status.Conditions {
-			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-				return true, nil
-			}
-		}
-		return false, nil
-	})
 }
 
 // controllerAccount applies deploy/kubernetes/rbac.yaml and returns a
@@ -286,7 +269,7 @@ func TestSandboxPods(t *testing.T) {
 	if !metav1.IsControlledBy(&pod, box) || pod.Labels["team"] != "a" {
 		t.Errorf("pod owners %+v labels %v: want box as controller, team=a", pod.OwnerReferences, pod.Labels)
 	}
-	checkRequests(t, &pod, "1100m", "384Mi")
+	checkRequests(t, &pod, "1100m", "448Mi")
 	if pod.Status.QOSClass != corev1.PodQOSBurstable {
 		t.Errorf("QoS class %s, want Burstable", pod.Status.QOSClass)
 	}
@@ -318,7 +301,7 @@ func TestSandboxPods(t *testing.T) {
 		})
 	}
 	t.Logf("second and third unschedulable at %s", time.Since(start).Round(100*time.Millisecond))
-	for name, want := range map[string][2]string{"second": {"1100m", "256Mi"}, "third": {"2100m", "1152Mi"}} {
+	for name, want := range map[string][2]string{"second": {"1100m", "320Mi"}, "third": {"2100m", "1216Mi"}} {
 		pods := launcherPods(ctx, t, c, name)
 		if len(pods) != 1 {
 			t.Fatalf("%d launcher pods for %s, want 1", len(pods), name)

@@ -27,6 +27,7 @@ type fakeMachine struct {
 	ctrlAlt  int
 	agent    string
 	startErr error
+	restored []bootPlan
 }
 
 func (f *fakeMachine) Start(p bootPlan) error {
@@ -53,7 +54,10 @@ func (f *fakeMachine) Snapshot(state, mem string, header []byte) error {
 	return errors.New("fake machine: no snapshots")
 }
 func (f *fakeMachine) Restore(p bootPlan, state, mem string, offset int64, resume bool) error {
-	return errors.New("fake machine: no snapshots")
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.restored = append(f.restored, p)
+	return nil
 }
 
 func (f *fakeMachine) AgentSocket() string {
@@ -602,4 +606,33 @@ func TestSnapshotRules(t *testing.T) {
 	}
 	a.fault("PUT", "/snapshot/create", create, "fake machine: no snapshots")
 	a.fault("PUT", "/snapshot/load", `{"snapshot_path": `+q(f["snap"])+`, "mem_file_path": `+q(f["mem"])+`}`, errPostBoot)
+}
+
+// TestSnapshotLoadNetworkOverrides: a snapshot of a VM with a NIC is
+// restored with the NIC backed by the tap network_overrides names, not
+// the snapshot's; an override of another interface, one without
+// host_dev_name or with a field Firecracker does not know is refused.
+func TestSnapshotLoadNetworkOverrides(t *testing.T) {
+	m := &fakeMachine{}
+	a := newAPI(t, m)
+	f := a.files("mem")
+	h, _ := json.Marshal(snapshotHeader{Magic: snapshotMagic, Plan: bootPlan{
+		Kernel: "vmlinux", VCPU: 1, MemMiB: 128, Net: &netIface{ID: "eth0", HostDev: "bgr-ttemplate", MAC: "02:62:61:6e:67:00"},
+	}})
+	snap := filepath.Join(a.dir, "snap")
+	if err := os.WriteFile(snap, append(h, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := func(overrides string) string {
+		return `{"snapshot_path": ` + q(snap) + `, "mem_backend": {"backend_type": "File", "backend_path": ` + q(f["mem"]) + `}, "resume_vm": true, "network_overrides": ` + overrides + `}`
+	}
+	a.fault("PUT", "/snapshot/load", load(`[{"iface_id": "eth0"}]`), "missing field `host_dev_name`")
+	a.fault("PUT", "/snapshot/load", load(`[{"iface_id": "eth0", "host_dev_name": "bgr-clone1", "guest_mac": "x"}]`), "unknown field `guest_mac`")
+	a.fault("PUT", "/snapshot/load", load(`[{"iface_id": "eth1", "host_dev_name": "bgr-clone1"}]`), `no network interface "eth1"`)
+	a.put("/snapshot/load", load(`[{"iface_id": "eth0", "host_dev_name": "bgr-clone1"}]`))
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.restored) != 1 || m.restored[0].Net == nil || m.restored[0].Net.HostDev != "bgr-clone1" || m.restored[0].Net.MAC != "02:62:61:6e:67:00" {
+		t.Errorf("restored plans %+v; want one whose NIC is on bgr-clone1", m.restored)
+	}
 }

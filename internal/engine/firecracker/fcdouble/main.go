@@ -38,7 +38,7 @@ import (
 )
 
 // Version is the Firecracker version the double claims to be.
-const Version = "1.10.1"
+const Version = "1.12.0"
 
 // defaultAPISock is Firecracker's default --api-sock.
 const defaultAPISock = "/run/firecracker.socket"

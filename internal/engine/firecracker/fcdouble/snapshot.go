@@ -46,14 +46,19 @@ type memoryBackend struct {
 	BackendPath *string `json:"backend_path"`
 }
 
+type networkOverride struct {
+	IfaceID     *string `json:"iface_id"`
+	HostDevName *string `json:"host_dev_name"`
+}
+
 type snapshotLoadBody struct {
-	SnapshotPath        *string          `json:"snapshot_path"`
-	MemFilePath         *string          `json:"mem_file_path"`
-	MemBackend          *memoryBackend   `json:"mem_backend"`
-	EnableDiffSnapshots bool             `json:"enable_diff_snapshots"`
-	TrackDirtyPages     bool             `json:"track_dirty_pages"`
-	ResumeVM            bool             `json:"resume_vm"`
-	NetworkOverrides    []map[string]any `json:"network_overrides"`
+	SnapshotPath        *string           `json:"snapshot_path"`
+	MemFilePath         *string           `json:"mem_file_path"`
+	MemBackend          *memoryBackend    `json:"mem_backend"`
+	EnableDiffSnapshots bool              `json:"enable_diff_snapshots"`
+	TrackDirtyPages     bool              `json:"track_dirty_pages"`
+	ResumeVM            bool              `json:"resume_vm"`
+	NetworkOverrides    []networkOverride `json:"network_overrides"`
 	VsockOverride       *struct {
 		UDSPath *string `json:"uds_path"`
 	} `json:"vsock_override"`
@@ -117,9 +122,6 @@ func (v *vmm) putSnapshotCreate(r *http.Request, _ string) error {
 	if !v.paused {
 		return badRequest("Create snapshot error: the microVM must be paused first (PATCH /vm).")
 	}
-	if v.plan.Net != nil {
-		return badRequest("Create snapshot error: fcdouble cannot snapshot a VM with a network interface.")
-	}
 	h := snapshotHeader{Magic: snapshotMagic, Plan: v.plan}
 	if v.vsock != nil {
 		h.VsockPath, h.VsockCID = v.vsock.path, v.vsockCID
@@ -166,8 +168,13 @@ func (v *vmm) putSnapshotLoad(r *http.Request, _ string) error {
 	default:
 		return badRequest("An error occurred when deserializing the json body of a request: missing field: either mem_backend or mem_file_path is required.")
 	}
-	if len(b.NetworkOverrides) > 0 {
-		return badRequest("Load snapshot error: fcdouble restores no network interfaces.")
+	for _, o := range b.NetworkOverrides {
+		if o.IfaceID == nil {
+			return missing("iface_id")
+		}
+		if o.HostDevName == nil {
+			return missing("host_dev_name")
+		}
 	}
 	unlock, err := v.preBoot()
 	if err != nil {
@@ -202,6 +209,10 @@ func (v *vmm) putSnapshotLoad(r *http.Request, _ string) error {
 	// be gone.
 	plan := h.Plan
 	plan.Initrd = ""
+	if err := overrideNICs(&plan, b.NetworkOverrides); err != nil {
+		v.m.Abort()
+		return badRequest("Load snapshot error: %v", err)
+	}
 	if err := v.m.Restore(plan, state, mem, offset, b.ResumeVM); err != nil {
 		return badRequest("Load snapshot error: Failed to restore from snapshot: %v", err)
 	}
@@ -227,4 +238,18 @@ func readSnapshotHeader(state string) (snapshotHeader, int64, error) {
 		return h, 0, errors.New("snapshot state file " + state + ": bad header (CRC mismatch)")
 	}
 	return h, int64(len(line)), nil
+}
+
+// overrideNICs backs the plan's NIC by the tap each override names: the
+// snapshot's own tap (the template's) is never opened for it.
+func overrideNICs(p *bootPlan, overrides []networkOverride) error {
+	for _, o := range overrides {
+		if p.Net == nil || p.Net.ID != *o.IfaceID {
+			return fmt.Errorf("Invalid network override: the snapshot has no network interface %q", *o.IfaceID)
+		}
+		n := *p.Net
+		n.HostDev = *o.HostDevName
+		p.Net = &n
+	}
+	return nil
 }
