@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -143,20 +144,34 @@ func Require(t testing.TB) {
 // packages in parallel, and several checkouts may test at once).
 const lockPath = "/run/banger-kubecluster.lock"
 
-// machineLock waits up to 30 minutes for the machine's one cluster slot
-// and holds it until the test's other cleanups (registered after this one,
-// so run before it) have taken the cluster down.
-func machineLock(t testing.TB) {
+// lockHeld is whether this process holds lockPath (a second flock of it
+// from the same process would wait for itself).
+var lockHeld atomic.Bool
+
+// Lock waits up to 30 minutes for the machine's one cluster slot and
+// holds it until the test's other cleanups (registered after this one,
+// so run before it) have taken the cluster down. Start takes it; a test
+// that reads machine state before its cluster starts (as the smoke test
+// does, to check teardown put it back) takes it first, so that another
+// process's cluster is not running meanwhile. Held already: nothing to do.
+func Lock(t testing.TB) {
 	t.Helper()
+	if lockHeld.Load() {
+		return
+	}
 	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatalf("cluster lock: %v", err)
 	}
-	t.Cleanup(func() { f.Close() })
+	t.Cleanup(func() {
+		lockHeld.Store(false)
+		f.Close()
+	})
 	deadline := time.Now().Add(30 * time.Minute)
 	for logged := false; ; {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
+			lockHeld.Store(true)
 			return
 		}
 		if err != unix.EWOULDBLOCK {
@@ -178,7 +193,7 @@ func machineLock(t testing.TB) {
 func Start(t testing.TB) *Cluster {
 	t.Helper()
 	Require(t)
-	machineLock(t)
+	Lock(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 

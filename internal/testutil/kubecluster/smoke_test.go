@@ -28,6 +28,9 @@ import (
 // cgroup, network namespace or volume directory (the claim is left for
 // teardown), and the kubelet's sysctls are back. make test-kube runs it (it needs kube/cluster/build's programs).
 func TestClusterSmoke(t *testing.T) {
+	// The state to compare with is the machine's with no cluster on it.
+	Require(t)
+	Lock(t)
 	sysctls := readSysctls(t)
 	netnsBefore := netnsNames(t)
 	var missing []string
