@@ -61,16 +61,17 @@ type Launcher struct {
 }
 
 // DefaultLauncher states the overhead of a VM's Pod, measured in one
-// (TestLauncherBootsVM, TCG, a 256 MiB busybox guest that touched 160 MiB):
-// QEMU resident 355 MiB (the guest's memory, TCG's 64 MiB translation
-// cache, device emulation), the Pod's memory cgroup at 375 MiB resident
-// and a 383 MiB peak: 127 MiB beyond guest memory. 192 MiB leaves room for
-// the launcher's streams (exec, cp) and a busier guest's page tables; the
-// old 128 MiB put the Pod one MiB under its limit. 100m CPU for the I/O and
-// agent threads beside the vCPUs is stated, not measured. The claim
-// holds 2 GiB beside the VM's disk for banger's state: the image cache
-// (the pulled layers and the converted base image, about 1 GiB for a
-// Debian image), the kernel, logs.
+// (TestLauncherBootsVM, TCG, a 256 MiB busybox guest that touched 160 MiB,
+// two runs): QEMU resident 355-396 MiB (the guest's memory, TCG's 64 MiB
+// translation cache, device emulation) and the Pod's anonymous memory
+// 375-381 MiB, so about 125 MiB beyond guest memory; the cgroup's peak
+// reaches the limit through page cache (the disk's), which is reclaimed.
+// 128 MiB left the Pod's resident memory a few MiB under its limit; 192
+// MiB leaves room for the launcher's streams (exec, cp) and a busier
+// guest. 100m CPU for the I/O and agent threads beside the vCPUs is
+// stated, not measured. The claim holds 2 GiB beside the VM's disk for
+// banger's state: the image cache (the pulled layers and the converted
+// base image, about 1 GiB for a Debian image), the kernel, logs.
 func DefaultLauncher(image string) Launcher {
 	return Launcher{
 		Image:          image,
