@@ -36,7 +36,7 @@ test: build
 	# names, namespaces, ports or processes), which makes that safe. The
 	# e2e output is printed when it ends, so the log reads in order.
 	@e2elog=$$(mktemp); \
-	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 40m ./e2e/ >$$e2elog 2>&1 & e2e=$$!; \
+	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 60m ./e2e/ >$$e2elog 2>&1 & e2e=$$!; \
 	rc=0; $(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/e2e$$') || rc=$$?; \
 	erc=0; wait $$e2e || erc=$$?; cat $$e2elog; rm -f $$e2elog; \
 	echo "make test: packages exit $$rc, e2e exit $$erc"; [ $$rc -eq 0 ] && [ $$erc -eq 0 ]

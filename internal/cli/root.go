@@ -142,7 +142,7 @@ network — in seconds, from any OCI image.`,
 	root.PersistentFlags().StringVar(&f.ContextFlag, "context", "", "run against this context (see banger context list), over BANGER_CONTEXT and the current one")
 	root.AddCommand(newVersionCmd(f), localOnly(f, newImageCmd(f)), localOnly(f, newKernelCmd(f)), localOnly(f, newDaemonCmd(f)), newVMCmd(f),
 		localOnly(f, newTemplateCmd(f)), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), localOnly(f, newEngineCmd(f)), newDoctorCmd(f),
-		localOnly(f, newSystemCmd(f)), newUpdateCmd(f), newMCPCmd(f), newContextCmd(f))
+		localOnly(f, newSystemCmd(f)), newUpdateCmd(f), newMCPCmd(f), newContextCmd(f), newClusterCmd(f))
 	refuseUnknownSubcommands(root)
 	registerCompletions(root, f)
 	return root

@@ -67,35 +67,14 @@ func (k *kube) getSandbox(ctx context.Context, name string) (*kapi.Sandbox, erro
 	return &sb, nil
 }
 
-// createSandbox creates sb; stopped creates it with spec.running false
-// (no Pod), and kept says whether the cluster kept that field (see
-// setRunning).
-func (k *kube) createSandbox(ctx context.Context, sb *kapi.Sandbox, stopped bool) (out *kapi.Sandbox, kept bool, err error) {
-	body, err := json.Marshal(sb)
-	if err != nil {
-		return nil, false, err
-	}
-	if stopped {
-		// TODO(issue 17): SandboxSpec.Running once kubedisk's types are
-		// on main.
-		var m map[string]any
-		if err := json.Unmarshal(body, &m); err != nil {
-			return nil, false, err
-		}
-		m["spec"].(map[string]any)["running"] = false
-		if body, err = json.Marshal(m); err != nil {
-			return nil, false, err
-		}
-	}
-	raw, err := k.sbx.Post().Namespace(k.ns).Resource(kapi.Resource).SetHeader("Content-Type", "application/json").Body(body).Do(ctx).Raw()
-	if err != nil {
+// createSandbox creates sb; kept says whether the cluster kept a
+// spec.running of false (see setRunning).
+func (k *kube) createSandbox(ctx context.Context, sb *kapi.Sandbox) (out *kapi.Sandbox, kept bool, err error) {
+	out = &kapi.Sandbox{}
+	if err := k.sbx.Post().Namespace(k.ns).Resource(kapi.Resource).Body(sb).Do(ctx).Into(out); err != nil {
 		return nil, false, k.err("create sandbox "+sb.Name, err)
 	}
-	out = &kapi.Sandbox{}
-	if err := json.Unmarshal(raw, out); err != nil {
-		return nil, false, fmt.Errorf("create sandbox %s: %w", sb.Name, err)
-	}
-	return out, runningIs(raw, false), nil
+	return out, out.Spec.Running != nil && !*out.Spec.Running, nil
 }
 
 // runningIs reports whether the Sandbox JSON raw has spec.running set to

@@ -27,7 +27,11 @@ var fatalWaiting = map[string]bool{
 // (stopped: until the controller says it is stopped, with no Pod); on
 // failure or cancellation it deletes the Sandbox again.
 func (s *server) create(ctx context.Context, sb *kapi.Sandbox, stopped bool, progress func(api.Event)) (api.VM, error) {
-	made, kept, err := s.kube.createSandbox(ctx, sb, stopped)
+	if stopped {
+		no := false
+		sb.Spec.Running = &no
+	}
+	made, kept, err := s.kube.createSandbox(ctx, sb)
 	if errdefs.IsAlreadyExists(err) {
 		return api.VM{}, fmt.Errorf("vm %s exists in namespace %s: pick another --name, or delete it first: %w", sb.Name, s.c.Namespace, errdefs.ErrAlreadyExists)
 	}

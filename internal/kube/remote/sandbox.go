@@ -25,15 +25,6 @@ const AnnotationWorkspace = "banger.dev/workspace"
 // QEMU engine, run by the launcher in the VM's Pod.
 const EngineLauncher = "qemu"
 
-// Phases of a Sandbox told to stop (spec.running false), as kubedisk's
-// controller reports them.
-// TODO(issue 17): kapi.PhaseStopping and kapi.PhaseStopped once kubedisk's
-// types are on main.
-const (
-	phaseStopping = "Stopping"
-	phaseStopped  = "Stopped"
-)
-
 // podReady reports whether the launcher Pod passed its readiness probe:
 // the VM runs and its agent answered.
 func podReady(pod *corev1.Pod) bool {
@@ -103,9 +94,9 @@ func vmState(sb *kapi.Sandbox, pod *corev1.Pod) (state, reason string) {
 		return api.VMStarting, "the launcher runs; waiting for the VM to be ready"
 	case kapi.PhaseSucceeded:
 		return api.VMStopped, "the VM powered off"
-	case kapi.PhaseTerminating, phaseStopping:
+	case kapi.PhaseTerminating, kapi.PhaseStopping:
 		return api.VMStopping, why
-	case phaseStopped:
+	case kapi.PhaseStopped:
 		return api.VMStopped, ""
 	case kapi.PhaseUnknown:
 		return api.VMError, fmt.Sprintf("node %s stopped reporting (lost or unreachable): %s", st.Node, why)

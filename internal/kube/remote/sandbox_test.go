@@ -59,6 +59,8 @@ func TestVMFromSandbox(t *testing.T) {
 		{kapi.PhaseFailed, nil, api.VMError, "R: m"},
 		{kapi.PhaseUnknown, nil, api.VMError, "node n1 stopped reporting"},
 		{kapi.PhaseTerminating, nil, api.VMStopping, "R: m"},
+		{kapi.PhaseStopping, nil, api.VMStopping, "R: m"},
+		{kapi.PhaseStopped, nil, api.VMStopped, ""},
 	}
 	for _, tt := range tests {
 		v := VMFromSandbox(sandbox(tt.phase), tt.pod)
