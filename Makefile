@@ -7,7 +7,7 @@ PKG := github.com/bangervm/banger/internal/buildinfo
 LDFLAGS := -s -w -X $(PKG).Version=$(VERSION) -X $(PKG).Commit=$(COMMIT) -X $(PKG).BuildTime=$(BUILD_TIME)
 PREFIX ?= /usr/local
 
-.PHONY: all build test test-installed test-kube unit fuzz bench install clean release
+.PHONY: all build test test-installed test-kube kube-images unit fuzz bench install clean release
 
 all: build
 
@@ -36,7 +36,7 @@ test: build
 	# names, namespaces, ports or processes), which makes that safe. The
 	# e2e output is printed when it ends, so the log reads in order.
 	@e2elog=$$(mktemp); \
-	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 40m ./e2e/ >$$e2elog 2>&1 & e2e=$$!; \
+	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -count=1 -timeout 60m ./e2e/ >$$e2elog 2>&1 & e2e=$$!; \
 	rc=0; $(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -p 1 -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/e2e$$') || rc=$$?; \
 	erc=0; wait $$e2e || erc=$$?; cat $$e2elog; rm -f $$e2elog; \
 	echo "make test: packages exit $$rc, e2e exit $$erc"; [ $$rc -eq 0 ] && [ $$erc -eq 0 ]
@@ -71,7 +71,13 @@ test-installed:
 test-kube: build
 	nice -n 19 kube/cluster/build
 	$(GO) vet -tags kube ./...
-	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -tags kube -count=1 -p 1 -timeout 20m ./internal/testutil/kubecluster ./internal/kube/...
+	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -tags kube -count=1 -p 1 -timeout 40m ./internal/testutil/kubecluster ./internal/kube/...
+
+# banger.dev/launcher:dev and banger.dev/controller:dev as one docker-save
+# tar (ctr images import / docker load): KERNEL and INITRD are a kernel
+# banger imported (banger kernel show debian-cloud --json).
+kube-images: build
+	$(GO) run ./internal/kube/images/writetar -bin bin -kernel '$(KERNEL)' -initrd '$(INITRD)' -o bin/kube-images.tar
 
 bench: build
 	$(GO) test -run=NONE -bench=. -benchtime=1x -timeout 30m ./bench/...

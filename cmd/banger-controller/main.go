@@ -4,9 +4,11 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 
@@ -14,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bangervm/banger/internal/kube/api"
@@ -31,6 +34,7 @@ func run() error {
 	image := flag.String("launcher-image", "", "image of the launcher Pods (required)")
 	namespaces := flag.String("namespaces", "", "comma-separated namespaces to serve (default: all)")
 	metrics := flag.String("metrics-addr", "0", `metrics listen address ("0": off)`)
+	health := flag.String("health-addr", "0", `listen address of /healthz and /readyz ("0": off); ready once the caches synced`)
 	flag.Parse()
 	if *image == "" {
 		return fmt.Errorf("--launcher-image is required")
@@ -54,12 +58,26 @@ func run() error {
 		ns = strings.Split(*namespaces, ",")
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:  scheme,
-		Cache:   controller.CacheOptions(ns...),
-		Metrics: metricsserver.Options{BindAddress: *metrics},
+		Scheme:                 scheme,
+		Cache:                  controller.CacheOptions(ns...),
+		Metrics:                metricsserver.Options{BindAddress: *metrics},
+		HealthProbeBindAddress: *health,
 	})
 	if err != nil {
 		return fmt.Errorf("controller manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	// Ready once the caches synced: the service account could list and
+	// watch what it serves.
+	if err := mgr.AddReadyzCheck("caches", func(req *http.Request) error {
+		if !mgr.GetCache().WaitForCacheSync(req.Context()) {
+			return errors.New("caches not synced")
+		}
+		return nil
+	}); err != nil {
+		return err
 	}
 	if err := (&controller.Reconciler{Launcher: controller.DefaultLauncher(*image)}).Setup(mgr); err != nil {
 		return err

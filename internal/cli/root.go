@@ -120,7 +120,7 @@ network — in seconds, from any OCI image.`,
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return &FlagError{Err: err} })
-	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newTemplateCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f), newSystemCmd(f), newUpdateCmd(f), newMCPCmd(f))
+	root.AddCommand(newVersionCmd(f), newImageCmd(f), newKernelCmd(f), newDaemonCmd(f), newVMCmd(f), newTemplateCmd(f), newVMListCmd(f, "ps"), newSSHConfigCmd(f), newSSHProxyCmd(f), newEngineCmd(f), newDoctorCmd(f), newSystemCmd(f), newUpdateCmd(f), newMCPCmd(f), newClusterCmd(f))
 	refuseUnknownSubcommands(root)
 	registerCompletions(root, f)
 	return root

@@ -86,6 +86,16 @@ func NewRegistry(t testing.TB) *Registry {
 	return r
 }
 
+// Serve serves the same registry on ln too (one inside a network
+// namespace, for clients there) until the test ends, and returns ln's
+// address. Push through Addr, pull through this one.
+func (r *Registry) Serve(t testing.TB, ln net.Listener) string {
+	srv := &http.Server{Handler: r.srv.Handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
 // Close stops the registry (to test a registry that is down).
 func (r *Registry) Close() { r.srv.Close() }
 

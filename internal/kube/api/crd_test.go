@@ -62,6 +62,13 @@ func TestCRDMatchesTypes(t *testing.T) {
 			t.Errorf("%s bounds %v..%v, want %v", name, p.Minimum, p.Maximum, want)
 		}
 	}
+	// A Sandbox runs unless told not to; the Go side's IsRunning agrees.
+	if r := spec["running"]; r.Type != "boolean" || r.Default == nil || string(r.Default.Raw) != "true" || !(SandboxSpec{}).IsRunning() {
+		t.Errorf("running: type %q default %v, want boolean defaulting to true", r.Type, r.Default)
+	}
+	if rules := props["spec"].XValidations; len(rules) != 1 || !strings.Contains(rules[0].Rule, "oldSelf.storageClassName") {
+		t.Errorf("spec validations %+v: want storageClassName fixed at creation", rules)
+	}
 	if !slices.Equal(crd.Spec.Versions[0].Schema.OpenAPIV3Schema.Required, []string{"spec"}) || !slices.Equal(props["spec"].Required, []string{"image"}) {
 		t.Error("want spec and spec.image required")
 	}

@@ -17,6 +17,10 @@ func (in *SandboxSpec) DeepCopyInto(out *SandboxSpec) {
 		d := *in.TTL
 		out.TTL = &d
 	}
+	if in.Running != nil {
+		r := *in.Running
+		out.Running = &r
+	}
 }
 
 func (in *SandboxStatus) DeepCopyInto(out *SandboxStatus) {

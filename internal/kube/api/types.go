@@ -54,6 +54,11 @@ const (
 	PhaseUnknown = "Unknown"
 	// PhaseTerminating: the Pod is being deleted.
 	PhaseTerminating = "Terminating"
+	// PhaseStopping: spec.running is false and the controller deleted the
+	// Pod; the launcher is stopping the VM (it syncs its disk first).
+	PhaseStopping = "Stopping"
+	// PhaseStopped: spec.running is false, no Pod runs, the disk is kept.
+	PhaseStopped = "Stopped"
 )
 
 // SandboxSpec is what the user asks for.
@@ -76,18 +81,35 @@ type SandboxSpec struct {
 	Labels map[string]string `json:"labels,omitempty"`
 	// TTL, when set, deletes the Sandbox that long after its creation.
 	TTL *metav1.Duration `json:"ttl,omitempty"`
+	// Running says whether the VM should run (default true). false stops
+	// it: the controller deletes the Pod and keeps the disk; true again
+	// starts a new Pod on the same disk.
+	Running *bool `json:"running,omitempty"`
+	// StorageClassName is the class of the disk's PersistentVolumeClaim;
+	// empty means the cluster's default class. Fixed at creation.
+	StorageClassName string `json:"storageClassName,omitempty"`
 }
+
+// IsRunning is spec.running with its default (true) applied.
+func (s SandboxSpec) IsRunning() bool { return s.Running == nil || *s.Running }
 
 // SandboxStatus is what the controller observed.
 type SandboxStatus struct {
 	Phase string `json:"phase,omitempty"`
+	// ObservedGeneration is the spec generation this status answers: a
+	// client that changed the spec (running: false, say) knows the
+	// controller acted on it once this reaches the new generation.
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Node is the node the launcher Pod was scheduled to.
 	Node string `json:"node,omitempty"`
 	// Reason says why the Sandbox is not Running, when it is not.
 	Reason  string `json:"reason,omitempty"`
 	Message string `json:"message,omitempty"`
 	// PodName is the launcher Pod (in the Sandbox's namespace).
-	PodName   string   `json:"podName,omitempty"`
+	PodName string `json:"podName,omitempty"`
+	// ClaimName is the disk's PersistentVolumeClaim (in the Sandbox's
+	// namespace), set once the controller made it.
+	ClaimName string   `json:"claimName,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
 }
 

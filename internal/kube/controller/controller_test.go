@@ -45,9 +45,8 @@ func TestRenderPod(t *testing.T) {
 	}
 	c := pod.Spec.Containers[0]
 	want := map[corev1.ResourceName]string{
-		corev1.ResourceCPU:              "2100m",
-		corev1.ResourceMemory:           "384Mi", // 256 + 128 overhead
-		corev1.ResourceEphemeralStorage: "1Gi",
+		corev1.ResourceCPU:    "2100m",
+		corev1.ResourceMemory: "448Mi", // 256 + 192 overhead
 	}
 	for name, q := range want {
 		got := c.Resources.Requests[name]
@@ -55,18 +54,23 @@ func TestRenderPod(t *testing.T) {
 			t.Errorf("request %s = %s, want %s", name, got.String(), q)
 		}
 	}
-	if lim := c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("384Mi")) != 0 {
-		t.Errorf("memory limit %s, want 384Mi", lim.String())
+	if len(c.Resources.Requests) != len(want) {
+		t.Errorf("requests %v: want cpu and memory only (the disk is on the claim, not ephemeral storage)", c.Resources.Requests)
+	}
+	if v := pod.Spec.Volumes; len(v) != 1 || v[0].Name != StateVolume || v[0].PersistentVolumeClaim == nil || v[0].PersistentVolumeClaim.ClaimName != "box-disk" {
+		t.Errorf("volumes %+v: want %s from claim box-disk", v, StateVolume)
+	}
+	if m := c.VolumeMounts; len(m) != 1 || m[0].Name != StateVolume || m[0].MountPath != "/var/lib/banger" || m[0].ReadOnly {
+		t.Errorf("mounts %+v: want %s read-write at /var/lib/banger", m, StateVolume)
+	}
+	if lim := c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(resource.MustParse("448Mi")) != 0 {
+		t.Errorf("memory limit %s, want 448Mi", lim.String())
 	}
 	var spec api.SandboxSpec
 	if len(c.Env) != 2 || c.Env[0].Name != EnvSpec || json.Unmarshal([]byte(c.Env[0].Value), &spec) != nil ||
-		spec.Image != "debian" || spec.Net != api.NetNone || spec.VCPUs != 2 ||
+		spec.Image != "debian" || spec.Net != api.NetNone || spec.VCPUs != 2 || spec.Running == nil || !*spec.Running ||
 		c.Env[1].Name != EnvName || c.Env[1].Value != "box" {
 		t.Errorf("env %+v: want %s with the defaulted spec and %s=box", c.Env, EnvSpec, EnvName)
-	}
-	if len(c.VolumeMounts) != 1 || c.VolumeMounts[0].Name != StateVolume || c.VolumeMounts[0].MountPath != "/var/lib/banger" ||
-		len(pod.Spec.Volumes) != 1 || pod.Spec.Volumes[0].Name != StateVolume {
-		t.Errorf("volumes %+v mounted %+v: want the state volume at /var/lib/banger", pod.Spec.Volumes, c.VolumeMounts)
 	}
 	if p := c.ReadinessProbe; p == nil || p.Exec == nil || strings.Join(p.Exec.Command, " ") != "banger-launcher ready" ||
 		strings.Join(c.Command, " ") != "banger-launcher run" {
@@ -83,11 +87,60 @@ func TestRenderPodDefaultsAndBadSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := pod.Spec.Containers[0].Resources.Requests
-	if cpu, mem, disk := r[corev1.ResourceCPU], r[corev1.ResourceMemory], r[corev1.ResourceEphemeralStorage]; cpu.String() != "1100m" || mem.String() != "640Mi" || disk.String() != "4Gi" {
-		t.Errorf("default requests cpu %s memory %s disk %s, want 1100m 640Mi 4Gi", cpu.String(), mem.String(), disk.String())
+	if cpu, mem := r[corev1.ResourceCPU], r[corev1.ResourceMemory]; cpu.String() != "1100m" || mem.String() != "704Mi" {
+		t.Errorf("default requests cpu %s memory %s, want 1100m 704Mi", cpu.String(), mem.String())
 	}
-	if _, err := RenderPod(sandbox(api.SandboxSpec{Image: "debian", DiskSize: "4X"}), DefaultLauncher("l")); err == nil {
-		t.Error("disk size 4X: rendered a pod, want an error")
+	pvc, err := RenderClaim(sandbox(api.SandboxSpec{Image: "debian"}), DefaultLauncher("l"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.String() != "6Gi" {
+		t.Errorf("default claim %s, want 6Gi (4G disk + 2Gi state)", q.String())
+	}
+	for _, render := range []func(*api.Sandbox, Launcher) error{
+		func(sb *api.Sandbox, l Launcher) error { _, err := RenderPod(sb, l); return err },
+		func(sb *api.Sandbox, l Launcher) error { _, err := RenderClaim(sb, l); return err },
+	} {
+		if err := render(sandbox(api.SandboxSpec{Image: "debian", DiskSize: "4X"}), DefaultLauncher("l")); err == nil {
+			t.Error("disk size 4X: rendered, want an error")
+		}
+	}
+}
+
+// The disk's claim: owned by the Sandbox (the garbage collector deletes it
+// with the Sandbox), ReadWriteOnce, the disk plus the state overhead, in
+// the class asked for or the cluster's default.
+func TestRenderClaim(t *testing.T) {
+	sb := sandbox(api.SandboxSpec{Image: "debian", DiskSize: "1G", Labels: map[string]string{"team": "a"}})
+	pvc, err := RenderClaim(sb, DefaultLauncher("l"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pvc.Name != "box-disk" || pvc.Namespace != "team" {
+		t.Errorf("claim %s/%s, want team/box-disk", pvc.Namespace, pvc.Name)
+	}
+	if !metav1.IsControlledBy(pvc, sb) || len(pvc.OwnerReferences) != 1 || !*pvc.OwnerReferences[0].BlockOwnerDeletion {
+		t.Errorf("owner references %+v: want the sandbox as controller, blocking deletion", pvc.OwnerReferences)
+	}
+	if pvc.Labels[LabelSandbox] != "box" || pvc.Labels[LabelManagedBy] != managedBy {
+		t.Errorf("labels %v: want %s=box and the managed-by label the cache selects", pvc.Labels, LabelSandbox)
+	}
+	if m := pvc.Spec.AccessModes; len(m) != 1 || m[0] != corev1.ReadWriteOnce {
+		t.Errorf("access modes %v, want ReadWriteOnce", m)
+	}
+	if q := pvc.Spec.Resources.Requests[corev1.ResourceStorage]; q.Cmp(resource.MustParse("3Gi")) != 0 {
+		t.Errorf("claim size %s, want 3Gi (1G disk + 2Gi state)", q.String())
+	}
+	if pvc.Spec.StorageClassName != nil {
+		t.Errorf("storage class %q, want none set (the cluster's default)", *pvc.Spec.StorageClassName)
+	}
+	sb.Spec.StorageClassName = "fast"
+	pvc, err = RenderClaim(sb, DefaultLauncher("l"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pvc.Spec.StorageClassName == nil || *pvc.Spec.StorageClassName != "fast" {
+		t.Errorf("storage class %v, want fast", pvc.Spec.StorageClassName)
 	}
 }
 

@@ -10,9 +10,11 @@ import (
 
 // Reasons the controller itself sets (others are copied from the Pod).
 const (
-	ReasonPodGone  = "LauncherPodGone"
-	ReasonPodTaken = "PodNameTaken"
-	ReasonInvalid  = "InvalidSpec"
+	ReasonPodGone    = "LauncherPodGone"
+	ReasonPodTaken   = "PodNameTaken"
+	ReasonClaimGone  = "DiskClaimGone"
+	ReasonClaimTaken = "DiskClaimNameTaken"
+	ReasonInvalid    = "InvalidSpec"
 )
 
 // StatusFromPod mirrors the launcher Pod into a Sandbox status: phase,

@@ -128,6 +128,15 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil && c.Spec.DiskSize != "" {
 		return fmt.Errorf("diskSize: %w", err)
 	}
+	// The volume's root comes as the Pod made it (an emptyDir is 0777):
+	// banger keeps its state only under directories nobody else can
+	// change (paths.Layout.Ensure).
+	if err := os.MkdirAll(c.Home, 0o700); err != nil {
+		return err
+	}
+	if err := os.Chmod(c.Home, 0o700); err != nil {
+		return fmt.Errorf("state volume %s: %w", c.Home, err)
+	}
 	l := paths.Layout{
 		Config: filepath.Join(c.Home, "config"), State: filepath.Join(c.Home, "state"),
 		Cache: filepath.Join(c.Home, "cache"), Runtime: c.Runtime,
@@ -135,17 +144,22 @@ func Run(ctx context.Context, c Config) error {
 	// The daemon outlives ctx: the VM is stopped through it first.
 	dctx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDaemon()
-	daemonDone := make(chan error, 1)
+	daemonDone := make(chan struct{})
+	var daemonErr error
 	go func() {
-		daemonDone <- daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true})
+		defer close(daemonDone)
+		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true})
 	}()
 	stop := func() error {
 		stopDaemon()
-		return <-daemonDone
+		<-daemonDone
+		return daemonErr
 	}
 	cl := client.New(c.Socket)
 	if err := waitAPI(ctx, cl, daemonDone); err != nil {
-		stop()
+		if derr := stop(); derr != nil {
+			return fmt.Errorf("banger's daemon in the launcher: %w", derr)
+		}
 		return err
 	}
 	c.Log.Info("launcher: api up", "socket", c.Socket)
@@ -170,8 +184,8 @@ func Run(ctx context.Context, c Config) error {
 				return err
 			}
 			return nil
-		case err := <-daemonDone:
-			return fmt.Errorf("banger's daemon in the launcher ended: %w", err)
+		case <-daemonDone:
+			return fmt.Errorf("banger's daemon in the launcher ended: %v", daemonErr)
 		case <-tick.C:
 			v, err := cl.VM(ctx, c.Name)
 			if err != nil || v.State == bapi.VMRunning || v.State == bapi.VMPaused || ctx.Err() != nil {
@@ -188,7 +202,7 @@ func Run(ctx context.Context, c Config) error {
 }
 
 // waitAPI waits until the daemon answers on its socket.
-func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan error) error {
+func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan struct{}) error {
 	for {
 		if _, err := cl.Version(ctx); err == nil {
 			return nil
@@ -196,8 +210,8 @@ func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan error) er
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-daemonDone:
-			return fmt.Errorf("banger's daemon in the launcher: %w", err)
+		case <-daemonDone:
+			return errors.New("banger's daemon in the launcher ended before it served")
 		case <-time.After(50 * time.Millisecond):
 		}
 	}

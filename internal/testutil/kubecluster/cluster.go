@@ -4,7 +4,10 @@
 // certificates made in Go and two images (a pause image and busybox) made
 // from Debian's static busybox and imported into containerd. Everything it
 // starts is stopped, unmounted and removed when the test ends, and the host
-// sysctls the kubelet sets are put back.
+// sysctls the kubelet sets are put back. Pods reach the API through the
+// kubernetes Service's address. Claims get volumes from the
+// controller-manager's hostPath provisioner through a default
+// StorageClass.
 //
 // The Kubernetes programs come from kube/cluster/build (cached per
 // version); etcd, containerd, runc and the CNI plugins from Debian
@@ -26,11 +29,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+	storagev1 "k8s.io/api/storage/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -95,9 +101,21 @@ var kubeletSysctls = []string{
 	"kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes",
 }
 
+// HostPathDir is where kube-controller-manager's hostPath provisioner
+// (--enable-hostpath-provisioner, for single-node test clusters) makes a
+// directory per volume: /tmp/hostpath_pv/UUID, fixed in its source
+// (k8s.io/kubernetes/pkg/volume/hostpath). It removes a volume's
+// directory when the volume is deleted; Start's cleanup removes those it
+// made and did not delete.
+const HostPathDir = "/tmp/hostpath_pv"
+
+// StorageClass is the cluster's default StorageClass: the hostPath
+// provisioner's, reclaim policy Delete.
+const StorageClass = "standard"
+
 // MachinePaths are the paths outside Dir that the cluster's programs
 // create on the machine.
-var MachinePaths = []string{"/run/containerd", "/var/lib/cni", "/var/lib/kubelet"}
+var MachinePaths = []string{"/run/containerd", "/var/lib/cni", "/var/lib/kubelet", HostPathDir}
 
 // Require skips (fails under CI=true) unless everything a cluster needs is
 // on the machine.
@@ -126,20 +144,34 @@ func Require(t testing.TB) {
 // packages in parallel, and several checkouts may test at once).
 const lockPath = "/run/banger-kubecluster.lock"
 
-// machineLock waits up to 30 minutes for the machine's one cluster slot
-// and holds it until the test's other cleanups (registered after this one,
-// so run before it) have taken the cluster down.
-func machineLock(t testing.TB) {
+// lockHeld is whether this process holds lockPath (a second flock of it
+// from the same process would wait for itself).
+var lockHeld atomic.Bool
+
+// Lock waits up to 30 minutes for the machine's one cluster slot and
+// holds it until the test's other cleanups (registered after this one,
+// so run before it) have taken the cluster down. Start takes it; a test
+// that reads machine state before its cluster starts (as the smoke test
+// does, to check teardown put it back) takes it first, so that another
+// process's cluster is not running meanwhile. Held already: nothing to do.
+func Lock(t testing.TB) {
 	t.Helper()
+	if lockHeld.Load() {
+		return
+	}
 	f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		t.Fatalf("cluster lock: %v", err)
 	}
-	t.Cleanup(func() { f.Close() })
+	t.Cleanup(func() {
+		lockHeld.Store(false)
+		f.Close()
+	})
 	deadline := time.Now().Add(30 * time.Minute)
 	for logged := false; ; {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil {
+			lockHeld.Store(true)
 			return
 		}
 		if err != unix.EWOULDBLOCK {
@@ -161,7 +193,7 @@ func machineLock(t testing.TB) {
 func Start(t testing.TB) *Cluster {
 	t.Helper()
 	Require(t)
-	machineLock(t)
+	Lock(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 
@@ -187,6 +219,17 @@ func Start(t testing.TB) *Cluster {
 			})
 		}
 	}
+	volumesBefore := hostPathVolumes()
+	t.Cleanup(func() {
+		for v := range hostPathVolumes() {
+			if volumesBefore[v] {
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(HostPathDir, v)); err != nil {
+				t.Errorf("remove hostPath volume: %v", err)
+			}
+		}
+	})
 	cg := snapshotCgroups(t)
 	c.netnsBefore = cniNetns()
 	t.Cleanup(func() { cg.removeNew(t) })
@@ -214,6 +257,18 @@ func Start(t testing.TB) *Cluster {
 		link set node0 up
 		link set node1 up
 		route add default dev node0`, nodeIP))
+	// There is no kube-proxy: the one Service Pods need, the API's
+	// (what in-cluster clients such as banger's controller dial), is
+	// forwarded to the apiserver here.
+	nettest.Do(t, ns, func() {
+		for _, chain := range []string{"PREROUTING", "OUTPUT"} {
+			err := hostcmd.IPTables(context.Background(), "nat", "-A", chain, "-d", serviceIP.String()+"/32", "-p", "tcp", "--dport", "443",
+				"-j", "DNAT", "--to-destination", fmt.Sprintf("%s:%d", nodeIP, apiPort))
+			if err != nil {
+				t.Fatalf("forward the kubernetes service: %v", err)
+			}
+		}
+	})
 
 	p, err := newPKI(filepath.Join(dir, "pki"))
 	if err != nil {
@@ -276,6 +331,7 @@ func Start(t testing.TB) *Cluster {
 		"--authorization-kubeconfig="+filepath.Join(dir, "controller-manager.kubeconfig"),
 		"--bind-address=127.0.0.1", "--leader-elect=false",
 		"--use-service-account-credentials",
+		"--enable-hostpath-provisioner",
 		"--service-account-private-key-file="+p.path("sa.key"),
 		"--root-ca-file="+p.path("ca.crt"),
 		"--cluster-signing-cert-file="+p.path("ca.crt"), "--cluster-signing-key-file="+p.path("ca.key"))
@@ -314,7 +370,32 @@ func Start(t testing.TB) *Cluster {
 		"--hostname-override="+NodeName, "--node-ip="+nodeIP.String())
 
 	c.waitReady(ctx, t)
+	c.defaultStorageClass(ctx, t)
 	return c
+}
+
+// defaultStorageClass makes StorageClass the cluster's default, so a
+// claim without a class gets a hostPath volume.
+func (c *Cluster) defaultStorageClass(ctx context.Context, t testing.TB) {
+	t.Helper()
+	sc := &storagev1.StorageClass{
+		ObjectMeta: metav1.ObjectMeta{Name: StorageClass,
+			Annotations: map[string]string{"storageclass.kubernetes.io/is-default-class": "true"}},
+		Provisioner: "kubernetes.io/host-path",
+	}
+	if _, err := c.Client.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create storage class %s: %v", StorageClass, err)
+	}
+}
+
+// hostPathVolumes lists the volume directories in HostPathDir.
+func hostPathVolumes() map[string]bool {
+	names := map[string]bool{}
+	entries, _ := os.ReadDir(HostPathDir)
+	for _, e := range entries {
+		names[e.Name()] = true
+	}
+	return names
 }
 
 // ImportImages imports a docker-save or OCI tar into the cluster's

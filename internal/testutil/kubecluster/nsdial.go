@@ -7,54 +7,74 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// dialIn opens a TCP connection from inside the network namespace at
-// nsPath: the socket is made on a thread switched into the namespace and
-// keeps belonging to it after the thread switches back.
-func dialIn(nsPath, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+// inNetNS runs f on a thread switched into the network namespace at
+// nsPath: sockets f makes belong to that namespace for good, after the
+// thread switches back.
+func inNetNS(nsPath string, f func()) error {
+	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
 		orig, err := os.Open("/proc/thread-self/ns/net")
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			errc <- err
 			return
 		}
 		defer orig.Close()
 		target, err := os.Open(nsPath)
 		if err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: err}
+			errc <- err
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			ch <- result{err: fmt.Errorf("setns %s: %w", nsPath, err)}
+			errc <- fmt.Errorf("setns %s: %w", nsPath, err)
 			return
 		}
-		c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+		f()
 		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) != nil {
 			// The thread stays locked and ends with this goroutine:
 			// never reuse a thread left in another namespace.
-			ch <- result{c, err}
+			errc <- nil
 			return
 		}
 		runtime.UnlockOSThread()
-		ch <- result{c, err}
+		errc <- nil
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-errc
+}
+
+// dialIn opens a TCP connection from inside the network namespace at
+// nsPath.
+func dialIn(nsPath, addr string) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	if nerr := inNetNS(nsPath, func() { c, err = net.DialTimeout("tcp", addr, 10*time.Second) }); nerr != nil {
+		return nil, nerr
+	}
+	return c, err
+}
+
+// Listen listens on TCP port (0: any free one) of the node's address,
+// inside the cluster's namespace, where Pods reach it through the CNI
+// bridge and nothing outside the namespace can: for a registry the
+// launcher pulls from.
+func (c *Cluster) Listen(port int) (net.Listener, error) {
+	var ln net.Listener
+	var err error
+	if nerr := inNetNS(c.NetNS, func() { ln, err = net.Listen("tcp", net.JoinHostPort(nodeIP.String(), strconv.Itoa(port))) }); nerr != nil {
+		return nil, nerr
+	}
+	return ln, err
 }
 
 // forwarder listens on the host's loopback and joins each connection to

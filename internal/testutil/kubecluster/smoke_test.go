@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -21,11 +22,15 @@ import (
 	utilexec "k8s.io/client-go/util/exec"
 )
 
-// The cluster runs a Pod to completion and execs into a running one
-// through client-go, and once the test is over nothing of it is left: no
-// process, mount, cgroup or network namespace, and the kubelet's sysctls
-// are back. make test-kube runs it (it needs kube/cluster/build's programs).
+// The cluster runs a Pod to completion, execs into a running one through
+// client-go and binds a claim of the default class to a hostPath volume,
+// and once the test is over nothing of it is left: no process, mount,
+// cgroup, network namespace or volume directory (the claim is left for
+// teardown), and the kubelet's sysctls are back. make test-kube runs it (it needs kube/cluster/build's programs).
 func TestClusterSmoke(t *testing.T) {
+	// The state to compare with is the machine's with no cluster on it.
+	Require(t)
+	Lock(t)
 	sysctls := readSysctls(t)
 	netnsBefore := netnsNames(t)
 	var missing []string
@@ -34,7 +39,7 @@ func TestClusterSmoke(t *testing.T) {
 			missing = append(missing, p)
 		}
 	}
-	var dir, netns string
+	var dir, netns, volume string
 	t.Run("cluster", func(t *testing.T) {
 		start := time.Now()
 		c := Start(t)
@@ -85,6 +90,32 @@ func TestClusterSmoke(t *testing.T) {
 			t.Errorf("exec: stdout %q, stderr %q", stdout.String(), stderr.String())
 		}
 
+		claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "left"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Mi")}},
+			}}
+		if _, err := c.Client.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for claim.Status.Phase != corev1.ClaimBound {
+			if ctx.Err() != nil {
+				t.Fatalf("claim not bound: %+v", claim.Status)
+			}
+			time.Sleep(200 * time.Millisecond)
+			if claim, err = c.Client.CoreV1().PersistentVolumeClaims("default").Get(ctx, "left", metav1.GetOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pv, err := c.Client.CoreV1().PersistentVolumes().Get(ctx, claim.Spec.VolumeName, metav1.GetOptions{})
+		if err != nil || pv.Spec.HostPath == nil || *claim.Spec.StorageClassName != StorageClass {
+			t.Fatalf("claim's volume %+v (%v), class %v: want a hostPath volume of class %s", pv, err, claim.Spec.StorageClassName, StorageClass)
+		}
+		volume = pv.Spec.HostPath.Path
+		if _, err := os.Stat(volume); err != nil {
+			t.Errorf("volume directory: %v", err)
+		}
+
 		var rss int
 		for name, pid := range c.Pids() {
 			kb := rssKB(pid)
@@ -113,6 +144,9 @@ func TestClusterSmoke(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("%s left: %v", dir, err)
+	}
+	if _, err := os.Stat(volume); volume != "" && !os.IsNotExist(err) {
+		t.Errorf("volume directory %s left: %v", volume, err)
 	}
 	for _, p := range missing {
 		if _, err := os.Lstat(p); !os.IsNotExist(err) {
