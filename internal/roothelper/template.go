@@ -12,6 +12,7 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/engine/firecracker"
+	"github.com/bangervm/banger/internal/engine/proc"
 )
 
 // OpSealTemplate seals the template a jailed template VM saved in its
@@ -20,8 +21,8 @@ const OpSealTemplate = "sealTemplate"
 
 // Jailed templates. A jailed Firecracker runs as the owner; a template's
 // files, which every later clone maps, must not be writable by any of
-// them. So the template VM's snapshot, written in its jail, becomes
-// root's and read-only (sealed) before it joins the template, and a
+// them. So the template VM's snapshot, written in its jail, is copied
+// into root's read-only files (sealed) that join the template, and a
 // clone's jail gets hard links of sealed files only: no disk per clone,
 // and a compromised clone can read, never write, what its siblings map.
 
@@ -85,14 +86,14 @@ func placeTemplateFile(root *os.File, f firecracker.JailFile, st *unix.Stat_t) e
 	return err
 }
 
-// sealTemplate seals the snapshot a template VM wrote in its jail
-// (c's, <Templates>/<pending>/jail): its memory and state files become
-// root's, mode 0444, synced, and are hard-linked into the pending
-// template directory, the state last. They must be the owner's regular
-// files with no other link. The daemon calls it while the template VM is
-// paused, then ends it: that VM has run only banger's kernel and agent up
-// to the agent's ready point (no image, no user code), and once sealed
-// its files are out of reach of every Firecracker to come.
+// sealTemplate seals the snapshot a template VM wrote in its jail (c's,
+// <Templates>/<pending>/jail): its memory and state files, which must be
+// the owner's regular files with one link, are copied into new files of
+// root's, mode 0444, in the pending template directory, synced, the state
+// last. Copies, not the files themselves made root's: an open descriptor
+// or a shared mapping the template VM's Firecracker (the owner's) took of
+// those would outlive a chown, while no one but this helper ever had the
+// copies. The cost is one copy per template (holes kept), none per clone.
 func sealTemplate(c *firecracker.JailerConfig, p *JailerPolicy) error {
 	jailMu.Lock()
 	defer jailMu.Unlock()
@@ -124,54 +125,65 @@ func sealTemplate(c *firecracker.JailerConfig, p *JailerPolicy) error {
 	root := dir
 	defer root.Close()
 	names := []string{firecracker.TemplateMemory, firecracker.TemplateSnapshot}
-	var fds []int
+	var srcs []*os.File
 	defer func() {
-		for _, fd := range fds {
-			unix.Close(fd)
+		for _, f := range srcs {
+			f.Close()
 		}
 	}()
 	for _, name := range names {
-		fd, err := unix.Openat(int(root.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		f, err := openOwnerFile(root, name, p.UID)
 		if err != nil {
 			return fmt.Errorf("template jail %s: %s: %w", c.ChrootBase, name, err)
 		}
-		fds = append(fds, fd)
-		var st unix.Stat_t
-		if err := unix.Fstat(fd, &st); err != nil {
-			return err
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != p.UID || st.Nlink != 1 {
-			return fmt.Errorf("template jail %s: %s is not a regular file of the owner's with one link: %w", c.ChrootBase, name, errdefs.ErrPermissionDenied)
-		}
+		srcs = append(srcs, f)
 	}
-	for i, fd := range fds {
-		if err := seal(fd); err != nil {
+	for i, src := range srcs {
+		if err := sealCopy(pending, names[i], src); err != nil {
+			for _, name := range names[:i+1] {
+				unix.Unlinkat(int(pending.Fd()), name, 0)
+			}
 			return fmt.Errorf("seal %s of %s: %w", names[i], c.ChrootBase, err)
-		}
-		if err := unix.Linkat(fd, "", int(pending.Fd()), names[i], unix.AT_EMPTY_PATH); err != nil {
-			return fmt.Errorf("link %s of %s into the template: %w", names[i], c.ChrootBase, err)
 		}
 	}
 	return nil
 }
 
-// seal makes the file fd (O_PATH) root's and mode 0444, then syncs it.
-// Owner first: once root's, the owner can no longer change its mode.
-func seal(fd int) error {
-	if err := unix.Fchownat(fd, "", 0, 0, unix.AT_EMPTY_PATH); err != nil {
-		return err
+// openOwnerFile opens name in dir for reading: a regular file of owner's
+// with one link, not followed if a symlink, and opened only once that is
+// known (opening a device or a FIFO as root could block or act).
+func openOwnerFile(dir *os.File, name string, owner int) (*os.File, error) {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
 	}
-	// fchmod does not take an O_PATH descriptor; its /proc link does.
-	self := fmt.Sprintf("/proc/self/fd/%d", fd)
-	if err := os.Chmod(self, sealedMode); err != nil {
-		return err
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, err
 	}
-	f, err := os.Open(self)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || int(st.Uid) != owner || st.Nlink != 1 {
+		return nil, fmt.Errorf("not a regular file of the owner's with one link: %w", errdefs.ErrPermissionDenied)
+	}
+	// Through the descriptor's /proc link: the very file checked.
+	return os.Open(fmt.Sprintf("/proc/self/fd/%d", fd))
+}
+
+// sealCopy copies src into a new file name in dir, root's, mode 0444,
+// and syncs it.
+func sealCopy(dir *os.File, name string, src *os.File) error {
+	out, err := openatCreate(int(dir.Fd()), name)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	return f.Sync()
+	defer out.Close()
+	if err := out.Chown(0, 0); err != nil {
+		return err
+	}
+	if err := proc.CopySparse(out, src); err != nil {
+		return err
+	}
+	return out.Sync()
 }
 
 // SealTemplate implements firecracker.TemplateSealer.

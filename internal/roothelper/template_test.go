@@ -65,9 +65,10 @@ func (f *templateFixture) seal(c *firecracker.JailerConfig) error {
 	return sealTemplate(c, &f.policy)
 }
 
-// TestSealTemplate: the helper makes a template VM's snapshot files root's
-// and read-only, out of the owner's reach (as whom every jailed
-// Firecracker runs), and links those very files into the template.
+// TestSealTemplate: the helper copies a template VM's snapshot files into
+// the template as new files of root's, read-only, out of the owner's reach
+// (as whom every jailed Firecracker runs, the template VM's included:
+// what it wrote stays its own, and is not the template).
 func TestSealTemplate(t *testing.T) {
 	testutil.RequireRoot(t)
 	f := newTemplateFixture(t)
@@ -85,8 +86,8 @@ func TestSealTemplate(t *testing.T) {
 			t.Errorf("%s: %d:%d %v, want root:root 0444", name, st.Uid, st.Gid, fi.Mode().Perm())
 		}
 		inJail, _ := os.Stat(filepath.Join(f.chroot, name))
-		if !os.SameFile(fi, inJail) {
-			t.Errorf("%s in the template is not the file the template VM wrote", name)
+		if os.SameFile(fi, inJail) || inJail.Sys().(*syscall.Stat_t).Uid != jailOwner {
+			t.Errorf("%s in the template is the file the template VM wrote, or that was changed; want a copy", name)
 		}
 		if b, _ := os.ReadFile(p); string(b) != name+" of the template" {
 			t.Errorf("%s: %q", name, b)

@@ -133,16 +133,18 @@ func loadSnapshot(ctx context.Context, c *apiClient, p apiPaths, load snapshotLo
 }
 
 // TemplateSealer is a Launcher that seals a jailed template VM's
-// snapshot (roothelper.Client implements it): SealTemplate makes the
+// snapshot (roothelper.Client implements it): SealTemplate copies the
 // memory and state files the VM c wrote in its chroot (TemplateMemory,
-// TemplateSnapshot) root's and read-only, and hard-links them into the
-// template directory, the parent of c.ChrootBase. A Launcher that places
+// TemplateSnapshot) into new files of root's, read-only, in the template
+// directory, the parent of c.ChrootBase. A Launcher that places
 // those sealed files in a clone's jail (JailFile names TemplateMemory,
 // TemplateSnapshot) implements it too.
 //
 // Why sealed: a jailed Firecracker runs as the owner, who would own the
 // template's files, so a compromised one holding a plain hard link could
-// write the memory every later clone maps. Sealed, a clone's jail gets
+// write the memory every later clone maps (and the template VM's own
+// Firecracker, the owner's, could keep a handle on what it wrote: hence a
+// copy, once per template). Sealed, a clone's jail gets
 // hard links (the jail is in the VM's directory, the template in the
 // cache, both under banger's home: one filesystem), costing no disk per
 // clone; a copy per clone would cost the template's touched memory
@@ -287,8 +289,8 @@ func (i *Instance) snapshot(ctx context.Context, state, mem string) error {
 }
 
 // saveJailedTemplate has the template VM write its snapshot into its
-// chroot, has the Launcher seal it into dir (TemplateSealer) while the VM
-// is paused, and ends the VM, which removes its jail.
+// chroot, has the Launcher seal it into dir (TemplateSealer) and ends the
+// VM, which removes its jail (and the unsealed snapshot with it).
 func (i *Instance) saveJailedTemplate(ctx context.Context, dir string) error {
 	sealer, ok := i.launcher.(TemplateSealer)
 	if !ok {

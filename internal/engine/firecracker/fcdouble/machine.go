@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/proc"
 	"github.com/bangervm/banger/internal/engine/qemu"
 )
 
@@ -360,8 +360,6 @@ func (m *qemuMachine) Abort() {
 	}()
 }
 
-// copySparse copies src to dst, leaving holes where src has zero blocks
-// (a guest's RAM is mostly untouched).
 // privateCopy copies mem into a new file in the jail (or the temporary
 // directory) and returns its path.
 func privateCopy(mem string) (string, error) {
@@ -386,8 +384,9 @@ func privateCopy(mem string) (string, error) {
 	return f.Name(), nil
 }
 
+// copySparse copies src to a new file dst, leaving holes where src has
+// zero blocks (a guest's RAM is mostly untouched).
 func copySparse(src *os.File, dst string) (err error) {
-	in := io.NewSectionReader(src, 0, 1<<62)
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -397,33 +396,7 @@ func copySparse(src *os.File, dst string) (err error) {
 			err = cerr
 		}
 	}()
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		n, rerr := io.ReadFull(in, buf)
-		if n > 0 && !allZero(buf[:n]) {
-			if _, err := out.WriteAt(buf[:n], off); err != nil {
-				return err
-			}
-		}
-		off += int64(n)
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
-	return out.Truncate(off)
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	return proc.CopySparse(out, src)
 }
 
 // newRAM is a memfd of size MiB for guest RAM.
