@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -77,17 +78,20 @@ func TestFirecrackerThroughDouble(t *testing.T) {
 // root's, in the VM's directory (the daemon and the helper in different
 // mount namespaces, as systemd units are) and launches the jailer; the VM
 // runs as the owner from the copy in its jail, with networking, survives
-// a daemon restart, and the jail goes with the VM.
+// a daemon restart, and the jail goes with the VM. Its shape's template is
+// made under the jailer too, and sealed (testJailedTemplate).
 func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	fc, jailer := filepath.Join(binDir, "firecracker"), filepath.Join(binDir, "jailer")
 	n := newNetEnvAs(t, true, nil, netConfig{
 		toml: "engine = \"firecracker\"\nfirecracker_bin = \"" + fc + "\"\njailer_bin = \"" + jailer + "\"\njailer = true\n",
 		env:  []string{"BANGER_TEST_FIRECRACKER_DOUBLE=1"},
 		helperArgs: func(home string) []string {
-			return []string{"--jailer", jailer, "--firecracker", fc, "--vms", filepath.Join(home, "state", "vms")}
+			return []string{"--jailer", jailer, "--firecracker", fc, "--vms", filepath.Join(home, "state", "vms"),
+				"--templates", filepath.Join(home, "cache", "templates")}
 		},
 	})
 	n.ok("vm", "run", "-d", "--name", "web", "--image", "bb")
+	defer n.run("vm", "delete", "-f", "web", "clone")
 	var web struct {
 		ID, Engine, IP string
 		PID            int
@@ -118,6 +122,11 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
 		t.Errorf("jailed VM to the internet: %q", got)
 	}
+	if got := vmStartedFrom(t, n.env, "web"); got != "cold" {
+		t.Errorf("first jailed VM started from %q, want cold", got)
+	}
+	// Before the restart below, which would end the template being made.
+	testJailedTemplate(t, n)
 	// The jailed VM outlives its daemon; the next one re-attaches.
 	pid := n.daemonPID()
 	syscall.Kill(pid, syscall.SIGKILL)
@@ -127,19 +136,87 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	if out := n.ok("vm", "exec", "web", "--", "echo", "again"); out != "again\n" {
 		t.Errorf("exec after a daemon restart: %q", out)
 	}
-	// Jailed Firecracker VMs boot cold: making their template is refused,
-	// and the daemon log says why.
-	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(n.daemonLog(), "not supported under the jailer"); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Errorf("the daemon log does not say why the jailed VM has no template:\n%s", n.daemonLog())
-			break
-		}
-	}
-	if got := vmStartedFrom(t, n.env, "web"); got != "cold" {
-		t.Errorf("jailed VM started from %q, want cold", got)
-	}
 	n.ok("vm", "delete", "-f", "web")
 	if _, err := os.Stat(vmDir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("VM directory %s (with its jail, root's) left after delete: %v", vmDir, err)
 	}
+}
+
+// testJailedTemplate: the template of a jailed VM's shape (made in the
+// background after the first one's cold boot) is made under the jailer and
+// sealed by the root helper: its memory and state root's, mode 0444, which
+// the owner (as whom every jailed Firecracker runs) cannot write. A second
+// jailed VM starts from it, with hard links of those very files in its
+// jail, runs as the owner, reaches the network, and writes only its own
+// disk: the template's files hash the same after. The owner's daemon
+// removes the sealed template.
+func testJailedTemplate(t *testing.T, n *netEnv) {
+	id := waitTemplate(t, n.env)
+	tmpl := filepath.Join(n.home, "cache", "templates", id)
+	files := []string{"memory", "snapshot"}
+	sums := map[string]string{}
+	for _, f := range files {
+		p := filepath.Join(tmpl, f)
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 0 || st.Gid != 0 || fi.Mode().Perm() != 0o444 {
+			t.Errorf("template file %s is %d:%d %v, want sealed: root:root, 0444", p, st.Uid, st.Gid, fi.Mode().Perm())
+		}
+		if err := writeAsOwner(p); err == nil {
+			t.Errorf("the owner (a jailed Firecracker's uid) can write template file %s", p)
+		}
+		sums[f] = sha(t, p)
+	}
+	n.ok("vm", "run", "-d", "--name", "clone", "--image", "bb")
+	if got := vmStartedFrom(t, n.env, "clone"); got != "template "+id {
+		t.Fatalf("jailed clone started from %q, want template %s", got, id)
+	}
+	var c struct {
+		ID  string
+		PID int
+	}
+	testutilJSON(t, n.ok("vm", "show", "clone", "--json"), &c)
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", c.PID))
+	if err != nil || !strings.Contains(string(st), "Uid:\t65534\t65534\t65534") {
+		t.Errorf("the clone's firecracker should run as the owner, 65534: %v\n%s", err, st)
+	}
+	root := filepath.Join(n.home, "state", "vms", c.ID, "jail", "firecracker", c.ID, "root")
+	for _, f := range files {
+		inJail, err := os.Stat(filepath.Join(root, f))
+		orig, oerr := os.Stat(filepath.Join(tmpl, f))
+		if err != nil || oerr != nil || !os.SameFile(inJail, orig) {
+			t.Errorf("the clone's jail has no hard link of the template's %s: %v, %v", f, err, oerr)
+		}
+		if err := writeAsOwner(filepath.Join(root, f)); err == nil {
+			t.Errorf("the owner can write the template's %s through the clone's jail", f)
+		}
+	}
+	if out := n.ok("vm", "exec", "clone", "--", "sh", "-c", "hostname; echo mine > /root/clone-only; sync"); out != "clone\n" {
+		t.Errorf("clone: %q", out)
+	}
+	if r := n.run("vm", "exec", "web", "--", "cat", "/root/clone-only"); r.code == 0 {
+		t.Errorf("web sees the clone's write: %q", r.out)
+	}
+	if got := n.fetch("clone", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
+		t.Errorf("jailed clone to the internet: %q", got)
+	}
+	n.ok("vm", "delete", "-f", "clone")
+	for _, f := range files {
+		if got := sha(t, filepath.Join(tmpl, f)); got != sums[f] {
+			t.Errorf("template file %s changed while a clone ran", f)
+		}
+	}
+	n.ok("template", "rm", id)
+	if _, err := os.Stat(tmpl); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("sealed template %s left after template rm: %v", tmpl, err)
+	}
+}
+
+// writeAsOwner tries to open p for writing as uid 65534.
+func writeAsOwner(p string) error {
+	cmd := exec.Command("sh", "-c", `exec 3>>"$1"`, "sh", p)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	return cmd.Run()
 }

@@ -308,7 +308,7 @@ func TestUnitsJailer(t *testing.T) {
 	}
 	h := directives(helper)
 	for k, want := range map[string][]string{
-		"ExecStart":             {"/usr/local/bin/bangerd --root-helper --owner 1000 --socket /run/banger/root.sock --jailer /usr/local/bin/jailer --firecracker /usr/local/bin/firecracker --vms /home/dev/.local/state/banger/vms"},
+		"ExecStart":             {"/usr/local/bin/bangerd --root-helper --owner 1000 --socket /run/banger/root.sock --jailer /usr/local/bin/jailer --firecracker /usr/local/bin/firecracker --vms /home/dev/.local/state/banger/vms --templates /home/dev/.cache/banger/templates"},
 		"ProtectHome":           {"read-only"},
 		"ReadWritePaths":        {"-/run/xtables.lock", "/home/dev/.local/state/banger"},
 		"RestrictNamespaces":    {"mnt"},

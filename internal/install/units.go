@@ -25,6 +25,9 @@ type unitData struct {
 	// OwnerState and OwnerVMs are the owner's state directory and VM
 	// directories, where the helper builds Firecracker's jails.
 	OwnerState, OwnerVMs string
+	// OwnerTemplates is the owner's template cache: jailed VMs start
+	// from templates the helper sealed there.
+	OwnerTemplates string
 }
 
 // Units renders the daemon's and the helper's unit files for r.
@@ -63,7 +66,7 @@ func Units(r Record) (daemon, helper []byte, err error) {
 	}
 	l := r.Owner.Layout(p)
 	d := unitData{Record: r, OwnerDirs: []string{l.Config, l.State, l.Cache}, HelperRuntimeDir: helperRT, DaemonRuntimeDir: daemonRT,
-		OwnerState: l.State, OwnerVMs: filepath.Join(l.State, "vms")}
+		OwnerState: l.State, OwnerVMs: filepath.Join(l.State, "vms"), OwnerTemplates: l.Templates()}
 	var db, hb bytes.Buffer
 	if err := units.ExecuteTemplate(&db, "bangerd.service.tmpl", d); err != nil {
 		return nil, nil, err

@@ -44,6 +44,13 @@ type JailerPolicy struct {
 	// VMs is the owner's VM directories (the daemon's <state>/vms),
 	// absolute and clean: a jail is built only as <VMs>/<id>/jail.
 	VMs string
+	// Templates is the owner's template cache (the daemon's
+	// <cache>/templates), absolute and clean; "" refuses jailed
+	// templates. A template VM's jail is built only as
+	// <Templates>/<pending dir>/jail, and template files are placed in a
+	// clone's jail only from <Templates>/<id>/, sealed (see
+	// sealTemplate).
+	Templates string
 	// UID and GID are the owner's: firecracker runs as them.
 	UID, GID int
 	// StateFile records the processes launchJailer started, for
@@ -75,14 +82,15 @@ var (
 	cgroupFiles   = []string{"cpu.max", "cpu.weight", "memory.max", "memory.high", "pids.max", "cpuset.cpus", "cpuset.mems"}
 	cgroupValueRE = regexp.MustCompile(`^[0-9a-z ,-]{1,64}$`)
 	apiSockRE     = regexp.MustCompile(`^/[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
-	// jailFileRE is a jail file's name: the kernel, the initrd, or a
-	// drive (firecracker's driveID: vda, vdb, ...).
-	jailFileRE = regexp.MustCompile(`^(vmlinux|initrd|vd[a-p])$`)
+	// jailFileRE is a jail file's name: the kernel, the initrd, a drive
+	// (firecracker's driveID: vda, vdb, ...), or a template's memory and
+	// state (firecracker.TemplateMemory, TemplateSnapshot).
+	jailFileRE = regexp.MustCompile(`^(vmlinux|initrd|vd[a-p]|memory|snapshot)$`)
 )
 
-// maxJailFiles bounds a launchJailer request's files: kernel, initrd and
-// 16 drives.
-const maxJailFiles = 18
+// maxJailFiles bounds a launchJailer request's files: kernel, initrd, 16
+// drives and a template's two files.
+const maxJailFiles = 20
 
 // validateJailer checks a launchJailer request against the policy before
 // anything runs: banger's id format, the configured firecracker, the
@@ -136,16 +144,20 @@ func validateJailBase(c *firecracker.JailerConfig, p *JailerPolicy) error {
 	if !jailIDRE.MatchString(c.ID) {
 		return fmt.Errorf("jail id %q: want banger's format (lower-case letters, digits, hyphens; at most 64): %w", c.ID, errdefs.ErrInvalidArgument)
 	}
+	if isTemplateJail(c, p) {
+		return nil
+	}
 	if want := filepath.Join(p.VMs, c.ID, firecracker.JailDirName); c.ChrootBase != want {
-		return fmt.Errorf("chroot base %q: this helper builds jails only as %s: %w", c.ChrootBase, want, errdefs.ErrPermissionDenied)
+		return fmt.Errorf("chroot base %q: this helper builds jails only as %s (or a template VM's, in %s): %w", c.ChrootBase, want, p.Templates, errdefs.ErrPermissionDenied)
 	}
 	return nil
 }
 
 // validateJailFiles checks the files a launchJailer request places in the
 // jail: known names, each once, the kernel among them, absolute paths,
-// and writable only for drives.
-func validateJailFiles(files []firecracker.JailFile) error {
+// writable only for drives, and a template's files only both together,
+// from the policy's template cache.
+func validateJailFiles(files []firecracker.JailFile, p *JailerPolicy) error {
 	deny := func(format string, a ...any) error {
 		return fmt.Errorf(format+": %w", append(a, errdefs.ErrPermissionDenied)...)
 	}
@@ -164,7 +176,15 @@ func validateJailFiles(files []firecracker.JailFile) error {
 		case f.Writable && !strings.HasPrefix(f.Name, "vd"):
 			return deny("jail file %s: only drives may be writable", f.Name)
 		}
+		if isTemplateFile(f.Name) {
+			if err := validateTemplateFile(f, p); err != nil {
+				return err
+			}
+		}
 		seen[f.Name] = true
+	}
+	if seen[firecracker.TemplateMemory] != seen[firecracker.TemplateSnapshot] {
+		return deny("a template's memory and snapshot go into a jail together")
 	}
 	return nil
 }
@@ -374,6 +394,9 @@ func placeJailFile(root *os.File, f firecracker.JailFile, fd *os.File) error {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fmt.Errorf("not a regular file: %w", errdefs.ErrPermissionDenied)
+	}
+	if isTemplateFile(f.Name) {
+		return placeTemplateFile(root, f, &st)
 	}
 	if f.Writable {
 		fl, err := unix.FcntlInt(fd.Fd(), unix.F_GETFL, 0)

@@ -22,7 +22,7 @@ import (
 
 // Main runs the root helper: bangerd --root-helper [--socket PATH] --owner
 // UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH
-// --vms DIR]. args are the arguments after the program
+// --vms DIR [--templates DIR]]. args are the arguments after the program
 // name (a --root-helper among them is accepted and ignored). It serves
 // until SIGTERM or SIGINT, then removes the socket. It returns the exit
 // status: 0, 1 on error, 2 on bad usage.
@@ -30,7 +30,7 @@ func Main(args []string) int {
 	return run(args, os.Stderr)
 }
 
-const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH --vms DIR]"
+const usage = "usage: bangerd --root-helper [--socket PATH] --owner UID [--allow-subnet CIDR]... [--jailer PATH --firecracker PATH --vms DIR [--templates DIR]]"
 
 // options are the helper's command line.
 type options struct {
@@ -40,6 +40,9 @@ type options struct {
 	// jailer, firecracker and vms allow launchJailer when all are set
 	// (JailerPolicy).
 	jailer, firecracker, vms string
+	// templates, with the jailer's options, allows jailed templates
+	// (sealTemplate, template files in a jail).
+	templates string
 }
 
 // parseFlags parses the helper's command line; errors go to stderr with
@@ -60,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.jailer, "jailer", "", "the jailer binary launchJailer runs (absolute; with --firecracker and --vms)")
 	fs.StringVar(&o.firecracker, "firecracker", "", "the only firecracker binary the jailer may exec (absolute)")
 	fs.StringVar(&o.vms, "vms", "", "the owner's VM directories, the daemon's <state>/vms (absolute): jails are built only in them")
+	fs.StringVar(&o.templates, "templates", "", "the owner's template cache, the daemon's <cache>/templates (absolute; with --jailer): jailed VMs may start from templates sealed there")
 	fs.Bool("root-helper", true, "run as the root helper (implied)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -72,7 +76,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 			allJail = false
 		}
 	}
-	if fs.NArg() > 0 || o.owner < 0 || someJail && !allJail {
+	badTemplates := o.templates != "" && (!allJail || !filepath.IsAbs(o.templates) || filepath.Clean(o.templates) != o.templates)
+	if fs.NArg() > 0 || o.owner < 0 || someJail && !allJail || badTemplates {
 		fmt.Fprintln(stderr, usage)
 		return o, fmt.Errorf("%s: %w", usage, errdefs.ErrInvalidArgument)
 	}
@@ -108,10 +113,10 @@ func run(args []string, stderr io.Writer) int {
 			log.Error("jailer policy", "err", err)
 			return 1
 		}
-		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, VMs: o.vms, UID: o.owner, GID: gid,
+		jail = &JailerPolicy{Jailer: o.jailer, Firecracker: o.firecracker, VMs: o.vms, Templates: o.templates, UID: o.owner, GID: gid,
 			StateFile: filepath.Join(filepath.Dir(o.socket), "jailed.json"), MountDir: filepath.Join(filepath.Dir(o.socket), "jails")}
 	}
-	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "vms", o.vms)
+	log.Info("serving", "socket", o.socket, "owner", o.owner, "allowed_subnets", joinPrefixes(allowed), "jailer", o.jailer, "vms", o.vms, "templates", o.templates)
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("tell systemd the helper is ready", "err", err)
 	}

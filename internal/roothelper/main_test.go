@@ -29,6 +29,10 @@ func TestParseFlags(t *testing.T) {
 		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer"}, allowed: "error"}, // jailer policy needs all three
 		{args: []string{"--owner", "1000", "--jailer", "jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j"}, allowed: "error"},
 		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j/../etc"}, allowed: "error"},
+		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j", "--templates", "/home/u/.cache/banger/templates"}, allowed: "[]", owner: 1000, socket: DefaultSocket},
+		{args: []string{"--owner", "1000", "--templates", "/home/u/.cache/banger/templates"}, allowed: "error"}, // templates only with the jailer
+		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j", "--templates", "cache/templates"}, allowed: "error"},
+		{args: []string{"--owner", "1000", "--jailer", "/usr/bin/jailer", "--firecracker", "/usr/bin/firecracker", "--vms", "/srv/j", "--templates", "/srv/t/../etc"}, allowed: "error"},
 	} {
 		var stderr strings.Builder
 		o, err := parseFlags(tc.args, &stderr)

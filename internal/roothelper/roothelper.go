@@ -203,10 +203,14 @@ func validate(req *request, peerUID int, allowed []netip.Prefix, jail *JailerPol
 		err = network.ValidateBridgeName(req.Bridge)
 	case OpLaunchJailer:
 		if err = validateJailer(req.Jailer, jail); err == nil {
-			err = validateJailFiles(req.JailFiles)
+			err = validateJailFiles(req.JailFiles, jail)
 		}
 	case OpRemoveJail:
 		err = validateJailBase(req.Jailer, jail)
+	case OpSealTemplate:
+		if err = validateJailBase(req.Jailer, jail); err == nil && !isTemplateJail(req.Jailer, jail) {
+			err = fmt.Errorf("chroot base %q is not a template VM's jail (<templates>/new<digits>/jail): %w", req.Jailer.ChrootBase, errdefs.ErrPermissionDenied)
+		}
 	case OpKillJailer:
 		if jail == nil {
 			err = validateJailer(nil, nil) // names the missing policy

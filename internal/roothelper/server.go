@@ -210,6 +210,9 @@ func (s *server) handle(ctx context.Context, log *slog.Logger, peerUID int, req 
 	case OpRemoveJail:
 		err = removeJail(req.Jailer, s.jail)
 		log = log.With("jail", req.Jailer.ID)
+	case OpSealTemplate:
+		err = sealTemplate(req.Jailer, s.jail)
+		log = log.With("jail", req.Jailer.ID)
 	case OpKillJailer:
 		err = killJailer(s.jail, req.PID)
 		log = log.With("pid", req.PID)

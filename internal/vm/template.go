@@ -270,8 +270,11 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 	if err := m.writeInitrdIn(p.Dir, k, sp); err != nil {
 		return vmtemplate.Template{}, err
 	}
+	// A short id: a jailed template VM's jail path holds it twice
+	// (<dir>/jail/firecracker/<id>/root), and its sockets' paths must
+	// stay within 107 bytes, as a VM's (11-character id) do.
 	ts := engine.Spec{
-		ID: "template-" + key.ID()[:8], Dir: p.Dir, VCPU: es.VCPU, MemoryMiB: es.MemoryMiB,
+		ID: "tmpl-" + key.ID()[:8], Dir: p.Dir, VCPU: es.VCPU, MemoryMiB: es.MemoryMiB,
 		Kernel: es.Kernel, Initrd: filepath.Join(p.Dir, InitrdFile), Cmdline: es.Cmdline,
 	}
 	for i, d := range es.Disks {
@@ -300,6 +303,11 @@ func (m *Manager) makeTemplate(ctx context.Context, tp engine.Templater, key vmt
 	defer stop()
 	if err := m.awaitReadyPoint(ctx, inst); err != nil {
 		inst.Kill()
+		// Waited for, so that its runtime files go first: a jail in the
+		// template directory is root's, which Abort could not remove.
+		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		inst.Wait(wctx)
+		cancel()
 		return vmtemplate.Template{}, fmt.Errorf("template vm did not reach its ready point: %w%s", err, m.consoleTail(inst, p.Dir))
 	}
 	if err := tp.SaveTemplate(ctx, inst, p.Dir); err != nil {

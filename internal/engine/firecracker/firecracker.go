@@ -425,6 +425,7 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec, mode startMode) (i
 	var files []JailFile
 	if st.JailDir != "" && e.cfg.Launcher != nil {
 		files, paths = jailFiles(spec)
+		files = append(files, mode.templateFiles...)
 		undo = append(undo, func() error { return e.cfg.Launcher.RemoveJail(context.WithoutCancel(ctx), st.jail) })
 	} else if st.JailDir != "" {
 		undo = append(undo, func() error { return os.RemoveAll(st.JailDir) })

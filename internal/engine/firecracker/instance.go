@@ -20,6 +20,7 @@ type Instance struct {
 	proc.Runtime // PID, Kill, Wait, Stats
 	st           state
 	api          *apiClient
+	launcher     Launcher // the engine's, when it started st's jailer
 }
 
 // newInstance returns the Instance of firecracker process p with state st.
@@ -35,6 +36,7 @@ func newInstance(id string, st state, p *proc.Process, log *slog.Logger) *Instan
 func (e *Engine) newInstance(id string, st state, p *proc.Process) *Instance {
 	inst := newInstance(id, st, p, e.log)
 	if l := e.cfg.Launcher; l != nil && st.JailDir != "" && launcherJail(st) {
+		inst.launcher = l
 		inst.Dirs = nil
 		c := JailerConfig{ID: st.JailID, ChrootBase: filepath.Dir(filepath.Dir(st.JailDir))}
 		inst.Release = func() error {

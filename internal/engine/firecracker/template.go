@@ -39,6 +39,9 @@ type startMode struct {
 	// for the reason in minWhy.
 	minVersion [3]int
 	minWhy     string
+	// templateFiles are a jailed clone's template files, placed in its
+	// jail with its own.
+	templateFiles []JailFile
 }
 
 // NetworkOverridesVersion is the first Firecracker whose /snapshot/load
@@ -129,23 +132,51 @@ func loadSnapshot(ctx context.Context, c *apiClient, p apiPaths, load snapshotLo
 	return nil
 }
 
-// refuseJailed: a jailed clone needs the template's files inside its
-// jail, which the root helper does not place yet; callers boot cold. A
-// plain hard link, as for disks, would not do: the jailed Firecracker runs
-// as the owner, who owns the template's files, so a compromised one could
-// write the memory every later clone maps. The way chosen: the root helper
-// seals a template once made (root:root, 0444) and hard-links its memory
-// and state into each clone's jail (same filesystem: the jail is in the
-// VM's directory, the template in the cache, both under banger's home),
-// costing no disk per clone. A copy per clone would cost the template's
-// touched memory (80-150 MiB for a 512 MiB VM) in disk and time at every
-// start, most of what a template saves; ext4 has no reflink.
+// TemplateSealer is a Launcher that seals a jailed template VM's
+// snapshot (roothelper.Client implements it): SealTemplate copies the
+// memory and state files the VM c wrote in its chroot (TemplateMemory,
+// TemplateSnapshot) into new files of root's, read-only, in the template
+// directory, the parent of c.ChrootBase. A Launcher that places
+// those sealed files in a clone's jail (JailFile names TemplateMemory,
+// TemplateSnapshot) implements it too.
+//
+// Why sealed: a jailed Firecracker runs as the owner, who would own the
+// template's files, so a compromised one holding a plain hard link could
+// write the memory every later clone maps (and the template VM's own
+// Firecracker, the owner's, could keep a handle on what it wrote: hence a
+// copy, once per template). Sealed, a clone's jail gets
+// hard links (the jail is in the VM's directory, the template in the
+// cache, both under banger's home: one filesystem), costing no disk per
+// clone; a copy per clone would cost the template's touched memory
+// (80-150 MiB for a 512 MiB VM) in disk and time at every start, most of
+// what a template saves (ext4 has no reflink).
+type TemplateSealer interface {
+	SealTemplate(ctx context.Context, c JailerConfig) error
+}
+
+// refuseJailed refuses templates under the jailer unless a Launcher that
+// seals them starts it: a daemon running as root stages jails itself and
+// has no sealing of its own yet.
 func (e *Engine) refuseJailed() error {
-	if e.cfg.UseJailer {
-		return fmt.Errorf("templates are not supported under the jailer yet (the template's files would have to be placed in each clone's jail): %w", errdefs.ErrFailedPrecondition)
+	if !e.cfg.UseJailer {
+		return nil
+	}
+	if _, ok := e.cfg.Launcher.(TemplateSealer); !ok {
+		return fmt.Errorf("templates under the jailer need the root helper (a daemon running as its owner) to seal them; this daemon starts the jailer itself: %w", errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
+
+// jailed reports whether the engine runs Firecracker under the jailer
+// through a Launcher (the only jailed way templates are made).
+func (e *Engine) jailed() bool { return e.cfg.UseJailer && e.cfg.Launcher != nil }
+
+// Chroot paths of a jailed template's files, as its Firecracker and its
+// clones' see them.
+const (
+	jailMemory   = "/" + TemplateMemory
+	jailSnapshot = "/" + TemplateSnapshot
+)
 
 // StartTemplate boots spec like Start, its drives and vsock socket at
 // paths relative to spec.Dir so that clones reopen their own. Firecracker
@@ -165,7 +196,10 @@ func (e *Engine) startTemplate(ctx context.Context, spec engine.Spec, dir string
 	if err := e.refuseJailed(); err != nil {
 		return nil, err
 	}
-	mode := startMode{relative: true}
+	// In a jail the drives and the vsock socket have the same
+	// chroot-relative paths in every VM (/vda, /v.sock): the snapshot
+	// records those, and each clone reopens its own.
+	mode := startMode{relative: !e.jailed()}
 	if n := spec.Net; n != nil {
 		if n.Detached || n.TapName == "" {
 			// Firecracker opens a NIC's tap by name at boot: a template
@@ -219,17 +253,12 @@ func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
 		return err
 	}
 	if i.st.JailID != "" {
-		return errors.New("a jailed VM cannot be saved as a template")
+		return i.saveJailedTemplate(ctx, dir)
 	}
 	state := filepath.Join(dir, TemplateSnapshot)
 	tmp := state + ".tmp"
 	mem := filepath.Join(dir, TemplateMemory)
-	if err := i.api.do(ctx, http.MethodPatch, "/vm", vmStateBody{State: "Paused"}, nil); err != nil {
-		return err
-	}
-	if err := i.api.do(ctx, http.MethodPut, "/snapshot/create", snapshotCreateBody{
-		SnapshotType: "Full", SnapshotPath: tmp, MemFilePath: mem,
-	}, nil); err != nil {
+	if err := i.snapshot(ctx, tmp, mem); err != nil {
 		return err
 	}
 	// Firecracker has no quit: the paused template VM is of no further use.
@@ -246,6 +275,41 @@ func (i *Instance) saveTemplate(ctx context.Context, dir string) error {
 		}
 	}
 	return os.Rename(tmp, state)
+}
+
+// snapshot pauses the VM (PATCH /vm) and writes a full snapshot of it
+// to the paths given, as Firecracker sees them.
+func (i *Instance) snapshot(ctx context.Context, state, mem string) error {
+	if err := i.api.do(ctx, http.MethodPatch, "/vm", vmStateBody{State: "Paused"}, nil); err != nil {
+		return err
+	}
+	return i.api.do(ctx, http.MethodPut, "/snapshot/create", snapshotCreateBody{
+		SnapshotType: "Full", SnapshotPath: state, MemFilePath: mem,
+	}, nil)
+}
+
+// saveJailedTemplate has the template VM write its snapshot into its
+// chroot, has the Launcher seal it into dir (TemplateSealer) and ends the
+// VM, which removes its jail (and the unsealed snapshot with it).
+func (i *Instance) saveJailedTemplate(ctx context.Context, dir string) error {
+	sealer, ok := i.launcher.(TemplateSealer)
+	if !ok {
+		return errors.New("a jailed template needs a Launcher that seals it")
+	}
+	c := JailerConfig{ID: i.st.JailID, ChrootBase: filepath.Dir(filepath.Dir(i.st.JailDir))}
+	if filepath.Dir(c.ChrootBase) != dir {
+		return fmt.Errorf("template vm's jail %s is not in the template directory %s", c.ChrootBase, dir)
+	}
+	if err := i.snapshot(ctx, jailSnapshot, jailMemory); err != nil {
+		return err
+	}
+	if err := sealer.SealTemplate(ctx, c); err != nil {
+		return err
+	}
+	if err := i.Kill(); err != nil {
+		return err
+	}
+	return i.Wait(ctx)
 }
 
 // StartClone starts a fresh Firecracker in spec.Dir and restores the
@@ -281,6 +345,12 @@ func (e *Engine) startClone(ctx context.Context, spec engine.Spec, dir string) (
 		MemBackend:   memoryBackendBody{BackendType: "File", BackendPath: mem},
 		ResumeVM:     true,
 	}}
+	if e.jailed() {
+		// The Launcher links the sealed files into the clone's jail.
+		mode.relative = false
+		mode.templateFiles = []JailFile{{Name: TemplateMemory, Path: mem}, {Name: TemplateSnapshot, Path: state}}
+		mode.load.SnapshotPath, mode.load.MemBackend.BackendPath = jailSnapshot, jailMemory
+	}
 	if spec.Net != nil {
 		// The snapshot names the template's tap; the clone's NIC is
 		// backed by its own.

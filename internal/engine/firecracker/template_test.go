@@ -224,9 +224,19 @@ func TestSaveTemplateSurfacesErrors(t *testing.T) {
 	}
 }
 
-// TestTemplateRefusedJailed: the jailed path is refused before anything
-// starts, so the caller boots cold; Features says so up front, so that
-// the caller attempts no template at all.
+// launcherOnly is a Launcher that cannot seal templates; sealingLauncher
+// one that can. Neither is called.
+type launcherOnly struct{ Launcher }
+
+type sealingLauncher struct{ launcherOnly }
+
+func (sealingLauncher) SealTemplate(context.Context, JailerConfig) error { return nil }
+
+// TestTemplateRefusedJailed: jailed without a Launcher that seals
+// templates (a daemon starting the jailer itself, as root), templates are
+// refused before anything starts, so the caller boots cold; Features says
+// so up front, so that the caller attempts no template at all. With one
+// (the root helper), they are on.
 func TestTemplateRefusedJailed(t *testing.T) {
 	bin, _ := fakeBinary(t)
 	ctx := context.Background()
@@ -236,6 +246,12 @@ func TestTemplateRefusedJailed(t *testing.T) {
 	}
 	if f, _ := New(Config{Firecracker: bin}).Features(ctx); f.TemplatesOff != "" || !f.TemplateTap {
 		t.Errorf("Features = %+v; want templates on, with a tap for a template's NIC", f)
+	}
+	if f, _ := New(Config{Firecracker: bin, UseJailer: true, Launcher: launcherOnly{}}).Features(ctx); !strings.Contains(f.TemplatesOff, "root helper") {
+		t.Errorf("jailed through a Launcher that cannot seal: TemplatesOff = %q; want the root helper named", f.TemplatesOff)
+	}
+	if f, _ := New(Config{Firecracker: bin, UseJailer: true, Launcher: sealingLauncher{}}).Features(ctx); f.TemplatesOff != "" {
+		t.Errorf("jailed through a sealing Launcher: TemplatesOff = %q; want templates on", f.TemplatesOff)
 	}
 	if _, err := jailed.StartTemplate(ctx, templateSpec(t), t.TempDir()); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "jailer") {
 		t.Errorf("jailed StartTemplate: %v; want a failed precondition naming the jailer", err)

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -119,4 +120,37 @@ func CheckTemplate(mem, state string, memoryMiB int) error {
 		return fmt.Errorf("memory file %s is %d bytes, the VM has %d: %w", mem, mt.Size(), want, engine.ErrBadTemplate)
 	}
 	return nil
+}
+
+// CopySparse copies all of in to out (empty, open for writing), leaving
+// holes where in has zero blocks: a guest's memory is mostly untouched.
+func CopySparse(out *os.File, in io.ReaderAt) error {
+	r := io.NewSectionReader(in, 0, 1<<62)
+	buf := make([]byte, 1<<20)
+	var off int64
+	for {
+		n, rerr := io.ReadFull(r, buf)
+		if n > 0 && !allZero(buf[:n]) {
+			if _, err := out.WriteAt(buf[:n], off); err != nil {
+				return err
+			}
+		}
+		off += int64(n)
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	return out.Truncate(off)
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

@@ -636,3 +636,29 @@ func TestSnapshotLoadNetworkOverrides(t *testing.T) {
 		t.Errorf("restored plans %+v; want one whose NIC is on bgr-clone1", m.restored)
 	}
 }
+
+// TestSnapshotPathsInJail: a jailed double records the paths the API gave
+// (chroot-relative), as Firecracker does, so that a clone reopens them in
+// its own jail, not the template VM's.
+func TestSnapshotPathsInJail(t *testing.T) {
+	t.Setenv("FCDOUBLE_CHROOT", "/jails/t/root")
+	for in, want := range map[string]string{
+		"/jails/t/root/vda":    "/vda",
+		"/jails/t/root/d/v.sk": "/d/v.sk",
+		"/elsewhere/vda":       "/elsewhere/vda",
+		"/jails/t/rootx/vda":   "/jails/t/rootx/vda",
+	} {
+		if got := outJail(in); got != want {
+			t.Errorf("outJail(%q) = %q, want %q", in, got, want)
+		}
+	}
+	p := bootPlan{Kernel: "/jails/t/root/vmlinux", Drives: []drive{{ID: "vda", Path: "/jails/t/root/vda"}}}
+	saved := jailPlan(p, outJail)
+	if saved.Kernel != "/vmlinux" || saved.Drives[0].Path != "/vda" || p.Drives[0].Path != "/jails/t/root/vda" {
+		t.Errorf("saved plan %+v (original %+v): want chroot-relative paths, the original untouched", saved, p)
+	}
+	t.Setenv("FCDOUBLE_CHROOT", "/jails/clone/root")
+	if got := jailPlan(saved, inJail); got.Drives[0].Path != "/jails/clone/root/vda" || got.Kernel != "/jails/clone/root/vmlinux" {
+		t.Errorf("loaded plan %+v: want the clone's jail", got)
+	}
+}

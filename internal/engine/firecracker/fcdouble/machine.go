@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/proc"
 	"github.com/bangervm/banger/internal/engine/qemu"
 )
 
@@ -310,6 +310,21 @@ func (m *qemuMachine) Snapshot(state, mem string, header []byte) error {
 // state, and pauses the guest again unless resume. On error QEMU is gone
 // and, as Firecracker does, the double exits shortly after answering.
 func (m *qemuMachine) Restore(p bootPlan, state, mem string, offset int64, resume bool) error {
+	if unix.Access(mem, unix.W_OK) != nil {
+		// Firecracker maps the memory file privately from a read-only
+		// open; QEMU 7.2 opens a memory-backend-file read-write (its
+		// readonly=on makes the guest's RAM read-only, before 8.2's
+		// rom=off). The double copies a memory file it may not write (a
+		// sealed template's) for QEMU: its one departure, a copy per
+		// jailed clone, gone once QEMU has mapped it.
+		cp, err := privateCopy(mem)
+		if err != nil {
+			m.Abort()
+			return fmt.Errorf("copy the read-only memory file %s: %w", mem, err)
+		}
+		defer os.Remove(cp)
+		mem = cp
+	}
 	if err := m.start(p, qemuMemory{path: mem, incoming: true}); err != nil {
 		m.Abort()
 		return err
@@ -345,10 +360,33 @@ func (m *qemuMachine) Abort() {
 	}()
 }
 
-// copySparse copies src to dst, leaving holes where src has zero blocks
-// (a guest's RAM is mostly untouched).
+// privateCopy copies mem into a new file in the jail (or the temporary
+// directory) and returns its path.
+func privateCopy(mem string) (string, error) {
+	src, err := os.Open(mem)
+	if err != nil {
+		return "", err
+	}
+	defer src.Close()
+	dir := os.Getenv("FCDOUBLE_CHROOT")
+	if dir == "" {
+		dir = os.TempDir()
+	}
+	f, err := os.CreateTemp(dir, "fcd-memory-")
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	if err := copySparse(src, f.Name()); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
+}
+
+// copySparse copies src to a new file dst, leaving holes where src has
+// zero blocks (a guest's RAM is mostly untouched).
 func copySparse(src *os.File, dst string) (err error) {
-	in := io.NewSectionReader(src, 0, 1<<62)
 	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -358,33 +396,7 @@ func copySparse(src *os.File, dst string) (err error) {
 			err = cerr
 		}
 	}()
-	buf := make([]byte, 1<<20)
-	var off int64
-	for {
-		n, rerr := io.ReadFull(in, buf)
-		if n > 0 && !allZero(buf[:n]) {
-			if _, err := out.WriteAt(buf[:n], off); err != nil {
-				return err
-			}
-		}
-		off += int64(n)
-		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
-	}
-	return out.Truncate(off)
-}
-
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	return proc.CopySparse(out, src)
 }
 
 // newRAM is a memfd of size MiB for guest RAM.

@@ -200,6 +200,19 @@ func inJail(p string) string {
 	return filepath.Join(root, p)
 }
 
+// outJail undoes inJail: a path under FCDOUBLE_CHROOT as the jailed
+// Firecracker named it.
+func outJail(p string) string {
+	root := os.Getenv("FCDOUBLE_CHROOT")
+	if root == "" {
+		return p
+	}
+	if rel, err := filepath.Rel(root, p); err == nil && filepath.IsLocal(rel) {
+		return "/" + rel
+	}
+	return p
+}
+
 // logger writes Firecracker-style log lines to the --log-path file (or the
 // one PUT /logger names), else to stderr.
 type logger struct {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"slices"
 )
 
 // The snapshot API (snapshot-support.md), on QEMU: the double keeps every
@@ -122,9 +123,11 @@ func (v *vmm) putSnapshotCreate(r *http.Request, _ string) error {
 	if !v.paused {
 		return badRequest("Create snapshot error: the microVM must be paused first (PATCH /vm).")
 	}
-	h := snapshotHeader{Magic: snapshotMagic, Plan: v.plan}
+	// The paths as the API gave them: Firecracker records those, and a
+	// jailed clone reopens them in its own chroot.
+	h := snapshotHeader{Magic: snapshotMagic, Plan: jailPlan(v.plan, outJail)}
 	if v.vsock != nil {
-		h.VsockPath, h.VsockCID = v.vsock.path, v.vsockCID
+		h.VsockPath, h.VsockCID = outJail(v.vsock.path), v.vsockCID
 	}
 	line, err := json.Marshal(h)
 	if err != nil {
@@ -193,7 +196,8 @@ func (v *vmm) putSnapshotLoad(r *http.Request, _ string) error {
 		v.m.Abort()
 		return badRequest("Load snapshot error: Failed to restore from snapshot: %v", err)
 	}
-	vsock := h.VsockPath
+	h.Plan = jailPlan(h.Plan, inJail)
+	vsock := inJail(h.VsockPath)
 	if o := b.VsockOverride; o != nil && o.UDSPath != nil {
 		vsock = inJail(*o.UDSPath)
 	}
@@ -238,6 +242,19 @@ func readSnapshotHeader(state string) (snapshotHeader, int64, error) {
 		return h, 0, errors.New("snapshot state file " + state + ": bad header (CRC mismatch)")
 	}
 	return h, int64(len(line)), nil
+}
+
+// jailPlan returns p with its file paths mapped by f (inJail, outJail).
+func jailPlan(p bootPlan, f func(string) string) bootPlan {
+	p.Kernel = f(p.Kernel)
+	if p.Initrd != "" {
+		p.Initrd = f(p.Initrd)
+	}
+	p.Drives = slices.Clone(p.Drives)
+	for i := range p.Drives {
+		p.Drives[i].Path = f(p.Drives[i].Path)
+	}
+	return p
 }
 
 // overrideNICs backs the plan's NIC by the tap each override names: the
