@@ -64,7 +64,8 @@ func launcherImage(t *testing.T) string {
 // With the real launcher: banger's client on a cluster context creates a
 // VM (a busybox guest under TCG) whose Pod turns Ready, runs commands in
 // it with their output and exit status, copies a file in and out, reads
-// its console log (the boot is quiet: some lines), and deletes it, leaving no Pod.
+// its console log (the boot is quiet: some lines), stops and starts it
+// with the file kept on its disk, and deletes it, leaving no Pod.
 func TestClusterContextVM(t *testing.T) {
 	start := time.Now()
 	tarPath := launcherImage(t)
@@ -113,28 +114,43 @@ func TestClusterContextVM(t *testing.T) {
 	tw.WriteHeader(&tar.Header{Name: "note.txt", Mode: 0o644, Size: 5, Typeflag: tar.TypeReg})
 	tw.Write([]byte("hi vm"))
 	tw.Close()
-	if err := c.CopyToVM(ctx, "box", "/tmp", &tb); err != nil {
+	if err := c.CopyToVM(ctx, "box", "/root", &tb); err != nil {
 		t.Fatalf("copy in: %v", err)
 	}
-	rc, err := c.CopyFromVM(ctx, "box", "/tmp/note.txt")
-	if err != nil {
-		t.Fatalf("copy out: %v", err)
+	copyOut := func(what string) {
+		t.Helper()
+		rc, err := c.CopyFromVM(ctx, "box", "/root/note.txt")
+		if err != nil {
+			t.Fatalf("copy out %s: %v", what, err)
+		}
+		defer rc.Close()
+		tr := tar.NewReader(rc)
+		hdr, err := tr.Next()
+		var got []byte
+		if err == nil {
+			got, err = io.ReadAll(tr)
+		}
+		if err != nil || hdr.Name != "note.txt" || string(got) != "hi vm" {
+			t.Errorf("copy out %s: %v %v %q; want note.txt with hi vm", what, hdr, err, got)
+		}
 	}
-	tr := tar.NewReader(rc)
-	hdr, err := tr.Next()
-	var got []byte
-	if err == nil {
-		got, err = io.ReadAll(tr)
-	}
-	rc.Close()
-	if err != nil || hdr.Name != "note.txt" || string(got) != "hi vm" {
-		t.Errorf("copy out: %v %v %q; want note.txt with hi vm", hdr, err, got)
-	}
+	copyOut("")
 	var logs bytes.Buffer
 	if err := c.VMLogs(ctx, "box", false, &logs); err != nil || logs.Len() == 0 {
 		t.Errorf("console log: %v, %d bytes; want the guest's console", err, logs.Len())
 	}
 	t.Logf("commands and copies at %s", time.Since(start).Round(100*time.Millisecond))
+
+	// Stop (the launcher syncs the guest when its Pod goes) and start (a
+	// new Pod on the same disk): the file is still there.
+	if r, err := c.StopVM(ctx, "box"); err != nil || r.VM.State != api.VMStopped {
+		t.Fatalf("stop: %+v, %v", r, err)
+	}
+	if v, err := c.StartVM(ctx, "box", nil); err != nil || v.State != api.VMRunning {
+		t.Fatalf("start: %+v, %v", v, err)
+	}
+	copyOut("after stop and start")
+	t.Logf("stopped and started at %s", time.Since(start).Round(100*time.Millisecond))
 
 	if err := c.DeleteVM(ctx, "box", true); err != nil {
 		t.Fatal(err)
