@@ -11,15 +11,26 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
+	kruntime "k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/tools/clientcmd"
+	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/internal/cli"
 	"github.com/bangervm/banger/internal/engine/enginetest"
+	"github.com/bangervm/banger/internal/hostcmd"
 	"github.com/bangervm/banger/internal/kernel"
 	kapi "github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/controller"
@@ -78,11 +89,13 @@ func TestClusterContextVM(t *testing.T) {
 	}
 	reg := testutil.NewRegistry(t)
 	reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
+	reg.Push(t, gitImage(t), "test/git:1")
 	ln, err := cl.Listen(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := reg.Serve(t, ln) + "/test/busybox:1"
+	host := reg.Serve(t, ln)
+	ref := host + "/test/busybox:1"
 	crd, err := kapi.LoadCRD(kapi.CRDPath())
 	if err == nil {
 		err = cl.CreateCRD(ctx, crd)
@@ -159,4 +172,163 @@ func TestClusterContextVM(t *testing.T) {
 		t.Errorf("after delete: %+v, %v", vms, err)
 	}
 	t.Logf("deleted at %s", time.Since(start).Round(100*time.Millisecond))
+
+	testCLIVM(ctx, t, cl, ref, host+"/test/git:1")
+	t.Logf("the CLI's round at %s", time.Since(start).Round(100*time.Millisecond))
+}
+
+// gitImage is the busybox test image with the host's git (and the
+// libraries ldd lists for it) added: the workspace's guest scripts need
+// git, and every command they run is built into git's own binary.
+func gitImage(t *testing.T) v1.Image {
+	t.Helper()
+	testutil.RequireTool(t, "git", "git")
+	git, err := exec.LookPath("git")
+	if err != nil {
+		t.Fatal(err)
+	}
+	libs, err := hostcmd.Ldd(t.Context(), git)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := []testutil.TarEntry{}
+	dirs := map[string]bool{}
+	add := func(name, src string) {
+		for d := filepath.Dir(name); d != "."; d = filepath.Dir(d) {
+			if !dirs[d] && d != "bin" {
+				dirs[d] = true
+				entries = append(entries, testutil.TarEntry{Name: d + "/", Type: tar.TypeDir})
+			}
+		}
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, testutil.TarEntry{Name: name, Body: string(b), Mode: 0o755})
+	}
+	add("bin/git", git)
+	for _, l := range libs {
+		add(strings.TrimPrefix(l, "/"), l)
+	}
+	// Parents before children.
+	sort.SliceStable(entries, func(i, j int) bool {
+		return entries[i].Type == tar.TypeDir && entries[j].Type != tar.TypeDir
+	})
+	layer := testutil.Tar(t, entries...)
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layer)), nil }, tarball.WithMediaType(types.OCILayer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(testutil.BusyboxImage(t), l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// testCLIVM drives banger's own commands on a cluster context whose user
+// holds only the README's RBAC (alice, impersonated by the admin
+// kubeconfig): vm run --rm with a command (its output, its exit status,
+// and nothing left behind: no Sandbox, Pod or claim), and a workspace
+// round trip: a repository made here shipped by vm run -d, changed in the
+// guest by vm exec, and vm workspace export's patch applied here by git.
+func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, gitRef string) {
+	s := kruntime.NewScheme()
+	for _, add := range []func(*kruntime.Scheme) error{clientgoscheme.AddToScheme, kapi.AddToScheme} {
+		if err := add(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	admin, err := crclient.New(cl.Config, crclient.Options{Scheme: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grantUser(ctx, t, admin, "alice")
+	kc, err := clientcmd.LoadFromFile(cl.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range kc.AuthInfos {
+		a.Impersonate = "alice"
+	}
+	aliceKC := filepath.Join(t.TempDir(), "alice.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, aliceKC); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Setenv("BANGER_HOME", t.TempDir())
+	t.Setenv("BANGER_CONTEXT", "")
+	run := func(args ...string) (int, string, string) {
+		t.Helper()
+		f := cli.NewFactory()
+		io, out, errOut := cli.TestStreams()
+		f.IO = io
+		return cli.Run(f, args), out.String(), errOut.String()
+	}
+	must := func(args ...string) string {
+		t.Helper()
+		code, out, errOut := run(args...)
+		if code != 0 {
+			t.Fatalf("banger %s: exit %d\nstdout %q\nstderr %q", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	must("context", "add", "k", "--kubeconfig", aliceKC, "--namespace", "default")
+	must("context", "use", "k")
+	size := []string{"--memory", "256", "--disk-size", "512M"}
+
+	args := append(append([]string{"vm", "run", "--rm", "--image", ref}, size...), "--", "sh", "-c", "echo out; exit 3")
+	code, out, errOut := run(args...)
+	if code != 3 || out != "out\n" {
+		t.Errorf("banger %s: exit %d, stdout %q (stderr %q); want out and exit 3", strings.Join(args, " "), code, out, errOut)
+	}
+	var sbs kapi.SandboxList
+	if err := admin.List(ctx, &sbs, crclient.InNamespace("default")); err != nil || len(sbs.Items) != 0 {
+		t.Errorf("after vm run --rm: %d sandboxes, %v; want none", len(sbs.Items), err)
+	}
+	if pods := podCount(ctx, t, admin); pods != 0 {
+		t.Errorf("after vm run --rm: %d pods, want none", pods)
+	}
+	// The claim goes by garbage collection, after its Sandbox.
+	waitFor(ctx, t, "the claim of vm run --rm's VM gone", func() bool {
+		var pvcs corev1.PersistentVolumeClaimList
+		if err := admin.List(ctx, &pvcs, crclient.InNamespace("default")); err != nil {
+			t.Fatal(err)
+		}
+		return len(pvcs.Items) == 0
+	})
+
+	repo := t.TempDir()
+	gitc := func(stdin string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", append([]string{"-C", repo, "-c", "user.name=t", "-c", "user.email=t@example.com"}, args...)...)
+		cmd.Stdin = strings.NewReader(stdin)
+		b, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %s: %v\n%s", strings.Join(args, " "), err, b)
+		}
+		return string(b)
+	}
+	gitc("", "init", "-q")
+	if err := os.WriteFile(filepath.Join(repo, "a.txt"), []byte("one\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gitc("", "add", "a.txt")
+	gitc("", "commit", "-q", "-m", "one")
+	// Uncommitted on the host: shipped, and the base of the export.
+	if err := os.WriteFile(filepath.Join(repo, "a.txt"), []byte("one\ntwo\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	must(append(append([]string{"vm", "run", "-d", "--name", "ws", "--image", gitRef}, size...), repo)...)
+	if out := must("vm", "exec", "ws", "--", "sh", "-c", "cat a.txt; echo three >> a.txt; echo new > b.txt"); out != "one\ntwo\n" {
+		t.Errorf("a.txt in the guest's workspace: %q, want the host's uncommitted tree", out)
+	}
+	patch := must("vm", "workspace", "export", "ws")
+	gitc(patch, "apply", "-")
+	for name, want := range map[string]string{"a.txt": "one\ntwo\nthree\n", "b.txt": "new\n"} {
+		if b, err := os.ReadFile(filepath.Join(repo, name)); err != nil || string(b) != want {
+			t.Errorf("%s after git apply of the export: %q, %v; want %q\npatch:\n%s", name, b, err, want, patch)
+		}
+	}
+	must("vm", "delete", "-f", "ws")
 }
