@@ -78,7 +78,7 @@ sleep 3600 & wait`
 // one namespace.
 var userRole = []rbacv1.PolicyRule{
 	{APIGroups: []string{kapi.Group}, Resources: []string{kapi.Resource}, Verbs: []string{"get", "list", "create", "delete", "patch"}},
-	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get", "list"}},
 	{APIGroups: []string{""}, Resources: []string{"pods/exec"}, Verbs: []string{"create"}},
 }
 

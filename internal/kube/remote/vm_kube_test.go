@@ -273,6 +273,7 @@ func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, 
 		}
 		return out
 	}
+	begin := time.Now()
 	must("context", "add", "k", "--kubeconfig", aliceKC, "--namespace", "default")
 	must("context", "use", "k")
 	size := []string{"--memory", "256", "--disk-size", "512M"}
@@ -297,6 +298,8 @@ func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, 
 		}
 		return len(pvcs.Items) == 0
 	})
+
+	t.Logf("vm run --rm done in %s", time.Since(begin).Round(100*time.Millisecond))
 
 	repo := t.TempDir()
 	gitc := func(stdin string, args ...string) string {
@@ -331,4 +334,5 @@ func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, 
 		}
 	}
 	must("vm", "delete", "-f", "ws")
+	t.Logf("workspace round trip done in %s", time.Since(begin).Round(100*time.Millisecond))
 }
