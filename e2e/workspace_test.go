@@ -201,7 +201,8 @@ func readFile(t *testing.T, path string) string {
 }
 
 // TestWorkspaceNeedsGit: shipping into an image without git fails with an
-// error naming the image and the fix, and leaves no VM behind.
+// error naming what the guest lacks, the image and the fix, and leaves no
+// VM behind.
 func TestWorkspaceNeedsGit(t *testing.T) {
 	e := sharedVMEnv(t)
 	repo := t.TempDir()
@@ -211,8 +212,8 @@ func TestWorkspaceNeedsGit(t *testing.T) {
 	git(t, repo, "commit", "-qm", "one")
 	before := e.vmLeftovers()
 	r := e.run("vm", "run", "--rm", "--image", e.image, repo, "--", "true")
-	if r.code != 125 || !strings.Contains(r.err, "image "+e.image) || !strings.Contains(r.err, "git") {
-		t.Errorf("exit %d stderr %q; want an error naming image %s and git", r.code, r.err, e.image)
+	if r.code != 125 || !strings.Contains(r.err, "image "+e.image+" lacks them") || !strings.Contains(r.err, "the guest has no git (") {
+		t.Errorf("exit %d stderr %q; want an error naming git as missing and image %s", r.code, r.err, e.image)
 	}
 	if got := e.vmLeftovers(); got != before {
 		t.Errorf("leftovers: %d, want %d", got, before)

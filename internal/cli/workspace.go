@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -76,12 +77,16 @@ func ship(ctx context.Context, f *Factory, c *client.Client, ref string, m works
 	err := workspace.Ship(ctx, c, ref, m, guest, branch, func(n int64) {
 		p.event(api.Event{Phase: "ship", Message: fmt.Sprintf("shipping workspace: %s sent", humanBytes(n))})
 	})
-	if err != nil {
+	var ge *workspace.GuestError
+	if errors.As(err, &ge) && len(ge.Missing) > 0 {
 		image := "its image"
 		if v, err := c.VM(ctx, ref); err == nil {
 			image = "image " + v.Image
 		}
-		return fmt.Errorf("%w; %s needs git, sh and tar in the guest: use an image that has them, such as debian-bookworm", err, image)
+		return fmt.Errorf("%w: %s lacks them; use an image that has them, such as debian-bookworm", err, image)
+	}
+	if err != nil {
+		return err
 	}
 	if _, err := c.SetVMWorkspace(ctx, ref, guest); err != nil {
 		return err

@@ -159,7 +159,11 @@ func (s *Server) createSandbox(ctx context.Context, req *mcp.CallToolRequest, in
 		if err != nil {
 			// A sandbox without the repository asked for is half made.
 			s.cfg.Client.DeleteVM(context.WithoutCancel(ctx), v.ID, true)
-			return nil, Sandbox{}, fmt.Errorf("%w (the image needs git, sh and tar: use one that has them)", err)
+			var ge *workspace.GuestError
+			if errors.As(err, &ge) && len(ge.Missing) > 0 {
+				return nil, Sandbox{}, fmt.Errorf("%w: use an image that has them", err)
+			}
+			return nil, Sandbox{}, err
 		}
 	}
 	return nil, sandbox(v), nil

@@ -50,11 +50,31 @@ func GuestPrepareScript(guestPath, branch string) string {
 	return fmt.Sprintf(prepareScript, shQuote(guestPath), shQuote(branch), StreamFormat, StreamVersion)
 }
 
+// guestToolList is what the guest scripts run beside sh's builtins; each
+// script checks for all of them first (toolsCheck).
+const guestToolList = "git tar sed grep head cat cp mkdir mktemp rm ls"
+
+// GuestTools are the programs a workspace needs in the guest's image.
+var GuestTools = append([]string{"sh"}, strings.Fields(guestToolList)...)
+
+// missingPrefix starts toolsCheck's line naming what the guest lacks.
+const missingPrefix = "banger workspace: missing in the guest:"
+
+// toolsCheck exits 127 (as a shell does for a command it cannot find),
+// naming every program of guestToolList the guest lacks, rather than
+// failing at the first one a step needs behind a message of its own.
+const toolsCheck = `missing=
+for p in ` + guestToolList + `; do
+	command -v "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then echo "` + missingPrefix + `$missing" >&2; exit 127; fi
+`
+
 const prepareScript = `set -eu
 dest=%s
 branch=%s
 die() { echo "banger workspace: $*" >&2; exit 1; }
-command -v git >/dev/null 2>&1 || die "git is not installed in the guest (apt-get install git)"
+` + toolsCheck + `
 if [ -n "$branch" ]; then
 	git check-ref-format --branch "$branch" >/dev/null 2>&1 || die "invalid branch name: $branch"
 fi
@@ -124,7 +144,7 @@ func GuestExportScript(guestPath, baseCommit string) string {
 // enterScript goes to the top of the checkout at $dest, or fails saying
 // why.
 const enterScript = `die() { echo "banger workspace: $*" >&2; exit 1; }
-cd "$dest" 2>/dev/null || die "$dest does not exist"
+` + toolsCheck + `cd "$dest" 2>/dev/null || die "$dest does not exist"
 git rev-parse --is-inside-work-tree >/dev/null 2>&1 || die "$dest is not a git checkout"
 top=$(git rev-parse --show-toplevel)
 cd "$top"

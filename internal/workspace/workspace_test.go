@@ -439,14 +439,8 @@ func TestPackRefusesChangedTree(t *testing.T) {
 }
 
 func TestPrepareRefusesNonEmptyDest(t *testing.T) {
-	setupEnv(t)
 	ctx := context.Background()
-	host := makeHostRepo(t)
-	repo, _ := Inspect(ctx, host)
-	m, err := Plan(ctx, repo, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := hostManifest(t)
 	var stream bytes.Buffer
 	if err := Pack(ctx, m, &stream); err != nil {
 		t.Fatal(err)
