@@ -14,7 +14,9 @@ const (
 // under way (a create is rolled back, a start adopted or undone, a stop
 // finished). Paused is never recorded: it is what the engine reports for a
 // running VM it has paused (QEMU, after a disk write found the host full),
-// with Reason saying why.
+// with Reason saying why. Unknown is a cluster VM's whose node stopped
+// reporting: it may still run there, is running again when the node is
+// back, and is not pruned meanwhile.
 const (
 	VMCreating = "creating"
 	VMCreated  = "created"
@@ -24,6 +26,7 @@ const (
 	VMStopping = "stopping"
 	VMStopped  = "stopped"
 	VMError    = "error"
+	VMUnknown  = "unknown"
 )
 
 // VM routes.
@@ -49,7 +52,7 @@ type VM struct {
 	ID        string      `json:"id"`
 	Name      string      `json:"name"`
 	State     string      `json:"state"`
-	Reason    string      `json:"reason,omitempty"` // why it is in state error, paused or stopped by itself
+	Reason    string      `json:"reason,omitempty"` // why it is in state error, paused, unknown or stopped by itself
 	Image     string      `json:"image"`
 	Kernel    string      `json:"kernel"`
 	Engine    string      `json:"engine"`

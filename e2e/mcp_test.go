@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,30 +23,13 @@ type mcpConn struct {
 	t        *testing.T
 	s        *mcp.ClientSession
 	cmd      *exec.Cmd
-	stderr   *lockedBuffer
+	stderr   *testutil.LockedBuffer
 	progress atomic.Int32
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func (e *env) startMCP(t *testing.T, args ...string) *mcpConn {
 	t.Helper()
-	m := &mcpConn{t: t, stderr: &lockedBuffer{}}
+	m := &mcpConn{t: t, stderr: &testutil.LockedBuffer{}}
 	m.cmd = e.cmd(context.Background(), append([]string{"mcp"}, args...)...)
 	m.cmd.Stderr = m.stderr
 	c := mcp.NewClient(&mcp.Implementation{Name: "banger-e2e", Version: "1"}, &mcp.ClientOptions{

@@ -215,7 +215,7 @@ func TestRealGuest(t *testing.T) {
 		t.Errorf("info = %+v", info)
 	}
 
-	var out, errOut syncBuffer
+	var out, errOut testutil.LockedBuffer
 	st, err := c.Exec(ctx, agentproto.ExecRequest{Argv: []string{"sh", "-c", "echo hi; exit 7"}}, agentproto.ExecIO{Stdout: &out, Stderr: &errOut})
 	if err != nil || st.Code != 7 || out.String() != "hi\n" {
 		t.Fatalf("exec: %+v %v stdout %q stderr %q", st, err, out.String(), errOut.String())
@@ -230,7 +230,7 @@ func TestRealGuest(t *testing.T) {
 	if err := c.WriteFile(ctx, "/root/hello.txt", 0o600, strings.NewReader(content)); err != nil {
 		t.Fatal(err)
 	}
-	out = syncBuffer{}
+	out = testutil.LockedBuffer{}
 	script := `cat /root/hello.txt; echo $IMAGE_ENV; grep VmRSS /proc/1/status; grep -c ' /.banger/' /proc/mounts; ls -d /dev/pts/ptmx /tmp`
 	if _, err := c.Exec(ctx, agentproto.ExecRequest{Argv: []string{"sh", "-c", script}}, agentproto.ExecIO{Stdout: &out, Stderr: &out}); err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestRealGuest(t *testing.T) {
 	if !strings.HasPrefix(out.String(), content+"1\n") {
 		t.Errorf("guest output %q", out.String())
 	}
-	var tty syncBuffer
+	var tty testutil.LockedBuffer
 	if st, err := c.Exec(ctx, agentproto.ExecRequest{Argv: []string{"tty"}, TTY: true, Rows: 30, Cols: 100}, agentproto.ExecIO{Stdout: &tty}); err != nil || st.Code != 0 || !strings.HasPrefix(tty.String(), "/dev/pts/") {
 		t.Errorf("tty: %+v %v %q", st, err, tty.String())
 	}

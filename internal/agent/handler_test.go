@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,24 +42,6 @@ func newClient(t *testing.T, cfg HandlerConfig) *agentproto.Client {
 	return c
 }
 
-// syncBuffer is a bytes.Buffer safe for the exec reader and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestExec(t *testing.T) {
 	c := newClient(t, HandlerConfig{Env: []string{"IMAGE=yes"}})
 	dir := t.TempDir()
@@ -81,7 +62,7 @@ func TestExec(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stdout, stderr syncBuffer
+			var stdout, stderr testutil.LockedBuffer
 			st, err := c.Exec(context.Background(), tt.req, agentproto.ExecIO{Stdin: strings.NewReader(tt.stdin), Stdout: &stdout, Stderr: &stderr})
 			if err != nil {
 				t.Fatal(err)
@@ -119,7 +100,7 @@ func TestExecStdinMiB(t *testing.T) {
 	c := newClient(t, HandlerConfig{})
 	in := make([]byte, 1<<20)
 	_, _ = rand.Read(in)
-	var out syncBuffer
+	var out testutil.LockedBuffer
 	st, err := c.Exec(context.Background(), agentproto.ExecRequest{Argv: []string{"cat"}}, agentproto.ExecIO{Stdin: bytes.NewReader(in), Stdout: &out})
 	if err != nil || st.Code != 0 {
 		t.Fatalf("%+v %v", st, err)
@@ -133,7 +114,7 @@ func TestExecSignal(t *testing.T) {
 	c := newClient(t, HandlerConfig{})
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGKILL} {
 		t.Run(sig.String(), func(t *testing.T) {
-			var out syncBuffer
+			var out testutil.LockedBuffer
 			p, err := c.Start(context.Background(), agentproto.ExecRequest{Argv: []string{"sleep", "100"}}, agentproto.ExecIO{Stdout: &out})
 			if err != nil {
 				t.Fatal(err)
@@ -183,7 +164,7 @@ func TestExecTTY(t *testing.T) {
 	testutil.Require(t, err == nil, "/dev/ptmx")
 	c := newClient(t, HandlerConfig{})
 	t.Run("tty", func(t *testing.T) {
-		var out syncBuffer
+		var out testutil.LockedBuffer
 		st, err := c.Exec(context.Background(), agentproto.ExecRequest{Argv: []string{"tty"}, TTY: true, Rows: 24, Cols: 80}, agentproto.ExecIO{Stdout: &out})
 		if err != nil || st.Code != 0 {
 			t.Fatalf("%+v %v", st, err)
@@ -193,7 +174,7 @@ func TestExecTTY(t *testing.T) {
 		}
 	})
 	t.Run("size and resize", func(t *testing.T) {
-		var out syncBuffer
+		var out testutil.LockedBuffer
 		pr, pw := io.Pipe()
 		defer pw.Close()
 		p, err := c.Start(context.Background(), agentproto.ExecRequest{Argv: []string{"sh", "-c", "stty size; read x; stty size"}, TTY: true, Rows: 24, Cols: 80},
@@ -241,7 +222,7 @@ func TestExecUser(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.user, func(t *testing.T) {
-			var out syncBuffer
+			var out testutil.LockedBuffer
 			_, err := c.Exec(context.Background(), agentproto.ExecRequest{Argv: []string{"sh", "-c", `echo $(id -u) $(id -g) $(id -G) $HOME`}, User: tt.user, Dir: "/"}, agentproto.ExecIO{Stdout: &out})
 			if err != nil {
 				t.Fatal(err)

@@ -205,15 +205,16 @@ func newVMListCmd(f *Factory, use string) *cobra.Command {
 				if ip == "" {
 					ip = "-"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, v.ID, v.State, v.Image, ip, v.VCPU, v.MemoryMiB, strings.TrimSuffix(ago(v.CreatedAt), " ago"))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%dM\t%s\n", v.Name, shortID(v.ID), v.State, v.Image, ip, v.VCPU, v.MemoryMiB, strings.TrimSuffix(ago(v.CreatedAt), " ago"))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
 			}
-			// A paused VM needs the user: say why under the table.
+			// A paused VM needs the user, and one on a lost node (on a
+			// cluster) may be gone: say why under the table.
 			for _, v := range vms {
-				if v.State == api.VMPaused {
-					fmt.Fprintf(f.IO.Out, "vm %s is paused: %s\n", v.Name, v.Reason)
+				if v.State == api.VMPaused || v.State == api.VMUnknown {
+					fmt.Fprintf(f.IO.Out, "vm %s is %s: %s\n", v.Name, v.State, termtext.Escape(v.Reason))
 				}
 			}
 			return nil
@@ -226,6 +227,16 @@ func newVMListCmd(f *Factory, use string) *cobra.Command {
 		cmd.Flags().BoolVarP(&all, "all", "a", false, "include VMs that are not running")
 	}
 	return cmd
+}
+
+// shortID is the id vm list shows: a local VM's whole (11 hex digits), a
+// cluster VM's Sandbox UID up to its first dash (8), which finds it as a
+// prefix as the whole UID does; vm show and --json give it whole.
+func shortID(id string) string {
+	if first, _, ok := strings.Cut(id, "-"); ok && len(first) >= 8 {
+		return first
+	}
+	return id
 }
 
 func newVMShowCmd(f *Factory) *cobra.Command {

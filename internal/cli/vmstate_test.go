@@ -75,3 +75,16 @@ func TestSSHProxyStoppedVM(t *testing.T) {
 		t.Errorf("ssh-proxy to a stopped VM: exit %d, %q", code, errOut.String())
 	}
 }
+
+func TestShortID(t *testing.T) {
+	for id, want := range map[string]string{
+		"0a1b2c3d4e5":                          "0a1b2c3d4e5",
+		"d70185c7-4ec9-4c2a-980d-7c0ca5fe2aa1": "d70185c7",
+		"ab-cd":                                "ab-cd",
+		"":                                     "",
+	} {
+		if got := shortID(id); got != want {
+			t.Errorf("shortID(%q) = %q, want %q", id, got, want)
+		}
+	}
+}

@@ -21,8 +21,13 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/bangervm/banger/internal/kube/api"
 )
@@ -37,8 +42,11 @@ type Reconciler struct {
 	Now func() time.Time
 }
 
-// Setup registers r with mgr, watching Sandboxes and the Pods and claims
-// they own.
+// podNodeField indexes the controller's Pods by the node they run on.
+const podNodeField = "spec.nodeName"
+
+// Setup registers r with mgr, watching Sandboxes, the Pods and claims
+// they own, and the Ready condition of the nodes their Pods run on.
 func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	if r.Client == nil {
 		r.Client = mgr.GetClient()
@@ -46,12 +54,63 @@ func (r *Reconciler) Setup(mgr ctrl.Manager) error {
 	if r.APIReader == nil {
 		r.APIReader = mgr.GetAPIReader()
 	}
+	err := mgr.GetFieldIndexer().IndexField(context.Background(), &corev1.Pod{}, podNodeField, func(o client.Object) []string {
+		if n := o.(*corev1.Pod).Spec.NodeName; n != "" {
+			return []string{n}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("index pods by node: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("sandbox").
 		For(&api.Sandbox{}).
 		Owns(&corev1.Pod{}).
 		Owns(&corev1.PersistentVolumeClaim{}).
+		Watches(&corev1.Node{}, handler.EnqueueRequestsFromMapFunc(r.sandboxesOn), builder.WithPredicates(readyChanged)).
 		Complete(r)
+}
+
+// readyChanged passes node events that can change a Sandbox's phase: a
+// node's Ready condition changing, and a node going; not the heartbeats
+// a node's status carries.
+var readyChanged = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return true },
+	DeleteFunc: func(event.DeleteEvent) bool { return true },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		return nodeReady(e.ObjectOld) != nodeReady(e.ObjectNew)
+	},
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+func nodeReady(o client.Object) corev1.ConditionStatus {
+	n, ok := o.(*corev1.Node)
+	if !ok {
+		return ""
+	}
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return ""
+}
+
+// sandboxesOn maps a node to the Sandboxes whose launcher Pods it runs.
+func (r *Reconciler) sandboxesOn(ctx context.Context, o client.Object) []reconcile.Request {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.MatchingFields{podNodeField: o.GetName()}); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list pods on node", "node", o.GetName())
+		return nil
+	}
+	var reqs []reconcile.Request
+	for _, p := range pods.Items {
+		if owner := metav1.GetControllerOf(&p); owner != nil && owner.Kind == api.Kind {
+			reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: p.Namespace, Name: owner.Name}})
+		}
+	}
+	return reqs
 }
 
 func (r *Reconciler) now() time.Time {
@@ -69,6 +128,14 @@ func CacheOptions(namespaces ...string) cache.Options {
 	o := cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&corev1.Pod{}:                   mine,
 		&corev1.PersistentVolumeClaim{}: mine,
+		// Every node is watched (for its Ready condition); the images a
+		// node lists are most of its size and of no use here.
+		&corev1.Node{}: {Transform: func(o any) (any, error) {
+			if n, ok := o.(*corev1.Node); ok {
+				n.Status.Images = nil
+			}
+			return o, nil
+		}},
 	}}
 	if len(namespaces) > 0 {
 		o.DefaultNamespaces = map[string]cache.Config{}
@@ -166,7 +233,10 @@ func (r *Reconciler) ensurePod(ctx context.Context, sb *api.Sandbox) (*api.Sandb
 		return st, err
 	}
 	if found {
-		st := StatusFromPod(&pod)
+		st, err := r.podStatus(ctx, &pod)
+		if err != nil {
+			return nil, err
+		}
 		if pod.DeletionTimestamp != nil && sb.Status.Phase == api.PhaseStopping {
 			// Started again before the stop finished: still
 			// stopping, and a new Pod follows once this one is gone.
@@ -196,6 +266,23 @@ func (r *Reconciler) ensurePod(ctx context.Context, sb *api.Sandbox) (*api.Sandb
 	}
 	created := StatusFromPod(want)
 	return &created, nil
+}
+
+// podStatus is the status pod implies, given the health of its node.
+func (r *Reconciler) podStatus(ctx context.Context, pod *corev1.Pod) (api.SandboxStatus, error) {
+	st := StatusFromPod(pod)
+	if pod.Spec.NodeName == "" {
+		return st, nil
+	}
+	node := &corev1.Node{}
+	err := r.Client.Get(ctx, types.NamespacedName{Name: pod.Spec.NodeName}, node)
+	switch {
+	case apierrors.IsNotFound(err):
+		node = nil
+	case err != nil:
+		return st, fmt.Errorf("get node %s of pod %s/%s: %w", pod.Spec.NodeName, pod.Namespace, pod.Name, err)
+	}
+	return WithNode(st, pod.Spec.NodeName, node), nil
 }
 
 // find reads sb's object name into obj from the cache: found when it is

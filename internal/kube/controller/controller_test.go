@@ -208,3 +208,43 @@ func TestExpiry(t *testing.T) {
 		t.Errorf("TTL 30m: expiry %v %v, want creation + 30m", at, ok)
 	}
 }
+
+func TestWithNode(t *testing.T) {
+	since := metav1.NewTime(time.Date(2026, 12, 3, 22, 0, 0, 0, time.UTC))
+	node := func(status corev1.ConditionStatus, msg string) *corev1.Node {
+		return &corev1.Node{Status: corev1.NodeStatus{Conditions: []corev1.NodeCondition{
+			{Type: corev1.NodeMemoryPressure, Status: corev1.ConditionFalse},
+			{Type: corev1.NodeReady, Status: status, Message: msg, LastTransitionTime: since},
+		}}}
+	}
+	running := api.SandboxStatus{Phase: api.PhaseRunning, Node: "n1", PodName: "box-vm"}
+	for _, tc := range []struct {
+		name          string
+		st            api.SandboxStatus
+		nodeName      string
+		node          *corev1.Node
+		phase, reason string
+		message       []string
+	}{
+		{"ready node", running, "n1", node(corev1.ConditionTrue, ""), api.PhaseRunning, "", nil},
+		{"kubelet silent", running, "n1", node(corev1.ConditionUnknown, "Kubelet stopped posting node status."), api.PhaseUnknown, ReasonNodeLost,
+			[]string{"node n1 stopped reporting since 2026-12-03T22:00:00Z: Kubelet stopped posting node status;", "may still run"}},
+		{"node not ready", running, "n1", node(corev1.ConditionFalse, "container runtime is down"), api.PhaseUnknown, ReasonNodeNotReady,
+			[]string{"node n1 is not ready since", "container runtime is down"}},
+		{"node gone", running, "n1", nil, api.PhaseUnknown, ReasonNodeLost, []string{"node n1 is gone"}},
+		{"pending on a lost node", api.SandboxStatus{Phase: api.PhasePending, Reason: "ContainerCreating"}, "n1", node(corev1.ConditionUnknown, ""), api.PhaseUnknown, ReasonNodeLost, []string{"node n1 stopped reporting"}},
+		{"unscheduled", api.SandboxStatus{Phase: api.PhasePending, Reason: "Unschedulable"}, "", nil, api.PhasePending, "Unschedulable", nil},
+		{"failed stays failed", api.SandboxStatus{Phase: api.PhaseFailed, Reason: "Error"}, "n1", nil, api.PhaseFailed, "Error", nil},
+		{"terminating stays terminating", api.SandboxStatus{Phase: api.PhaseTerminating}, "n1", node(corev1.ConditionUnknown, ""), api.PhaseTerminating, "", nil},
+	} {
+		st := WithNode(tc.st, tc.nodeName, tc.node)
+		if st.Phase != tc.phase || st.Reason != tc.reason || st.PodName != tc.st.PodName || st.Node != tc.st.Node {
+			t.Errorf("%s: %+v, want phase %s reason %q, pod and node kept", tc.name, st, tc.phase, tc.reason)
+		}
+		for _, m := range tc.message {
+			if !strings.Contains(st.Message, m) {
+				t.Errorf("%s: message %q, want it to contain %q", tc.name, st.Message, m)
+			}
+		}
+	}
+}

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"fmt"
+	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -15,6 +17,11 @@ const (
 	ReasonClaimGone  = "DiskClaimGone"
 	ReasonClaimTaken = "DiskClaimNameTaken"
 	ReasonInvalid    = "InvalidSpec"
+	// ReasonNodeLost: the Pod's node stopped reporting (its Ready
+	// condition Unknown) or is gone. The VM may still run there.
+	ReasonNodeLost = "NodeLost"
+	// ReasonNodeNotReady: the Pod's node reports itself not ready.
+	ReasonNodeNotReady = "NodeNotReady"
 )
 
 // StatusFromPod mirrors the launcher Pod into a Sandbox status: phase,
@@ -73,6 +80,41 @@ func pendingReason(pod *corev1.Pod) (reason, message string) {
 		return "Unscheduled", ""
 	}
 	return "", ""
+}
+
+// WithNode corrects st, mirrored from a Pod on node (nil: no such Node
+// any more), for the node's health: a Pod's own status stops changing when
+// its kubelet stops reporting (the node lifecycle controller only marks it
+// not ready), so a Running Sandbox on a lost node would say Running. It
+// becomes Unknown, naming the node and what its Ready condition says, and
+// Running again once the node is. Phases that do not depend on the node
+// (Pending unscheduled, finished, terminating) are left as they are.
+func WithNode(st api.SandboxStatus, nodeName string, node *corev1.Node) api.SandboxStatus {
+	if nodeName == "" || (st.Phase != api.PhaseRunning && st.Phase != api.PhasePending) {
+		return st
+	}
+	if node == nil {
+		st.Phase, st.Reason = api.PhaseUnknown, ReasonNodeLost
+		st.Message = fmt.Sprintf("node %s is gone; the VM is lost with it unless the node comes back", nodeName)
+		return st
+	}
+	for _, c := range node.Status.Conditions {
+		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
+			continue
+		}
+		st.Phase, st.Reason = api.PhaseUnknown, ReasonNodeLost
+		what := "stopped reporting"
+		if c.Status == corev1.ConditionFalse {
+			st.Reason, what = ReasonNodeNotReady, "is not ready"
+		}
+		st.Message = fmt.Sprintf("node %s %s since %s", nodeName, what, c.LastTransitionTime.UTC().Format(time.RFC3339))
+		if m := strings.TrimSuffix(c.Message, "."); m != "" {
+			st.Message += ": " + m
+		}
+		st.Message += "; the VM may still run there, and is reported again when the node is back"
+		return st
+	}
+	return st
 }
 
 func launcherTerminated(pod *corev1.Pod) *corev1.ContainerStateTerminated {

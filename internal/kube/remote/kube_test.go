@@ -162,10 +162,7 @@ func TestClusterContext(t *testing.T) {
 	kubetest.InstallCRD(ctx, t, cl)
 	quietController()
 	kubetest.StartController(t, cl.Config, standInLauncher())
-	grantUser(ctx, t, admin, "alice")
-	alice := rest.CopyConfig(cl.Config)
-	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
-	c := contextClient(t, alice)
+	c := contextClient(t, restrictedUser(ctx, t, cl, admin))
 
 	var ev events
 	box, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "box", Image: "debian", MemoryMiB: 128, DiskBytes: 512 << 20, Labels: map[string]string{"team": "a"}, TTLSeconds: 3600}, ev.add)

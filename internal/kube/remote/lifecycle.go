@@ -158,9 +158,9 @@ func (s *server) delete(ctx context.Context, ref string, force bool) error {
 		return err
 	}
 	switch v.State {
-	case api.VMRunning, api.VMStarting:
+	case api.VMRunning, api.VMStarting, api.VMUnknown:
 		if !force {
-			return fmt.Errorf("vm %s is running: delete it with --force (the launcher stops it cleanly first): %w", v.Name, errdefs.ErrFailedPrecondition)
+			return fmt.Errorf("vm %s is %s: delete it with --force (the launcher stops it cleanly first): %w", v.Name, v.State, errdefs.ErrFailedPrecondition)
 		}
 	}
 	if err := s.kube.deleteSandbox(ctx, sb.Name, sb.UID); err != nil {

@@ -34,6 +34,11 @@ func (s *server) proxy(w http.ResponseWriter, r *http.Request) {
 		apiserver.WriteError(w, err)
 		return
 	}
+	if v.State == api.VMUnknown {
+		// Its kubelet does not answer: an exec would hang.
+		apiserver.WriteError(w, fmt.Errorf("vm %s is unknown (%s): try again when the node is back: %w", v.Name, v.Reason, errdefs.ErrUnavailable))
+		return
+	}
 	if pod == nil || pod.Status.Phase != corev1.PodRunning || pod.DeletionTimestamp != nil {
 		why := ""
 		if v.Reason != "" {

@@ -99,7 +99,11 @@ func vmState(sb *kapi.Sandbox, pod *corev1.Pod) (state, reason string) {
 	case kapi.PhaseStopped:
 		return api.VMStopped, ""
 	case kapi.PhaseUnknown:
-		return api.VMError, fmt.Sprintf("node %s stopped reporting (lost or unreachable): %s", st.Node, why)
+		if st.Reason == controller.ReasonNodeLost || st.Reason == controller.ReasonNodeNotReady {
+			// The controller's message names the node and since when.
+			return api.VMUnknown, why
+		}
+		return api.VMUnknown, fmt.Sprintf("node %s stopped reporting (lost or unreachable): %s", st.Node, why)
 	}
 	return api.VMError, why
 }

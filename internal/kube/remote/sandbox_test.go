@@ -57,7 +57,7 @@ func TestVMFromSandbox(t *testing.T) {
 		{kapi.PhaseRunning, pod(true), api.VMRunning, ""},
 		{kapi.PhaseSucceeded, nil, api.VMStopped, "powered off"},
 		{kapi.PhaseFailed, nil, api.VMError, "R: m"},
-		{kapi.PhaseUnknown, nil, api.VMError, "node n1 stopped reporting"},
+		{kapi.PhaseUnknown, nil, api.VMUnknown, "node n1 stopped reporting"},
 		{kapi.PhaseTerminating, nil, api.VMStopping, "R: m"},
 		{kapi.PhaseStopping, nil, api.VMStopping, "R: m"},
 		{kapi.PhaseStopped, nil, api.VMStopped, ""},

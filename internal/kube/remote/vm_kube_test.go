@@ -6,10 +6,13 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -20,11 +23,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
+	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/cli"
 	"github.com/bangervm/banger/internal/hostcmd"
 	kapi "github.com/bangervm/banger/internal/kube/api"
@@ -33,11 +38,12 @@ import (
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
 
-// With the real launcher: banger's client on a cluster context creates a
-// VM (a busybox guest under TCG) whose Pod turns Ready, runs commands in
-// it with their output and exit status, copies a file in and out, reads
-// its console log (the boot is quiet: some lines), stops and starts it
-// with the file kept on its disk, and deletes it, leaving no Pod.
+// With the real launcher: banger's client on a cluster context, as a user
+// holding only the README's RBAC, creates a VM (a busybox guest under
+// TCG) whose Pod turns Ready, runs commands in it with their output and
+// exit status, copies a file in and out, reads its console log (the boot
+// is quiet: some lines) and follows it until cancelled, stops and starts
+// it with the file kept on its disk, and deletes it, leaving no Pod.
 func TestClusterContextVM(t *testing.T) {
 	start := time.Now()
 	tarPath := kubetest.LauncherImage(t)
@@ -59,7 +65,8 @@ func TestClusterContextVM(t *testing.T) {
 	quietController()
 	kubetest.StartController(t, cl.Config, l)
 
-	c := contextClient(t, cl.Config)
+	admin := kubetest.Client(t, cl.Config)
+	c := contextClient(t, restrictedUser(ctx, t, cl, admin))
 
 	var ev events
 	v, err := c.CreateVM(ctx, api.CreateVMRequest{Name: "box", Image: ref, MemoryMiB: 256, DiskBytes: 512 << 20}, ev.add)
@@ -104,6 +111,17 @@ func TestClusterContextVM(t *testing.T) {
 	if err := c.VMLogs(ctx, "box", false, &logs); err != nil || logs.Len() == 0 {
 		t.Errorf("console log: %v, %d bytes; want the guest's console", err, logs.Len())
 	}
+	// Following: the console so far, then it ends when the caller gives
+	// up.
+	followed := &testutil.LockedBuffer{}
+	lctx, lcancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- c.VMLogs(lctx, "box", true, followed) }()
+	waitFor(ctx, t, "vm logs -f to print the console", func() bool { return followed.Len() >= logs.Len() })
+	lcancel()
+	if err := <-errc; err != nil && !errdefs.IsCanceled(err) && !errors.Is(err, context.Canceled) {
+		t.Errorf("vm logs -f cancelled: %v, want it to end cancelled", err)
+	}
 	t.Logf("commands and copies at %s", time.Since(start).Round(100*time.Millisecond))
 
 	// Stop (the launcher syncs the guest when its Pod goes) and start (a
@@ -125,7 +143,7 @@ func TestClusterContextVM(t *testing.T) {
 	}
 	t.Logf("deleted at %s", time.Since(start).Round(100*time.Millisecond))
 
-	testCLIVM(ctx, t, cl, ref, host+"/test/git:1")
+	testCLIVM(ctx, t, cl, admin, ref, host+"/test/git:1")
 	t.Logf("the CLI's round at %s", time.Since(start).Round(100*time.Millisecond))
 }
 
@@ -183,42 +201,13 @@ func gitImage(t *testing.T) v1.Image {
 // kubeconfig): vm run --rm with a command (its output, its exit status,
 // and nothing left behind: no Sandbox, Pod or claim), and a workspace
 // round trip: a repository made here shipped by vm run -d, changed in the
-// guest by vm exec, and vm workspace export's patch applied here by git.
-func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, gitRef string) {
-	admin := kubetest.Client(t, cl.Config)
-	grantUser(ctx, t, admin, "alice")
-	kc, err := clientcmd.LoadFromFile(cl.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range kc.AuthInfos {
-		a.Impersonate = "alice"
-	}
-	aliceKC := filepath.Join(t.TempDir(), "alice.kubeconfig")
-	if err := clientcmd.WriteToFile(*kc, aliceKC); err != nil {
-		t.Fatal(err)
-	}
-
-	t.Setenv("BANGER_HOME", t.TempDir())
-	t.Setenv("BANGER_CONTEXT", "")
-	run := func(args ...string) (int, string, string) {
-		t.Helper()
-		f := cli.NewFactory()
-		io, out, errOut := cli.TestStreams()
-		f.IO = io
-		return cli.Run(f, args), out.String(), errOut.String()
-	}
-	must := func(args ...string) string {
-		t.Helper()
-		code, out, errOut := run(args...)
-		if code != 0 {
-			t.Fatalf("banger %s: exit %d\nstdout %q\nstderr %q", strings.Join(args, " "), code, out, errOut)
-		}
-		return out
-	}
+// guest by vm exec, and vm workspace export's patch applied here by git;
+// then, on that VM, vm exec -t (a terminal, the status passed through),
+// vm ports (a server started in the guest), vm stats, and vm logs -f,
+// which ends when vm stop stops the VM.
+func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, admin crclient.Client, ref, gitRef string) {
+	run, must := cliAs(t, cl)
 	begin := time.Now()
-	must("context", "add", "k", "--kubeconfig", aliceKC, "--namespace", "default")
-	must("context", "use", "k")
 	size := []string{"--memory", "256", "--disk-size", "512M"}
 
 	args := append(append([]string{"vm", "run", "--rm", "--image", ref}, size...), "--", "sh", "-c", "echo out; exit 3")
@@ -276,6 +265,100 @@ func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, 
 			t.Errorf("%s after git apply of the export: %q, %v; want %q\npatch:\n%s", name, b, err, want, patch)
 		}
 	}
-	must("vm", "delete", "-f", "ws")
 	t.Logf("workspace round trip done in %s", time.Since(begin).Round(100*time.Millisecond))
+
+	// A terminal in the guest (vm exec -t), with the command's status.
+	code, out, errOut = run("vm", "exec", "-t", "ws", "--", "sh", "-c", "tty; echo TERM=$TERM; exit 4")
+	if code != 4 || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "TERM=") {
+		t.Errorf("vm exec -t: exit %d, stdout %q (stderr %q); want a pts, TERM and exit 4", code, out, errOut)
+	}
+	// A listening port (busybox httpd in its own session, so that it
+	// outlives the exec) in vm ports.
+	must("vm", "exec", "ws", "--", "sh", "-c", "setsid httpd -f -p 8080 -h / </dev/null >/dev/null 2>&1 &")
+	waitFor(ctx, t, "port 8080 in vm ports", func() bool {
+		var ports []api.Port
+		code, out, _ := run("vm", "ports", "ws", "--json")
+		return code == 0 && json.Unmarshal([]byte(out), &ports) == nil && slices.ContainsFunc(ports, func(p api.Port) bool { return p.Port == 8080 })
+	})
+	if out := must("vm", "ports", "ws"); !strings.Contains(out, "8080") {
+		t.Errorf("vm ports:\n%s\nwant 8080", out)
+	}
+	// One sample of the launcher's QEMU and the guest.
+	var st api.VMStats
+	if err := json.Unmarshal([]byte(must("vm", "stats", "ws", "--no-stream", "--json")), &st); err != nil || st.HostRSSBytes == 0 || st.Guest == nil ||
+		st.Guest.MemTotalBytes == 0 || st.Guest.MemTotalBytes > 256<<20 || st.Guest.UptimeSeconds <= 0 {
+		t.Errorf("vm stats --json: %+v (guest %+v), %v; want QEMU's memory and the 256 MiB guest's", st, st.Guest, err)
+	}
+	if out := must("vm", "stats", "ws", "--no-stream"); !strings.Contains(out, "guest memory:") {
+		t.Errorf("vm stats:\n%s\nwant the guest's memory", out)
+	}
+	// vm logs -f follows the console until the VM stops.
+	followed, errOut2 := &testutil.LockedBuffer{}, &testutil.LockedBuffer{}
+	logsDone := make(chan int, 1)
+	go func() {
+		f := cli.NewFactory()
+		f.IO = &cli.IOStreams{In: &bytes.Buffer{}, Out: followed, ErrOut: errOut2}
+		logsDone <- cli.Run(f, []string{"vm", "logs", "-f", "ws"})
+	}()
+	waitFor(ctx, t, "vm logs -f to print the console", func() bool { return followed.Len() > 0 })
+	must("vm", "stop", "ws")
+	select {
+	case code := <-logsDone:
+		if code != 0 {
+			t.Errorf("vm logs -f ended by vm stop: exit %d (stderr %q); want 0", code, errOut2.String())
+		}
+	case <-ctx.Done():
+		t.Fatal("vm logs -f went on after vm stop")
+	}
+	must("vm", "delete", "-f", "ws")
+	t.Logf("exec -t, ports, stats and logs -f done in %s", time.Since(begin).Round(100*time.Millisecond))
+}
+
+// cliAs runs banger's own commands, in this process, on a cluster
+// context k (namespace default of cl) as alice (impersonated by the admin
+// kubeconfig; restrictedUser gives her the README's RBAC). must fails the
+// test unless the command exits 0, and returns its stdout.
+func cliAs(t *testing.T, cl *kubecluster.Cluster) (run func(args ...string) (int, string, string), must func(args ...string) string) {
+	t.Helper()
+	kc, err := clientcmd.LoadFromFile(cl.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range kc.AuthInfos {
+		a.Impersonate = "alice"
+	}
+	aliceKC := filepath.Join(t.TempDir(), "alice.kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, aliceKC); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("BANGER_HOME", t.TempDir())
+	t.Setenv("BANGER_CONTEXT", "")
+	run = func(args ...string) (int, string, string) {
+		t.Helper()
+		f := cli.NewFactory()
+		io, out, errOut := cli.TestStreams()
+		f.IO = io
+		return cli.Run(f, args), out.String(), errOut.String()
+	}
+	must = func(args ...string) string {
+		t.Helper()
+		code, out, errOut := run(args...)
+		if code != 0 {
+			t.Fatalf("banger %s: exit %d\nstdout %q\nstderr %q", strings.Join(args, " "), code, out, errOut)
+		}
+		return out
+	}
+	must("context", "add", "k", "--kubeconfig", aliceKC, "--namespace", "default")
+	must("context", "use", "k")
+	return run, must
+}
+
+// restrictedUser gives alice the README's RBAC in namespace default and
+// returns a config of cl's that acts as her.
+func restrictedUser(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, admin crclient.Client) *rest.Config {
+	t.Helper()
+	grantUser(ctx, t, admin, "alice")
+	alice := rest.CopyConfig(cl.Config)
+	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
+	return alice
 }

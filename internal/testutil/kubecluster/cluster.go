@@ -78,6 +78,7 @@ type Cluster struct {
 	netnsBefore map[string]bool
 	fwd         *forwarder
 	sysctls     map[string]string
+	resume      func() // continues a paused kubelet
 }
 
 // BinDir is where kube/cluster/build put the Kubernetes programs:
@@ -191,6 +192,12 @@ func Lock(t testing.TB) {
 // Start brings a cluster up and returns when its node is Ready and the
 // default service account exists; the test's cleanup takes it down.
 func Start(t testing.TB) *Cluster {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with o's changes to the cluster's settings.
+func StartWith(t testing.TB, o Options) *Cluster {
 	t.Helper()
 	Require(t)
 	Lock(t)
@@ -325,16 +332,18 @@ func Start(t testing.TB) *Cluster {
 	}
 	c.waitHTTPS(ctx, t, "kube-apiserver", "https://"+c.fwd.Addr()+"/readyz", p)
 
-	c.start(t, "kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"),
-		"--kubeconfig="+filepath.Join(dir, "controller-manager.kubeconfig"),
-		"--authentication-kubeconfig="+filepath.Join(dir, "controller-manager.kubeconfig"),
-		"--authorization-kubeconfig="+filepath.Join(dir, "controller-manager.kubeconfig"),
+	cm := []string{
+		"--kubeconfig=" + filepath.Join(dir, "controller-manager.kubeconfig"),
+		"--authentication-kubeconfig=" + filepath.Join(dir, "controller-manager.kubeconfig"),
+		"--authorization-kubeconfig=" + filepath.Join(dir, "controller-manager.kubeconfig"),
 		"--bind-address=127.0.0.1", "--leader-elect=false",
 		"--use-service-account-credentials",
 		"--enable-hostpath-provisioner",
-		"--service-account-private-key-file="+p.path("sa.key"),
-		"--root-ca-file="+p.path("ca.crt"),
-		"--cluster-signing-cert-file="+p.path("ca.crt"), "--cluster-signing-key-file="+p.path("ca.key"))
+		"--service-account-private-key-file=" + p.path("sa.key"),
+		"--root-ca-file=" + p.path("ca.crt"),
+		"--cluster-signing-cert-file=" + p.path("ca.crt"), "--cluster-signing-key-file=" + p.path("ca.key"),
+	}
+	c.start(t, "kube-controller-manager", filepath.Join(c.bin, "kube-controller-manager"), append(cm, o.controllerManagerArgs()...)...)
 	c.start(t, "kube-scheduler", filepath.Join(c.bin, "kube-scheduler"),
 		"--kubeconfig="+filepath.Join(dir, "scheduler.kubeconfig"),
 		"--authentication-kubeconfig="+filepath.Join(dir, "scheduler.kubeconfig"),
@@ -361,7 +370,7 @@ func Start(t testing.TB) *Cluster {
 		t.Fatal(err)
 	}
 
-	writeFile(t, filepath.Join(dir, "kubelet.yaml"), kubeletConfig(p, dir, c.ContainerdSocket))
+	writeFile(t, filepath.Join(dir, "kubelet.yaml"), kubeletConfig(p, dir, c.ContainerdSocket)+o.kubeletConfig())
 	c.start(t, "kubelet", filepath.Join(c.bin, "kubelet"),
 		"--config="+filepath.Join(dir, "kubelet.yaml"),
 		"--kubeconfig="+filepath.Join(dir, "kubelet.kubeconfig"),
