@@ -231,11 +231,14 @@ func TestWithNode(t *testing.T) {
 			[]string{"node n1 stopped reporting since 2026-12-03T22:00:00Z: Kubelet stopped posting node status;", "may still run"}},
 		{"node not ready", running, "n1", node(corev1.ConditionFalse, "container runtime is down"), api.PhaseUnknown, ReasonNodeNotReady,
 			[]string{"node n1 is not ready since", "container runtime is down"}},
-		{"node gone", running, "n1", nil, api.PhaseUnknown, ReasonNodeLost, []string{"node n1 is gone"}},
+		{"node gone", running, "n1", nil, api.PhaseUnknown, ReasonNodeLost, []string{"node n1 is gone;"}},
 		{"pending on a lost node", api.SandboxStatus{Phase: api.PhasePending, Reason: "ContainerCreating"}, "n1", node(corev1.ConditionUnknown, ""), api.PhaseUnknown, ReasonNodeLost, []string{"node n1 stopped reporting"}},
 		{"unscheduled", api.SandboxStatus{Phase: api.PhasePending, Reason: "Unschedulable"}, "", nil, api.PhasePending, "Unschedulable", nil},
 		{"failed stays failed", api.SandboxStatus{Phase: api.PhaseFailed, Reason: "Error"}, "n1", nil, api.PhaseFailed, "Error", nil},
-		{"terminating stays terminating", api.SandboxStatus{Phase: api.PhaseTerminating}, "n1", node(corev1.ConditionUnknown, ""), api.PhaseTerminating, "", nil},
+		{"evicted from a lost node", api.SandboxStatus{Phase: api.PhaseTerminating}, "n1", node(corev1.ConditionUnknown, ""), api.PhaseUnknown, ReasonNodeLost,
+			[]string{"node n1 stopped reporting since", "is being deleted, which finishes when the node answers"}},
+		{"terminating on a ready node", api.SandboxStatus{Phase: api.PhaseTerminating}, "n1", node(corev1.ConditionTrue, ""), api.PhaseTerminating, "", nil},
+		{"succeeded stays succeeded", api.SandboxStatus{Phase: api.PhaseSucceeded}, "n1", node(corev1.ConditionUnknown, ""), api.PhaseSucceeded, "", nil},
 	} {
 		st := WithNode(tc.st, tc.nodeName, tc.node)
 		if st.Phase != tc.phase || st.Reason != tc.reason || st.PodName != tc.st.PodName || st.Node != tc.st.Node {

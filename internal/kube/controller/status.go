@@ -87,34 +87,53 @@ func pendingReason(pod *corev1.Pod) (reason, message string) {
 // its kubelet stops reporting (the node lifecycle controller only marks it
 // not ready), so a Running Sandbox on a lost node would say Running. It
 // becomes Unknown, naming the node and what its Ready condition says, and
-// Running again once the node is. Phases that do not depend on the node
-// (Pending unscheduled, finished, terminating) are left as they are.
+// Running again once the node is. A Terminating one becomes Unknown too:
+// a Pod on an unreachable node is evicted after its toleration (5 minutes
+// by default), and its deletion then waits for the node to answer or be
+// deleted. Finished phases are left as they are.
 func WithNode(st api.SandboxStatus, nodeName string, node *corev1.Node) api.SandboxStatus {
-	if nodeName == "" || (st.Phase != api.PhaseRunning && st.Phase != api.PhasePending) {
+	switch st.Phase {
+	case api.PhaseRunning, api.PhasePending, api.PhaseTerminating:
+	default:
 		return st
 	}
-	if node == nil {
-		st.Phase, st.Reason = api.PhaseUnknown, ReasonNodeLost
-		st.Message = fmt.Sprintf("node %s is gone; the VM is lost with it unless the node comes back", nodeName)
+	reason, message, lost := nodeLost(nodeName, node)
+	if !lost {
 		return st
+	}
+	if st.Phase == api.PhaseTerminating {
+		message += "; its pod (and the VM) is being deleted, which finishes when the node answers or is deleted"
+	} else {
+		message += "; the VM may still run there, and is reported again when the node is back"
+	}
+	st.Phase, st.Reason, st.Message = api.PhaseUnknown, reason, message
+	return st
+}
+
+// nodeLost says whether node (nil: gone), which a Pod was scheduled on,
+// is lost, why and since when.
+func nodeLost(name string, node *corev1.Node) (reason, message string, lost bool) {
+	if name == "" {
+		return "", "", false
+	}
+	if node == nil {
+		return ReasonNodeLost, fmt.Sprintf("node %s is gone", name), true
 	}
 	for _, c := range node.Status.Conditions {
 		if c.Type != corev1.NodeReady || c.Status == corev1.ConditionTrue {
 			continue
 		}
-		st.Phase, st.Reason = api.PhaseUnknown, ReasonNodeLost
-		what := "stopped reporting"
+		reason, what := ReasonNodeLost, "stopped reporting"
 		if c.Status == corev1.ConditionFalse {
-			st.Reason, what = ReasonNodeNotReady, "is not ready"
+			reason, what = ReasonNodeNotReady, "is not ready"
 		}
-		st.Message = fmt.Sprintf("node %s %s since %s", nodeName, what, c.LastTransitionTime.UTC().Format(time.RFC3339))
+		message = fmt.Sprintf("node %s %s since %s", name, what, c.LastTransitionTime.UTC().Format(time.RFC3339))
 		if m := strings.TrimSuffix(c.Message, "."); m != "" {
-			st.Message += ": " + m
+			message += ": " + m
 		}
-		st.Message += "; the VM may still run there, and is reported again when the node is back"
-		return st
+		return reason, message, true
 	}
-	return st
+	return "", "", false
 }
 
 func launcherTerminated(pod *corev1.Pod) *corev1.ContainerStateTerminated {
