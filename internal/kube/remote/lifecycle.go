@@ -166,6 +166,12 @@ func (s *server) delete(ctx context.Context, ref string, force bool) error {
 	if err := s.kube.deleteSandbox(ctx, sb.Name, sb.UID); err != nil {
 		return err
 	}
+	if v.State == api.VMUnknown {
+		// Its Pod, and with it the Sandbox (deleted in the foreground)
+		// and its disk claim, go only when the node answers or is
+		// deleted from the cluster; until then vm list says so.
+		return nil
+	}
 	return s.waitGone(ctx, sb, pod)
 }
 
@@ -256,6 +262,11 @@ func (s *server) stop(ctx context.Context, ref string) (api.StopResult, error) {
 	}
 	if v.State == api.VMStopped {
 		return api.StopResult{VM: v, Method: "already-stopped"}, nil
+	}
+	if v.State == api.VMUnknown {
+		// A stop would wait for the node: its Pod goes only then.
+		return api.StopResult{}, fmt.Errorf("vm %s is unknown (%s): it can be stopped once its node answers; vm delete --force deletes it now (its pod and disk go when the node answers or is deleted from the cluster): %w",
+			v.Name, v.Reason, errdefs.ErrFailedPrecondition)
 	}
 	kept, err := s.kube.setRunning(ctx, sb.Name, false)
 	if err != nil {

@@ -5,11 +5,14 @@ package remote_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/api"
@@ -24,9 +27,11 @@ import (
 // marks the node's Ready condition Unknown, the Sandbox says phase
 // Unknown, reason NodeLost, naming the node; through the CLI, as a user
 // holding only the README's RBAC, vm list and vm list --json show the VM
-// unknown with that reason, vm exec is refused at once instead of hanging
-// on the silent kubelet, and vm prune leaves it. When the kubelet goes on,
-// the Sandbox is Running and the VM running again. (On the way, vm list's
+// unknown with that reason, vm exec and vm stop are refused at once
+// instead of hanging on the silent kubelet, vm prune leaves it, and vm
+// delete -f of a second VM returns at once, vm show saying it is being
+// deleted until the node is back and its Sandbox, Pod and claim go. When the kubelet goes on, the Sandbox
+// is Running and the VM running again. (On the way, vm list's
 // short id: the UID's first group, which vm show finds.) The launcher is
 // the busybox stand-in: no guest boots.
 func TestNodeLost(t *testing.T) {
@@ -41,6 +46,7 @@ func TestNodeLost(t *testing.T) {
 	restrictedUser(ctx, t, cl, admin)
 	run, must := cliAs(t, cl)
 	must("vm", "create", "--name", "box", "--image", "debian", "--memory", "128")
+	must("vm", "create", "--name", "doomed", "--image", "debian", "--memory", "128")
 	t.Logf("box running at %s", time.Since(start).Round(100*time.Millisecond))
 
 	// vm list shows the Sandbox UID's first group as the id, which vm
@@ -74,15 +80,25 @@ func TestNodeLost(t *testing.T) {
 		t.Errorf("vm list on a lost node:\n%s\nwant box unknown, and why under the table", out)
 	}
 	var vms []api.VM
-	if err := json.Unmarshal([]byte(must("vm", "list", "--json")), &vms); err != nil || len(vms) != 1 ||
-		vms[0].State != api.VMUnknown || vms[0].Node != kubecluster.NodeName || !strings.Contains(vms[0].Reason, controller.ReasonNodeLost) {
+	err := json.Unmarshal([]byte(must("vm", "list", "--json")), &vms)
+	if i := slices.IndexFunc(vms, func(v api.VM) bool { return v.Name == "box" }); err != nil || i < 0 ||
+		vms[i].State != api.VMUnknown || vms[i].Node != kubecluster.NodeName || !strings.Contains(vms[i].Reason, controller.ReasonNodeLost) {
 		t.Errorf("vm list --json on a lost node: %+v, %v; want box unknown on %s with reason %s", vms, err, kubecluster.NodeName, controller.ReasonNodeLost)
 	}
 	if code, _, errOut := run("vm", "exec", "box", "--", "true"); code == 0 || !strings.Contains(errOut, "try again when the node is back") {
 		t.Errorf("vm exec on a lost node: exit %d, stderr %q; want a refusal saying to wait for the node", code, errOut)
 	}
-	if code, out, errOut := run("vm", "prune", "-f"); code != 0 || strings.Contains(out, "box") {
-		t.Errorf("vm prune on a lost node: exit %d, stdout %q, stderr %q; want box kept", code, out, errOut)
+	if code, out, errOut := run("vm", "prune", "-f"); code != 0 || out != "" {
+		t.Errorf("vm prune on a lost node: exit %d, stdout %q, stderr %q; want the VMs kept", code, out, errOut)
+	}
+	if code, _, errOut := run("vm", "stop", "box"); code != 1 || !strings.Contains(errOut, "can be stopped once its node answers") {
+		t.Errorf("vm stop on a lost node: exit %d, stderr %q; want a refusal naming delete --force", code, errOut)
+	}
+	// Delete returns at once; vm show says the VM is being deleted until
+	// the node answers, when its Pod, Sandbox and claim go.
+	must("vm", "delete", "-f", "doomed")
+	if out := must("vm", "show", "doomed"); !strings.Contains(out, "stopping") || !strings.Contains(out, "being deleted once its node answers") {
+		t.Errorf("vm show after deleting a VM on a lost node:\n%s\nwant doomed being deleted once the node answers", out)
 	}
 
 	cl.ResumeKubelet(t)
@@ -95,5 +111,14 @@ func TestNodeLost(t *testing.T) {
 		return vms[0].State == api.VMRunning, fmt.Errorf("%s: %s", vms[0].State, vms[0].Reason)
 	})
 	t.Logf("box running again at %s", time.Since(start).Round(100*time.Millisecond))
+	kubetest.Poll(ctx, t, "doomed's sandbox, pod and claim gone", func() (bool, error) {
+		var sbs kapi.SandboxList
+		var pods corev1.PodList
+		var pvcs corev1.PersistentVolumeClaimList
+		err := errors.Join(admin.List(ctx, &sbs, crclient.InNamespace("default")), admin.List(ctx, &pods, crclient.InNamespace("default")),
+			admin.List(ctx, &pvcs, crclient.InNamespace("default")))
+		return err == nil && len(sbs.Items) == 1 && len(pods.Items) == 1 && len(pvcs.Items) == 1,
+			fmt.Errorf("%d sandboxes, %d pods, %d claims, %v", len(sbs.Items), len(pods.Items), len(pvcs.Items), err)
+	})
 	must("vm", "delete", "-f", "box")
 }

@@ -82,6 +82,9 @@ func vmState(sb *kapi.Sandbox, pod *corev1.Pod) (state, reason string) {
 		why += st.Message
 	}
 	if sb.DeletionTimestamp != nil {
+		if st.Phase == kapi.PhaseUnknown {
+			return api.VMStopping, "being deleted once its node answers or is deleted from the cluster: " + why
+		}
 		return api.VMStopping, "being deleted"
 	}
 	switch st.Phase {

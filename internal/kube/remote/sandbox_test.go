@@ -62,6 +62,11 @@ func TestVMFromSandbox(t *testing.T) {
 		{kapi.PhaseStopping, nil, api.VMStopping, "R: m"},
 		{kapi.PhaseStopped, nil, api.VMStopped, ""},
 	}
+	lost := sandbox(kapi.PhaseUnknown)
+	lost.DeletionTimestamp = &metav1.Time{Time: created}
+	if v := VMFromSandbox(lost, nil); v.State != api.VMStopping || !strings.Contains(v.Reason, "being deleted once its node answers") || !strings.Contains(v.Reason, "R: m") {
+		t.Errorf("deleted on a lost node: %s %q; want stopping, waiting for the node", v.State, v.Reason)
+	}
 	for _, tt := range tests {
 		v := VMFromSandbox(sandbox(tt.phase), tt.pod)
 		if v.State != tt.state || !strings.Contains(v.Reason, tt.reason) || (tt.reason == "" && v.Reason != "") {
