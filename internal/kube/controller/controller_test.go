@@ -81,6 +81,33 @@ func TestRenderPod(t *testing.T) {
 	}
 }
 
+// A Sandbox with a network gets back exactly NET_ADMIN and MKNOD (its
+// Pod's namespace is the VM's host network, /dev/net/tun is made in the
+// container); without one, nothing. Every capability else stays dropped,
+// escalation off, never privileged.
+func TestRenderPodNetCapabilities(t *testing.T) {
+	for _, tc := range []struct{ net, add string }{
+		{"", ""},
+		{api.NetNone, ""},
+		{api.NetPublic, "NET_ADMIN,MKNOD"},
+		{api.NetFull, "NET_ADMIN,MKNOD"},
+	} {
+		pod, err := RenderPod(sandbox(api.SandboxSpec{Image: "debian", Net: tc.net}), DefaultLauncher("l"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := pod.Spec.Containers[0].SecurityContext
+		var add []string
+		for _, c := range sc.Capabilities.Add {
+			add = append(add, string(c))
+		}
+		if got := strings.Join(add, ","); got != tc.add || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" ||
+			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("net %q: security context %+v, adds %q: want ALL dropped, %q added, no escalation, unprivileged", tc.net, sc, got, tc.add)
+		}
+	}
+}
+
 func TestRenderPodDefaultsAndBadSize(t *testing.T) {
 	pod, err := RenderPod(sandbox(api.SandboxSpec{Image: "debian"}), DefaultLauncher("l"))
 	if err != nil {

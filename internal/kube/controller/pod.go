@@ -239,11 +239,25 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 				Resources:       Requests(spec, l),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: &no,
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: netCapabilities(spec)},
 				},
 			}},
 		},
 	}, nil
+}
+
+// netCapabilities are what the launcher container gets back, beyond
+// nothing, for a Sandbox with a network (public or full): the Pod's
+// network namespace becomes the VM's host network (bridge, tap, iptables
+// and nftables rules, per-interface forwarding over rtnetlink), which
+// takes CAP_NET_ADMIN in that namespace only, and /dev/net/tun, which no
+// container runtime makes, takes CAP_MKNOD (runc's device cgroup already
+// allows that one device, c 10:200). Nothing for --net none.
+func netCapabilities(spec api.SandboxSpec) []corev1.Capability {
+	if spec.Net == api.NetPublic || spec.Net == api.NetFull {
+		return []corev1.Capability{"NET_ADMIN", "MKNOD"}
+	}
+	return nil
 }
 
 // readiness runs cmd in the container every 2 s (a guest boots in seconds

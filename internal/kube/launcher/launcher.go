@@ -31,6 +31,7 @@ import (
 	"github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/safesocket"
+	"github.com/bangervm/banger/internal/vm"
 )
 
 // Fixed places in the launcher container.
@@ -103,8 +104,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// settings are bangerd's for a Pod: no host networking (the Pod has its
-// own; --net none for now), QEMU (no Firecracker in the image), the
+// settings are bangerd's for a Pod: no host networking (a VM with a
+// network gets the Pod's own, see podNetwork), QEMU (no Firecracker in the image), the
 // image's kernel by default.
 func settings() config.Config {
 	s := config.Default()
@@ -121,8 +122,12 @@ func settings() config.Config {
 // its own with an error; nil if the guest powered itself off.
 func Run(ctx context.Context, c Config) error {
 	c.defaults()
-	if c.Spec.Net != "" && c.Spec.Net != api.NetNone {
-		return fmt.Errorf("net %q: a Sandbox's VM has no network yet (only none): %w", c.Spec.Net, errdefs.ErrInvalidArgument)
+	mode := c.Spec.Net
+	if mode == "" {
+		mode = api.NetNone
+	}
+	if mode != api.NetNone && mode != api.NetPublic && mode != api.NetFull {
+		return fmt.Errorf("net %q: want none, public or full: %w", mode, errdefs.ErrInvalidArgument)
 	}
 	disk, err := config.ParseSize(c.Spec.DiskSize)
 	if err != nil && c.Spec.DiskSize != "" {
@@ -141,6 +146,12 @@ func Run(ctx context.Context, c Config) error {
 		Config: filepath.Join(c.Home, "config"), State: filepath.Join(c.Home, "state"),
 		Cache: filepath.Join(c.Home, "cache"), Runtime: c.Runtime,
 	}
+	var netw *vm.Network
+	if mode != api.NetNone {
+		if netw, err = podNetwork(ctx, c.Log); err != nil {
+			return fmt.Errorf("net %s: %w", mode, err)
+		}
+	}
 	// The daemon outlives ctx: the VM is stopped through it first.
 	dctx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDaemon()
@@ -148,7 +159,7 @@ func Run(ctx context.Context, c Config) error {
 	var daemonErr error
 	go func() {
 		defer close(daemonDone)
-		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true})
+		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true, Network: netw})
 	}()
 	stop := func() error {
 		stopDaemon()
@@ -163,7 +174,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	c.Log.Info("launcher: api up", "socket", c.Socket)
-	if err := boot(ctx, cl, c, disk); err != nil {
+	if err := boot(ctx, cl, c, disk, mode); err != nil {
 		if ctx.Err() != nil {
 			// SIGTERM while booting: stop whatever came up.
 			stopVM(cl, c)
@@ -219,7 +230,7 @@ func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan struct{})
 
 // boot makes the VM run: started again if the volume already holds it,
 // else created from the image (pulled) and the image's kernel (imported).
-func boot(ctx context.Context, cl *client.Client, c Config, disk int64) error {
+func boot(ctx context.Context, cl *client.Client, c Config, disk int64, mode string) error {
 	log := func(e bapi.Event) { c.Log.Info("launcher: "+e.Phase, "message", e.Message) }
 	v, err := cl.VM(ctx, c.Name)
 	switch {
@@ -255,7 +266,7 @@ func boot(ctx context.Context, cl *client.Client, c Config, disk int64) error {
 	}
 	_, err = cl.CreateVM(ctx, bapi.CreateVMRequest{
 		Name: c.Name, Image: img.Name, Kernel: kernel, VCPU: int(c.Spec.VCPUs), MemoryMiB: int(c.Spec.MemoryMiB),
-		DiskBytes: disk, Net: bapi.NetNone, Engine: engine.QEMU, Labels: c.Spec.Labels,
+		DiskBytes: disk, Net: mode, Engine: engine.QEMU, Labels: c.Spec.Labels,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("create vm %s: %w", c.Name, err)
