@@ -4,7 +4,6 @@ package launcher
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,26 +11,22 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/controller"
-	"github.com/bangervm/banger/internal/kube/images"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/kube/podexec"
 	"github.com/bangervm/banger/internal/testutil"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
@@ -76,25 +71,13 @@ func podNetNS(t *testing.T, uid string) string {
 func TestSandboxNetIsolation(t *testing.T) {
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	start := time.Now()
-	f := newFixture(t)
-	img, err := images.LauncherImage(t.Context(), images.LauncherConfig{
-		Launcher: f.path("banger-launcher"), Agent: f.path("banger-agent"),
-		Kernel: filepath.Join(f.kernelDir, "vmlinux"), Initrd: filepath.Join(f.kernelDir, "initrd.img"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tarPath := filepath.Join(t.TempDir(), "images.tar")
-	if err := images.WriteTar(tarPath, map[string]v1.Image{images.Launcher: img}); err != nil {
-		t.Fatal(err)
-	}
-
+	tarPath := kubetest.LauncherImage(t)
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	if err := cl.ImportImages(ctx, tarPath); err != nil {
-		t.Fatal(err)
-	}
+	l := kubetest.ImportLauncher(ctx, t, cl, tarPath)
+	// Two 1-vCPU Sandboxes at once on the test node's 2 CPUs.
+	l.CPUOverhead = resource.Quantity{}
 	reg := testutil.NewRegistry(t)
 	reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
 	regLn, err := cl.Listen(0)
@@ -102,27 +85,9 @@ func TestSandboxNetIsolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := reg.Serve(t, regLn) + "/test/busybox:1"
-	crd, err := api.LoadCRD(api.CRDPath())
-	if err == nil {
-		err = cl.CreateCRD(ctx, crd)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := runtime.NewScheme()
-	err = errors.Join(clientgoscheme.AddToScheme(s), api.AddToScheme(s))
-	var c crclient.Client
-	if err == nil {
-		c, err = crclient.New(cl.Config, crclient.Options{Scheme: s})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := controller.DefaultLauncher(images.Launcher)
-	l.PullPolicy = corev1.PullNever
-	// Two 1-vCPU Sandboxes at once on the test node's 2 CPUs.
-	l.CPUOverhead = resource.Quantity{}
-	startController(t, cl, s, l)
+	kubetest.InstallCRD(ctx, t, cl)
+	c := kubetest.Client(t, cl.Config)
+	kubetest.StartController(t, cl.Config, l)
 
 	// The servers outside the launcher Pods.
 	publicAddr := netip.MustParseAddr("198.51.100.7")
@@ -162,7 +127,7 @@ func TestSandboxNetIsolation(t *testing.T) {
 	pods := map[string]*corev1.Pod{}
 	for _, name := range []string{"pub-vm", "full-vm", "server"} {
 		var pod corev1.Pod
-		poll(ctx, t, name+" ready", func() (bool, error) {
+		kubetest.Poll(ctx, t, name+" ready", func() (bool, error) {
 			if err := c.Get(ctx, crclient.ObjectKey{Namespace: "default", Name: name}, &pod); err != nil {
 				return false, err
 			}
