@@ -39,13 +39,31 @@ func serveHTTP(t *testing.T, ln net.Listener, body string) {
 	t.Cleanup(func() { srv.Close() })
 }
 
-// fetch is what a guest's busybox wget gets from url in a few seconds,
-// its errors and exit status included: a dropped connection is killed.
+// fetchAll fetches every url of targets (name → url) from inside vm at
+// once with busybox wget, each killed after 5 s (a dropped connection),
+// and returns what each printed, errors included, with its exit status.
 // (Debian's busybox 1.35 wget crashes with -T.)
-func fetch(t *testing.T, ctx context.Context, c *client.Client, vm, url string) string {
+func fetchAll(t *testing.T, ctx context.Context, c *client.Client, vm string, targets map[string]string) map[string]string {
 	t.Helper()
-	out, code := execIn(t, ctx, c, vm, "sh", "-c", "timeout 5 wget -q -O - "+url+" 2>&1")
-	return fmt.Sprintf("%s (exit %d)", strings.TrimSpace(out), code)
+	var script strings.Builder
+	for name, url := range targets {
+		// One line per target: the output, newlines folded, then the status.
+		fmt.Fprintf(&script, "(out=$(timeout 5 wget -q -O - %s 2>&1); st=$?; echo %s $st $out) &\n", url, name)
+	}
+	script.WriteString("wait\n")
+	out, code := execIn(t, ctx, c, vm, "sh", "-c", script.String())
+	if code != 0 {
+		t.Fatalf("probes in %s: exit %d: %s", vm, code, out)
+	}
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.SplitN(line, " ", 3)
+		if len(f) < 2 {
+			t.Fatalf("probes in %s: line %q", vm, line)
+		}
+		got[f[0]] = strings.Join(f[2:], " ") + " (exit " + f[1] + ")"
+	}
+	return got
 }
 
 // podNetNS is the network namespace of the Pod with uid: its QEMU's.
@@ -182,12 +200,12 @@ func TestSandboxNetIsolation(t *testing.T) {
 		bc := client.NewWithDial("pod default/"+vm+"-vm", func(ctx context.Context) (net.Conn, error) {
 			return podexec.Dial(ctx, cl.Config, "default", vm+"-vm", controller.ContainerName)
 		})
+		got := fetchAll(t, ctx, bc, vm, targets)
 		for _, target := range []string{"public", "server", "node", "service", "pub-pod", "full-pod"} {
-			got := fetch(t, ctx, bc, vm, targets[target])
-			ok := strings.Contains(got, reached[target])
-			t.Logf("%s guest → %s: %q", vm, target, got)
+			ok := strings.Contains(got[target], reached[target])
+			t.Logf("%s guest → %s: %q", vm, target, got[target])
 			if ok != slices.Contains(want[vm], target) {
-				t.Errorf("%s guest → %s (%s): reached %v (%q), want %v", vm, target, targets[target], ok, got, !ok)
+				t.Errorf("%s guest → %s (%s): reached %v (%q), want %v", vm, target, targets[target], ok, got[target], !ok)
 			}
 		}
 	}

@@ -46,7 +46,10 @@ func podNetwork(ctx context.Context, log *slog.Logger) (*vm.Network, error) {
 	if err != nil {
 		return nil, err
 	}
-	subnet, err := network.ChooseSubnet(network.Prefixes(nets, ""), network.DefaultCandidates())
+	bridge := network.DefaultBridge
+	// The bridge's own networks are no conflict: set up again, it keeps
+	// its subnet.
+	subnet, err := network.ChooseSubnet(network.Prefixes(nets, bridge), network.DefaultCandidates())
 	if err != nil {
 		return nil, err
 	}
@@ -56,7 +59,6 @@ func podNetwork(ctx context.Context, log *slog.Logger) (*vm.Network, error) {
 	if err := hostcmd.SetIPTablesPolicy(ctx, "filter", "FORWARD", "DROP"); err != nil {
 		return nil, fmt.Errorf("set the iptables FORWARD policy to DROP: %w", err)
 	}
-	bridge := network.DefaultBridge
 	if err := network.EnsureBridge(ctx, bridge, network.Gateway(subnet)); err != nil {
 		return nil, err
 	}
