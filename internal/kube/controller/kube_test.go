@@ -1,6 +1,6 @@
 //go:build kube
 
-package controller
+package controller_test
 
 import (
 	"context"
@@ -15,71 +15,21 @@ import (
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/controller"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
-
-func testScheme(t *testing.T) *runtime.Scheme {
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, api.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return s
-}
-
-// runController starts a manager with the Sandbox controller; stop ends it
-// and waits until it has.
-func runController(t *testing.T, cfg *rest.Config, s *runtime.Scheme, l Launcher) (stop func()) {
-	t.Helper()
-	yes := true
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 s,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache:                  CacheOptions(),
-		// The test runs the controller twice in one process.
-		Controller: crconfig.Controller{SkipNameValidation: &yes},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&Reconciler{Launcher: l}).Setup(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	stopped := false
-	stop = func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 // applyYAML creates every object of a multi-document YAML file.
 func applyYAML(ctx context.Context, t *testing.T, c client.Client, path string) {
@@ -101,25 +51,14 @@ func applyYAML(ctx context.Context, t *testing.T, c client.Client, path string) 
 
 // clusterWithCRD brings a cluster up and installs the CRD; ctx ends 4
 // minutes later.
-func clusterWithCRD(t *testing.T) (*kubecluster.Cluster, context.Context, client.Client, *runtime.Scheme) {
+func clusterWithCRD(t *testing.T) (*kubecluster.Cluster, context.Context, client.Client) {
 	t.Helper()
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, nil)))
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	t.Cleanup(cancel)
-	s := testScheme(t)
-	c, err := client.New(cl.Config, client.Options{Scheme: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	crd, err := api.LoadCRD(api.CRDPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.CreateCRD(ctx, crd); err != nil {
-		t.Fatal(err)
-	}
-	return cl, ctx, c, s
+	kubetest.InstallCRD(ctx, t, cl)
+	return cl, ctx, kubetest.Client(t, cl.Config)
 }
 
 func newSandbox(name string, spec api.SandboxSpec) *api.Sandbox {
@@ -141,35 +80,18 @@ func controllerAccount(ctx context.Context, t *testing.T, c client.Client, cl *k
 // first, then a shell that ends on SIGTERM (sleep as PID 1 would ignore
 // it and hold every deletion for the whole grace period), STOP_DELAY
 // once the file HOLD names is gone (none unless script sets it).
-func testLauncher(script string) Launcher {
-	l := DefaultLauncher(kubecluster.BusyboxImage)
+func testLauncher(script string) controller.Launcher {
+	l := controller.DefaultLauncher(kubecluster.BusyboxImage)
 	l.PullPolicy = corev1.PullNever
 	l.Command = []string{"sh", "-c", script + `trap 'while [ -e "${HOLD:-/nonexistent}" ]; do sleep 0.2; done; exit 0' TERM; sleep 3600 & wait`}
 	l.Ready = nil
 	return l
 }
 
-func waitFor(ctx context.Context, t *testing.T, what string, ok func() (bool, error)) {
-	t.Helper()
-	var last error
-	for {
-		done, err := ok()
-		if done {
-			return
-		}
-		last = err
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v (last: %v)", what, ctx.Err(), last)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
-}
-
 func waitPhase(ctx context.Context, t *testing.T, c client.Client, name, phase string) *api.Sandbox {
 	t.Helper()
 	var sb api.Sandbox
-	waitFor(ctx, t, "sandbox "+name+" "+phase, func() (bool, error) {
+	kubetest.Poll(ctx, t, "sandbox "+name+" "+phase, func() (bool, error) {
 		if err := c.Get(ctx, types.NamespacedName{Namespace: "default", Name: name}, &sb); err != nil {
 			return false, err
 		}
@@ -180,7 +102,7 @@ func waitPhase(ctx context.Context, t *testing.T, c client.Client, name, phase s
 
 func waitGone(ctx context.Context, t *testing.T, c client.Client, obj client.Object) {
 	t.Helper()
-	waitFor(ctx, t, obj.GetName()+" gone", func() (bool, error) {
+	kubetest.Poll(ctx, t, obj.GetName()+" gone", func() (bool, error) {
 		err := c.Get(ctx, client.ObjectKeyFromObject(obj), obj)
 		return apierrors.IsNotFound(err), err
 	})
@@ -205,7 +127,7 @@ func checkRequests(t *testing.T, pod *corev1.Pod, cpu, memory string) {
 func launcherPods(ctx context.Context, t *testing.T, c client.Client, sandbox string) []corev1.Pod {
 	t.Helper()
 	var pods corev1.PodList
-	if err := c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{LabelSandbox: sandbox}); err != nil {
+	if err := c.List(ctx, &pods, client.InNamespace("default"), client.MatchingLabels{controller.LabelSandbox: sandbox}); err != nil {
 		t.Fatal(err)
 	}
 	return pods.Items
@@ -223,7 +145,7 @@ func launcherPods(ctx context.Context, t *testing.T, c client.Client, sandbox st
 // service account's rights only.
 func TestSandboxPods(t *testing.T) {
 	start := time.Now()
-	cl, ctx, c, s := clusterWithCRD(t)
+	cl, ctx, c := clusterWithCRD(t)
 	// Validation is the apiserver's, from the CRD's schema.
 	for _, bad := range []api.SandboxSpec{
 		{Image: "debian", Net: "host"},
@@ -243,7 +165,7 @@ func TestSandboxPods(t *testing.T) {
 
 	sa := controllerAccount(ctx, t, c, cl)
 	l := testLauncher("")
-	stop := runController(t, sa, s, l)
+	stop := kubetest.StartController(t, sa, l)
 
 	box := newSandbox("box", api.SandboxSpec{Image: "debian", MemoryMiB: 256, DiskSize: "1G", Labels: map[string]string{"team": "a"}})
 	if err := c.Create(ctx, box); err != nil {
@@ -290,9 +212,9 @@ func TestSandboxPods(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	runController(t, sa, s, l)
+	kubetest.StartController(t, sa, l)
 	for _, sb := range []*api.Sandbox{second, third} {
-		waitFor(ctx, t, sb.Name+" pending, unschedulable", func() (bool, error) {
+		kubetest.Poll(ctx, t, sb.Name+" pending, unschedulable", func() (bool, error) {
 			if err := c.Get(ctx, client.ObjectKeyFromObject(sb), sb); err != nil {
 				return false, err
 			}
@@ -339,8 +261,8 @@ func TestSandboxPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(ctx, t, c, secondPod)
-	if st := waitPhase(ctx, t, c, "second", api.PhaseFailed).Status; st.Reason != ReasonPodGone {
-		t.Errorf("second after its pod was deleted: %+v, want reason %s", st, ReasonPodGone)
+	if st := waitPhase(ctx, t, c, "second", api.PhaseFailed).Status; st.Reason != controller.ReasonPodGone {
+		t.Errorf("second after its pod was deleted: %+v, want reason %s", st, controller.ReasonPodGone)
 	}
 	if pods := launcherPods(ctx, t, c, "second"); len(pods) != 0 {
 		t.Errorf("second has %d pods after its pod was deleted, want none made again", len(pods))
@@ -354,7 +276,7 @@ func TestSandboxPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitGone(ctx, t, c, brief)
-	waitFor(ctx, t, "brief's pod gone", func() (bool, error) {
+	kubetest.Poll(ctx, t, "brief's pod gone", func() (bool, error) {
 		return len(launcherPods(ctx, t, c, "brief")) == 0, nil
 	})
 	t.Logf("brief gone at %s", time.Since(start).Round(100*time.Millisecond))
@@ -376,8 +298,8 @@ fi
 func podLog(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, pod string) string {
 	t.Helper()
 	var line string
-	waitFor(ctx, t, pod+" logs", func() (bool, error) {
-		b, err := cl.Client.CoreV1().Pods("default").GetLogs(pod, &corev1.PodLogOptions{Container: ContainerName}).DoRaw(ctx)
+	kubetest.Poll(ctx, t, pod+" logs", func() (bool, error) {
+		b, err := cl.Client.CoreV1().Pods("default").GetLogs(pod, &corev1.PodLogOptions{Container: controller.ContainerName}).DoRaw(ctx)
 		line, _, _ = strings.Cut(string(b), "\n")
 		return line != "", err
 	})
@@ -420,10 +342,10 @@ func setRunning(ctx context.Context, t *testing.T, c client.Client, sb *api.Sand
 // the VM).
 func TestSandboxDisk(t *testing.T) {
 	start := time.Now()
-	cl, ctx, c, s := clusterWithCRD(t)
+	cl, ctx, c := clusterWithCRD(t)
 	sa := controllerAccount(ctx, t, c, cl)
 	l := testLauncher(diskScript)
-	stop := runController(t, sa, s, l)
+	stop := kubetest.StartController(t, sa, l)
 
 	box := newSandbox("box", api.SandboxSpec{Image: "debian", MemoryMiB: 128, DiskSize: "1G"})
 	if err := c.Create(ctx, box); err != nil {
@@ -484,7 +406,7 @@ func TestSandboxDisk(t *testing.T) {
 	// reconciles every Sandbox as it starts) makes no Pod for it. Another
 	// Sandbox running proves the new controller is at work.
 	stop()
-	runController(t, sa, s, l)
+	kubetest.StartController(t, sa, l)
 	flip := newSandbox("flip", api.SandboxSpec{Image: "debian", MemoryMiB: 128, DiskSize: "512M", Labels: map[string]string{"holdstop": "yes"}})
 	if err := c.Create(ctx, flip); err != nil {
 		t.Fatal(err)
@@ -512,7 +434,7 @@ func TestSandboxDisk(t *testing.T) {
 	setRunning(ctx, t, c, flip, false)
 	waitPhase(ctx, t, c, "flip", api.PhaseStopping)
 	setRunning(ctx, t, c, flip, true)
-	waitFor(ctx, t, "the controller to see flip started while stopping", func() (bool, error) {
+	kubetest.Poll(ctx, t, "the controller to see flip started while stopping", func() (bool, error) {
 		err := c.Get(ctx, client.ObjectKeyFromObject(flip), flip)
 		return err == nil && flip.Status.ObservedGeneration == flip.Generation, fmt.Errorf("status %+v, generation %d (%v)", flip.Status, flip.Generation, err)
 	})
@@ -522,7 +444,7 @@ func TestSandboxDisk(t *testing.T) {
 	if err := os.Remove(hold); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(ctx, t, "flip running in a new pod", func() (bool, error) {
+	kubetest.Poll(ctx, t, "flip running in a new pod", func() (bool, error) {
 		if err := c.Get(ctx, client.ObjectKeyFromObject(flip), flip); err != nil {
 			return false, err
 		}
@@ -562,7 +484,7 @@ func TestSandboxDisk(t *testing.T) {
 		t.Errorf("volume directory %s after delete: %v, want it removed", pvDir, err)
 	}
 	var left corev1.PersistentVolumeClaimList
-	if err := c.List(ctx, &left, client.InNamespace("default"), client.MatchingLabels{LabelSandbox: "box"}); err != nil || len(left.Items) != 0 {
+	if err := c.List(ctx, &left, client.InNamespace("default"), client.MatchingLabels{controller.LabelSandbox: "box"}); err != nil || len(left.Items) != 0 {
 		t.Errorf("claims of box left: %d (%v)", len(left.Items), err)
 	}
 }

@@ -5,8 +5,6 @@ package install
 import (
 	"bytes"
 	"context"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -20,31 +18,9 @@ import (
 
 	"github.com/bangervm/banger/errdefs"
 	"github.com/bangervm/banger/internal/kube/images"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
-
-// controllerBinary is a static banger-controller: BANGER_BIN's (make
-// builds it with CGO_ENABLED=0), else one built now.
-func controllerBinary(t *testing.T) string {
-	t.Helper()
-	if dir := os.Getenv("BANGER_BIN"); dir != "" {
-		if p := filepath.Join(dir, "banger-controller"); fileExists(p) {
-			return p
-		}
-	}
-	p := filepath.Join(t.TempDir(), "banger-controller")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", p, "github.com/bangervm/banger/cmd/banger-controller")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build banger-controller: %v\n%s", err, out)
-	}
-	return p
-}
-
-func fileExists(p string) bool {
-	_, err := os.Stat(p)
-	return err == nil
-}
 
 // banger cluster install on a real cluster: the CRD, RBAC and the
 // controller's Deployment applied (its image imported into the node), the
@@ -56,7 +32,7 @@ func fileExists(p string) bool {
 // launcher image is busybox: the controller is under test, not the VM.
 func TestInstall(t *testing.T) {
 	start := time.Now()
-	bin := controllerBinary(t)
+	bin := filepath.Join(kubetest.Binaries(t), "banger-controller")
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -4,22 +4,17 @@ import (
 	"bytes"
 	"context"
 	"net"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 
 	bapi "github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
-	"github.com/bangervm/banger/internal/engine/enginetest"
-	"github.com/bangervm/banger/internal/kernel"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/testutil"
 )
 
 // fixture is what a launcher needs on this machine: static builds of
-// banger-launcher, banger-agent and banger-controller ($BANGER_BIN, else
-// built here), and Debian's cloud
+// banger-launcher, banger-agent and banger-controller, and Debian's cloud
 // kernel staged as banger imports it (vmlinux, initrd.img).
 type fixture struct {
 	bin       string // holds the three programs
@@ -29,29 +24,7 @@ type fixture struct {
 func newFixture(t *testing.T) fixture {
 	t.Helper()
 	testutil.SkipShort(t, "boots real guests")
-	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	testutil.RequireTool(t, "mke2fs", "e2fsprogs")
-	deb := enginetest.DebianCloudDeb(t)
-	f := fixture{bin: os.Getenv("BANGER_BIN"), kernelDir: t.TempDir()}
-	if _, err := kernel.ImportDeb(t.Context(), f.kernelDir, deb); err != nil {
-		t.Fatal(err)
-	}
-	// make test-kube passes make's static builds.
-	if f.bin != "" {
-		if _, err := os.Stat(f.path("banger-launcher")); err == nil {
-			return f
-		}
-	}
-	f.bin = t.TempDir()
-	_, self, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(self), "..", "..", "..")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", f.bin+"/", "./cmd/banger-launcher", "./cmd/banger-agent", "./cmd/banger-controller")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return f
+	return fixture{kernelDir: kubetest.Kernel(t), bin: kubetest.Binaries(t)}
 }
 
 func (f fixture) path(name string) string { return filepath.Join(f.bin, name) }

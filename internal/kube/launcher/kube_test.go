@@ -4,7 +4,6 @@ package launcher
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,67 +15,20 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/controller"
-	"github.com/bangervm/banger/internal/kube/images"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/kube/podexec"
 	"github.com/bangervm/banger/internal/testutil"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
-
-// poll calls ok every second until it reports done, failing the test when
-// ctx ends first.
-func poll(ctx context.Context, t *testing.T, what string, ok func() (bool, error)) {
-	t.Helper()
-	for n := 1; ; n++ {
-		done, err := ok()
-		if done {
-			return
-		}
-		if n%30 == 0 {
-			t.Logf("still waiting for %s: %v", what, err)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v (last: %v)", what, ctx.Err(), err)
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-// startController runs the Sandbox controller in this process until the
-// test ends.
-func startController(t *testing.T, cl *kubecluster.Cluster, s *runtime.Scheme, l controller.Launcher) {
-	mgr, err := ctrl.NewManager(cl.Config, ctrl.Options{
-		Scheme: s, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Cache: controller.CacheOptions(),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&controller.Reconciler{Launcher: l}).Setup(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
-}
 
 // podLog is the launcher container's log, for failures.
 func podLog(cl *kubecluster.Cluster, pod string) string {
@@ -144,26 +96,13 @@ func podMemory(uid string) string {
 func TestLauncherBootsVM(t *testing.T) {
 	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	start := time.Now()
-	f := newFixture(t)
-	img, err := images.LauncherImage(t.Context(), images.LauncherConfig{
-		Launcher: f.path("banger-launcher"), Agent: f.path("banger-agent"),
-		Kernel: filepath.Join(f.kernelDir, "vmlinux"), Initrd: filepath.Join(f.kernelDir, "initrd.img"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tarPath := filepath.Join(t.TempDir(), "images.tar")
-	if err := images.WriteTar(tarPath, map[string]v1.Image{images.Launcher: img}); err != nil {
-		t.Fatal(err)
-	}
+	tarPath := kubetest.LauncherImage(t)
 	t.Logf("launcher image built at %s", time.Since(start).Round(100*time.Millisecond))
 
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := cl.ImportImages(ctx, tarPath); err != nil {
-		t.Fatal(err)
-	}
+	l := kubetest.ImportLauncher(ctx, t, cl, tarPath)
 	// The registry: pushed to on this machine's loopback, pulled from on
 	// the node's address inside the cluster's namespace.
 	reg := testutil.NewRegistry(t)
@@ -173,26 +112,9 @@ func TestLauncherBootsVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := reg.Serve(t, ln) + "/test/busybox:1"
-
-	crd, err := api.LoadCRD(api.CRDPath())
-	if err == nil {
-		err = cl.CreateCRD(ctx, crd)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := runtime.NewScheme()
-	err = errors.Join(clientgoscheme.AddToScheme(s), api.AddToScheme(s))
-	var c crclient.Client
-	if err == nil {
-		c, err = crclient.New(cl.Config, crclient.Options{Scheme: s})
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := controller.DefaultLauncher(images.Launcher)
-	l.PullPolicy = corev1.PullNever
-	startController(t, cl, s, l)
+	kubetest.InstallCRD(ctx, t, cl)
+	c := kubetest.Client(t, cl.Config)
+	kubetest.StartController(t, cl.Config, l)
 
 	box := &api.Sandbox{ObjectMeta: metav1.ObjectMeta{Name: "box", Namespace: "default"},
 		Spec: api.SandboxSpec{Image: ref, MemoryMiB: 256, DiskSize: "512M"}}
@@ -200,7 +122,7 @@ func TestLauncherBootsVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	var pod corev1.Pod
-	poll(ctx, t, "launcher pod ready", func() (bool, error) {
+	kubetest.Poll(ctx, t, "launcher pod ready", func() (bool, error) {
 		if err := c.Get(ctx, crclient.ObjectKey{Namespace: "default", Name: "box-vm"}, &pod); err != nil {
 			return false, err
 		}
@@ -240,7 +162,7 @@ func TestLauncherBootsVM(t *testing.T) {
 	if err := c.Delete(ctx, box); err != nil {
 		t.Fatal(err)
 	}
-	poll(ctx, t, "launcher pod gone", func() (bool, error) {
+	kubetest.Poll(ctx, t, "launcher pod gone", func() (bool, error) {
 		err := c.Get(ctx, crclient.ObjectKeyFromObject(&pod), &corev1.Pod{})
 		return apierrors.IsNotFound(err), err
 	})

@@ -15,16 +15,11 @@ import (
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
-	crconfig "sigs.k8s.io/controller-runtime/pkg/config"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
@@ -32,6 +27,7 @@ import (
 	"github.com/bangervm/banger/internal/cli"
 	kapi "github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/controller"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/kube/remote"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
@@ -90,62 +86,6 @@ func standInLauncher() controller.Launcher {
 	// Small enough that two VMs fit the node's 2 CPUs.
 	l.CPUOverhead.Set(0)
 	return l
-}
-
-func startController(t *testing.T, cfg *rest.Config, l controller.Launcher) {
-	t.Helper()
-	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, kapi.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// Each test of the package runs a controller in this process.
-	yes := true
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{Scheme: s, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0", Cache: controller.CacheOptions(),
-		Controller: crconfig.Controller{SkipNameValidation: &yes}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := (&controller.Reconciler{Launcher: l}).Setup(mgr); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	})
-}
-
-func installCRD(ctx context.Context, t *testing.T, c crclient.Client) {
-	t.Helper()
-	crd, err := kapi.LoadCRD(kapi.CRDPath())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Create(ctx, crd); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if err := c.Get(ctx, crclient.ObjectKeyFromObject(crd), crd); err != nil {
-			t.Fatal(err)
-		}
-		for _, cond := range crd.Status.Conditions {
-			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
-				return
-			}
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("CRD not established")
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }
 
 // grantUser gives user the README's rights in namespace default.
@@ -218,18 +158,10 @@ func TestClusterContext(t *testing.T) {
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, kapi.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	admin, err := crclient.New(cl.Config, crclient.Options{Scheme: s})
-	if err != nil {
-		t.Fatal(err)
-	}
-	installCRD(ctx, t, admin)
-	startController(t, cl.Config, standInLauncher())
+	admin := kubetest.Client(t, cl.Config)
+	kubetest.InstallCRD(ctx, t, cl)
+	quietController()
+	kubetest.StartController(t, cl.Config, standInLauncher())
 	grantUser(ctx, t, admin, "alice")
 	alice := rest.CopyConfig(cl.Config)
 	alice.Impersonate = rest.ImpersonationConfig{UserName: "alice"}
@@ -388,13 +320,12 @@ func TestClusterContext(t *testing.T) {
 
 func waitFor(ctx context.Context, t *testing.T, what string, ok func() bool) {
 	t.Helper()
-	for !ok() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v", what, ctx.Err())
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
+	kubetest.Poll(ctx, t, what, func() (bool, error) { return ok(), nil })
+}
+
+// quietController keeps the in-process controller's log to warnings.
+func quietController() {
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
 
 func podCount(ctx context.Context, t *testing.T, c crclient.Client) int {

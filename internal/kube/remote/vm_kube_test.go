@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -21,56 +20,18 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	corev1 "k8s.io/api/core/v1"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/api"
 	"github.com/bangervm/banger/client"
 	"github.com/bangervm/banger/internal/cli"
-	"github.com/bangervm/banger/internal/engine/enginetest"
 	"github.com/bangervm/banger/internal/hostcmd"
-	"github.com/bangervm/banger/internal/kernel"
 	kapi "github.com/bangervm/banger/internal/kube/api"
-	"github.com/bangervm/banger/internal/kube/controller"
-	"github.com/bangervm/banger/internal/kube/images"
+	"github.com/bangervm/banger/internal/kube/kubetest"
 	"github.com/bangervm/banger/internal/testutil"
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
-
-// launcherImage builds banger.dev/launcher:dev from this tree (static
-// banger-launcher and banger-agent, Debian's cloud kernel) as a
-// docker-save tar.
-func launcherImage(t *testing.T) string {
-	t.Helper()
-	testutil.RequireTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	testutil.RequireTool(t, "mke2fs", "e2fsprogs")
-	deb := enginetest.DebianCloudDeb(t)
-	bin, kdir := t.TempDir(), t.TempDir()
-	_, self, _, _ := runtime.Caller(0)
-	cmd := exec.Command("go", "build", "-trimpath", "-o", bin+"/", "./cmd/banger-launcher", "./cmd/banger-agent")
-	cmd.Dir = filepath.Join(filepath.Dir(self), "..", "..", "..")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	if _, err := kernel.ImportDeb(t.Context(), kdir, deb); err != nil {
-		t.Fatal(err)
-	}
-	img, err := images.LauncherImage(t.Context(), images.LauncherConfig{
-		Launcher: filepath.Join(bin, "banger-launcher"), Agent: filepath.Join(bin, "banger-agent"),
-		Kernel: filepath.Join(kdir, "vmlinux"), Initrd: filepath.Join(kdir, "initrd.img"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(t.TempDir(), "images.tar")
-	if err := images.WriteTar(path, map[string]v1.Image{images.Launcher: img}); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // With the real launcher: banger's client on a cluster context creates a
 // VM (a busybox guest under TCG) whose Pod turns Ready, runs commands in
@@ -79,14 +40,12 @@ func launcherImage(t *testing.T) string {
 // with the file kept on its disk, and deletes it, leaving no Pod.
 func TestClusterContextVM(t *testing.T) {
 	start := time.Now()
-	tarPath := launcherImage(t)
+	tarPath := kubetest.LauncherImage(t)
 	t.Logf("launcher image built at %s", time.Since(start).Round(100*time.Millisecond))
 	cl := kubecluster.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	if err := cl.ImportImages(ctx, tarPath); err != nil {
-		t.Fatal(err)
-	}
+	l := kubetest.ImportLauncher(ctx, t, cl, tarPath)
 	reg := testutil.NewRegistry(t)
 	reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
 	reg.Push(t, gitImage(t), "test/git:1")
@@ -96,16 +55,9 @@ func TestClusterContextVM(t *testing.T) {
 	}
 	host := reg.Serve(t, ln)
 	ref := host + "/test/busybox:1"
-	crd, err := kapi.LoadCRD(kapi.CRDPath())
-	if err == nil {
-		err = cl.CreateCRD(ctx, crd)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	l := controller.DefaultLauncher(images.Launcher)
-	l.PullPolicy = corev1.PullNever
-	startController(t, cl.Config, l)
+	kubetest.InstallCRD(ctx, t, cl)
+	quietController()
+	kubetest.StartController(t, cl.Config, l)
 
 	c := contextClient(t, cl.Config)
 
@@ -233,16 +185,7 @@ func gitImage(t *testing.T) v1.Image {
 // round trip: a repository made here shipped by vm run -d, changed in the
 // guest by vm exec, and vm workspace export's patch applied here by git.
 func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, ref, gitRef string) {
-	s := kruntime.NewScheme()
-	for _, add := range []func(*kruntime.Scheme) error{clientgoscheme.AddToScheme, kapi.AddToScheme} {
-		if err := add(s); err != nil {
-			t.Fatal(err)
-		}
-	}
-	admin, err := crclient.New(cl.Config, crclient.Options{Scheme: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := kubetest.Client(t, cl.Config)
 	grantUser(ctx, t, admin, "alice")
 	kc, err := clientcmd.LoadFromFile(cl.Kubeconfig)
 	if err != nil {
