@@ -119,6 +119,12 @@ func TestJailedFirecrackerThroughRootHelper(t *testing.T) {
 	if out := n.ok("vm", "exec", "web", "--", "echo", "jailed"); out != "jailed\n" {
 		t.Errorf("exec: %q", out)
 	}
+	// Firecracker logs into a named pipe linked into its jail; the
+	// owner's copier drains it into the capped log in the VM directory.
+	if fi, err := os.Lstat(filepath.Join(jail, "root", "firecracker.log")); err != nil || fi.Mode().Type() != os.ModeNamedPipe {
+		t.Errorf("firecracker.log in the jail: %v; want a named pipe", err)
+	}
+	waitFirecrackerLog(t, vmDir)
 	if got := n.fetch("web", "203.0.113.10:8080"); !strings.HasPrefix(got, "internet saw 198.51.100.1:") {
 		t.Errorf("jailed VM to the internet: %q", got)
 	}
@@ -219,4 +225,24 @@ func writeAsOwner(p string) error {
 	cmd := exec.Command("sh", "-c", `exec 3>>"$1"`, "sh", p)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
 	return cmd.Run()
+}
+
+// waitFirecrackerLog waits until the capped Firecracker log in vmDir,
+// which a copier fills from Firecracker's log pipe, holds the double's
+// start message, and checks it is a regular file.
+func waitFirecrackerLog(t *testing.T, vmDir string) {
+	t.Helper()
+	p := filepath.Join(vmDir, "firecracker.log")
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		b, _ := os.ReadFile(p)
+		if strings.Contains(string(b), "Successfully started microvm") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s holds %q, not Firecracker's start message", p, b)
+		}
+	}
+	if fi, err := os.Lstat(p); err != nil || !fi.Mode().IsRegular() {
+		t.Errorf("%s: %v; want a regular file", p, err)
+	}
 }

@@ -220,6 +220,9 @@ func TestConsoleLogRotated(t *testing.T) {
 			if b, _ := os.ReadFile(log); !strings.Contains(string(b), "SECOND-HALF-DONE") {
 				t.Errorf("console.log does not end with what the guest printed last: ...%q", b[max(len(b)-200, 0):])
 			}
+			if tc.name == "firecracker-double" {
+				waitFirecrackerLog(t, v.Dir)
+			}
 		})
 	}
 }

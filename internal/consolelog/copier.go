@@ -83,6 +83,9 @@ func runCopier(maxArg string, paths []string) int {
 		fmt.Fprintln(os.Stderr, "banger-consolelog: bad arguments")
 		return 2
 	}
+	if os.Getenv(fifoEnv) != "" {
+		return runFIFOCopier(max, paths)
+	}
 	var wg sync.WaitGroup
 	for i, p := range paths {
 		fd := 0

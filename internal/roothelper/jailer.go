@@ -83,14 +83,15 @@ var (
 	cgroupValueRE = regexp.MustCompile(`^[0-9a-z ,-]{1,64}$`)
 	apiSockRE     = regexp.MustCompile(`^/[a-zA-Z0-9][a-zA-Z0-9._-]{0,63}$`)
 	// jailFileRE is a jail file's name: the kernel, the initrd, a drive
-	// (firecracker's driveID: vda, vdb, ...), or a template's memory and
-	// state (firecracker.TemplateMemory, TemplateSnapshot).
-	jailFileRE = regexp.MustCompile(`^(vmlinux|initrd|vd[a-p]|memory|snapshot)$`)
+	// (firecracker's driveID: vda, vdb, ...), a template's memory and
+	// state (firecracker.TemplateMemory, TemplateSnapshot), or
+	// Firecracker's log and metrics pipes (firecracker.IsPipe).
+	jailFileRE = regexp.MustCompile(`^(vmlinux|initrd|vd[a-p]|memory|snapshot|firecracker\.log|firecracker\.metrics)$`)
 )
 
 // maxJailFiles bounds a launchJailer request's files: kernel, initrd, 16
-// drives and a template's two files.
-const maxJailFiles = 20
+// drives, a template's two files and the two log pipes.
+const maxJailFiles = 22
 
 // validateJailer checks a launchJailer request against the policy before
 // anything runs: banger's id format, the configured firecracker, the
@@ -168,7 +169,7 @@ func validateJailFiles(files []firecracker.JailFile, p *JailerPolicy) error {
 	for _, f := range files {
 		switch {
 		case !jailFileRE.MatchString(f.Name):
-			return deny("jail file name %q: want vmlinux, initrd or vda..vdp", f.Name)
+			return deny("jail file name %q: want vmlinux, initrd, vda..vdp, memory, snapshot, firecracker.log or firecracker.metrics", f.Name)
 		case seen[f.Name]:
 			return deny("jail file %q given twice", f.Name)
 		case !filepath.IsAbs(f.Path) || filepath.Clean(f.Path) != f.Path:
@@ -185,6 +186,9 @@ func validateJailFiles(files []firecracker.JailFile, p *JailerPolicy) error {
 	}
 	if seen[firecracker.TemplateMemory] != seen[firecracker.TemplateSnapshot] {
 		return deny("a template's memory and snapshot go into a jail together")
+	}
+	if !seen[firecracker.LogFile] || !seen[firecracker.MetricsFile] {
+		return deny("a jail needs Firecracker's log and metrics pipes (%s, %s)", firecracker.LogFile, firecracker.MetricsFile)
 	}
 	return nil
 }
@@ -256,19 +260,8 @@ func buildJail(c *firecracker.JailerConfig, files []firecracker.JailFile, fds []
 	root := dir
 	defer root.Close()
 	for i, f := range files {
-		if err := placeJailFile(root, f, fds[i]); err != nil {
+		if err := placeJailFile(root, f, fds[i], p.UID); err != nil {
 			return "", fmt.Errorf("jail %s: %s (%s): %w", c.ChrootBase, f.Name, f.Path, err)
-		}
-	}
-	// Firecracker's log and metrics, which it opens but does not create.
-	for _, name := range []string{firecracker.LogFile, firecracker.MetricsFile} {
-		fd, err := unix.Openat(int(root.Fd()), name, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err == nil {
-			err = unix.Fchown(fd, p.UID, p.GID)
-			unix.Close(fd)
-		}
-		if err != nil {
-			return "", fmt.Errorf("jail %s: %s: %w", c.ChrootBase, name, err)
 		}
 	}
 	return mountJail(jail, c.ID, p)
@@ -387,9 +380,25 @@ const maxJailCopy = 512 << 20
 // mount namespace), a link of the same file (device and inode) opened
 // here with no symlink on its path; and for a small read-only file on
 // another filesystem, a copy.
-func placeJailFile(root *os.File, f firecracker.JailFile, fd *os.File) error {
+func placeJailFile(root *os.File, f firecracker.JailFile, fd *os.File, owner int) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(int(fd.Fd()), &st); err != nil {
+		return err
+	}
+	if firecracker.IsPipe(f.Name) {
+		// The copier reading it is the owner's, and so is Firecracker.
+		if st.Mode&unix.S_IFMT != unix.S_IFIFO || int(st.Uid) != owner {
+			return fmt.Errorf("not a named pipe of the owner's (uid %d): %w", owner, errdefs.ErrPermissionDenied)
+		}
+		err := unix.Linkat(int(fd.Fd()), "", int(root.Fd()), f.Name, unix.AT_EMPTY_PATH)
+		if errors.Is(err, unix.EXDEV) { // sent from another mount of it
+			same, serr := openSame(f.Path, &st)
+			if serr != nil {
+				return serr
+			}
+			err = unix.Linkat(int(same.Fd()), "", int(root.Fd()), f.Name, unix.AT_EMPTY_PATH)
+			same.Close()
+		}
 		return err
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
@@ -631,6 +640,10 @@ func (c *Client) LaunchJailer(ctx context.Context, jc firecracker.JailerConfig, 
 		flag := os.O_RDONLY
 		if f.Writable {
 			flag = os.O_RDWR
+		}
+		if firecracker.IsPipe(f.Name) {
+			// Opening a named pipe read-only would wait for a writer.
+			flag = os.O_RDWR | syscall.O_NONBLOCK | syscall.O_NOFOLLOW
 		}
 		fd, err := os.OpenFile(f.Path, flag, 0)
 		if err != nil {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/engine/firecracker"
 	"github.com/bangervm/banger/internal/engine/proc"
 	"github.com/bangervm/banger/internal/testutil"
@@ -70,6 +71,15 @@ func newJailFixture(t *testing.T) *jailFixture {
 	}
 	filepath.Walk(state, func(p string, _ os.FileInfo, _ error) error { return os.Lchown(p, jailOwner, jailOwner) })
 	f.files = []firecracker.JailFile{{Name: "vmlinux", Path: kernel}, {Name: "vda", Path: image}, {Name: "vdb", Path: disk, Writable: true}}
+	for _, name := range []string{firecracker.LogFile, firecracker.MetricsFile} {
+		pipe := filepath.Join(f.vmDir, name+".pipe")
+		fd, err := consolelog.MakeFIFO(pipe, jailOwner, jailOwner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd.Close()
+		f.files = append(f.files, firecracker.JailFile{Name: name, Path: pipe})
+	}
 	log, err := os.OpenFile(filepath.Join(dir, "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +108,9 @@ func (f *jailFixture) descriptors(t *testing.T, files []firecracker.JailFile) []
 		flag := os.O_RDONLY
 		if jf.Writable {
 			flag = os.O_RDWR
+		}
+		if firecracker.IsPipe(jf.Name) {
+			flag = os.O_RDWR | syscall.O_NONBLOCK
 		}
 		fd, err := os.OpenFile(jf.Path, flag, 0)
 		if err != nil {
@@ -154,6 +167,8 @@ func TestJailerRefusesOutOfScope(t *testing.T) {
 	fifo := filepath.Join(f.vmDir, "fifo")
 	syscall.Mkfifo(fifo, 0o600)
 	os.Chown(fifo, jailOwner, jailOwner)
+	rootFifo := filepath.Join(f.vmDir, "root-fifo")
+	syscall.Mkfifo(rootFifo, 0o600)
 	for _, tc := range []struct {
 		name   string
 		req    *firecracker.JailerConfig
@@ -209,7 +224,7 @@ func TestJailerRefusesOutOfScope(t *testing.T) {
 			fds := f.descriptors(t, f.files[:2])
 			ro, _ := os.Open(f.files[2].Path)
 			t.Cleanup(func() { ro.Close() })
-			return append(fds, ro)
+			return append(append(fds, ro), f.descriptors(t, f.files[3:])[1:]...)
 		}, nil, errdefs.ErrPermissionDenied, "reading and writing"},
 		{"a fifo for a drive", f.ptr(), nil, func() []*os.File {
 			fds := f.descriptors(t, f.files[:2])
@@ -218,8 +233,24 @@ func TestJailerRefusesOutOfScope(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { ff.Close() })
-			return append(fds, ff)
+			return append(append(fds, ff), f.descriptors(t, f.files[3:])[1:]...)
 		}, nil, errdefs.ErrPermissionDenied, "regular file"},
+		{"a regular file for the log pipe", f.ptr(), nil, func() []*os.File {
+			fds := f.descriptors(t, f.files[:3])
+			reg, _ := os.Open(f.files[0].Path)
+			t.Cleanup(func() { reg.Close() })
+			return append(append(fds, reg), f.descriptors(t, f.files[4:])[1:]...)
+		}, nil, errdefs.ErrPermissionDenied, "named pipe"},
+		{"another user's log pipe", f.ptr(), nil, func() []*os.File {
+			fds := f.descriptors(t, f.files[:3])
+			ff, err := os.OpenFile(rootFifo, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ff.Close() })
+			return append(append(fds, ff), f.descriptors(t, f.files[4:])[1:]...)
+		}, nil, errdefs.ErrPermissionDenied, "named pipe"},
+		{"no log pipes", f.ptr(), files(func(fs []firecracker.JailFile) []firecracker.JailFile { return fs[:3] }), nil, nil, errdefs.ErrPermissionDenied, "pipes"},
 		{"descriptors missing", f.ptr(), nil, func() []*os.File { return f.descriptors(t, f.files[:1]) }, nil, errdefs.ErrInvalidArgument, "descriptors"},
 		{"helper without a policy", f.ptr(), nil, nil, &JailerPolicy{}, errdefs.ErrFailedPrecondition, "--vms"},
 	} {
@@ -322,8 +353,8 @@ func TestJailBuiltForJailer(t *testing.T) {
 	}
 	for _, name := range []string{firecracker.LogFile, firecracker.MetricsFile} {
 		fi, err := os.Lstat(filepath.Join(root, name))
-		if err != nil || fi.Sys().(*syscall.Stat_t).Uid != jailOwner {
-			t.Errorf("%s in the jail: %v; want a file of the owner's", name, err)
+		if err != nil || fi.Mode().Type() != os.ModeNamedPipe || fi.Sys().(*syscall.Stat_t).Uid != jailOwner {
+			t.Errorf("%s in the jail: %v; want the owner's named pipe", name, err)
 		}
 	}
 	// The owner cannot touch the jail...

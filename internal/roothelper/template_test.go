@@ -202,27 +202,27 @@ func TestTemplateFilesInJail(t *testing.T) {
 		class error
 	}{
 		{"outside the template cache", func(fs []firecracker.JailFile) []firecracker.JailFile {
-			fs[3].Path = filepath.Join(f.vmDir, firecracker.TemplateMemory)
+			fs[5].Path = filepath.Join(f.vmDir, firecracker.TemplateMemory)
 			return fs
 		}, errdefs.ErrPermissionDenied},
 		{"a path with ..", func(fs []firecracker.JailFile) []firecracker.JailFile {
-			fs[3].Path = dir + "/../0123abcd/" + firecracker.TemplateMemory
+			fs[5].Path = dir + "/../0123abcd/" + firecracker.TemplateMemory
 			return fs
 		}, errdefs.ErrPermissionDenied},
 		{"a template being made", func(fs []firecracker.JailFile) []firecracker.JailFile {
-			fs[3].Path = filepath.Join(f.policy.Templates, "new7", firecracker.TemplateMemory)
+			fs[5].Path = filepath.Join(f.policy.Templates, "new7", firecracker.TemplateMemory)
 			return fs
 		}, errdefs.ErrPermissionDenied},
 		{"another file's name", func(fs []firecracker.JailFile) []firecracker.JailFile {
-			fs[3].Path = filepath.Join(dir, "meta.json")
+			fs[5].Path = filepath.Join(dir, "meta.json")
 			return fs
 		}, errdefs.ErrPermissionDenied},
 		{"writable", func(fs []firecracker.JailFile) []firecracker.JailFile {
-			fs[3].Writable = true
+			fs[5].Writable = true
 			return fs
 		}, errdefs.ErrPermissionDenied},
 		{"memory without its state", func(fs []firecracker.JailFile) []firecracker.JailFile {
-			return fs[:4]
+			return fs[:6]
 		}, errdefs.ErrPermissionDenied},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

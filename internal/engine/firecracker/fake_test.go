@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -61,6 +62,9 @@ func parseFaults(s string) map[string]fakeFault {
 	}
 	return m
 }
+
+// fakeLog is the logger's file, held open as Firecracker does.
+var fakeLog *os.File
 
 var preBoot = []string{"/logger", "/metrics", "/machine-config", "/boot-source", "/drives/", "/network-interfaces/", "/vsock"}
 
@@ -126,10 +130,15 @@ func (f *fakeFC) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	switch {
 	case r.URL.Path == "/logger":
-		if _, err := os.Stat(str("log_path")); err != nil {
+		// As Firecracker opens it: no create, non-blocking (a named pipe
+		// of banger's, drained into the capped log).
+		lf, err := os.OpenFile(str("log_path"), os.O_RDWR|syscall.O_NONBLOCK, 0)
+		if err != nil {
 			fault(fmt.Sprintf("Logger error: Failed to open target file: %v", err))
 			return
 		}
+		fmt.Fprintln(lf, "fake firecracker: logger configured")
+		fakeLog = lf
 	case r.URL.Path == "/metrics":
 		if _, err := os.Stat(str("metrics_path")); err != nil {
 			fault(fmt.Sprintf("Metrics error: Failed to open target file: %v", err))

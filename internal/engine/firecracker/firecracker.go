@@ -46,8 +46,16 @@ const (
 	APISocket   = "fc.sock"
 	VsockSocket = "v.sock"
 	ConsoleLog  = "console.log"         // firecracker stdout+stderr: the guest serial console
-	LogFile     = "firecracker.log"     // Firecracker's own log (PUT /logger)
-	MetricsFile = "firecracker.metrics" // Firecracker's metrics, JSON lines (PUT /metrics)
+	LogFile     = "firecracker.log"     // Firecracker's own log, capped (PUT /logger writes LogPipe)
+	MetricsFile = "firecracker.metrics" // Firecracker's metrics, JSON lines, capped (PUT /metrics writes MetricsPipe)
+	// Firecracker writes its log and metrics into named pipes, which a
+	// copier drains into the capped LogFile and MetricsFile: a guest can
+	// make Firecracker log (device errors, rate limits), so a file
+	// Firecracker appends to directly would grow without bound
+	// (prod-host-setup.md, "Log files"). In a jail they are linked in as
+	// LogFile and MetricsFile.
+	LogPipe     = "firecracker.log.pipe"
+	MetricsPipe = "firecracker.metrics.pipe"
 )
 
 // maxSocketPath is the longest unix socket path (sun_path is 108 bytes with
@@ -338,7 +346,7 @@ func (e *Engine) plan(ctx context.Context, spec *engine.Spec, mode startMode) (s
 		st.ChrootDir = filepath.Join(st.JailDir, "root")
 		st.APISocket = filepath.Join(st.ChrootDir, APISocket)
 		st.VsockUDS = filepath.Join(st.ChrootDir, VsockSocket)
-		st.LogFile = filepath.Join(st.ChrootDir, LogFile)
+		st.LogFile = filepath.Join(spec.Dir, LogFile)
 		st.APISockArg = "/" + APISocket
 		st.jail = JailerConfig{
 			ID: st.JailID, ExecFile: bin, UID: e.cfg.UID, GID: e.cfg.GID,
@@ -418,10 +426,23 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec, mode startMode) (i
 	}
 	undo = append(undo, removeFile(st.APISocket), removeFile(st.VsockUDS))
 
-	paths := apiPaths{kernel: spec.Kernel, initrd: spec.Initrd, logFile: st.LogFile, metricsFile: filepath.Join(filepath.Dir(st.LogFile), MetricsFile), vsock: st.VsockUDS}
+	paths := apiPaths{kernel: spec.Kernel, initrd: spec.Initrd, logFile: filepath.Join(spec.Dir, LogPipe), metricsFile: filepath.Join(spec.Dir, MetricsPipe), vsock: st.VsockUDS}
 	for _, d := range spec.Disks {
 		paths.disks = append(paths.disks, d.Path)
 	}
+	pipeOwner := -1 // a jail staged here runs Firecracker as cfg.UID
+	if st.JailDir != "" && e.cfg.Launcher == nil {
+		pipeOwner = e.cfg.UID
+	}
+	pipes, err := makePipes(spec.Dir, pipeOwner, e.cfg.GID)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll(pipes) // the copier holds its own
+	// Firecracker opens them while start configures it; its jail, if
+	// any, holds links. Their names here are not needed after that.
+	defer removeFile(paths.logFile)()
+	defer removeFile(paths.metricsFile)()
 	var files []JailFile
 	if st.JailDir != "" && e.cfg.Launcher != nil {
 		files, paths = jailFiles(spec)
@@ -432,10 +453,6 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec, mode startMode) (i
 		if paths, err = stageJail(st, spec, e.cfg.UID, e.cfg.GID); err != nil {
 			return nil, err
 		}
-	} else if err := touch(paths.metricsFile, -1, -1); err != nil {
-		return nil, err
-	} else if err := touch(st.LogFile, -1, -1); err != nil {
-		return nil, err
 	} else if mode.relative {
 		links, err := relativePaths(spec, &paths)
 		for _, l := range links {
@@ -478,6 +495,9 @@ func (e *Engine) start(ctx context.Context, spec engine.Spec, mode startMode) (i
 				proc.QuoteTail("firecracker log", st.LogFile, fcLogOff))
 		}
 	}()
+	if err := p.CopyFIFOs(pipes, []string{st.LogFile, filepath.Join(spec.Dir, MetricsFile)}, e.cfg.LogMax); err != nil {
+		return nil, err
+	}
 	if err := proc.WriteFileAtomic(st.PIDFile, []byte(strconv.Itoa(p.PID())+"\n")); err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/bangervm/banger/errdefs"
+	"github.com/bangervm/banger/internal/consolelog"
 	"github.com/bangervm/banger/internal/engine"
 )
 
@@ -125,13 +126,41 @@ func jailFiles(spec engine.Spec) ([]JailFile, apiPaths) {
 		files = append(files, JailFile{Name: driveID(i), Path: d.Path, Writable: !d.ReadOnly})
 		p.disks = append(p.disks, "/"+driveID(i))
 	}
+	files = append(files,
+		JailFile{Name: LogFile, Path: filepath.Join(spec.Dir, LogPipe)},
+		JailFile{Name: MetricsFile, Path: filepath.Join(spec.Dir, MetricsPipe)})
 	return files, p
+}
+
+// IsPipe reports whether the jail file called name is one of Firecracker's
+// log pipes (see LogPipe), which are named pipes, not regular files.
+func IsPipe(name string) bool { return name == LogFile || name == MetricsFile }
+
+// makePipes makes the VM's log and metrics pipes in dir, owned by uid:gid
+// unless uid < 0, open for the copier (consolelog.MakeFIFO).
+func makePipes(dir string, uid, gid int) ([]*os.File, error) {
+	var pipes []*os.File
+	for _, name := range []string{LogPipe, MetricsPipe} {
+		f, err := consolelog.MakeFIFO(filepath.Join(dir, name), uid, gid)
+		if err != nil {
+			closeAll(pipes)
+			return nil, err
+		}
+		pipes = append(pipes, f)
+	}
+	return pipes, nil
+}
+
+func closeAll(fs []*os.File) {
+	for _, f := range fs {
+		f.Close()
+	}
 }
 
 // stageJail makes the chroot and links the VM's files into it: hard links,
 // or copies across filesystems for read-only files (a copied writable disk
-// would lose the guest's writes, so that is refused). The log file is
-// created for uid:gid. It is for a daemon that starts the jailer itself,
+// would lose the guest's writes, so that is refused, as is a copied log
+// pipe). It is for a daemon that starts the jailer itself,
 // as root; a Launcher builds the jail for one that does not.
 func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
 	if err := os.MkdirAll(st.ChrootDir, 0o700); err != nil {
@@ -145,20 +174,14 @@ func stageJail(st state, spec engine.Spec, uid, gid int) (apiPaths, error) {
 		dst := filepath.Join(st.ChrootDir, f.Name)
 		err := os.Link(f.Path, dst)
 		if errors.Is(err, syscall.EXDEV) {
-			if f.Writable {
-				return apiPaths{}, fmt.Errorf("cannot hard-link writable disk %s into the jail at %s (different filesystems): put the chroot base (config chroot_base) on the filesystem of the VM directories: %w", f.Path, st.ChrootDir, errdefs.ErrFailedPrecondition)
+			if f.Writable || IsPipe(f.Name) {
+				return apiPaths{}, fmt.Errorf("cannot hard-link %s into the jail at %s (different filesystems): put the chroot base (config chroot_base) on the filesystem of the VM directories: %w", f.Path, st.ChrootDir, errdefs.ErrFailedPrecondition)
 			}
 			err = copyFile(f.Path, dst)
 		}
 		if err != nil {
 			return apiPaths{}, fmt.Errorf("stage %s in jail: %w", f.Path, err)
 		}
-	}
-	if err := touch(filepath.Join(filepath.Dir(st.LogFile), MetricsFile), uid, gid); err != nil {
-		return p, err
-	}
-	if err := touch(st.LogFile, uid, gid); err != nil {
-		return apiPaths{}, err
 	}
 	return p, nil
 }

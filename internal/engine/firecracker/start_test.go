@@ -160,7 +160,7 @@ func TestStartConfiguresThroughAPI(t *testing.T) {
 			t.Errorf("no request with %s in:\n%s", w, strings.Join(lines, "\n"))
 		}
 	}
-	for _, f := range []string{StateFile, PIDFile, APISocket, LogFile} {
+	for _, f := range []string{StateFile, PIDFile, APISocket} {
 		if !proc.FileExists(filepath.Join(spec.Dir, f)) {
 			t.Errorf("%s missing", f)
 		}
@@ -202,6 +202,16 @@ func TestStartConfiguresThroughAPI(t *testing.T) {
 	}
 	if !slices.Contains(readReqLog(t, reqLog), `PUT /actions {"action_type":"SendCtrlAltDel"}`) {
 		t.Error("no SendCtrlAltDel")
+	}
+	// Firecracker's log reached the capped file through its pipe.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(filepath.Join(spec.Dir, LogFile))
+		if strings.Contains(string(b), "logger configured") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("firecracker.log holds %q, not the fake's line", b)
+		}
 	}
 	assertNothingLeft(t, spec, StateFile)
 	if _, err := New(Config{Firecracker: bin}).Attach(ctx, spec); !errors.Is(err, errdefs.ErrNotFound) {

@@ -97,6 +97,11 @@ func TestJailedPlan(t *testing.T) {
 		st.ours([]string{"/firecracker", "--id=vm2", "--api-sock", "/fc.sock"}) {
 		t.Error("ours() does not tell jailed VMs apart")
 	}
+	pipes, err := makePipes(spec.Dir, os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(pipes)
 	p, err := stageJail(st, spec, os.Getuid(), os.Getgid())
 	if err != nil {
 		t.Fatal(err)

@@ -54,7 +54,10 @@ type Process struct {
 	// logsDone is closed once the copier of its output has written all of
 	// it (see StartOptions.Log); nil for processes found with Open.
 	logsDone <-chan struct{}
-	mu       sync.Mutex
+	// fifosDone is closed once the copier CopyFIFOs started has exited;
+	// nil without one.
+	fifosDone <-chan struct{}
+	mu        sync.Mutex
 }
 
 // Start runs argv[0] with argv[1:] in a new session, stdin on /dev/null and
@@ -177,13 +180,29 @@ func FromPidfd(pid int, pidfd *os.File) (*Process, error) {
 // wrote (or ctx ends): for quoting them in an error. A no-op for processes
 // found with Open.
 func (p *Process) WaitLogs(ctx context.Context) {
-	if p.logsDone == nil {
-		return
+	for _, done := range []<-chan struct{}{p.logsDone, p.fifosDone} {
+		if done == nil {
+			continue
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return
+		}
 	}
-	select {
-	case <-p.logsDone:
-	case <-ctx.Done():
+}
+
+// CopyFIFOs starts a copier that drains the named pipes fifos, which the
+// process writes to by path, into the capped logs paths (as
+// consolelog.StartFIFOCopier) until the process exits. The caller keeps
+// and closes its fifos.
+func (p *Process) CopyFIFOs(fifos []*os.File, paths []string, max int64) error {
+	done, err := consolelog.StartFIFOCopier(fifos, paths, max, p.pidfd)
+	if err != nil {
+		return err
 	}
+	p.fifosDone = done
+	return nil
 }
 
 // PID returns the process id.
