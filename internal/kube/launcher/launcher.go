@@ -1,6 +1,7 @@
 // Package launcher is what runs in a Sandbox's Pod (banger-launcher): a
-// one-VM bangerd. `run` serves banger's own API (package daemon, with host
-// networking off) on a unix socket in the container, keeps banger's state
+// one-VM bangerd. `run` serves banger's own API (package daemon; a VM
+// with --net public or full gets the Pod's network namespace as its host
+// network, see podNetwork) on a unix socket in the container, keeps banger's state
 // on the volume at /var/lib/banger, imports the kernel baked into the
 // image, pulls the Sandbox's image, creates the VM named after the Sandbox
 // (or starts it again when the volume already holds it) and, on SIGTERM,
