@@ -58,6 +58,10 @@ type Launcher struct {
 	// StateOverhead is added to the VM's disk size in its claim: the
 	// room banger's state needs beside the disk.
 	StateOverhead resource.Quantity
+	// ImageFromNode has the kubelet pull the Sandbox's image and the
+	// Pod's init containers hand its files to the launcher (imageInit);
+	// false leaves the pull to the launcher (stand-in launchers in tests).
+	ImageFromNode bool
 }
 
 // DefaultLauncher states the overhead of a VM's Pod, measured in one
@@ -81,6 +85,7 @@ func DefaultLauncher(image string) Launcher {
 		CPUOverhead:    resource.MustParse("100m"),
 		MemoryOverhead: resource.MustParse("192Mi"),
 		StateOverhead:  resource.MustParse("2Gi"),
+		ImageFromNode:  true,
 	}
 }
 
@@ -222,12 +227,13 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			TerminationGracePeriodSeconds: &grace,
-			Volumes: []corev1.Volume{{
+			Volumes: append([]corev1.Volume{{
 				Name: StateVolume,
 				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
 					ClaimName: ClaimName(sb),
 				}},
-			}},
+			}}, imageVolumes(l)...),
+			InitContainers: imageInit(spec, l),
 			Containers: []corev1.Container{{
 				Name:            ContainerName,
 				Image:           l.Image,

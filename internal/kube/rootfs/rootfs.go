@@ -35,6 +35,9 @@ import (
 type Limits struct {
 	Bytes int64 // file content, in all
 	Files int   // entries of every kind
+	// Skip are directories left out, relative to the root (the init
+	// containers' MountDir).
+	Skip []string
 }
 
 // Stats is what Write wrote.
@@ -103,7 +106,7 @@ func (w *writer) dir(rel string) error {
 		}
 		st := fi.Sys().(*syscall.Stat_t)
 		empty := rel == "." && slices.Contains(emptyDirs, e.Name()) && fi.IsDir()
-		if (st.Dev != w.dev || w.mounts[name]) && !empty {
+		if (st.Dev != w.dev || w.mounts[name] || slices.Contains(w.limits.Skip, name)) && !empty {
 			w.stats.Skipped = append(w.stats.Skipped, name)
 			continue
 		}

@@ -1,0 +1,78 @@
+package controller
+
+import (
+	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/rootfs"
+)
+
+// ToolsVolume is the emptyDir the tools init container copies the
+// launcher's static binary into, for the rootfs init container.
+const ToolsVolume = "tools"
+
+// imageVolumes are the Pod's volumes for imageInit.
+func imageVolumes(l Launcher) []corev1.Volume {
+	if !l.ImageFromNode {
+		return nil
+	}
+	return []corev1.Volume{{Name: ToolsVolume, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
+}
+
+// imageInit are the init containers that hand the Sandbox's image to the
+// launcher through the node: the kubelet pulls spec.image as it pulls any
+// container image (the node's containerd content store is the cache all
+// Pods of the node share, garbage-collected by the kubelet; private
+// registries work through the Pod's pull secrets and the node's registry
+// configuration). "tools" copies the launcher's static binary into an
+// emptyDir; "rootfs" runs that binary, never a program of the image, in
+// the image, and writes the image's files as a tar onto the Sandbox's
+// claim (rootfs.Export), unless the claim already holds the VM. It runs
+// as uid 0 with every capability dropped but CAP_DAC_READ_SEARCH (to read
+// files of any owner and mode), without privilege escalation, on a
+// read-only root filesystem.
+func imageInit(spec api.SandboxSpec, l Launcher) []corev1.Container {
+	if !l.ImageFromNode {
+		return nil
+	}
+	no, yes := false, true
+	var root int64
+	tools := corev1.VolumeMount{Name: ToolsVolume, MountPath: rootfs.ToolsPath}
+	// Half of the claim's room beside the disk: the other half holds the
+	// converted image.
+	limit := l.StateOverhead.Value() / 2
+	return []corev1.Container{{
+		Name:            "tools",
+		Image:           l.Image,
+		ImagePullPolicy: l.PullPolicy,
+		Command:         []string{"banger-launcher", "tools"},
+		VolumeMounts:    []corev1.VolumeMount{tools},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: &no,
+			ReadOnlyRootFilesystem:   &yes,
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}, {
+		Name:            "rootfs",
+		Image:           spec.Image,
+		ImagePullPolicy: corev1.PullIfNotPresent,
+		Command:         []string{rootfs.Tool, "rootfs", strconv.FormatInt(limit, 10)},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: ToolsVolume, MountPath: rootfs.ToolsPath, ReadOnly: true},
+			{Name: StateVolume, MountPath: rootfs.StatePath},
+		},
+		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                &root,
+			RunAsGroup:               &root,
+			RunAsNonRoot:             &no,
+			AllowPrivilegeEscalation: &no,
+			ReadOnlyRootFilesystem:   &yes,
+			Capabilities: &corev1.Capabilities{
+				Drop: []corev1.Capability{"ALL"},
+				Add:  []corev1.Capability{"DAC_READ_SEARCH"},
+			},
+		},
+	}}
+}
