@@ -40,9 +40,10 @@ func imageInit(spec api.SandboxSpec, l Launcher) []corev1.Container {
 	no, yes := false, true
 	var root int64
 	tools := corev1.VolumeMount{Name: ToolsVolume, MountPath: rootfs.ToolsPath}
-	// Half of the claim's room beside the disk: the other half holds the
-	// converted image.
-	limit := l.StateOverhead.Value() / 2
+	// A third of the claim's room beside the disk: while the launcher
+	// converts the image, the tar, the flattened tree and the ext4 are
+	// there at once.
+	limit := l.StateOverhead.Value() / 3
 	return []corev1.Container{{
 		Name:            "tools",
 		Image:           l.Image,

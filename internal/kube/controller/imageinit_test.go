@@ -36,8 +36,8 @@ func TestRenderPodImageInit(t *testing.T) {
 		t.Errorf("tools %+v: want banger-launcher tools in the launcher image, writing %s", tools, rootfs.ToolsPath)
 	}
 	if rfs.Image != sb.Spec.Image || rfs.ImagePullPolicy != corev1.PullIfNotPresent ||
-		!slices.Equal(rfs.Command, []string{rootfs.Tool, "rootfs", "1073741824"}) {
-		t.Errorf("rootfs %s %s %q: want the Sandbox's image, IfNotPresent, the copied launcher with half of the 2 GiB state room", rfs.Image, rfs.ImagePullPolicy, rfs.Command)
+		!slices.Equal(rfs.Command, []string{rootfs.Tool, "rootfs", "715827882"}) {
+		t.Errorf("rootfs %s %s %q: want the Sandbox's image, IfNotPresent, the copied launcher with a third of the 2 GiB state room", rfs.Image, rfs.ImagePullPolicy, rfs.Command)
 	}
 	if m := rfs.VolumeMounts; len(m) != 2 || m[0].Name != ToolsVolume || !m[0].ReadOnly || m[1].Name != StateVolume || m[1].MountPath != rootfs.StatePath {
 		t.Errorf("rootfs mounts %+v: want tools read-only, the claim at %s", m, rootfs.StatePath)

@@ -5,16 +5,20 @@ package launcher
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
 	crclient "sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/bangervm/banger/client"
@@ -35,6 +39,7 @@ import (
 // stopped and started, keeps its disk (a file written in the guest is
 // there) and its rootfs init container exports nothing.
 func TestSandboxImageFromNode(t *testing.T) {
+	ctrl.SetLogger(logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	start := time.Now()
 	tarPath := kubetest.LauncherImage(t)
 	cl := kubecluster.Start(t)

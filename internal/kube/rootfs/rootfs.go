@@ -153,7 +153,7 @@ func (w *writer) entry(name string, fi os.FileInfo) error {
 		hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
 		w.stats.Bytes += st.Size
 		if w.limits.Bytes > 0 && w.stats.Bytes > w.limits.Bytes {
-			return fmt.Errorf("the image holds more than %d bytes of files: banger's limit for an image on a cluster (half the room the Sandbox's claim keeps beside its disk)", w.limits.Bytes)
+			return fmt.Errorf("the image holds more than %d bytes of files: banger's limit for an image on a cluster (a third of the room the Sandbox's claim keeps beside its disk)", w.limits.Bytes)
 		}
 	case unix.S_IFLNK:
 		target, err := os.Readlink(full)
