@@ -53,6 +53,9 @@ func run(args []string) int {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "banger-launcher:", err)
+		if args[0] == "run" || args[0] == "rootfs" {
+			terminationMessage(err)
+		}
 		return 1
 	}
 	return 0
@@ -81,6 +84,19 @@ func exportRootFS(maxBytes string) error {
 	}
 	fmt.Printf("banger-launcher rootfs: exported %d files, %d bytes; left out the mounts %s\n", st.Files, st.Bytes, strings.Join(st.Skipped, " "))
 	return nil
+}
+
+// terminationMessage leaves err where the kubelet reads a container's last
+// words (the Pod's default terminationMessagePath): the controller copies
+// it into the Sandbox's status, so `kubectl get sbx` and the CLI say why
+// the VM did not run. Outside a Pod the file is not there and nothing is
+// written.
+func terminationMessage(err error) {
+	const path = "/dev/termination-log"
+	if f, ferr := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0); ferr == nil {
+		fmt.Fprint(f, err)
+		f.Close()
+	}
 }
 
 func serve() error {

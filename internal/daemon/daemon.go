@@ -25,6 +25,7 @@ import (
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/dns"
+	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
 	"github.com/bangervm/banger/internal/paths"
@@ -51,6 +52,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long in-flight requests get to roll back
 	// after the context is cancelled.
 	ShutdownTimeout time.Duration
+	// Accel forces QEMU's accelerator (a launcher whose Sandbox names
+	// one); empty chooses as on any host (qemu.ChooseAccel).
+	Accel engine.Accel
 }
 
 // ErrAlreadyRunning means another daemon holds the lock for this layout.
@@ -93,7 +97,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
-	engs, choose, engInfo := engines(ctx, c.Settings, l.State, log)
+	engs, choose, engInfo := engines(ctx, c.Settings, c.Accel, l.State, log)
 	log.Info("engine", "default", engInfo.Default, "reason", engInfo.Reason)
 	var netInfo api.NetworkInfo
 	netw, netErr := setupNetwork(ctx, db, c.Settings, log, &netInfo)

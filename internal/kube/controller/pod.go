@@ -62,6 +62,13 @@ type Launcher struct {
 	// Pod's init containers hand its files to the launcher (imageInit);
 	// false leaves the pull to the launcher (stand-in launchers in tests).
 	ImageFromNode bool
+	// Accel is the accelerator of Sandboxes that name none (kvm or
+	// tcg); empty is tcg. banger-controller's --accel sets it
+	// (DefaultAccel unless given).
+	Accel string
+	// NodeSelector is put on every launcher Pod: the nodes an admin gave
+	// to banger (banger-controller --node-selector).
+	NodeSelector map[string]string
 }
 
 // DefaultLauncher states the overhead of a VM's Pod, measured in one
@@ -209,6 +216,7 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 	if _, err := ClaimSize(spec, l); err != nil {
 		return nil, err
 	}
+	spec.Accel = accel(spec, l)
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode spec: %w", err)
@@ -227,6 +235,8 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			TerminationGracePeriodSeconds: &grace,
+			NodeSelector:                  maps.Clone(l.NodeSelector),
+			Tolerations:                   tolerations(),
 			Volumes: append([]corev1.Volume{{
 				Name: StateVolume,
 				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
@@ -242,7 +252,7 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 				Env:             []corev1.EnvVar{{Name: EnvSpec, Value: string(specJSON)}, {Name: EnvName, Value: sb.Name}},
 				VolumeMounts:    []corev1.VolumeMount{{Name: StateVolume, MountPath: StatePath}},
 				ReadinessProbe:  readiness(l.Ready),
-				Resources:       Requests(spec, l),
+				Resources:       deviceRequests(spec, Requests(spec, l)),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: &no,
 					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},

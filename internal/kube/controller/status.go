@@ -61,7 +61,7 @@ func StatusFromPod(pod *corev1.Pod) api.SandboxStatus {
 func pendingReason(pod *corev1.Pod) (reason, message string) {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return c.Reason, c.Message
+			return c.Reason, schedulingHint(c.Message)
 		}
 	}
 	for _, cs := range pod.Status.ContainerStatuses {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -139,5 +140,41 @@ func TestWriteTar(t *testing.T) {
 	cfiles := extract(t, tarPath, Controller, filepath.Join(dir, "controller"))
 	if cfiles["/usr/local/bin/banger-controller"] != tar.TypeReg {
 		t.Errorf("controller image: %v", cfiles)
+	}
+}
+
+// The node agent's image is its static binary alone, run as root (the
+// kubelet's device plugin directory is root's) with nothing else to run.
+func TestNodeImage(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "banger-node")
+	if err := os.WriteFile(bin, []byte("node"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img, err := NodeImage(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Config.User != "0:0" || strings.Join(cf.Config.Entrypoint, " ") != "/usr/local/bin/banger-node" {
+		t.Errorf("node image config: user %q entrypoint %q", cf.Config.User, cf.Config.Entrypoint)
+	}
+	tarPath := filepath.Join(dir, "node.tar")
+	if err := WriteTar(tarPath, map[string]v1.Image{Node: img}); err != nil {
+		t.Fatal(err)
+	}
+	files := extract(t, tarPath, Node, filepath.Join(dir, "root"))
+	var regular []string
+	for p, typ := range files {
+		if typ == tar.TypeReg {
+			regular = append(regular, p)
+		}
+	}
+	slices.Sort(regular)
+	if strings.Join(regular, " ") != "/etc/passwd /usr/local/bin/banger-node" {
+		t.Errorf("node image files %v, want its binary and /etc/passwd", regular)
 	}
 }

@@ -36,7 +36,7 @@ import (
 )
 
 // Programs are the static builds Binaries provides.
-var Programs = []string{"banger-launcher", "banger-agent", "banger-controller"}
+var Programs = []string{"banger-launcher", "banger-agent", "banger-controller", "banger-node"}
 
 // Binaries returns a directory holding static builds of Programs:
 // $BANGER_BIN when it has them (make test-kube passes make's static

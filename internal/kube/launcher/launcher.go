@@ -21,6 +21,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bapi "github.com/bangervm/banger/api"
@@ -29,6 +30,7 @@ import (
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/daemon"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/kube/api"
 	"github.com/bangervm/banger/internal/kube/rootfs"
 	"github.com/bangervm/banger/internal/paths"
@@ -133,6 +135,10 @@ func Run(ctx context.Context, c Config) error {
 	if err != nil && c.Spec.DiskSize != "" {
 		return fmt.Errorf("diskSize: %w", err)
 	}
+	accel, err := Accel(c.Spec.Accel, qemu.ProbeHost())
+	if err != nil {
+		return err
+	}
 	// The volume's root comes as the Pod made it (an emptyDir is 0777):
 	// banger keeps its state only under directories nobody else can
 	// change (paths.Layout.Ensure).
@@ -153,7 +159,7 @@ func Run(ctx context.Context, c Config) error {
 	var daemonErr error
 	go func() {
 		defer close(daemonDone)
-		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true})
+		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true, Accel: accel})
 	}()
 	stop := func() error {
 		stopDaemon()
@@ -204,6 +210,31 @@ func Run(ctx context.Context, c Config) error {
 			return fmt.Errorf("vm %s is %s: %s", c.Name, v.State, v.Reason)
 		}
 	}
+}
+
+// Accel is QEMU's accelerator for the Sandbox's spec.accel on host h
+// (the Pod's view of its node): tcg is forced; kvm is forced too, and
+// refused when this Pod's KVM cannot run the guest (no /dev/kvm in the
+// container: the Pod was not given banger.dev/kvm; or a KVM that runs
+// only paravirtualized guests), never falling back to emulation; empty
+// (a Sandbox from before accel) chooses as banger does on any host.
+func Accel(spec string, h qemu.HostInfo) (engine.Accel, error) {
+	switch spec {
+	case "":
+		return "", nil
+	case api.AccelTCG:
+		return engine.AccelTCG, nil
+	case api.AccelKVM:
+		a, reason := qemu.ChooseAccel(h)
+		if a == engine.AccelKVM {
+			return a, nil
+		}
+		reason, _, _ = strings.Cut(reason, "; using TCG")
+		return "", fmt.Errorf("accel kvm: %s: this Pod cannot use KVM, and a Sandbox with accel kvm never falls back to emulation; "+
+			"run it on a node whose banger-node offers banger.dev/kvm and whose KVM runs ordinary guests, or set spec.accel: tcg: %w",
+			reason, errdefs.ErrFailedPrecondition)
+	}
+	return "", fmt.Errorf("accel %q: want kvm or tcg: %w", spec, errdefs.ErrInvalidArgument)
 }
 
 // waitAPI waits until the daemon answers on its socket.
