@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"fmt"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -76,4 +77,30 @@ func imageInit(spec api.SandboxSpec, l Launcher) []corev1.Container {
 			},
 		},
 	}}
+}
+
+// initWaiting is why an init container waits, when one waits for a reason
+// other than its turn: the kubelet failing to pull the Sandbox's image
+// (ErrImagePull, ImagePullBackOff) above all.
+func initWaiting(pod *corev1.Pod) (reason, message string, ok bool) {
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if w := cs.State.Waiting; w != nil && w.Reason != "" && w.Reason != "PodInitializing" {
+			return w.Reason, fmt.Sprintf("init container %s (image %s): %s", cs.Name, cs.Image, w.Message), true
+		}
+	}
+	return "", "", false
+}
+
+// initFailed is the init container that ended the Pod, if one did (the
+// rootfs container refusing an image past its limits, say; its error is
+// its termination message).
+func initFailed(pod *corev1.Pod) *corev1.ContainerStateTerminated {
+	for _, cs := range pod.Status.InitContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.ExitCode != 0 {
+			t = t.DeepCopy()
+			t.Message = fmt.Sprintf("init container %s: %s", cs.Name, t.Message)
+			return t
+		}
+	}
+	return nil
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -61,5 +62,32 @@ func TestRenderPodImageInit(t *testing.T) {
 	pod, err = RenderPod(sb, l)
 	if err != nil || len(pod.Spec.InitContainers) != 0 || len(pod.Spec.Volumes) != 1 {
 		t.Errorf("without ImageFromNode: %v, %d init containers, volumes %+v: want none and the claim only", err, len(pod.Spec.InitContainers), pod.Spec.Volumes)
+	}
+}
+
+// A Sandbox whose image the kubelet cannot pull says so while Pending,
+// and one whose rootfs init container failed says why once Failed; an
+// init container merely waiting for its turn is no reason.
+func TestStatusFromInitContainers(t *testing.T) {
+	pending := &corev1.Pod{Spec: corev1.PodSpec{NodeName: "n1"}, Status: corev1.PodStatus{Phase: corev1.PodPending,
+		InitContainerStatuses: []corev1.ContainerStatus{
+			{Name: "tools", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 0}}},
+			{Name: "rootfs", Image: "reg.example/app:1", State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff", Message: "Back-off pulling image"}}},
+		}}}
+	st := StatusFromPod(pending)
+	if st.Phase != api.PhasePending || st.Reason != "ImagePullBackOff" || !strings.Contains(st.Message, "reg.example/app:1") {
+		t.Errorf("pull failing: %+v, want Pending, ImagePullBackOff naming the image", st)
+	}
+	pending.Status.InitContainerStatuses[1].State.Waiting.Reason = "PodInitializing"
+	if st := StatusFromPod(pending); st.Reason != "" {
+		t.Errorf("init container waiting its turn: reason %q, want none", st.Reason)
+	}
+	failed := &corev1.Pod{Status: corev1.PodStatus{Phase: corev1.PodFailed,
+		InitContainerStatuses: []corev1.ContainerStatus{{Name: "rootfs", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{
+			ExitCode: 1, Reason: "Error", Message: "the image has more than 1048576 files"}}}},
+		ContainerStatuses: []corev1.ContainerStatus{{Name: ContainerName, State: corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "PodInitializing"}}}},
+	}}
+	if st := StatusFromPod(failed); st.Phase != api.PhaseFailed || st.Reason != "Error" || !strings.Contains(st.Message, "init container rootfs: the image has more than") {
+		t.Errorf("rootfs failed: %+v, want Failed with its message", st)
 	}
 }
