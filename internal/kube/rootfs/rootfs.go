@@ -8,7 +8,8 @@
 // /etc/hosts, /etc/hostname and /etc/resolv.conf, /dev, /proc, /sys,
 // banger's own volumes) is left out: a mount point (in the mount table,
 // or on another device than the root) is not the image's. /proc, /sys and /dev are
-// written as empty directories, mount points for the guest.
+// written as empty directories, mount points for the guest; /etc/hosts,
+// when mounted over, as localhost's lines alone.
 package rootfs
 
 import (
@@ -49,6 +50,14 @@ type Stats struct {
 
 // emptyDirs are written without their content: the guest mounts its own.
 var emptyDirs = []string{"dev", "proc", "sys"}
+
+// standIns replace files the container runtime mounted over the image's
+// own (which the mount hides): the kubelet's describe the Pod, not the
+// VM. /etc/hostname and /etc/resolv.conf get none: the agent sets the
+// guest's hostname, and writes resolv.conf when the VM has a network.
+var standIns = map[string]string{
+	"etc/hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+}
 
 type writer struct {
 	ctx    context.Context
@@ -108,6 +117,11 @@ func (w *writer) dir(rel string) error {
 		empty := rel == "." && slices.Contains(emptyDirs, e.Name()) && fi.IsDir()
 		if (st.Dev != w.dev || w.mounts[name] || slices.Contains(w.limits.Skip, name)) && !empty {
 			w.stats.Skipped = append(w.stats.Skipped, name)
+			if body, ok := standIns[name]; ok && fi.Mode().IsRegular() {
+				if err := w.standIn(name, body); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		if err := w.entry(name, fi); err != nil {
@@ -199,6 +213,17 @@ func (w *writer) entry(name string, fi os.FileInfo) error {
 		return fmt.Errorf("copy %s: %w", name, err)
 	}
 	return nil
+}
+
+// standIn writes body as name: root's, mode 0644.
+func (w *writer) standIn(name, body string) error {
+	w.stats.Files++
+	hdr := &tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body)), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+	if err := w.tw.WriteHeader(hdr); err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	_, err := io.WriteString(w.tw, body)
+	return err
 }
 
 // xattrs records path's extended attributes that can be read (security.*

@@ -75,9 +75,9 @@ func tree(t *testing.T) string {
 
 // What a container shows of its image reaches the tar as the image has
 // it; what the runtime mounted over it (a volume, the kubelet's
-// /etc/hosts) does not, whatever it holds; /dev, /proc and /sys are
-// empty mount points. Mounts are made in a mount namespace of this test's
-// own thread.
+// /etc/hosts, for which localhost's lines stand in) does not, whatever it
+// holds; /dev, /proc and /sys are empty mount points. Mounts are made in a
+// mount namespace of this test's own thread.
 func TestWrite(t *testing.T) {
 	testutil.RequireRoot(t)
 	root := tree(t)
@@ -122,7 +122,10 @@ func TestWrite(t *testing.T) {
 	if !slices.Equal(r.st.Skipped, []string{"etc/hosts", "mnt"}) {
 		t.Errorf("skipped %v, want etc/hosts and mnt", r.st.Skipped)
 	}
-	for _, name := range []string{"etc/hosts", "mnt/", "mnt/volume-file", "dev/leftover"} {
+	if e := ents["etc/hosts"]; !strings.HasPrefix(e.body, "127.0.0.1\tlocalhost\n") {
+		t.Errorf("etc/hosts: %q, want localhost's lines, neither the kubelet's nor the hidden image's", e.body)
+	}
+	for _, name := range []string{"mnt/", "mnt/volume-file", "dev/leftover"} {
 		if _, ok := ents[name]; ok {
 			t.Errorf("%s is in the tar: not the image's", name)
 		}
