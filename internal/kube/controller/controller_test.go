@@ -57,7 +57,7 @@ func TestRenderPod(t *testing.T) {
 	if len(c.Resources.Requests) != len(want) {
 		t.Errorf("requests %v: want cpu and memory only (the disk is on the claim, not ephemeral storage)", c.Resources.Requests)
 	}
-	if v := pod.Spec.Volumes; len(v) != 1 || v[0].Name != StateVolume || v[0].PersistentVolumeClaim == nil || v[0].PersistentVolumeClaim.ClaimName != "box-disk" {
+	if v := pod.Spec.Volumes; len(v) == 0 || v[0].Name != StateVolume || v[0].PersistentVolumeClaim == nil || v[0].PersistentVolumeClaim.ClaimName != "box-disk" {
 		t.Errorf("volumes %+v: want %s from claim box-disk", v, StateVolume)
 	}
 	if m := c.VolumeMounts; len(m) != 1 || m[0].Name != StateVolume || m[0].MountPath != "/var/lib/banger" || m[0].ReadOnly {

@@ -58,6 +58,10 @@ type Launcher struct {
 	// StateOverhead is added to the VM's disk size in its claim: the
 	// room banger's state needs beside the disk.
 	StateOverhead resource.Quantity
+	// ImageFromNode has the kubelet pull the Sandbox's image and the
+	// Pod's init containers hand its files to the launcher (imageInit);
+	// false leaves the pull to the launcher (stand-in launchers in tests).
+	ImageFromNode bool
 	// Accel is the accelerator of Sandboxes that name none (kvm or
 	// tcg); empty is tcg. banger-controller's --accel sets it
 	// (DefaultAccel unless given).
@@ -88,6 +92,7 @@ func DefaultLauncher(image string) Launcher {
 		CPUOverhead:    resource.MustParse("100m"),
 		MemoryOverhead: resource.MustParse("192Mi"),
 		StateOverhead:  resource.MustParse("2Gi"),
+		ImageFromNode:  true,
 	}
 }
 
@@ -232,12 +237,13 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			TerminationGracePeriodSeconds: &grace,
 			NodeSelector:                  maps.Clone(l.NodeSelector),
 			Tolerations:                   tolerations(),
-			Volumes: []corev1.Volume{{
+			Volumes: append([]corev1.Volume{{
 				Name: StateVolume,
 				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
 					ClaimName: ClaimName(sb),
 				}},
-			}},
+			}}, imageVolumes(l)...),
+			InitContainers: imageInit(spec, l),
 			Containers: []corev1.Container{{
 				Name:            ContainerName,
 				Image:           l.Image,

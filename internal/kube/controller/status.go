@@ -36,7 +36,11 @@ func StatusFromPod(pod *corev1.Pod) api.SandboxStatus {
 	case corev1.PodFailed:
 		st.Phase = api.PhaseFailed
 		st.Reason, st.Message = pod.Status.Reason, pod.Status.Message
-		if t := launcherTerminated(pod); t != nil {
+		t := launcherTerminated(pod)
+		if t == nil {
+			t = initFailed(pod)
+		}
+		if t != nil {
 			if st.Reason == "" {
 				st.Reason = t.Reason
 			}
@@ -63,6 +67,9 @@ func pendingReason(pod *corev1.Pod) (reason, message string) {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
 			return c.Reason, schedulingHint(c.Message)
 		}
+	}
+	if reason, message, ok := initWaiting(pod); ok {
+		return reason, message
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name == ContainerName && cs.State.Waiting != nil {

@@ -34,8 +34,9 @@ import (
 // Installing again changes nothing. Uninstall refuses while the Sandbox
 // exists, and with force leaves nothing: no Sandbox, Pod, claim, volume,
 // controller, role, CRD or namespace. The launcher image is the real one,
-// but no VM boots: its image, "debian", is no reference the node can
-// pull, and on this machine (PVM-only KVM) the launcher refuses first.
+// but no VM boots: its Sandbox's image (busybox, already on the node) is
+// handed over by the Pod's init containers, and on this machine
+// (PVM-only KVM) the launcher then refuses accel kvm.
 func TestInstall(t *testing.T) {
 	start := time.Now()
 	bin := kubetest.Binaries(t)
@@ -107,7 +108,7 @@ func TestInstall(t *testing.T) {
 	sb := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "banger.dev/v1alpha1", "kind": "Sandbox",
 		"metadata": map[string]any{"name": "box", "namespace": "default"},
-		"spec":     map[string]any{"image": "debian", "memoryMiB": int64(128), "diskSize": "512M"},
+		"spec":     map[string]any{"image": kubecluster.BusyboxImage, "memoryMiB": int64(128), "diskSize": "512M"},
 	}}
 	if _, err := c.dyn.Resource(sandboxes).Namespace("default").Create(ctx, sb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

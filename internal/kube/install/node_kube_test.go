@@ -242,7 +242,7 @@ func createSandbox(ctx context.Context, t *testing.T, c *Client, name string) {
 	sb := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "banger.dev/v1alpha1", "kind": "Sandbox",
 		"metadata": map[string]any{"name": name, "namespace": "default"},
-		"spec":     map[string]any{"image": "debian", "memoryMiB": int64(128), "diskSize": "512M"},
+		"spec":     map[string]any{"image": kubecluster.BusyboxImage, "memoryMiB": int64(128), "diskSize": "512M"},
 	}}
 	if _, err := c.dyn.Resource(sandboxes).Namespace("default").Create(ctx, sb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

@@ -111,7 +111,12 @@ func TestLauncherBootsVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ref := reg.Serve(t, ln) + "/test/busybox:1"
+	host := reg.Serve(t, ln)
+	// The kubelet pulls it (the rootfs init container's image).
+	if err := cl.AllowHTTPRegistry(host); err != nil {
+		t.Fatal(err)
+	}
+	ref := host + "/test/busybox:1"
 	kubetest.InstallCRD(ctx, t, cl)
 	c := kubetest.Client(t, cl.Config)
 	kubetest.StartController(t, cl.Config, l)

@@ -3,7 +3,8 @@
 // with --net public or full gets the Pod's network namespace as its host
 // network, see podNetwork) on a unix socket in the container, keeps banger's state
 // on the volume at /var/lib/banger, imports the kernel baked into the
-// image, pulls the Sandbox's image, creates the VM named after the Sandbox
+// image, makes the Sandbox's image from what the Pod's rootfs init
+// container handed over (else pulls it), creates the VM named after the Sandbox
 // (or starts it again when the volume already holds it) and, on SIGTERM,
 // stops it the data-safe way before exiting 0. `api` joins its stdin and
 // stdout to one connection on that socket: the only way in, through the
@@ -32,6 +33,7 @@ import (
 	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/rootfs"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/safesocket"
 	"github.com/bangervm/banger/internal/vm"
@@ -48,6 +50,9 @@ const (
 	Socket = Runtime + "/api.sock"
 	// KernelName is the name the image's kernel gets in banger's store.
 	KernelName = "launcher"
+	// NodeImageName is the name the Sandbox's image gets in banger's
+	// store when the node's kubelet pulled it.
+	NodeImageName = "sandbox"
 )
 
 // Environment the controller sets on the launcher container.
@@ -261,7 +266,7 @@ func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan struct{})
 }
 
 // boot makes the VM run: started again if the volume already holds it,
-// else created from the image (pulled) and the image's kernel (imported).
+// else created from the Sandbox's image and the image's kernel (imported).
 func boot(ctx context.Context, cl *client.Client, c Config, disk int64, mode string) error {
 	log := func(e bapi.Event) { c.Log.Info("launcher: "+e.Phase, "message", e.Message) }
 	v, err := cl.VM(ctx, c.Name)
@@ -269,6 +274,11 @@ func boot(ctx context.Context, cl *client.Client, c Config, disk int64, mode str
 	case err == nil && v.State == bapi.VMRunning:
 		return nil
 	case err == nil:
+		// A Pod that stopped between creating the VM and marking it
+		// created: mark it now, so no later Pod exports the image again.
+		if err := rootfs.Done(c.Home); err != nil {
+			c.Log.Warn("launcher: mark the vm created", "err", err)
+		}
 		_, err = cl.StartVM(ctx, c.Name, log)
 		if err != nil {
 			return fmt.Errorf("start vm %s: %w", c.Name, err)
@@ -292,9 +302,9 @@ func boot(ctx context.Context, cl *client.Client, c Config, disk int64, mode str
 			return err
 		}
 	}
-	img, err := cl.PullImage(ctx, bapi.PullImageRequest{Ref: c.Spec.Image, Kernel: kernel}, log)
+	img, err := sandboxImage(ctx, cl, c, kernel, log)
 	if err != nil {
-		return fmt.Errorf("pull %s: %w", c.Spec.Image, err)
+		return err
 	}
 	_, err = cl.CreateVM(ctx, bapi.CreateVMRequest{
 		Name: c.Name, Image: img.Name, Kernel: kernel, VCPU: int(c.Spec.VCPUs), MemoryMiB: int(c.Spec.MemoryMiB),
@@ -303,7 +313,35 @@ func boot(ctx context.Context, cl *client.Client, c Config, disk int64, mode str
 	if err != nil {
 		return fmt.Errorf("create vm %s: %w", c.Name, err)
 	}
+	if err := rootfs.Done(c.Home); err != nil {
+		c.Log.Warn("launcher: mark the vm created", "err", err)
+	}
 	return nil
+}
+
+// sandboxImage makes the Sandbox's image an image of banger's: from the
+// tar the Pod's rootfs init container wrote (the image as the node's
+// kubelet pulled it, through the node's cache and pull secrets),
+// converted as a pulled image's single layer; else, in a Pod without that
+// init container, pulled from its registry by the launcher itself.
+func sandboxImage(ctx context.Context, cl *client.Client, c Config, kernel string, log func(bapi.Event)) (bapi.Image, error) {
+	tarPath, cfg, ok, err := rootfs.Handed(c.Home)
+	if err != nil {
+		return bapi.Image{}, err
+	}
+	if !ok {
+		img, err := cl.PullImage(ctx, bapi.PullImageRequest{Ref: c.Spec.Image, Kernel: kernel}, log)
+		if err != nil {
+			return bapi.Image{}, fmt.Errorf("pull %s: %w", c.Spec.Image, err)
+		}
+		return img, nil
+	}
+	c.Log.Info("launcher: image from the node", "image", c.Spec.Image)
+	img, err := cl.RegisterImage(ctx, bapi.RegisterImageRequest{Name: NodeImageName, RootFS: tarPath, Format: bapi.RootFSTar, Kernel: kernel, Config: cfg}, log)
+	if err != nil {
+		return bapi.Image{}, fmt.Errorf("image %s from the node: %w", c.Spec.Image, err)
+	}
+	return img, nil
 }
 
 // stopVM is the data-safe stop of `banger vm stop`: the agent syncs and

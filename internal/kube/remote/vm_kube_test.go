@@ -54,6 +54,10 @@ func TestClusterContextVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	host := reg.Serve(t, ln)
+	// The kubelet pulls the Sandboxes' images (their rootfs init containers').
+	if err := cl.AllowHTTPRegistry(host); err != nil {
+		t.Fatal(err)
+	}
 	ref := host + "/test/busybox:1"
 	kubetest.InstallCRD(ctx, t, cl)
 	quietController()
