@@ -218,3 +218,20 @@ func Poll(ctx context.Context, t testing.TB, what string, ok func() (bool, error
 		}
 	}
 }
+
+// ServeRegistry serves reg on the cluster node's address and lets the
+// node's containerd pull from it over plain HTTP: the kubelet pulls a
+// Sandbox's image for its rootfs init container. It returns the
+// registry's host:port, the prefix of its references.
+func ServeRegistry(t testing.TB, cl *kubecluster.Cluster, reg *testutil.Registry) string {
+	t.Helper()
+	ln, err := cl.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := reg.Serve(t, ln)
+	if err := cl.AllowHTTPRegistry(host); err != nil {
+		t.Fatal(err)
+	}
+	return host
+}

@@ -98,11 +98,7 @@ func TestSandboxNetIsolation(t *testing.T) {
 	l.CPUOverhead = resource.Quantity{}
 	reg := testutil.NewRegistry(t)
 	reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
-	regLn, err := cl.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := reg.Serve(t, regLn) + "/test/busybox:1"
+	ref := kubetest.ServeRegistry(t, cl, reg) + "/test/busybox:1"
 	kubetest.InstallCRD(ctx, t, cl)
 	c := kubetest.Client(t, cl.Config)
 	kubetest.StartController(t, cl.Config, l)
