@@ -73,9 +73,10 @@ test-kube: build
 	$(GO) vet -tags kube ./...
 	$(TEST_ENV) BANGER_BIN=$(CURDIR)/bin $(GO) test -tags kube -count=1 -p 1 -timeout 40m ./internal/testutil/kubecluster ./internal/kube/...
 
-# banger.dev/launcher:dev and banger.dev/controller:dev as one docker-save
-# tar (ctr images import / docker load): KERNEL and INITRD are a kernel
-# banger imported (banger kernel show debian-cloud --json).
+# banger.dev/launcher:dev, banger.dev/controller:dev and banger.dev/node:dev
+# as one docker-save tar (ctr images import / docker load): KERNEL and
+# INITRD are a kernel banger imported (banger kernel show debian-cloud
+# --json).
 kube-images: build
 	$(GO) run ./internal/kube/images/writetar -bin bin -kernel '$(KERNEL)' -initrd '$(INITRD)' -o bin/kube-images.tar
 

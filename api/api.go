@@ -103,12 +103,24 @@ type PromoteImageRequest struct {
 	As   string `json:"as,omitempty"`
 }
 
-// RegisterImageRequest adopts an existing ext4 file as an image.
+// RegisterImageRequest adopts an existing ext4 file as an image, or
+// converts a tar of a whole root filesystem into one (Format tar).
 type RegisterImageRequest struct {
 	Name   string `json:"name"`
 	RootFS string `json:"rootfs"` // absolute path, readable by the daemon
 	Kernel string `json:"kernel,omitempty"`
+	// Format is RootFSExt4 (or empty) or RootFSTar: a tar applied as a
+	// pulled image's single layer, validated as one, and converted.
+	Format string `json:"format,omitempty"`
+	// Config is the image's config for a tar, which carries none.
+	Config ImageConfig `json:"config,omitzero"`
 }
+
+// Formats of RegisterImageRequest.RootFS.
+const (
+	RootFSExt4 = "ext4"
+	RootFSTar  = "tar"
+)
 
 // CachedBlob is one entry of the layer-blob cache.
 type CachedBlob struct {

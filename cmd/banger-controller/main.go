@@ -35,9 +35,19 @@ func run() error {
 	namespaces := flag.String("namespaces", "", "comma-separated namespaces to serve (default: all)")
 	metrics := flag.String("metrics-addr", "0", `metrics listen address ("0": off)`)
 	health := flag.String("health-addr", "0", `listen address of /healthz and /readyz ("0": off); ready once the caches synced`)
+	accel := flag.String("accel", controller.DefaultAccel, "accelerator of Sandboxes that name none: kvm (their Pods request banger.dev/kvm) or tcg (software emulation)")
+	nodeSelector := flag.String("node-selector", "", "k=v[,k=v]: launcher Pods run only on nodes with these labels (default: any node)")
 	flag.Parse()
 	if *image == "" {
 		return fmt.Errorf("--launcher-image is required")
+	}
+	l := controller.DefaultLauncher(*image)
+	var err error
+	if l.Accel, err = api.ParseAccel(*accel); err != nil {
+		return fmt.Errorf("--accel: %w", err)
+	}
+	if l.NodeSelector, err = api.ParseNodeSelector(*nodeSelector); err != nil {
+		return fmt.Errorf("--node-selector: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	ctrl.SetLogger(logr.FromSlogHandler(log.Handler()))
@@ -79,7 +89,7 @@ func run() error {
 	}); err != nil {
 		return err
 	}
-	if err := (&controller.Reconciler{Launcher: controller.DefaultLauncher(*image)}).Setup(mgr); err != nil {
+	if err := (&controller.Reconciler{Launcher: l}).Setup(mgr); err != nil {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())

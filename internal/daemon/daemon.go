@@ -25,8 +25,10 @@ import (
 	"github.com/bangervm/banger/internal/buildinfo"
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/dns"
+	"github.com/bangervm/banger/internal/engine"
 	"github.com/bangervm/banger/internal/image"
 	"github.com/bangervm/banger/internal/kernel"
+	"github.com/bangervm/banger/internal/network"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/safesocket"
 	"github.com/bangervm/banger/internal/sdnotify"
@@ -48,9 +50,16 @@ type Config struct {
 	// Pod sized for it: no VM templates (making one boots a second VM)
 	// and no .vm DNS server (no other VM to resolve).
 	Launcher bool
+	// Network, when set, is the VM network, set up by the caller, used
+	// instead of the host's (Settings.Network is then ignored): a
+	// launcher's, made in its Pod's network namespace.
+	Network *vm.Network
 	// ShutdownTimeout bounds how long in-flight requests get to roll back
 	// after the context is cancelled.
 	ShutdownTimeout time.Duration
+	// Accel forces QEMU's accelerator (a launcher whose Sandbox names
+	// one); empty chooses as on any host (qemu.ChooseAccel).
+	Accel engine.Accel
 }
 
 // ErrAlreadyRunning means another daemon holds the lock for this layout.
@@ -93,10 +102,16 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	kernels := kernel.NewStore(kernel.StoreConfig{Layout: l, DB: db, Log: log.With("op", "kernel")})
-	engs, choose, engInfo := engines(ctx, c.Settings, l.State, log)
+	engs, choose, engInfo := engines(ctx, c.Settings, c.Accel, l.State, log)
 	log.Info("engine", "default", engInfo.Default, "reason", engInfo.Reason)
 	var netInfo api.NetworkInfo
-	netw, netErr := setupNetwork(ctx, db, c.Settings, log, &netInfo)
+	netw, netErr := c.Network, error(nil)
+	if netw != nil {
+		netInfo.Configured, netInfo.Ops, netInfo.Bridge = true, api.OpsLocal, netw.Bridge
+		netInfo.Subnet, netInfo.Gateway = netw.Subnet.String(), network.Gateway(netw.Subnet).Addr().String()
+	} else {
+		netw, netErr = setupNetwork(ctx, db, c.Settings, log, &netInfo)
+	}
 	netInfo.Enabled = netw != nil
 	switch {
 	case netErr != nil:

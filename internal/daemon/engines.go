@@ -14,8 +14,8 @@ import (
 
 // engines builds the engines this host can run, the rule that picks one
 // for a new VM, and the report `banger engine` prints.
-func engines(ctx context.Context, s config.Config, state string, log *slog.Logger) (map[string]engine.Engine, func(string) (string, string, error), api.EngineInfo) {
-	q := qemu.New(qemu.Config{Binary: s.QEMUBin, LogMax: s.ConsoleLogBytes(), Logger: log})
+func engines(ctx context.Context, s config.Config, accel engine.Accel, state string, log *slog.Logger) (map[string]engine.Engine, func(string) (string, string, error), api.EngineInfo) {
+	q := qemu.New(qemu.Config{Binary: s.QEMUBin, Accel: accel, LogMax: s.ConsoleLogBytes(), Logger: log})
 	all := map[string]engine.Engine{engine.QEMU: q}
 	var h engine.Host
 	qs := api.EngineStatus{Name: engine.QEMU, Available: true}

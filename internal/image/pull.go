@@ -193,6 +193,62 @@ func decompressorFor(mt types.MediaType) (decompressor, error) {
 // build downloads (or reads from the cache) every layer, applies them in
 // order to a staging tree, makes the ext4 and publishes it.
 func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int64, progress func(api.Event)) (built, error) {
+	layers, err := img.Layers()
+	if err != nil {
+		return built{}, err
+	}
+	m, err := img.Manifest()
+	if err != nil {
+		return built{}, err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return built{}, fmt.Errorf("image config: %w", err)
+	}
+	var digests []string
+	// Blobs are synced into the cache in the background while the next
+	// layers are applied; all of them are waited for before publishing.
+	var published []func() error
+	defer func() {
+		for _, wait := range published {
+			wait()
+		}
+	}()
+	apply := func(tree *flatten.Tree) error {
+		for i, l := range layers {
+			desc := m.Layers[i]
+			digests = append(digests, desc.Digest.String())
+			wait, err := s.applyLayer(ctx, tree, l, desc, i+1, len(layers), progress)
+			if err != nil {
+				return fmt.Errorf("layer %d/%d (%s): %w", i+1, len(layers), desc.Digest, err)
+			}
+			published = append(published, wait)
+		}
+		return nil
+	}
+	settle := func() error {
+		for i, wait := range published {
+			if err := wait(); err != nil {
+				return fmt.Errorf("layer %d/%d (%s): %w", i+1, len(layers), m.Layers[i].Digest, err)
+			}
+		}
+		return nil
+	}
+	b, err := s.buildTree(ctx, digest, size, progress, apply, settle)
+	if err != nil {
+		return built{}, err
+	}
+	c := cf.Config
+	b.Layers = digests
+	b.Config = api.ImageConfig{Env: c.Env, Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir, User: c.User}
+	return b, nil
+}
+
+// buildTree is what every image built from tar layers shares: apply fills
+// a staging tree (through flatten, which refuses hostile entries), the
+// ext4 is made from it, settle runs before anything is published, and the
+// ext4 is published under digest (and size, when set).
+func (s *Store) buildTree(ctx context.Context, digest string, size int64, progress func(api.Event), apply func(*flatten.Tree) error, settle func() error) (built, error) {
 	stage, err := s.stagingDir("pull")
 	if err != nil {
 		return built{}, err
@@ -214,45 +270,16 @@ func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int
 	if err := tree.Discard(discard); err != nil {
 		return built{}, err
 	}
-	layers, err := img.Layers()
-	if err != nil {
+	if err := apply(tree); err != nil {
 		return built{}, err
-	}
-	m, err := img.Manifest()
-	if err != nil {
-		return built{}, err
-	}
-	var digests []string
-	// Blobs are synced into the cache in the background while the next
-	// layers are applied; all of them are waited for before returning.
-	var published []func() error
-	defer func() {
-		for _, wait := range published {
-			wait()
-		}
-	}()
-	for i, l := range layers {
-		desc := m.Layers[i]
-		digests = append(digests, desc.Digest.String())
-		wait, err := s.applyLayer(ctx, tree, l, desc, i+1, len(layers), progress)
-		if err != nil {
-			return built{}, fmt.Errorf("layer %d/%d (%s): %w", i+1, len(layers), desc.Digest, err)
-		}
-		published = append(published, wait)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		return built{}, fmt.Errorf("image config: %w", err)
 	}
 	progress(api.Event{Phase: "ext4", Message: "building ext4 root filesystem"})
 	out := filepath.Join(stage, "rootfs.ext4")
 	if err := ext4.Build(ctx, ext4.Options{Dir: root, Output: out, SizeBytes: size, ContentBytes: tree.ContentSize(), Inodes: tree.Inodes(), Fixups: tree.Fixups()}); err != nil {
 		return built{}, err
 	}
-	for i, wait := range published {
-		if err := wait(); err != nil {
-			return built{}, fmt.Errorf("layer %d/%d (%s): %w", i+1, len(layers), m.Layers[i].Digest, err)
-		}
+	if err := settle(); err != nil {
+		return built{}, err
 	}
 	st, err := os.Stat(out)
 	if err != nil {
@@ -268,11 +295,7 @@ func (s *Store) build(ctx context.Context, img v1.Image, digest string, size int
 	if err != nil {
 		return built{}, err
 	}
-	c := cf.Config
-	return built{
-		Digest: digest, RootFS: final, SizeBytes: st.Size(), ContentBytes: tree.ContentSize(), Layers: digests,
-		Config: api.ImageConfig{Env: c.Env, Entrypoint: c.Entrypoint, Cmd: c.Cmd, WorkingDir: c.WorkingDir, User: c.User},
-	}, nil
+	return built{Digest: digest, RootFS: final, SizeBytes: st.Size(), ContentBytes: tree.ContentSize()}, nil
 }
 
 // applyLayer applies one layer. On success it returns a function that

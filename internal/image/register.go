@@ -30,6 +30,13 @@ func (s *Store) Register(ctx context.Context, req api.RegisterImageRequest, prog
 	if !filepath.IsAbs(req.RootFS) {
 		return api.Image{}, fmt.Errorf("rootfs path %q must be absolute: %w", req.RootFS, errdefs.ErrInvalidArgument)
 	}
+	switch req.Format {
+	case "", api.RootFSExt4:
+	case api.RootFSTar:
+		return s.registerTar(ctx, req, progress)
+	default:
+		return api.Image{}, fmt.Errorf("rootfs format %q: want %s or %s: %w", req.Format, api.RootFSExt4, api.RootFSTar, errdefs.ErrInvalidArgument)
+	}
 	src, err := os.Open(req.RootFS)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

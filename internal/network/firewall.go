@@ -71,6 +71,11 @@ type Firewall struct {
 	// ServicePorts are the TCP and UDP ports of the gateway address that
 	// public VMs may reach; nil means DefaultServicePorts.
 	ServicePorts []uint16
+	// ServicesOnly holds full VMs to ServicePorts on the gateway too,
+	// as public ones: the host itself is no destination in any mode.
+	// A Kubernetes launcher sets it: its Pod is the "host", and the
+	// guest has no business with the launcher beyond banger's services.
+	ServicesOnly bool
 }
 
 var fwMu sync.Mutex
@@ -183,19 +188,20 @@ func (f Firewall) vmRuleSet(vm VMRules, id string, hostNets []netip.Prefix) []ru
 	}
 	cat := func(parts ...[]string) []string { return slices.Concat(parts...) }
 	var rs []rule
-	switch vm.Mode {
-	case ModeFull:
-		rs = append(rs,
-			rule{"filter", ChainInput, cat(in, tag, []string{"-j", "ACCEPT"})},
-			rule{"filter", ChainForward, cat(in, out, tag, []string{"-j", "ACCEPT"})},
-		)
-	default:
+	if vm.Mode == ModeFull && !f.ServicesOnly {
+		rs = append(rs, rule{"filter", ChainInput, cat(in, tag, []string{"-j", "ACCEPT"})})
+	} else {
 		gw := Gateway(f.Subnet).Addr().String() + "/32"
 		for _, p := range f.ports() {
 			for _, proto := range []string{"tcp", "udp"} {
 				rs = append(rs, rule{"filter", ChainInput, cat(in, []string{"-d", gw, "-p", proto, "-m", proto, "--dport", strconv.Itoa(int(p))}, tag, []string{"-j", "ACCEPT"})})
 			}
 		}
+	}
+	switch vm.Mode {
+	case ModeFull:
+		rs = append(rs, rule{"filter", ChainForward, cat(in, out, tag, []string{"-j", "ACCEPT"})})
+	default:
 		for _, p := range publicBlocked(f.Subnet, hostNets) {
 			rs = append(rs, rule{"filter", ChainForward, cat(in, []string{"-d", p.String()}, tag, []string{"-j", "DROP"})})
 		}

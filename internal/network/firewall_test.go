@@ -50,6 +50,18 @@ func TestVMRuleSet(t *testing.T) {
 	if got != want {
 		t.Errorf("full rules:\n%s\nwant:\n%s", got, want)
 	}
+
+	// A launcher's: full reaches the host only on the service ports.
+	fw.ServicesOnly = true
+	got = ruleLines(fw.vmRuleSet(vm, "a1", nil))
+	want = "" +
+		"filter BANGER-INPUT -i banger0 -s 172.30.0.2/32 -d 172.30.0.1/32 -p tcp -m tcp --dport 53 " + tag + " -j ACCEPT\n" +
+		"filter BANGER-INPUT -i banger0 -s 172.30.0.2/32 -d 172.30.0.1/32 -p udp -m udp --dport 53 " + tag + " -j ACCEPT\n" +
+		"filter BANGER-FORWARD -i banger0 -s 172.30.0.2/32 -o eth0 " + tag + " -j ACCEPT\n" +
+		"nat BANGER-POSTROUTING -s 172.30.0.2/32 -o eth0 " + tag + " -j MASQUERADE\n"
+	if got != want {
+		t.Errorf("full rules, services only:\n%s\nwant:\n%s", got, want)
+	}
 }
 
 func TestChainRules(t *testing.T) {

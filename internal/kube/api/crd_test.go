@@ -45,16 +45,22 @@ func TestCRDMatchesTypes(t *testing.T) {
 		}
 	}
 	spec := props["spec"].Properties
-	var enum []string
-	for _, e := range spec["net"].Enum {
-		var s string
-		if err := json.Unmarshal(e.Raw, &s); err != nil {
-			t.Fatal(err)
+	for name, want := range map[string][]string{"net": NetModes, "accel": AccelModes} {
+		var enum []string
+		for _, e := range spec[name].Enum {
+			var s string
+			if err := json.Unmarshal(e.Raw, &s); err != nil {
+				t.Fatal(err)
+			}
+			enum = append(enum, s)
 		}
-		enum = append(enum, s)
+		if !slices.Equal(enum, want) {
+			t.Errorf("%s enum %v, want %v", name, enum, want)
+		}
 	}
-	if !slices.Equal(enum, NetModes) {
-		t.Errorf("net enum %v, want %v", enum, NetModes)
+	// An unset accel is the controller's to choose: no default here.
+	if spec["accel"].Default != nil {
+		t.Errorf("accel default %s, want none (the controller's --accel)", spec["accel"].Default.Raw)
 	}
 	for name, want := range map[string][2]float64{"vcpus": {MinVCPUs, MaxVCPUs}, "memoryMiB": {MinMemoryMiB, MaxMemoryMiB}} {
 		p := spec[name]

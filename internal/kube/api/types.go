@@ -31,6 +31,21 @@ const (
 // NetModes are the values spec.net accepts.
 var NetModes = []string{NetNone, NetPublic, NetFull}
 
+// Accelerators a Sandbox's VM runs under (spec.accel).
+const (
+	// AccelKVM: hardware virtualization. The launcher Pod requests
+	// banger.dev/kvm (served by banger-node where a node has /dev/kvm), so
+	// it lands only on such nodes, and the launcher refuses to run
+	// without a usable KVM rather than fall back to emulation.
+	AccelKVM = "kvm"
+	// AccelTCG: QEMU's software emulation, on any node; slow.
+	AccelTCG = "tcg"
+)
+
+// AccelModes are the values spec.accel accepts (empty: the controller's
+// --accel).
+var AccelModes = []string{AccelKVM, AccelTCG}
+
 // Size bounds the CRD enforces (the apiserver rejects anything outside).
 const (
 	MinVCPUs     = 1
@@ -77,6 +92,9 @@ type SandboxSpec struct {
 	DiskSize string `json:"diskSize,omitempty"`
 	// Net is none, public or full; defaults to none.
 	Net string `json:"net,omitempty"`
+	// Accel is kvm or tcg; empty means the controller's --accel (kvm
+	// unless the cluster was installed with --accel tcg).
+	Accel string `json:"accel,omitempty"`
 	// Labels are copied onto the launcher Pod.
 	Labels map[string]string `json:"labels,omitempty"`
 	// TTL, when set, deletes the Sandbox that long after its creation.

@@ -57,7 +57,7 @@ func TestRenderPod(t *testing.T) {
 	if len(c.Resources.Requests) != len(want) {
 		t.Errorf("requests %v: want cpu and memory only (the disk is on the claim, not ephemeral storage)", c.Resources.Requests)
 	}
-	if v := pod.Spec.Volumes; len(v) != 1 || v[0].Name != StateVolume || v[0].PersistentVolumeClaim == nil || v[0].PersistentVolumeClaim.ClaimName != "box-disk" {
+	if v := pod.Spec.Volumes; len(v) == 0 || v[0].Name != StateVolume || v[0].PersistentVolumeClaim == nil || v[0].PersistentVolumeClaim.ClaimName != "box-disk" {
 		t.Errorf("volumes %+v: want %s from claim box-disk", v, StateVolume)
 	}
 	if m := c.VolumeMounts; len(m) != 1 || m[0].Name != StateVolume || m[0].MountPath != "/var/lib/banger" || m[0].ReadOnly {
@@ -78,6 +78,33 @@ func TestRenderPod(t *testing.T) {
 	}
 	if *c.SecurityContext.AllowPrivilegeEscalation || len(c.SecurityContext.Capabilities.Drop) != 1 {
 		t.Errorf("security context %+v: want no escalation, ALL dropped", c.SecurityContext)
+	}
+}
+
+// A Sandbox with a network gets back exactly NET_ADMIN and MKNOD (its
+// Pod's namespace is the VM's host network, /dev/net/tun is made in the
+// container); without one, nothing. Every capability else stays dropped,
+// escalation off, never privileged.
+func TestRenderPodNetCapabilities(t *testing.T) {
+	for _, tc := range []struct{ net, add string }{
+		{"", ""},
+		{api.NetNone, ""},
+		{api.NetPublic, "NET_ADMIN,MKNOD"},
+		{api.NetFull, "NET_ADMIN,MKNOD"},
+	} {
+		pod, err := RenderPod(sandbox(api.SandboxSpec{Image: "debian", Net: tc.net}), DefaultLauncher("l"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := pod.Spec.Containers[0].SecurityContext
+		var add []string
+		for _, c := range sc.Capabilities.Add {
+			add = append(add, string(c))
+		}
+		if got := strings.Join(add, ","); got != tc.add || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" ||
+			sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Privileged != nil && *sc.Privileged {
+			t.Errorf("net %q: security context %+v, adds %q: want ALL dropped, %q added, no escalation, unprivileged", tc.net, sc, got, tc.add)
+		}
 	}
 }
 

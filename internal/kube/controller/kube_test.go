@@ -83,6 +83,8 @@ func controllerAccount(ctx context.Context, t *testing.T, c client.Client, cl *k
 func testLauncher(script string) controller.Launcher {
 	l := controller.DefaultLauncher(kubecluster.BusyboxImage)
 	l.PullPolicy = corev1.PullNever
+	// Its Sandboxes' images are never pulled: the stand-in is no VM.
+	l.ImageFromNode = false
 	l.Command = []string{"sh", "-c", script + `trap 'while [ -e "${HOLD:-/nonexistent}" ]; do sleep 0.2; done; exit 0' TERM; sleep 3600 & wait`}
 	l.Ready = nil
 	return l

@@ -58,6 +58,17 @@ type Launcher struct {
 	// StateOverhead is added to the VM's disk size in its claim: the
 	// room banger's state needs beside the disk.
 	StateOverhead resource.Quantity
+	// ImageFromNode has the kubelet pull the Sandbox's image and the
+	// Pod's init containers hand its files to the launcher (imageInit);
+	// false leaves the pull to the launcher (stand-in launchers in tests).
+	ImageFromNode bool
+	// Accel is the accelerator of Sandboxes that name none (kvm or
+	// tcg); empty is tcg. banger-controller's --accel sets it
+	// (DefaultAccel unless given).
+	Accel string
+	// NodeSelector is put on every launcher Pod: the nodes an admin gave
+	// to banger (banger-controller --node-selector).
+	NodeSelector map[string]string
 }
 
 // DefaultLauncher states the overhead of a VM's Pod, measured in one
@@ -81,6 +92,7 @@ func DefaultLauncher(image string) Launcher {
 		CPUOverhead:    resource.MustParse("100m"),
 		MemoryOverhead: resource.MustParse("192Mi"),
 		StateOverhead:  resource.MustParse("2Gi"),
+		ImageFromNode:  true,
 	}
 }
 
@@ -204,6 +216,7 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 	if _, err := ClaimSize(spec, l); err != nil {
 		return nil, err
 	}
+	spec.Accel = accel(spec, l)
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encode spec: %w", err)
@@ -222,12 +235,15 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 			AutomountServiceAccountToken:  &no,
 			EnableServiceLinks:            &no,
 			TerminationGracePeriodSeconds: &grace,
-			Volumes: []corev1.Volume{{
+			NodeSelector:                  maps.Clone(l.NodeSelector),
+			Tolerations:                   tolerations(),
+			Volumes: append([]corev1.Volume{{
 				Name: StateVolume,
 				VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{
 					ClaimName: ClaimName(sb),
 				}},
-			}},
+			}}, imageVolumes(l)...),
+			InitContainers: imageInit(spec, l),
 			Containers: []corev1.Container{{
 				Name:            ContainerName,
 				Image:           l.Image,
@@ -236,14 +252,28 @@ func RenderPod(sb *api.Sandbox, l Launcher) (*corev1.Pod, error) {
 				Env:             []corev1.EnvVar{{Name: EnvSpec, Value: string(specJSON)}, {Name: EnvName, Value: sb.Name}},
 				VolumeMounts:    []corev1.VolumeMount{{Name: StateVolume, MountPath: StatePath}},
 				ReadinessProbe:  readiness(l.Ready),
-				Resources:       Requests(spec, l),
+				Resources:       deviceRequests(spec, Requests(spec, l)),
 				SecurityContext: &corev1.SecurityContext{
 					AllowPrivilegeEscalation: &no,
-					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+					Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: netCapabilities(spec)},
 				},
 			}},
 		},
 	}, nil
+}
+
+// netCapabilities are what the launcher container gets back, beyond
+// nothing, for a Sandbox with a network (public or full): the Pod's
+// network namespace becomes the VM's host network (bridge, tap, iptables
+// and nftables rules, per-interface forwarding over rtnetlink), which
+// takes CAP_NET_ADMIN in that namespace only, and /dev/net/tun, which no
+// container runtime makes, takes CAP_MKNOD (runc's device cgroup already
+// allows that one device, c 10:200). Nothing for --net none.
+func netCapabilities(spec api.SandboxSpec) []corev1.Capability {
+	if spec.Net == api.NetPublic || spec.Net == api.NetFull {
+		return []corev1.Capability{"NET_ADMIN", "MKNOD"}
+	}
+	return nil
 }
 
 // readiness runs cmd in the container every 2 s (a guest boots in seconds

@@ -43,7 +43,11 @@ func StatusFromPod(pod *corev1.Pod) api.SandboxStatus {
 	case corev1.PodFailed:
 		st.Phase = api.PhaseFailed
 		st.Reason, st.Message = pod.Status.Reason, pod.Status.Message
-		if t := launcherTerminated(pod); t != nil {
+		t := launcherTerminated(pod)
+		if t == nil {
+			t = initFailed(pod)
+		}
+		if t != nil {
 			if st.Reason == "" {
 				st.Reason = t.Reason
 			}
@@ -68,8 +72,11 @@ func StatusFromPod(pod *corev1.Pod) api.SandboxStatus {
 func pendingReason(pod *corev1.Pod) (reason, message string) {
 	for _, c := range pod.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse {
-			return c.Reason, c.Message
+			return c.Reason, schedulingHint(c.Message)
 		}
+	}
+	if reason, message, ok := initWaiting(pod); ok {
+		return reason, message
 	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name == ContainerName && cs.State.Waiting != nil {

@@ -1,6 +1,7 @@
 // Package images builds banger's container images in Go from files on the
 // machine, with no Docker and no registry: banger.dev/controller:dev (the
-// static banger-controller) and banger.dev/launcher:dev (banger-launcher
+// static banger-controller), banger.dev/node:dev (the static banger-node)
+// and banger.dev/launcher:dev (banger-launcher
 // with QEMU, its libraries and firmware, e2fsprogs and a guest kernel),
 // written as one docker-save tar that `ctr images import` reads. Tests
 // import the tar into their cluster's containerd; `make kube-images` writes
@@ -28,6 +29,7 @@ import (
 const (
 	Launcher   = "banger.dev/launcher:dev"
 	Controller = "banger.dev/controller:dev"
+	Node       = "banger.dev/node:dev"
 )
 
 // Entry is one file, directory or symlink of a layer. A regular file's
@@ -151,18 +153,28 @@ func WriteTar(path string, imgs map[string]v1.Image) error {
 // ControllerImage is banger-controller alone: bin must be static
 // (CGO_ENABLED=0), as `make` builds it.
 func ControllerImage(bin string) (v1.Image, error) {
+	return staticImage("banger-controller", bin, "65534:65534")
+}
+
+// NodeImage is banger-node alone (static, as ControllerImage's binary),
+// run as root: the kubelet's device plugin directory is root's (see
+// deploy/kubernetes/node.yaml).
+func NodeImage(bin string) (v1.Image, error) {
+	return staticImage("banger-node", bin, "0:0")
+}
+
+// staticImage is one static binary at /usr/local/bin/NAME, its entrypoint,
+// run as user.
+func staticImage(name, bin, user string) (v1.Image, error) {
 	layer, err := Layer([]Entry{
-		{Path: "/usr/local/bin/banger-controller", Src: bin},
+		{Path: "/usr/local/bin/" + name, Src: bin},
 		{Path: "/etc/passwd", Data: []byte("root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n")},
 		{Path: "/tmp", Dir: true, Mode: 0o1777},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("controller image: %w", err)
+		return nil, fmt.Errorf("%s image: %w", name, err)
 	}
-	return Image(layer, v1.Config{
-		Entrypoint: []string{"/usr/local/bin/banger-controller"},
-		User:       "65534:65534",
-	})
+	return Image(layer, v1.Config{Entrypoint: []string{"/usr/local/bin/" + name}, User: user})
 }
 
 // Walk calls fn for each entry of the layers of the image ref in the

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -125,7 +126,9 @@ func TestWriteTar(t *testing.T) {
 		t.Errorf("agent: %q", b)
 	}
 	if os.Geteuid() == 0 {
-		for _, argv := range [][]string{{"/usr/bin/qemu-system-x86_64", "-version"}, {"mke2fs", "-V"}, {"sh", "-c", "echo sh"}} {
+		for _, argv := range [][]string{{"/usr/bin/qemu-system-x86_64", "-version"}, {"mke2fs", "-V"}, {"sh", "-c", "echo sh"},
+			// Help output only: nothing here touches the namespace.
+			{"ip", "-V"}, {"nft", "--version"}, {"iptables", "-m", "conntrack", "-m", "comment", "-j", "MASQUERADE", "-h"}} {
 			cmd := exec.Command(argv[0], argv[1:]...)
 			cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: root}
 			cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin"}
@@ -139,5 +142,41 @@ func TestWriteTar(t *testing.T) {
 	cfiles := extract(t, tarPath, Controller, filepath.Join(dir, "controller"))
 	if cfiles["/usr/local/bin/banger-controller"] != tar.TypeReg {
 		t.Errorf("controller image: %v", cfiles)
+	}
+}
+
+// The node agent's image is its static binary alone, run as root (the
+// kubelet's device plugin directory is root's) with nothing else to run.
+func TestNodeImage(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "banger-node")
+	if err := os.WriteFile(bin, []byte("node"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	img, err := NodeImage(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.Config.User != "0:0" || strings.Join(cf.Config.Entrypoint, " ") != "/usr/local/bin/banger-node" {
+		t.Errorf("node image config: user %q entrypoint %q", cf.Config.User, cf.Config.Entrypoint)
+	}
+	tarPath := filepath.Join(dir, "node.tar")
+	if err := WriteTar(tarPath, map[string]v1.Image{Node: img}); err != nil {
+		t.Fatal(err)
+	}
+	files := extract(t, tarPath, Node, filepath.Join(dir, "root"))
+	var regular []string
+	for p, typ := range files {
+		if typ == tar.TypeReg {
+			regular = append(regular, p)
+		}
+	}
+	slices.Sort(regular)
+	if strings.Join(regular, " ") != "/etc/passwd /usr/local/bin/banger-node" {
+		t.Errorf("node image files %v, want its binary and /etc/passwd", regular)
 	}
 }

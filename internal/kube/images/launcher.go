@@ -35,9 +35,16 @@ type LauncherConfig struct {
 	QEMU string
 }
 
-// The host programs the launcher runs: QEMU, and what banger's image
-// conversion and disk creation shell out to (package hostcmd).
-var hostTools = []string{"mke2fs", "debugfs", "sh"}
+// The host programs the launcher runs: QEMU, what banger's image
+// conversion and disk creation shell out to (package hostcmd), and what
+// package network does for a VM with a network in the Pod: ip, iptables
+// (Debian's is the nf_tables one, which needs no CAP_NET_RAW) and nft.
+var hostTools = []string{"mke2fs", "debugfs", "sh", "ip", "iptables", "nft"}
+
+// xtablesDir holds iptables' match and target extensions, which it loads
+// at run time (conntrack, comment, MASQUERADE, ...): ldd does not list
+// them.
+const xtablesDir = "/usr/lib/x86_64-linux-gnu/xtables"
 
 // qemuModuleDirs are where Debian's QEMU looks for its loadable modules;
 // under TCG it loads the accelerator from there (accel-tcg-x86_64.so).
@@ -52,7 +59,8 @@ var qemuFirmware = []string{"bios-microvm.bin", "qboot.rom", "pvh.bin", "linuxbo
 // guest from inside a container: QEMU and the shared libraries ldd lists
 // for it (with the dynamic loader), its TCG module, the microvm firmware,
 // mke2fs, debugfs and sh, the CA certificates (image pulls over TLS), the
-// guest agent and a kernel. Its command is `banger-launcher run`.
+// guest agent and a kernel, and ip, iptables and nft with iptables'
+// extensions, for a VM with a network. Its command is `banger-launcher run`.
 func LauncherImage(ctx context.Context, c LauncherConfig) (v1.Image, error) {
 	var entries []Entry
 	add := func(p, src string) { entries = append(entries, Entry{Path: p, Src: src}) }
@@ -81,6 +89,14 @@ func LauncherImage(ctx context.Context, c LauncherConfig) (v1.Image, error) {
 			add(abs, abs)
 		}
 		dynamic[abs] = true
+	}
+	ext, err := filepath.Glob(filepath.Join(xtablesDir, "*.so"))
+	if err != nil || len(ext) == 0 {
+		return nil, fmt.Errorf("launcher image: no iptables extensions in %s (apt-get install iptables)", xtablesDir)
+	}
+	for _, m := range ext {
+		add(m, m)
+		dynamic[m] = true
 	}
 	for _, d := range qemuModuleDirs {
 		m := filepath.Join(d, "accel-tcg-x86_64.so")

@@ -47,6 +47,11 @@ const (
 	Deployment       = "banger-controller"
 	container        = "controller"
 	launcherFlag     = "--launcher-image="
+	accelFlag        = "--accel="
+	selectorFlag     = "--node-selector="
+	// DaemonSet is the node agent's (deploy/kubernetes/node.yaml).
+	DaemonSet     = "banger-node"
+	nodeContainer = "node"
 	// FieldManager owns the fields banger applies.
 	FieldManager = "banger"
 	// partOf marks the namespace as banger's own: made by an install,
@@ -63,13 +68,28 @@ type Options struct {
 	Namespace       string
 	ControllerImage string
 	LauncherImage   string
+	NodeImage       string
+	// Accel is the controller's --accel: kvm or tcg.
+	Accel string
+	// NodeSelector (k=v[,k=v]) places the launcher Pods (the
+	// controller's --node-selector) and the node agent.
+	NodeSelector string
 }
 
 // Objects are the manifests kustomization.yaml lists, in its order, with
 // opts applied: the namespace renamed everywhere it appears (the
-// Namespace, the namespaced objects, the role binding's subject) and the
-// controller's and launcher's images set.
+// Namespace, the namespaced objects, the role binding's subject), the
+// images set, the controller's --accel and --node-selector set, and the
+// node agent given the same node selector.
 func Objects(opts Options) ([]*unstructured.Unstructured, error) {
+	if opts.Accel != "" {
+		if _, err := api.ParseAccel(opts.Accel); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := api.ParseNodeSelector(opts.NodeSelector); err != nil {
+		return nil, err
+	}
 	dir := "kubernetes"
 	b, err := fs.ReadFile(deploy.Kubernetes, path.Join(dir, "kustomization.yaml"))
 	if err != nil {
@@ -125,33 +145,71 @@ func customize(u *unstructured.Unstructured, opts Options) error {
 			}
 		}
 	}
-	if u.GetKind() != "Deployment" || u.GetName() != Deployment {
-		return nil
+	switch {
+	case u.GetKind() == "Deployment" && u.GetName() == Deployment:
+		return customizeContainer(u, container, func(m map[string]any) {
+			if opts.ControllerImage != "" {
+				m["image"] = opts.ControllerImage
+			}
+			if opts.LauncherImage != "" {
+				setFlag(m, launcherFlag, opts.LauncherImage)
+			}
+			if opts.Accel != "" {
+				setFlag(m, accelFlag, opts.Accel)
+			}
+			if opts.NodeSelector != "" {
+				setFlag(m, selectorFlag, opts.NodeSelector)
+			}
+		})
+	case u.GetKind() == "DaemonSet" && u.GetName() == DaemonSet:
+		if opts.NodeSelector != "" {
+			sel, _ := api.ParseNodeSelector(opts.NodeSelector) // Objects checked it
+			m := map[string]any{}
+			for k, v := range sel {
+				m[k] = v
+			}
+			if err := unstructured.SetNestedMap(u.Object, m, "spec", "template", "spec", "nodeSelector"); err != nil {
+				return err
+			}
+		}
+		return customizeContainer(u, nodeContainer, func(m map[string]any) {
+			if opts.NodeImage != "" {
+				m["image"] = opts.NodeImage
+			}
+		})
 	}
+	return nil
+}
+
+// customizeContainer calls fn on the container name of u's Pod template.
+func customizeContainer(u *unstructured.Unstructured, name string, fn func(map[string]any)) error {
 	containers, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
 	found := false
 	for _, c := range containers {
 		m, ok := c.(map[string]any)
-		if !ok || m["name"] != container {
+		if !ok || m["name"] != name {
 			continue
 		}
 		found = true
-		if opts.ControllerImage != "" {
-			m["image"] = opts.ControllerImage
-		}
-		if opts.LauncherImage != "" {
-			args, _ := m["args"].([]any)
-			for i, a := range args {
-				if s, ok := a.(string); ok && strings.HasPrefix(s, launcherFlag) {
-					args[i] = launcherFlag + opts.LauncherImage
-				}
-			}
-		}
+		fn(m)
 	}
 	if !found {
-		return fmt.Errorf("deployment %s has no container %q", Deployment, container)
+		return fmt.Errorf("%s %s has no container %q", strings.ToLower(u.GetKind()), u.GetName(), name)
 	}
 	return unstructured.SetNestedSlice(u.Object, containers, "spec", "template", "spec", "containers")
+}
+
+// setFlag sets the container's argument flag (such as "--accel=") to
+// value, replacing the one there or adding it.
+func setFlag(m map[string]any, flag, value string) {
+	args, _ := m["args"].([]any)
+	for i, a := range args {
+		if s, ok := a.(string); ok && strings.HasPrefix(s, flag) {
+			args[i] = flag + value
+			return
+		}
+	}
+	m["args"] = append(args, flag+value)
 }
 
 // Client talks to one cluster.
@@ -201,8 +259,9 @@ func (c *Client) resource(u *unstructured.Unstructured) (dynamic.ResourceInterfa
 }
 
 // Install applies the manifests with opts and waits, up to timeout, until
-// the controller's Deployment is Available. Running it again updates
-// what changed and leaves the rest.
+// the controller's Deployment is Available and the node agent runs, ready,
+// on every node its DaemonSet places it on. Running it again updates what
+// changed and leaves the rest.
 func (c *Client) Install(ctx context.Context, opts Options, timeout time.Duration) error {
 	objs, err := Objects(opts)
 	if err != nil {
@@ -217,7 +276,12 @@ func (c *Client) Install(ctx context.Context, opts Options, timeout time.Duratio
 	if ns == "" {
 		ns = DefaultNamespace
 	}
-	return c.waitAvailable(ctx, ns, timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := c.waitAvailable(ctx, ns, timeout); err != nil {
+		return err
+	}
+	return c.waitNodeAgent(ctx, ns, timeout)
 }
 
 func (c *Client) apply(ctx context.Context, u *unstructured.Unstructured) error {
@@ -276,7 +340,7 @@ func (c *Client) waitAvailable(ctx context.Context, ns string, timeout time.Dura
 		select {
 		case <-ctx.Done():
 			if err == nil {
-				err = errors.New(c.podState(context.WithoutCancel(ctx), ns))
+				err = errors.New(c.podStateOf(context.WithoutCancel(ctx), ns, Deployment, "deployment"))
 			}
 			return fmt.Errorf("controller %s/%s not available after %s: %v", ns, Deployment, timeout, err)
 		case <-time.After(c.poll()):
@@ -296,16 +360,44 @@ func available(d *appsv1.Deployment) bool {
 	return false
 }
 
-// podState says why the controller's Pod is not ready, for an error.
-func (c *Client) podState(ctx context.Context, ns string) string {
+// waitNodeAgent waits until the node agent's DaemonSet has rolled out
+// and its Pod is ready on every node it is scheduled to (none, when no
+// node matches its selector); on timeout it says what a Pod waits for.
+func (c *Client) waitNodeAgent(ctx context.Context, ns string, timeout time.Duration) error {
+	for {
+		d, err := c.kube.AppsV1().DaemonSets(ns).Get(ctx, DaemonSet, metav1.GetOptions{})
+		if err == nil && daemonSetReady(d) {
+			fmt.Fprintf(c.Out, "daemonset.apps/%s ready on %d nodes\n", DaemonSet, d.Status.NumberReady)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New(c.podStateOf(context.WithoutCancel(ctx), ns, DaemonSet, "daemonset"))
+			}
+			return fmt.Errorf("node agent %s/%s not ready after %s: %v", ns, DaemonSet, timeout, err)
+		case <-time.After(c.poll()):
+		}
+	}
+}
+
+func daemonSetReady(d *appsv1.DaemonSet) bool {
+	s := d.Status
+	return s.ObservedGeneration >= d.Generation && s.UpdatedNumberScheduled == s.DesiredNumberScheduled &&
+		s.NumberReady == s.DesiredNumberScheduled && s.NumberUnavailable == 0
+}
+
+// podStateOf says why the Pod of the workload name (labelled with it, as
+// the manifests do) is not ready, for an error.
+func (c *Client) podStateOf(ctx context.Context, ns, name, kind string) string {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	pods, err := c.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + Deployment})
+	pods, err := c.kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=" + name})
 	if err != nil {
 		return fmt.Sprintf("list its pods: %v", err)
 	}
 	if len(pods.Items) == 0 {
-		return "no pod (kubectl describe deployment " + Deployment + " -n " + ns + ")"
+		return "no pod (kubectl describe " + kind + " " + name + " -n " + ns + ")"
 	}
 	p := pods.Items[0]
 	for _, cs := range p.Status.ContainerStatuses {

@@ -72,13 +72,16 @@ func TestObjectsAreTheManifests(t *testing.T) {
 		kinds = append(kinds, u.GetKind()+"/"+u.GetName())
 	}
 	want := []string{"CustomResourceDefinition/sandboxes.banger.dev", "Namespace/banger-system", "ServiceAccount/banger-controller",
-		"ClusterRole/banger-controller", "ClusterRoleBinding/banger-controller", "Deployment/banger-controller"}
+		"ClusterRole/banger-controller", "ClusterRoleBinding/banger-controller", "Deployment/banger-controller", "DaemonSet/banger-node"}
 	if !slices.Equal(kinds, want) {
 		t.Errorf("objects %v, want %v", kinds, want)
 	}
 	c := controllerContainer(t, objs)
 	if c["image"] != "banger.dev/controller:dev" || !slices.Contains(c["args"].([]any), any("--launcher-image=banger.dev/launcher:dev")) {
 		t.Errorf("controller container %v: want the development images", c)
+	}
+	if !slices.Contains(c["args"].([]any), any("--accel="+controller.DefaultAccel)) {
+		t.Errorf("controller args %v: want --accel=%s, the controller's own default, stated", c["args"], controller.DefaultAccel)
 	}
 	// The controller's label that uninstall waits on.
 	if managedBy != controller.LabelManagedBy+"=banger-controller" {
@@ -116,5 +119,85 @@ func TestObjectsOptions(t *testing.T) {
 	}
 	if c := controllerContainer(t, objs); c["image"] != "banger.dev/controller:dev" {
 		t.Errorf("image %v after options elsewhere, want the manifest's", c["image"])
+	}
+}
+
+func nodeAgent(t *testing.T, objs []*unstructured.Unstructured) (spec, container map[string]any) {
+	t.Helper()
+	d := find(objs, "DaemonSet", DaemonSet)
+	if d == nil {
+		t.Fatal("no node agent daemonset")
+	}
+	spec, _, _ = unstructured.NestedMap(d.Object, "spec", "template", "spec")
+	cs, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+	if len(cs) != 1 || cs[0].(map[string]any)["name"] != nodeContainer {
+		t.Fatalf("node agent containers %v: want %q only", cs, nodeContainer)
+	}
+	return spec, cs[0].(map[string]any)
+}
+
+// The node agent gets what a device plugin needs and nothing else: the
+// kubelet's device plugin directory, root without capabilities, no token,
+// and a toleration of banger's taint.
+func TestNodeAgentManifest(t *testing.T) {
+	objs, err := Objects(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, c := nodeAgent(t, objs)
+	if c["image"] != "banger.dev/node:dev" {
+		t.Errorf("node image %v", c["image"])
+	}
+	vols, _, _ := unstructured.NestedSlice(spec, "volumes")
+	if len(vols) != 1 {
+		t.Fatalf("volumes %v: want the device plugin directory only", vols)
+	}
+	hp, _, _ := unstructured.NestedString(vols[0].(map[string]any), "hostPath", "path")
+	if hp != "/var/lib/kubelet/device-plugins" {
+		t.Errorf("host path %q, want the kubelet's device plugin directory", hp)
+	}
+	for _, f := range []string{"hostNetwork", "hostPID", "hostIPC", "serviceAccountName"} {
+		if _, ok := spec[f]; ok {
+			t.Errorf("pod spec sets %s", f)
+		}
+	}
+	if spec["automountServiceAccountToken"] != false {
+		t.Error("the node agent gets an API token; it needs none")
+	}
+	sc, _, _ := unstructured.NestedMap(c, "securityContext")
+	drop, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "drop")
+	add, _, _ := unstructured.NestedStringSlice(sc, "capabilities", "add")
+	if sc["privileged"] == true || sc["allowPrivilegeEscalation"] != false || sc["readOnlyRootFilesystem"] != true ||
+		!slices.Equal(drop, []string{"ALL"}) || len(add) != 0 {
+		t.Errorf("node agent security context %v: want no privileges, no escalation, read-only root, every capability dropped", sc)
+	}
+	tol, _, _ := unstructured.NestedSlice(spec, "tolerations")
+	if len(tol) != 1 || tol[0].(map[string]any)["key"] != controller.Taint || tol[0].(map[string]any)["effect"] != "NoSchedule" {
+		t.Errorf("tolerations %v: want banger's taint %s", tol, controller.Taint)
+	}
+}
+
+func TestObjectsPlacement(t *testing.T) {
+	objs, err := Objects(Options{Accel: "tcg", NodeSelector: "banger.dev/node=yes,zone=a", NodeImage: "reg.example/node:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := controllerContainer(t, objs)["args"].([]any)
+	if !slices.Contains(args, any("--accel=tcg")) || slices.Contains(args, any("--accel=kvm")) ||
+		!slices.Contains(args, any("--node-selector=banger.dev/node=yes,zone=a")) {
+		t.Errorf("controller args %v: want --accel=tcg (once) and the node selector", args)
+	}
+	spec, c := nodeAgent(t, objs)
+	sel, _, _ := unstructured.NestedStringMap(spec, "nodeSelector")
+	if len(sel) != 2 || sel["banger.dev/node"] != "yes" || sel["zone"] != "a" {
+		t.Errorf("node agent selector %v: want the launcher Pods'", sel)
+	}
+	if c["image"] != "reg.example/node:1" {
+		t.Errorf("node image %v", c["image"])
+	}
+	for _, bad := range []Options{{Accel: "auto"}, {NodeSelector: "zone"}, {NodeSelector: "a=b c"}} {
+		if _, err := Objects(bad); err == nil {
+			t.Errorf("Objects(%+v): no error", bad)
+		}
 	}
 }

@@ -22,30 +22,44 @@ import (
 	"github.com/bangervm/banger/internal/testutil/kubecluster"
 )
 
-// banger cluster install on a real cluster: the CRD, RBAC and the
-// controller's Deployment applied (its image imported into the node), the
-// controller Available, and a Sandbox given its claim, Pod and status by
-// that in-cluster controller, which runs as the installed service account
-// (so the role is enough). Installing again changes nothing. Uninstall
-// refuses while the Sandbox exists, and with force leaves nothing: no
-// Sandbox, Pod, claim, volume, controller, role, CRD or namespace. The
-// launcher image is busybox: the controller is under test, not the VM.
+// banger cluster install on a real cluster: the CRD, RBAC, the
+// controller's Deployment and the node agent's DaemonSet applied (their
+// images imported into the node), the controller Available and the node
+// agent ready, and a Sandbox given its claim, Pod and status by that
+// in-cluster controller, which runs as the installed service account (so
+// the role is enough). The node agent offers /dev/kvm to Pods that ask,
+// launcher Pods go to the labelled, tainted node the install's
+// --node-selector names, or stay Pending saying why, and a launcher with
+// accel kvm refuses a KVM that cannot run the guest (nodeAgentChecks).
+// Installing again changes nothing. Uninstall refuses while the Sandbox
+// exists, and with force leaves nothing: no Sandbox, Pod, claim, volume,
+// controller, role, CRD or namespace. The launcher image is the real one,
+// but no VM boots: its Sandbox's image (busybox, already on the node) is
+// handed over by the Pod's init containers, and on this machine
+// (PVM-only KVM) the launcher then refuses accel kvm.
 func TestInstall(t *testing.T) {
 	start := time.Now()
-	bin := filepath.Join(kubetest.Binaries(t), "banger-controller")
+	bin := kubetest.Binaries(t)
+	launcherTar := kubetest.LauncherImage(t)
 	cl := kubecluster.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	img, err := images.ControllerImage(bin)
+	img, err := images.ControllerImage(filepath.Join(bin, "banger-controller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	node, err := images.NodeImage(filepath.Join(bin, "banger-node"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	tarPath := filepath.Join(t.TempDir(), "controller.tar")
-	if err := images.WriteTar(tarPath, map[string]v1.Image{images.Controller: img}); err != nil {
+	if err := images.WriteTar(tarPath, map[string]v1.Image{images.Controller: img, images.Node: node}); err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.ImportImages(ctx, tarPath); err != nil {
-		t.Fatal(err)
+	for _, tar := range []string{tarPath, launcherTar} {
+		if err := cl.ImportImages(ctx, tar); err != nil {
+			t.Fatal(err)
+		}
 	}
 	var out bytes.Buffer
 	c, err := New(cl.Config, &out)
@@ -53,7 +67,11 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Poll = 200 * time.Millisecond
-	opts := Options{Namespace: "banger", ControllerImage: images.Controller, LauncherImage: kubecluster.BusyboxImage}
+	// The node is banger's: labelled as the install's selector wants
+	// (tainted once the controller runs, which does not tolerate it).
+	labelNode(ctx, t, cl, bangerNodeLabel, "yes")
+	opts := Options{Namespace: "banger", ControllerImage: images.Controller, LauncherImage: images.Launcher,
+		NodeSelector: bangerNodeLabel + "=yes"}
 	if err := c.Install(ctx, opts, 3*time.Minute); err != nil {
 		t.Fatalf("install: %v\n%s", err, out.String())
 	}
@@ -65,7 +83,9 @@ func TestInstall(t *testing.T) {
 		"clusterrole.rbac.authorization.k8s.io/banger-controller created",
 		"clusterrolebinding.rbac.authorization.k8s.io/banger-controller created",
 		"deployment.apps/banger-controller created",
+		"daemonset.apps/banger-node created",
 		"deployment.apps/banger-controller available",
+		"daemonset.apps/banger-node ready on 1 nodes",
 	} {
 		if !strings.Contains(out.String(), want+"\n") {
 			t.Errorf("install output lacks %q", want)
@@ -80,7 +100,7 @@ func TestInstall(t *testing.T) {
 	if err := c.Install(ctx, opts, time.Minute); err != nil {
 		t.Fatalf("install again: %v", err)
 	}
-	if strings.Count(out.String(), " unchanged\n") != 6 {
+	if strings.Count(out.String(), " unchanged\n") != 7 {
 		t.Errorf("install again:\n%s\nwant every object unchanged", out.String())
 	}
 
@@ -88,7 +108,7 @@ func TestInstall(t *testing.T) {
 	sb := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "banger.dev/v1alpha1", "kind": "Sandbox",
 		"metadata": map[string]any{"name": "box", "namespace": "default"},
-		"spec":     map[string]any{"image": "debian", "memoryMiB": int64(128), "diskSize": "512M"},
+		"spec":     map[string]any{"image": kubecluster.BusyboxImage, "memoryMiB": int64(128), "diskSize": "512M"},
 	}}
 	if _, err := c.dyn.Resource(sandboxes).Namespace("default").Create(ctx, sb, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
@@ -106,13 +126,15 @@ func TestInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod, err := cl.Client.CoreV1().Pods("default").Get(ctx, "box-vm", metav1.GetOptions{})
-	if err != nil || len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].Name != "box" || pod.Spec.Containers[0].Image != kubecluster.BusyboxImage {
+	if err != nil || len(pod.OwnerReferences) != 1 || pod.OwnerReferences[0].Name != "box" || pod.Spec.Containers[0].Image != images.Launcher {
 		t.Fatalf("box's pod: %v: want it owned by box, with the launcher image given at install", err)
 	}
 	if _, err := cl.Client.CoreV1().PersistentVolumeClaims("default").Get(ctx, "box-disk", metav1.GetOptions{}); err != nil {
 		t.Fatalf("box's claim: %v", err)
 	}
 	t.Logf("box served by the in-cluster controller at %s", time.Since(start).Round(100*time.Millisecond))
+	t.Run("NodeAgent", func(t *testing.T) { nodeAgentChecks(ctx, t, cl, c) })
+	t.Logf("node agent and placement checked at %s", time.Since(start).Round(100*time.Millisecond))
 
 	out.Reset()
 	if err := c.Uninstall(ctx, Options{}, false, time.Minute); !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "default/box") {

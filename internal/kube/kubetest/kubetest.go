@@ -36,7 +36,7 @@ import (
 )
 
 // Programs are the static builds Binaries provides.
-var Programs = []string{"banger-launcher", "banger-agent", "banger-controller"}
+var Programs = []string{"banger-launcher", "banger-agent", "banger-controller", "banger-node"}
 
 // Binaries returns a directory holding static builds of Programs:
 // $BANGER_BIN when it has them (make test-kube passes make's static
@@ -217,4 +217,21 @@ func Poll(ctx context.Context, t testing.TB, what string, ok func() (bool, error
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// ServeRegistry serves reg on the cluster node's address and lets the
+// node's containerd pull from it over plain HTTP: the kubelet pulls a
+// Sandbox's image for its rootfs init container. It returns the
+// registry's host:port, the prefix of its references.
+func ServeRegistry(t testing.TB, cl *kubecluster.Cluster, reg *testutil.Registry) string {
+	t.Helper()
+	ln, err := cl.Listen(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := reg.Serve(t, ln)
+	if err := cl.AllowHTTPRegistry(host); err != nil {
+		t.Fatal(err)
+	}
+	return host
 }

@@ -107,11 +107,7 @@ func TestLauncherBootsVM(t *testing.T) {
 	// the node's address inside the cluster's namespace.
 	reg := testutil.NewRegistry(t)
 	reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
-	ln, err := cl.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ref := reg.Serve(t, ln) + "/test/busybox:1"
+	ref := kubetest.ServeRegistry(t, cl, reg) + "/test/busybox:1"
 	kubetest.InstallCRD(ctx, t, cl)
 	c := kubetest.Client(t, cl.Config)
 	kubetest.StartController(t, cl.Config, l)

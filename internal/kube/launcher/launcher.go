@@ -1,8 +1,10 @@
 // Package launcher is what runs in a Sandbox's Pod (banger-launcher): a
-// one-VM bangerd. `run` serves banger's own API (package daemon, with host
-// networking off) on a unix socket in the container, keeps banger's state
+// one-VM bangerd. `run` serves banger's own API (package daemon; a VM
+// with --net public or full gets the Pod's network namespace as its host
+// network, see podNetwork) on a unix socket in the container, keeps banger's state
 // on the volume at /var/lib/banger, imports the kernel baked into the
-// image, pulls the Sandbox's image, creates the VM named after the Sandbox
+// image, makes the Sandbox's image from what the Pod's rootfs init
+// container handed over (else pulls it), creates the VM named after the Sandbox
 // (or starts it again when the volume already holds it) and, on SIGTERM,
 // stops it the data-safe way before exiting 0. `api` joins its stdin and
 // stdout to one connection on that socket: the only way in, through the
@@ -20,6 +22,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	bapi "github.com/bangervm/banger/api"
@@ -28,9 +31,12 @@ import (
 	"github.com/bangervm/banger/internal/config"
 	"github.com/bangervm/banger/internal/daemon"
 	"github.com/bangervm/banger/internal/engine"
+	"github.com/bangervm/banger/internal/engine/qemu"
 	"github.com/bangervm/banger/internal/kube/api"
+	"github.com/bangervm/banger/internal/kube/rootfs"
 	"github.com/bangervm/banger/internal/paths"
 	"github.com/bangervm/banger/internal/safesocket"
+	"github.com/bangervm/banger/internal/vm"
 )
 
 // Fixed places in the launcher container.
@@ -44,6 +50,9 @@ const (
 	Socket = Runtime + "/api.sock"
 	// KernelName is the name the image's kernel gets in banger's store.
 	KernelName = "launcher"
+	// NodeImageName is the name the Sandbox's image gets in banger's
+	// store when the node's kubelet pulled it.
+	NodeImageName = "sandbox"
 )
 
 // Environment the controller sets on the launcher container.
@@ -103,8 +112,8 @@ func (c *Config) defaults() {
 	}
 }
 
-// settings are bangerd's for a Pod: no host networking (the Pod has its
-// own; --net none for now), QEMU (no Firecracker in the image), the
+// settings are bangerd's for a Pod: no host networking (a VM with a
+// network gets the Pod's own, see podNetwork), QEMU (no Firecracker in the image), the
 // image's kernel by default.
 func settings() config.Config {
 	s := config.Default()
@@ -121,12 +130,20 @@ func settings() config.Config {
 // its own with an error; nil if the guest powered itself off.
 func Run(ctx context.Context, c Config) error {
 	c.defaults()
-	if c.Spec.Net != "" && c.Spec.Net != api.NetNone {
-		return fmt.Errorf("net %q: a Sandbox's VM has no network yet (only none): %w", c.Spec.Net, errdefs.ErrInvalidArgument)
+	mode := c.Spec.Net
+	if mode == "" {
+		mode = api.NetNone
+	}
+	if mode != api.NetNone && mode != api.NetPublic && mode != api.NetFull {
+		return fmt.Errorf("net %q: want none, public or full: %w", mode, errdefs.ErrInvalidArgument)
 	}
 	disk, err := config.ParseSize(c.Spec.DiskSize)
 	if err != nil && c.Spec.DiskSize != "" {
 		return fmt.Errorf("diskSize: %w", err)
+	}
+	accel, err := Accel(c.Spec.Accel, qemu.ProbeHost())
+	if err != nil {
+		return err
 	}
 	// The volume's root comes as the Pod made it (an emptyDir is 0777):
 	// banger keeps its state only under directories nobody else can
@@ -141,6 +158,12 @@ func Run(ctx context.Context, c Config) error {
 		Config: filepath.Join(c.Home, "config"), State: filepath.Join(c.Home, "state"),
 		Cache: filepath.Join(c.Home, "cache"), Runtime: c.Runtime,
 	}
+	var netw *vm.Network
+	if mode != api.NetNone {
+		if netw, err = podNetwork(ctx, c.Log); err != nil {
+			return fmt.Errorf("net %s: %w", mode, err)
+		}
+	}
 	// The daemon outlives ctx: the VM is stopped through it first.
 	dctx, stopDaemon := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopDaemon()
@@ -148,7 +171,7 @@ func Run(ctx context.Context, c Config) error {
 	var daemonErr error
 	go func() {
 		defer close(daemonDone)
-		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true})
+		daemonErr = daemon.Run(dctx, daemon.Config{Layout: l, Settings: settings(), Log: c.Log, Socket: c.Socket, Launcher: true, Accel: accel, Network: netw})
 	}()
 	stop := func() error {
 		stopDaemon()
@@ -163,7 +186,7 @@ func Run(ctx context.Context, c Config) error {
 		return err
 	}
 	c.Log.Info("launcher: api up", "socket", c.Socket)
-	if err := boot(ctx, cl, c, disk); err != nil {
+	if err := boot(ctx, cl, c, disk, mode); err != nil {
 		if ctx.Err() != nil {
 			// SIGTERM while booting: stop whatever came up.
 			stopVM(cl, c)
@@ -201,6 +224,31 @@ func Run(ctx context.Context, c Config) error {
 	}
 }
 
+// Accel is QEMU's accelerator for the Sandbox's spec.accel on host h
+// (the Pod's view of its node): tcg is forced; kvm is forced too, and
+// refused when this Pod's KVM cannot run the guest (no /dev/kvm in the
+// container: the Pod was not given banger.dev/kvm; or a KVM that runs
+// only paravirtualized guests), never falling back to emulation; empty
+// (a Sandbox from before accel) chooses as banger does on any host.
+func Accel(spec string, h qemu.HostInfo) (engine.Accel, error) {
+	switch spec {
+	case "":
+		return "", nil
+	case api.AccelTCG:
+		return engine.AccelTCG, nil
+	case api.AccelKVM:
+		a, reason := qemu.ChooseAccel(h)
+		if a == engine.AccelKVM {
+			return a, nil
+		}
+		reason, _, _ = strings.Cut(reason, "; using TCG")
+		return "", fmt.Errorf("accel kvm: %s: this Pod cannot use KVM, and a Sandbox with accel kvm never falls back to emulation; "+
+			"run it on a node whose banger-node offers banger.dev/kvm and whose KVM runs ordinary guests, or set spec.accel: tcg: %w",
+			reason, errdefs.ErrFailedPrecondition)
+	}
+	return "", fmt.Errorf("accel %q: want kvm or tcg: %w", spec, errdefs.ErrInvalidArgument)
+}
+
 // waitAPI waits until the daemon answers on its socket.
 func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan struct{}) error {
 	for {
@@ -218,14 +266,19 @@ func waitAPI(ctx context.Context, cl *client.Client, daemonDone <-chan struct{})
 }
 
 // boot makes the VM run: started again if the volume already holds it,
-// else created from the image (pulled) and the image's kernel (imported).
-func boot(ctx context.Context, cl *client.Client, c Config, disk int64) error {
+// else created from the Sandbox's image and the image's kernel (imported).
+func boot(ctx context.Context, cl *client.Client, c Config, disk int64, mode string) error {
 	log := func(e bapi.Event) { c.Log.Info("launcher: "+e.Phase, "message", e.Message) }
 	v, err := cl.VM(ctx, c.Name)
 	switch {
 	case err == nil && v.State == bapi.VMRunning:
 		return nil
 	case err == nil:
+		// A Pod that stopped between creating the VM and marking it
+		// created: mark it now, so no later Pod exports the image again.
+		if err := rootfs.Done(c.Home); err != nil {
+			c.Log.Warn("launcher: mark the vm created", "err", err)
+		}
 		_, err = cl.StartVM(ctx, c.Name, log)
 		if err != nil {
 			return fmt.Errorf("start vm %s: %w", c.Name, err)
@@ -249,18 +302,46 @@ func boot(ctx context.Context, cl *client.Client, c Config, disk int64) error {
 			return err
 		}
 	}
-	img, err := cl.PullImage(ctx, bapi.PullImageRequest{Ref: c.Spec.Image, Kernel: kernel}, log)
+	img, err := sandboxImage(ctx, cl, c, kernel, log)
 	if err != nil {
-		return fmt.Errorf("pull %s: %w", c.Spec.Image, err)
+		return err
 	}
 	_, err = cl.CreateVM(ctx, bapi.CreateVMRequest{
 		Name: c.Name, Image: img.Name, Kernel: kernel, VCPU: int(c.Spec.VCPUs), MemoryMiB: int(c.Spec.MemoryMiB),
-		DiskBytes: disk, Net: bapi.NetNone, Engine: engine.QEMU, Labels: c.Spec.Labels,
+		DiskBytes: disk, Net: mode, Engine: engine.QEMU, Labels: c.Spec.Labels,
 	}, log)
 	if err != nil {
 		return fmt.Errorf("create vm %s: %w", c.Name, err)
 	}
+	if err := rootfs.Done(c.Home); err != nil {
+		c.Log.Warn("launcher: mark the vm created", "err", err)
+	}
 	return nil
+}
+
+// sandboxImage makes the Sandbox's image an image of banger's: from the
+// tar the Pod's rootfs init container wrote (the image as the node's
+// kubelet pulled it, through the node's cache and pull secrets),
+// converted as a pulled image's single layer; else, in a Pod without that
+// init container, pulled from its registry by the launcher itself.
+func sandboxImage(ctx context.Context, cl *client.Client, c Config, kernel string, log func(bapi.Event)) (bapi.Image, error) {
+	tarPath, cfg, ok, err := rootfs.Handed(c.Home)
+	if err != nil {
+		return bapi.Image{}, err
+	}
+	if !ok {
+		img, err := cl.PullImage(ctx, bapi.PullImageRequest{Ref: c.Spec.Image, Kernel: kernel}, log)
+		if err != nil {
+			return bapi.Image{}, fmt.Errorf("pull %s: %w", c.Spec.Image, err)
+		}
+		return img, nil
+	}
+	c.Log.Info("launcher: image from the node", "image", c.Spec.Image)
+	img, err := cl.RegisterImage(ctx, bapi.RegisterImageRequest{Name: NodeImageName, RootFS: tarPath, Format: bapi.RootFSTar, Kernel: kernel, Config: cfg}, log)
+	if err != nil {
+		return bapi.Image{}, fmt.Errorf("image %s from the node: %w", c.Spec.Image, err)
+	}
+	return img, nil
 }
 
 // stopVM is the data-safe stop of `banger vm stop`: the agent syncs and

@@ -82,6 +82,8 @@ var userRole = []rbacv1.PolicyRule{
 func standInLauncher() controller.Launcher {
 	l := controller.DefaultLauncher(kubecluster.BusyboxImage)
 	l.PullPolicy = corev1.PullNever
+	// Its Sandboxes' images are never pulled: the stand-in is no VM.
+	l.ImageFromNode = false
 	l.Command = []string{"sh", "-c", standIn}
 	// Small enough that two VMs fit the node's 2 CPUs.
 	l.CPUOverhead.Set(0)

@@ -50,6 +50,7 @@ func VMFromSandbox(sb *kapi.Sandbox, pod *corev1.Pod) api.VM {
 		Image:     spec.Image,
 		Kernel:    spec.Kernel,
 		Engine:    EngineLauncher,
+		Accel:     spec.Accel,
 		Net:       spec.Net,
 		VCPU:      int(spec.VCPUs),
 		MemoryMiB: int(spec.MemoryMiB),

@@ -55,11 +55,7 @@ func TestClusterContextVM(t *testing.T) {
 	reg := testutil.NewRegistry(t)
 	reg.Push(t, testutil.BusyboxImage(t), "test/busybox:1")
 	reg.Push(t, gitImage(t), "test/git:1")
-	ln, err := cl.Listen(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := reg.Serve(t, ln)
+	host := kubetest.ServeRegistry(t, cl, reg)
 	ref := host + "/test/busybox:1"
 	kubetest.InstallCRD(ctx, t, cl)
 	quietController()

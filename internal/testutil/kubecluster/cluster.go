@@ -79,6 +79,8 @@ type Cluster struct {
 	fwd         *forwarder
 	sysctls     map[string]string
 	resume      func() // continues a paused kubelet
+	// containerdDir holds containerd's configuration and state.
+	containerdDir string
 }
 
 // BinDir is where kube/cluster/build put the Kubernetes programs:
@@ -351,6 +353,7 @@ func StartWith(t testing.TB, o Options) *Cluster {
 		"--bind-address=127.0.0.1", "--leader-elect=false")
 
 	cd := filepath.Join(dir, "containerd")
+	c.containerdDir = cd
 	c.ContainerdSocket = filepath.Join(cd, "containerd.sock")
 	for _, d := range []string{filepath.Join(cd, "net.d"), filepath.Join(dir, "cni-ipam"), filepath.Join(dir, "pod-logs")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -416,6 +419,18 @@ func (c *Cluster) ImportImages(ctx context.Context, tarPath string) error {
 		return fmt.Errorf("import %s into the test cluster: %w", tarPath, err)
 	}
 	return nil
+}
+
+// AllowHTTPRegistry lets the kubelet pull Pods' images from host
+// (host:port, a registry a test serves on the node's address with
+// Listen) over plain HTTP: containerd reads certs.d/HOST/hosts.toml at
+// each pull.
+func (c *Cluster) AllowHTTPRegistry(host string) error {
+	dir := filepath.Join(c.containerdDir, "certs.d", host)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "hosts.toml"), fmt.Appendf(nil, "server = %[1]q\n[host.%[1]q]\n  capabilities = [\"pull\", \"resolve\"]\n", "http://"+host), 0o644)
 }
 
 func writeFile(t testing.TB, path, s string) {

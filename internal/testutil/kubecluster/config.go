@@ -74,8 +74,11 @@ state = %[2]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "/usr/lib/cni"
     conf_dir = %[7]q
+  # Read at each pull: AllowHTTPRegistry adds a host.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[8]q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), filepath.Join(dir, "containerd.sock"),
-		filepath.Join(dir, "ttrpc.sock"), filepath.Join(dir, "opt"), PauseImage, filepath.Join(dir, "net.d"))
+		filepath.Join(dir, "ttrpc.sock"), filepath.Join(dir, "opt"), PauseImage, filepath.Join(dir, "net.d"), filepath.Join(dir, "certs.d"))
 }
 
 // cniConfig is the pod network: a bridge in the namespace with host-local

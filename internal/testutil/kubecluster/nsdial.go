@@ -1,17 +1,22 @@
 package kubecluster
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/bangervm/banger/internal/hostcmd"
 )
 
 // inNetNS runs f on a thread switched into the network namespace at
@@ -168,4 +173,31 @@ func (f *forwarder) Close() {
 		return
 	}
 	f.wg.Wait()
+}
+
+// ListenIn listens on TCP addr inside the network namespace at nsPath:
+// the cluster's (NetNS), or a Pod's (/proc/PID/ns/net of one of its
+// processes), which the test's cluster made.
+func ListenIn(nsPath, addr string) (net.Listener, error) {
+	var ln net.Listener
+	var err error
+	if nerr := inNetNS(nsPath, func() { ln, err = net.Listen("tcp4", addr) }); nerr != nil {
+		return nil, nerr
+	}
+	return ln, err
+}
+
+// ListenPublic listens on TCP port of addr, a non-private address (e.g.
+// from TEST-NET-2, 198.51.100.0/24) that it first adds to the node's
+// loopback inside the cluster's namespace: a stand-in for a server on the
+// internet, which Pods reach through their default route and nothing
+// outside the namespace can.
+func (c *Cluster) ListenPublic(addr netip.Addr, port int) (net.Listener, error) {
+	if !addr.Is4() || addr.IsPrivate() || addr.IsLoopback() {
+		return nil, fmt.Errorf("listen public: %s is not a public IPv4 address", addr)
+	}
+	if _, err := hostcmd.IP(context.Background(), "-n", filepath.Base(c.NetNS), "addr", "replace", addr.String()+"/32", "dev", "lo"); err != nil {
+		return nil, err
+	}
+	return ListenIn(c.NetNS, netip.AddrPortFrom(addr, uint16(port)).String())
 }

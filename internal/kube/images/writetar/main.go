@@ -1,10 +1,11 @@
-// Command writetar writes banger.dev/launcher:dev and
-// banger.dev/controller:dev as one docker-save tar (make kube-images):
+// Command writetar writes banger.dev/launcher:dev,
+// banger.dev/controller:dev and banger.dev/node:dev as one docker-save tar
+// (make kube-images):
 //
 //	writetar -bin bin -kernel VMLINUX [-initrd INITRD] -o bin/kube-images.tar
 //
-// -bin holds static builds of banger-launcher, banger-agent and
-// banger-controller; the kernel is one banger imported (banger kernel show
+// -bin holds static builds of banger-launcher, banger-agent,
+// banger-controller and banger-node; the kernel is one banger imported (banger kernel show
 // debian-cloud --json names its vmlinux and initrd).
 package main
 
@@ -21,7 +22,7 @@ import (
 )
 
 func main() {
-	bin := flag.String("bin", "bin", "directory with banger-launcher, banger-agent and banger-controller")
+	bin := flag.String("bin", "bin", "directory with banger-launcher, banger-agent, banger-controller and banger-node")
 	kernel := flag.String("kernel", "", "the guest kernel (vmlinux) baked into the launcher image")
 	initrd := flag.String("initrd", "", "its initramfs, as banger generated it")
 	out := flag.String("o", "bin/kube-images.tar", "the tar to write")
@@ -46,5 +47,9 @@ func run(bin, kernel, initrd, out string) error {
 	if err != nil {
 		return err
 	}
-	return images.WriteTar(out, map[string]v1.Image{images.Launcher: l, images.Controller: c})
+	n, err := images.NodeImage(filepath.Join(bin, "banger-node"))
+	if err != nil {
+		return err
+	}
+	return images.WriteTar(out, map[string]v1.Image{images.Launcher: l, images.Controller: c, images.Node: n})
 }
