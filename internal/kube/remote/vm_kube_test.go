@@ -268,6 +268,12 @@ func testCLIVM(ctx context.Context, t *testing.T, cl *kubecluster.Cluster, admin
 	if code != 4 || !strings.Contains(out, "/dev/pts/") || !strings.Contains(out, "TERM=") {
 		t.Errorf("vm exec -t: exit %d, stdout %q (stderr %q); want a pts, TERM and exit 4", code, out, errOut)
 	}
+	// vm ssh (a shell through the agent, no network needed): a command's
+	// output and status.
+	code, out, errOut = run("vm", "ssh", "ws", "--", "sh", "-c", "echo via-ssh; exit 6")
+	if code != 6 || out != "via-ssh\n" {
+		t.Errorf("vm ssh: exit %d, stdout %q (stderr %q); want via-ssh and exit 6", code, out, errOut)
+	}
 	// A listening port (busybox httpd in its own session, so that it
 	// outlives the exec) in vm ports.
 	must("vm", "exec", "ws", "--", "sh", "-c", "setsid httpd -f -p 8080 -h / </dev/null >/dev/null 2>&1 &")
